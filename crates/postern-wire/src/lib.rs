@@ -1,0 +1,17 @@
+//! postern-wire: the SMTP/LMTP wire protocol without I/O.
+//!
+//! Bytes in, typed values out: command parsing ([`command`]), RFC 5321 paths
+//! ([`address`]), replies with RFC 3463 enhanced codes ([`reply`]), DATA
+//! dot-unstuffing with smuggling-safe end detection and BDAT checks
+//! ([`data`]), and command-line framing ([`line`]). No tokio, no policy;
+//! this is the part we fuzz.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod line;
+pub mod reply;
+
+pub use address::{Mailbox, Path};
+pub use command::{parse_command, Command, ParseError};
+pub use reply::{codes, Enhanced, Reply};

@@ -1,0 +1,261 @@
+//! SMTP replies: a three-digit code, an RFC 3463 enhanced status code and text.
+//!
+//! RFC 5321 §4.2 (reply syntax, multi-line replies), RFC 2034 / RFC 3463
+//! (enhanced status codes). Every reply postern sends carries an enhanced code,
+//! except the greeting (220) and the EHLO response (250), which RFC 2034 §3
+//! exempts.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// An RFC 3463 enhanced status code `class.subject.detail`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Enhanced(pub u8, pub u16, pub u16);
+
+impl fmt::Display for Enhanced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+/// One SMTP reply, possibly multi-line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The three-digit reply code (RFC 5321 §4.2.1).
+    pub code: u16,
+    /// The enhanced status code, printed after the code on every line.
+    pub enhanced: Option<Enhanced>,
+    /// The text lines; never empty when encoded (an empty text becomes one empty line).
+    pub lines: Vec<Cow<'static, str>>,
+}
+
+impl Reply {
+    /// A one-line reply with an enhanced status code.
+    pub fn new(code: u16, enhanced: Enhanced, text: impl Into<Cow<'static, str>>) -> Reply {
+        Reply { code, enhanced: Some(enhanced), lines: vec![text.into()] }
+    }
+
+    /// A reply without an enhanced status code (greeting, EHLO, LHLO).
+    pub fn plain(code: u16, lines: Vec<Cow<'static, str>>) -> Reply {
+        Reply { code, enhanced: None, lines }
+    }
+
+    /// Replaces the text, keeping the codes.
+    pub fn with_text(mut self, text: impl Into<Cow<'static, str>>) -> Reply {
+        self.lines = vec![text.into()];
+        self
+    }
+
+    /// 2yz: the command succeeded.
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 3yz: intermediate (DATA's 354, AUTH's 334).
+    pub fn is_intermediate(&self) -> bool {
+        (300..400).contains(&self.code)
+    }
+
+    /// 4yz: temporary failure.
+    pub fn is_transient(&self) -> bool {
+        (400..500).contains(&self.code)
+    }
+
+    /// 5yz: permanent failure.
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// The reply as a single line of text for logs: `550 5.1.1 text`.
+    pub fn summary(&self) -> String {
+        let mut s = self.code.to_string();
+        if let Some(e) = self.enhanced {
+            s.push(' ');
+            s.push_str(&e.to_string());
+        }
+        for (i, l) in self.lines.iter().enumerate() {
+            s.push_str(if i == 0 { " " } else { " / " });
+            s.push_str(l);
+        }
+        s
+    }
+
+    /// Encodes the reply onto `out` in wire form, CRLF-terminated lines.
+    /// Text containing CR or LF is sanitised so a reply can never inject a
+    /// second reply.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let empty: [Cow<'static, str>; 1] = [Cow::Borrowed("")];
+        let lines: &[Cow<'static, str>] = if self.lines.is_empty() { &empty } else { &self.lines };
+        for (i, line) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            out.extend_from_slice(self.code.to_string().as_bytes());
+            out.push(sep as u8);
+            if let Some(e) = self.enhanced {
+                out.extend_from_slice(e.to_string().as_bytes());
+                if !line.is_empty() {
+                    out.push(b' ');
+                }
+            }
+            for &b in line.as_bytes() {
+                out.push(if b == b'\r' || b == b'\n' { b' ' } else { b });
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// The wire form as a string (tests, logs).
+    pub fn to_wire(&self) -> String {
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+/// Parses one reply from a peer (used by the LMTP and SMTP clients).
+///
+/// Accepts a slice of lines without CRLF. Returns `None` if the lines do not
+/// form a valid reply.
+pub fn parse_reply_lines(lines: &[&str]) -> Option<Reply> {
+    let mut code = None;
+    let mut texts: Vec<Cow<'static, str>> = Vec::new();
+    let mut enhanced = None;
+    for (i, line) in lines.iter().enumerate() {
+        let b = line.as_bytes();
+        if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let c: u16 = line[..3].parse().ok()?;
+        if *code.get_or_insert(c) != c {
+            return None;
+        }
+        let sep = b.get(3).copied().unwrap_or(b' ');
+        let last = i + 1 == lines.len();
+        if (sep == b' ') != last && !(last && b.len() == 3) {
+            return None;
+        }
+        let mut text = line.get(4..).unwrap_or("");
+        if let Some((e, rest)) = parse_enhanced_prefix(text) {
+            if i == 0 {
+                enhanced = Some(e);
+            }
+            text = rest;
+        }
+        texts.push(Cow::Owned(text.to_string()));
+    }
+    Some(Reply { code: code?, enhanced, lines: texts })
+}
+
+fn parse_enhanced_prefix(text: &str) -> Option<(Enhanced, &str)> {
+    let (word, rest) = match text.find(' ') {
+        Some(i) => (&text[..i], &text[i + 1..]),
+        None => (text, ""),
+    };
+    let mut parts = word.split('.');
+    let a: u8 = parts.next()?.parse().ok()?;
+    let b: u16 = parts.next()?.parse().ok()?;
+    let c: u16 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !(2..=5).contains(&a) {
+        return None;
+    }
+    Some((Enhanced(a, b, c), rest))
+}
+
+/// Named replies. Dynamic text is added with [`Reply::with_text`].
+pub mod codes {
+    use super::{Enhanced, Reply};
+
+    macro_rules! reply {
+        ($(#[$m:meta])* $name:ident, $code:expr, $a:expr, $b:expr, $c:expr, $text:expr) => {
+            $(#[$m])*
+            pub fn $name() -> Reply {
+                Reply::new($code, Enhanced($a, $b, $c), $text)
+            }
+        };
+    }
+
+    reply!(/// 250 2.0.0 Ok
+        ok, 250, 2, 0, 0, "Ok");
+    reply!(/// 250 2.1.0 sender ok
+        sender_ok, 250, 2, 1, 0, "Sender ok");
+    reply!(/// 250 2.1.5 recipient ok
+        recipient_ok, 250, 2, 1, 5, "Recipient ok");
+    reply!(/// 354 after DATA
+        start_data, 354, 2, 0, 0, "End data with <CR><LF>.<CR><LF>");
+    reply!(/// 221 closing
+        bye, 221, 2, 0, 0, "Bye");
+    reply!(/// 252 for VRFY (RFC 5321 §3.5.3: we do not disclose users)
+        cannot_vrfy, 252, 2, 5, 0, "Cannot VRFY user, but will accept message and attempt delivery");
+    reply!(/// 214 HELP
+        help, 214, 2, 0, 0, "See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
+    reply!(/// 421 service shutting down
+        shutting_down, 421, 4, 3, 0, "Service shutting down, closing connection");
+    reply!(/// 421 too many errors
+        too_many_errors, 421, 4, 7, 0, "Too many errors, closing connection");
+    reply!(/// 421 command timeout
+        timeout, 421, 4, 4, 2, "Timeout exceeded, closing connection");
+    reply!(/// 421 connection limit reached
+        too_many_connections, 421, 4, 7, 0, "Too many connections, try again later");
+    reply!(/// 451 local error
+        local_error, 451, 4, 3, 0, "Local error in processing, try again later");
+    reply!(/// 452 4.3.1 insufficient storage
+        insufficient_storage, 452, 4, 3, 1, "Insufficient system storage, try again later");
+    reply!(/// 452 4.5.3 too many recipients (RFC 5321 §4.5.3.1.10)
+        too_many_recipients, 452, 4, 5, 3, "Too many recipients");
+    reply!(/// 500 5.5.1 unknown command
+        unknown_command, 500, 5, 5, 1, "Command unrecognized");
+    reply!(/// 500 5.5.2 line too long
+        line_too_long, 500, 5, 5, 2, "Line too long");
+    reply!(/// 501 5.5.4 syntax error in parameters
+        syntax_params, 501, 5, 5, 4, "Syntax error in parameters or arguments");
+    reply!(/// 502 5.5.1 not implemented
+        not_implemented, 502, 5, 5, 1, "Command not implemented");
+    reply!(/// 503 5.5.1 bad sequence
+        bad_sequence, 503, 5, 5, 1, "Bad sequence of commands");
+    reply!(/// 550 5.1.1 no such user
+        no_such_user, 550, 5, 1, 1, "No such user here");
+    reply!(/// 550 5.7.1 relay denied
+        relay_denied, 550, 5, 7, 1, "Relaying denied");
+    reply!(/// 552 5.3.4 message too big
+        too_big, 552, 5, 3, 4, "Message size exceeds fixed maximum message size");
+    reply!(/// 554 5.5.1 no valid recipients
+        no_valid_recipients, 554, 5, 5, 1, "No valid recipients");
+    reply!(/// 555 5.5.4 unsupported parameter
+        unknown_parameter, 555, 5, 5, 4, "MAIL FROM/RCPT TO parameters not recognized or not implemented");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_single_and_multi() {
+        assert_eq!(codes::ok().to_wire(), "250 2.0.0 Ok\r\n");
+        let r = Reply::plain(250, vec!["host".into(), "PIPELINING".into(), "SIZE 10".into()]);
+        assert_eq!(r.to_wire(), "250-host\r\n250-PIPELINING\r\n250 SIZE 10\r\n");
+    }
+
+    #[test]
+    fn encode_sanitises_newlines() {
+        let r = codes::ok().with_text("a\r\n250 injected");
+        assert_eq!(r.to_wire(), "250 2.0.0 a  250 injected\r\n");
+    }
+
+    #[test]
+    fn parse_peer_replies() {
+        let r = parse_reply_lines(&["250-mx.example", "250-PIPELINING", "250 SIZE"]).unwrap();
+        assert_eq!(r.code, 250);
+        assert_eq!(r.lines.len(), 3);
+        let r = parse_reply_lines(&["550 5.1.1 <x@y>: unknown"]).unwrap();
+        assert_eq!(r.enhanced, Some(Enhanced(5, 1, 1)));
+        assert_eq!(r.lines[0], "<x@y>: unknown");
+        assert!(parse_reply_lines(&["250-a", "251 b"]).is_none());
+        assert!(parse_reply_lines(&["25"]).is_none());
+        assert_eq!(parse_reply_lines(&["354"]).unwrap().code, 354);
+    }
+}
