@@ -1,1 +1,257 @@
-fn main(){}
+//! postern: one binary, many faces. `postern serve` is the daemon;
+//! `postern sendmail` / `postern queue` / `postern config` are the tools.
+//! Invoked as `sendmail` or `mailq` (a symlink), it behaves like those.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use postern::config::{Config, EXAMPLE};
+use postern::sendmail::exit;
+use postern::settings::{Settings, Source};
+use postern::{queuecmd, sendmail, server};
+
+/// Where the config is looked for when neither --config nor POSTERN_CONFIG is given.
+const SYSTEM_CONFIG: &str = "/etc/postern/postern.toml";
+
+#[derive(Parser)]
+#[command(name = "postern", version, about = "postern: a mail transfer agent (ESMTP server, queue, local and relay delivery)",
+    long_about = "postern: a mail transfer agent (ESMTP server, queue, local and relay delivery).\n\n\
+Configuration: --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.toml if it exists, \
+else the embedded default (SMTP on 127.0.0.1:2525, local domains localhost and the host name, \
+Maildirs under DATA/mail, loopback clients may relay). State lives in the data directory: \
+--data-dir, else $POSTERN_DATA_DIR, else `data_dir` in the config, else ./postern-data.\n\n\
+Invoked as `sendmail` it is `postern sendmail`; as `mailq`, `postern queue list`; as `newaliases`, it checks the aliases file.")]
+struct Cli {
+    /// Configuration file (TOML). See `postern config example`.
+    #[arg(long, short = 'c', global = true, env = "POSTERN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: queue, Maildirs, control socket.
+    #[arg(long, global = true, env = "POSTERN_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the mail server (SIGTERM/SIGINT: drain and stop; SIGHUP: reload the config).
+    Serve,
+    /// Queue a message from standard input, like /usr/sbin/sendmail (`postern sendmail --help`).
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        /// sendmail options and recipients: -t, -i, -oi, -f ADDR, -F NAME, -bp, rcpt...
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Inspect and manage the queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueCmd,
+    },
+    /// Print or check configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
+    /// Check the aliases file (like `newaliases`; postern reads it directly, nothing to rebuild).
+    Aliases,
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// List queued messages (same as `mailq`). `!` after the id marks a held message.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: envelope, per-recipient state and text.
+    Show {
+        /// Queue id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to try all (or one) queued messages now.
+    Flush {
+        /// Queue id; all messages when omitted.
+        id: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete messages from the queue without bouncing them.
+    Delete {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put messages on hold: kept, never tried, until released.
+    Hold {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release held messages and try them now.
+    Release {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print a complete, commented example configuration.
+    Example,
+    /// Validate a configuration file (default: --config, $POSTERN_CONFIG or /etc/postern/postern.toml).
+    Check {
+        /// The file to check.
+        file: Option<PathBuf>,
+    },
+}
+
+fn source(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Source {
+    let config = config.or_else(|| {
+        let p = PathBuf::from(SYSTEM_CONFIG);
+        p.exists().then_some(p)
+    });
+    Source { config, data_dir }
+}
+
+fn load(src: &Source) -> Result<Settings, i32> {
+    Settings::load(src).map_err(|e| {
+        eprintln!("postern: {e}");
+        exit::CONFIG
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_DEBUG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(c.clamp(0, 255) as u8)
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let name = argv.first().and_then(|a| a.rsplit('/').next()).unwrap_or("postern").to_string();
+    let env_src = || source(std::env::var_os("POSTERN_CONFIG").map(PathBuf::from), std::env::var_os("POSTERN_DATA_DIR").map(PathBuf::from));
+    match name.as_str() {
+        "sendmail" => {
+            return match load(&env_src()) {
+                Ok(s) => code(sendmail::run(&s, &argv[1..])),
+                Err(c) => code(c),
+            };
+        }
+        "mailq" => {
+            return match load(&env_src()) {
+                Ok(s) => code(queuecmd::list(&s, argv.iter().any(|a| a == "--json"))),
+                Err(c) => code(c),
+            };
+        }
+        "newaliases" => {
+            return match load(&env_src()) {
+                Ok(s) => {
+                    println!("postern: {} aliases, nothing to rebuild", s.aliases.len());
+                    code(exit::OK)
+                }
+                Err(c) => code(c),
+            };
+        }
+        _ => {}
+    }
+    let cli = Cli::parse();
+    let src = source(cli.config, cli.data_dir);
+    match cli.command {
+        Cmd::Serve => {
+            init_tracing();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("postern: cannot start runtime: {e}");
+                    return code(exit::TEMPFAIL);
+                }
+            };
+            match rt.block_on(server::serve(src)) {
+                Ok(()) => code(exit::OK),
+                Err(e) => {
+                    eprintln!("postern: {e}");
+                    code(exit::CONFIG)
+                }
+            }
+        }
+        Cmd::Sendmail { args } => match load(&src) {
+            Ok(s) => code(sendmail::run(&s, &args)),
+            Err(c) => code(c),
+        },
+        Cmd::Queue { action } => {
+            let s = match load(&src) {
+                Ok(s) => s,
+                Err(c) => return code(c),
+            };
+            code(match action {
+                QueueCmd::List { json } => queuecmd::list(&s, json),
+                QueueCmd::Show { id, json } => queuecmd::show(&s, &id, json),
+                QueueCmd::Flush { id, json } => {
+                    let _ = json; // flush prints one status line; JSON-safe as {"result": ...} below
+                    if json {
+                        queuecmd::flush_json(&s, id.as_deref())
+                    } else {
+                        queuecmd::flush(&s, id.as_deref())
+                    }
+                }
+                QueueCmd::Delete { ids, json } => queuecmd::change(&s, "delete", &ids, json),
+                QueueCmd::Hold { ids, json } => queuecmd::change(&s, "hold", &ids, json),
+                QueueCmd::Release { ids, json } => queuecmd::change(&s, "release", &ids, json),
+            })
+        }
+        Cmd::Config { action } => match action {
+            ConfigCmd::Example => {
+                print!("{EXAMPLE}");
+                code(exit::OK)
+            }
+            ConfigCmd::Check { file } => {
+                let Some(file) = file.or(src.config) else {
+                    eprintln!("postern: no config file given (and {SYSTEM_CONFIG} does not exist); the embedded default is valid");
+                    return code(exit::USAGE);
+                };
+                match Config::load(&file).map_err(|e| e.to_string()).and_then(|c| {
+                    Settings::from_config(c, &Source { config: Some(file.clone()), data_dir: src.data_dir.clone() })
+                        .map_err(|e| e.to_string())
+                }) {
+                    Ok(_) => {
+                        println!("{}: ok", file.display());
+                        code(exit::OK)
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        code(exit::CONFIG)
+                    }
+                }
+            }
+        },
+        Cmd::Aliases => match load(&src) {
+            Ok(s) => {
+                println!("postern: {} aliases, nothing to rebuild", s.aliases.len());
+                code(exit::OK)
+            }
+            Err(c) => code(c),
+        },
+    }
+}

@@ -1,0 +1,174 @@
+//! Delivery status notifications (bounces): RFC 3464 `multipart/report`
+//! (RFC 6522) with a human part, a `message/delivery-status` part and the
+//! original headers (`text/rfc822-headers`). Sent with the null sender
+//! (RFC 5321 §4.5.5); a message with the null sender never gets one.
+//!
+//! Pure: builds bytes; the scheduler queues them.
+
+use crate::spool::{Envelope, RcptStatus};
+
+/// One failed recipient for the report.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Final-Recipient.
+    pub address: String,
+    /// Original-Recipient (as given in RCPT TO).
+    pub original: String,
+    /// The last reply or reason.
+    pub diagnostic: String,
+}
+
+/// The failed recipients of `env` that still owe a bounce.
+pub fn owed(env: &Envelope) -> Vec<Failure> {
+    env.recipients
+        .iter()
+        .filter(|r| r.status == RcptStatus::Failed && !r.bounced)
+        .map(|r| Failure {
+            address: r.address.clone(),
+            original: r.original.clone(),
+            diagnostic: r.last_reply.clone().unwrap_or_else(|| "5.0.0 delivery failed".into()),
+        })
+        .collect()
+}
+
+/// Extracts an RFC 3463 status (`5.1.1`) from a reply text; defaults to
+/// 5.0.0 (or 4.4.7 for expiry text, RFC 3463 "delivery time expired").
+pub fn status_of(diagnostic: &str) -> String {
+    for word in diagnostic.split_whitespace().take(3) {
+        let parts: Vec<&str> = word.split('.').collect();
+        if parts.len() == 3
+            && matches!(parts[0], "2" | "4" | "5")
+            && parts[1..].iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()))
+        {
+            return word.to_string();
+        }
+    }
+    if diagnostic.contains("expired") {
+        "4.4.7".into()
+    } else {
+        "5.0.0".into()
+    }
+}
+
+/// Only the header section of a message (up to the first empty line).
+pub fn headers_of(body: &[u8]) -> &[u8] {
+    for i in 0..body.len() {
+        if body[i..].starts_with(b"\r\n\r\n") {
+            return &body[..i + 2];
+        }
+        if body[i..].starts_with(b"\n\n") {
+            return &body[..i + 1];
+        }
+    }
+    body
+}
+
+/// Builds the bounce message text (CRLF) for `env`'s failures.
+pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u8], date: &str) -> Vec<u8> {
+    let boundary = format!("{}.{}/{}", env.id, crate::spool::now_unix(), hostname);
+    let mut m = String::new();
+    m.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"));
+    m.push_str(&format!("To: <{}>\r\n", env.sender));
+    m.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
+    m.push_str(&format!("Date: {date}\r\n"));
+    m.push_str(&format!("Message-ID: <{}.bounce@{hostname}>\r\n", env.id));
+    m.push_str("Auto-Submitted: auto-replied\r\n");
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+    ));
+    m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+    m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
+    m.push_str(&format!(
+        "This is the mail system at host {hostname}.\r\n\r\nYour message could not be delivered to one or more\r\n\
+         recipients. It is attached below.\r\n\r\n"
+    ));
+    for f in failures {
+        m.push_str(&format!("<{}>: {}\r\n", f.address, one_line(&f.diagnostic)));
+    }
+    m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"));
+    m.push_str(&format!("Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\n", env.id));
+    m.push_str(&format!("Arrival-Date: {}\r\n", unix_to_rfc5322(env.created)));
+    for f in failures {
+        m.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", f.address));
+        if !f.original.is_empty() && !f.original.eq_ignore_ascii_case(&f.address) {
+            m.push_str(&format!("Original-Recipient: rfc822; {}\r\n", f.original));
+        }
+        m.push_str("Action: failed\r\n");
+        m.push_str(&format!("Status: {}\r\n", status_of(&f.diagnostic)));
+        m.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", one_line(&f.diagnostic)));
+        m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
+    }
+    m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+    let mut out = m.into_bytes();
+    out.extend_from_slice(&postern_wire::data::normalize_crlf(headers_of(original)));
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+/// Formats a unix time as an RFC 5322 date (UTC).
+pub fn unix_to_rfc5322(t: u64) -> String {
+    chrono::DateTime::from_timestamp(t as i64, 0)
+        .map(|d| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{QueueId, Recipient, ENVELOPE_VERSION};
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status_of("550 5.1.1 <x@y>: unknown"), "5.1.1");
+        assert_eq!(status_of("4.4.1 connect failed"), "4.4.1");
+        assert_eq!(status_of("delivery time expired"), "4.4.7");
+        assert_eq!(status_of("weird"), "5.0.0");
+    }
+
+    #[test]
+    fn report_shape() {
+        let env = Envelope {
+            version: ENVELOPE_VERSION,
+            id: QueueId::parse("00000000000000AB").unwrap(),
+            created: 0,
+            sender: "s@x.example".into(),
+            recipients: vec![Recipient {
+                address: "bob@y.example".into(),
+                original: "team@y.example".into(),
+                status: RcptStatus::Failed,
+                attempts: 1,
+                last_reply: Some("550 5.1.1 no such user".into()),
+                next_attempt: 0,
+                bounced: false,
+            }],
+            size: 10,
+            eight_bit: false,
+            smtputf8: false,
+            client: String::new(),
+            helo: None,
+        };
+        let f = owed(&env);
+        let out = String::from_utf8(build("mx.example", &env, &f, b"Subject: hi\r\nX: y\r\n\r\nsecret body\r\n", "DATE")).unwrap();
+        for want in [
+            "multipart/report; report-type=delivery-status",
+            "Final-Recipient: rfc822; bob@y.example\r\n",
+            "Original-Recipient: rfc822; team@y.example\r\n",
+            "Status: 5.1.1\r\n",
+            "Action: failed\r\n",
+            "Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nX: y\r\n",
+            "Reporting-MTA: dns; mx.example\r\n",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+        assert!(!out.contains("secret body"));
+        assert!(!out.contains('\n') || !out.replace("\r\n", "").contains('\n'), "bare LF in bounce");
+    }
+}

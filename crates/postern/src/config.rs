@@ -1,0 +1,544 @@
+//! The typed configuration: one source of truth, validated once at load.
+//!
+//! May touch: the config file (read only). Every field has a doc comment with
+//! its meaning and default; `deny_unknown_fields` everywhere; errors name the
+//! file, line, column and key. The commented example (`postern config
+//! example`, `example.toml`) is tested to parse and to mention every key.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+/// The commented example configuration, printed by `postern config example`.
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+/// A configuration error, with position when it comes from a file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a key/value is wrong.
+    #[error("{file}:{line}:{column}: {key}{message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// `key `a.b`: ` or empty when unknown.
+        key: String,
+        /// The problem.
+        message: String,
+    },
+    /// A problem found after parsing (cross-field checks).
+    #[error("{file}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// The problem, naming the key.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The name this server uses in its greeting, EHLO, `Received:` and
+    /// bounces. Default: the machine's host name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Directory for all state (queue, mailboxes, generated keys). Default
+    /// `./postern-data`; `--data-dir` and `POSTERN_DATA_DIR` override it.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// When started as root: the user to switch to after binding the
+    /// listeners. Default: none (postern warns when it keeps running as root).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Listening sockets. Default: one `smtp` listener on 127.0.0.1:2525.
+    #[serde(default = "default_listeners", rename = "listener")]
+    pub listeners: Vec<Listener>,
+    /// Limits on what clients control.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Local domains and local delivery.
+    #[serde(default)]
+    pub local: Local,
+    /// Who may relay, and where relayed mail goes.
+    #[serde(default)]
+    pub relay: Relay,
+    /// Queue timing.
+    #[serde(default)]
+    pub queue: Queue,
+    /// The operator's mail log.
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// What a listener is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// MTA-to-MTA SMTP, the port 25 role.
+    Smtp,
+    /// Message submission (RFC 6409), the port 587 role.
+    Submission,
+}
+
+impl Role {
+    /// The name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Smtp => "smtp",
+            Role::Submission => "submission",
+        }
+    }
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `address:port` to bind, e.g. `0.0.0.0:25` or `[::]:25`.
+    pub address: SocketAddr,
+    /// `smtp` (default) or `submission`.
+    #[serde(default = "default_role")]
+    pub role: Role,
+}
+
+fn default_role() -> Role {
+    Role::Smtp
+}
+
+fn default_listeners() -> Vec<Listener> {
+    vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], 2525)), role: Role::Smtp }]
+}
+
+/// How to treat bare CR or LF inside DATA (SMTP smuggling defence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareNewline {
+    /// Refuse the message with 550 5.6.0 (default).
+    Reject,
+    /// Accept it, storing bare CR/LF as CRLF.
+    Normalize,
+}
+
+/// Limits on everything a client controls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message accepted, in bytes (declared SIZE and actual). Default 26214400 (25 MiB).
+    pub max_message_size: u64,
+    /// Recipients per message; more get 452 4.5.3. Default 1000.
+    pub max_recipients: usize,
+    /// Longest command or text line including CRLF (RFC 5321 §4.5.3.1). Default 1000.
+    pub max_line_length: usize,
+    /// Idle time allowed while waiting for a command. Default "5m" (RFC 5321 §4.5.3.2).
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Time allowed for the whole DATA/BDAT transfer of one message. Default "10m".
+    #[serde(deserialize_with = "duration")]
+    pub data_timeout: Duration,
+    /// Protocol errors before the session is closed with 421. Default 10.
+    pub max_errors: u32,
+    /// Concurrent connections in total. Default 200.
+    pub max_connections: usize,
+    /// Concurrent connections from one client IP address. Default 20.
+    pub max_connections_per_ip: usize,
+    /// Bare CR or LF inside DATA: "reject" (default) or "normalize".
+    pub bare_newline: BareNewline,
+    /// Grace period for open sessions at shutdown. Default "30s".
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 1000,
+            max_line_length: 1000,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            max_errors: 10,
+            max_connections: 200,
+            max_connections_per_ip: 20,
+            bare_newline: BareNewline::Reject,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How local mail is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalDelivery {
+    /// Maildir under `maildir_root/<user>/` (default).
+    Maildir,
+    /// LMTP to `lmtp` (e.g. Dovecot).
+    Lmtp,
+}
+
+/// Local domains, users and delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Local {
+    /// Domains delivered here. Default: `localhost` and the host name.
+    pub domains: Option<Vec<String>>,
+    /// Mailbox names accepted besides aliases. `postmaster` is always accepted.
+    pub users: Vec<String>,
+    /// Path of an aliases file (`name: target, target`). Default: `DATA/aliases` if it exists.
+    pub aliases: Option<PathBuf>,
+    /// "maildir" (default) or "lmtp".
+    pub delivery: LocalDelivery,
+    /// Root of the Maildirs. Default `DATA/mail`.
+    pub maildir_root: Option<PathBuf>,
+    /// LMTP server: `host:port` or `unix:/path`. Required when delivery = "lmtp".
+    pub lmtp: Option<Endpoint>,
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Local {
+            domains: None,
+            users: Vec::new(),
+            aliases: None,
+            delivery: LocalDelivery::Maildir,
+            maildir_root: None,
+            lmtp: None,
+        }
+    }
+}
+
+/// Relaying.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// Client networks allowed to relay (like Postfix `mynetworks`). Default loopback only.
+    pub networks: Vec<Cidr>,
+    /// Domains we accept from anyone and forward (backup MX, gateway). Default none.
+    pub domains: Vec<String>,
+    /// Send all non-local mail to this host: `host:port`. Default none.
+    pub smarthost: Option<Endpoint>,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            networks: vec![Cidr::from_str("127.0.0.0/8").expect("valid"), Cidr::from_str("::1/128").expect("valid")],
+            domains: Vec::new(),
+            smarthost: None,
+        }
+    }
+}
+
+/// Queue timing and concurrency.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// First retry delay; doubles each attempt. Default "5m".
+    #[serde(deserialize_with = "duration")]
+    pub retry_min: Duration,
+    /// Longest retry delay. Default "1h".
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+    /// After this long in the queue, undelivered recipients bounce. Default "5d".
+    #[serde(deserialize_with = "duration")]
+    pub max_lifetime: Duration,
+    /// Deliveries in progress at once. Default 20.
+    pub concurrency: usize,
+    /// Refuse new mail with 452 4.3.1 when the queue's file system has less
+    /// free space than this, in bytes. Default 104857600 (100 MiB).
+    pub min_free_space: u64,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            retry_min: Duration::from_secs(300),
+            retry_max: Duration::from_secs(3600),
+            max_lifetime: Duration::from_secs(5 * 86400),
+            concurrency: 20,
+            min_free_space: 100 * 1024 * 1024,
+        }
+    }
+}
+
+/// The operator's mail log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Where the mail log goes: "-" for standard error (default) or a file path.
+    pub mail_log: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { mail_log: "-".into() }
+    }
+}
+
+/// A network endpoint: TCP `host:port` or `unix:/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// TCP host and port.
+    Tcp(String, u16),
+    /// A unix-domain socket path.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Tcp(h, p) if h.contains(':') => write!(f, "[{h}]:{p}"),
+            Endpoint::Tcp(h, p) => write!(f, "{h}:{p}"),
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_prefix("unix:") {
+            return if p.starts_with('/') { Ok(Endpoint::Unix(p.into())) } else { Err("unix: path must be absolute".into()) };
+        }
+        let (host, port) = s.rsplit_once(':').ok_or("expected host:port or unix:/path")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().map_err(|_| format!("bad port {port:?}"))?;
+        if host.is_empty() {
+            return Err("empty host".into());
+        }
+        Ok(Endpoint::Tcp(host.to_string(), port))
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+/// An IP network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// True if `ip` is inside this network (IPv4-mapped IPv6 is unmapped first).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| format!("bad IP address {a:?}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= max).ok_or(format!("bad prefix length {p:?}"))?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s).map_err(|e| de::Error::custom(format!("bad duration {s:?}: {e} (use e.g. \"30s\", \"5m\", \"5d\")")))
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The embedded default is the empty file: every field has a default.
+        toml::from_str("").expect("empty config is valid")
+    }
+}
+
+impl Config {
+    /// Parses a config from text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| parse_error(text, file, &e))?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        Config::parse(&text, &file)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid { file: file.into(), message });
+        if self.listeners.is_empty() {
+            return invalid("key `listener`: at least one listener is needed".into());
+        }
+        if self.local.delivery == LocalDelivery::Lmtp && self.local.lmtp.is_none() {
+            return invalid("key `local.lmtp`: required when local.delivery = \"lmtp\"".into());
+        }
+        if self.limits.max_line_length < 512 {
+            return invalid("key `limits.max_line_length`: must be at least 512 (RFC 5321 §4.5.3.1)".into());
+        }
+        if self.limits.max_recipients < 1 || self.limits.max_connections < 1 || self.queue.concurrency < 1 {
+            return invalid("keys `limits.max_recipients`, `limits.max_connections` and `queue.concurrency` must be at least 1".into());
+        }
+        if self.queue.retry_min > self.queue.retry_max {
+            return invalid("key `queue.retry_min`: must not exceed queue.retry_max".into());
+        }
+        for d in self.local.domains.iter().flatten().chain(&self.relay.domains) {
+            if postern_wire::address::check_domain(d).is_err() {
+                return invalid(format!("bad domain {d:?} in `local.domains` or `relay.domains`"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Turns a toml error into file:line:column with the key named.
+fn parse_error(text: &str, file: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column, key) = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            (line, column, key_at(text, line))
+        }
+        None => (0, 0, String::new()),
+    };
+    let message = e.message().trim().to_string();
+    ConfigError::Parse { file: file.into(), line, column, key, message }
+}
+
+/// Names the key at a 1-based line: the table header above it plus the key.
+fn key_at(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(this) = lines.get(line.saturating_sub(1)) else { return String::new() };
+    let table = lines[..line.saturating_sub(1)]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let this = this.trim();
+    let key = if this.starts_with('[') {
+        this.trim_matches(|c| c == '[' || c == ']').trim().to_string()
+    } else if let Some((k, _)) = this.split_once('=') {
+        match table {
+            Some(t) => format!("{t}.{}", k.trim()),
+            None => k.trim().to_string(),
+        }
+    } else {
+        return String::new();
+    };
+    format!("key `{key}`: ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_is_default() {
+        let c = Config::parse("", "x.toml").unwrap();
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
+        assert_eq!(c.limits.max_line_length, 1000);
+        assert_eq!(c.queue.max_lifetime, Duration::from_secs(432000));
+        assert!(c.relay.networks[0].contains("127.0.0.9".parse().unwrap()));
+        assert!(c.relay.networks[1].contains("::1".parse().unwrap()));
+        assert!(!c.relay.networks[0].contains("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn example_parses_and_covers_every_key() {
+        let c = Config::parse(EXAMPLE, "example.toml").unwrap();
+        assert_eq!(c.local.users, vec!["alice".to_string(), "bob".to_string()]);
+        for key in [
+            "hostname", "data_dir", "user", "[[listener]]", "address", "role", "[limits]", "max_message_size",
+            "max_recipients", "max_line_length", "command_timeout", "data_timeout", "max_errors", "max_connections",
+            "max_connections_per_ip", "bare_newline", "shutdown_timeout", "[local]", "domains", "users", "aliases",
+            "delivery", "maildir_root", "lmtp", "[relay]", "networks", "smarthost", "[queue]", "retry_min",
+            "retry_max", "max_lifetime", "concurrency", "min_free_space", "[log]", "mail_log",
+        ] {
+            assert!(EXAMPLE.contains(key), "example.toml does not mention {key}");
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let table: &[(&str, &str)] = &[
+            ("[limits]\nmax_errors = \"x\"\n", "f.toml:2:14: key `limits.max_errors`: invalid type"),
+            ("[limits]\nbogus = 1\n", "f.toml:2:1: key `limits.bogus`: unknown field `bogus`"),
+            ("[relay]\nnetworks = [\"10.0.0.0/33\"]\n", "f.toml:2:12: key `relay.networks`: bad prefix length"),
+            ("[queue]\nretry_min = \"soon\"\n", "f.toml:2:13: key `queue.retry_min`: bad duration"),
+            ("[local]\nlmtp = \"nohost\"\n", "f.toml:2:8: key `local.lmtp`: expected host:port"),
+            ("whatever = 1\n", "f.toml:1:1: key `whatever`: unknown field"),
+            ("[[listener]]\naddress = \"1.2.3.4\"\n", "f.toml:2:11: key `listener.address`: invalid socket address"),
+            ("[local]\ndelivery = \"lmtp\"\n", "f.toml: key `local.lmtp`: required"),
+        ];
+        for (text, want) in table {
+            let got = Config::parse(text, "f.toml").unwrap_err().to_string();
+            assert!(got.starts_with(want), "{text:?}\n got: {got}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!("h:25".parse::<Endpoint>(), Ok(Endpoint::Tcp("h".into(), 25)));
+        assert_eq!("[::1]:24".parse::<Endpoint>(), Ok(Endpoint::Tcp("::1".into(), 24)));
+        assert_eq!("unix:/run/x".parse::<Endpoint>(), Ok(Endpoint::Unix("/run/x".into())));
+        assert!("unix:rel".parse::<Endpoint>().is_err());
+        assert!("h:99999".parse::<Endpoint>().is_err());
+    }
+}

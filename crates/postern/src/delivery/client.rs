@@ -1,0 +1,321 @@
+//! SMTP (RFC 5321) and LMTP (RFC 2033) client transports.
+//!
+//! One client speaks both: LMTP differs only in LHLO and in returning one
+//! reply per accepted recipient after the final dot (RFC 2033 §4.2). With
+//! PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one write.
+//! The smarthost transport keeps idle connections for reuse.
+//!
+//! May touch: outbound TCP or unix-domain sockets to the configured peers.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
+
+use postern_wire::data::dot_stuff;
+use postern_wire::reply::parse_reply_lines;
+use postern_wire::Reply;
+
+use super::{BoxFuture, Message, Outcome, Transport};
+use crate::config::Endpoint;
+
+/// Connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout for each reply (RFC 5321 §4.5.3.2 suggests minutes; 5 is common).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+/// The final reply after DATA may take longer (§4.5.3.2.6: 10 minutes).
+const FINAL_TIMEOUT: Duration = Duration::from_secs(600);
+/// An idle pooled connection older than this is closed, not reused.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Longest reply line we accept from a peer.
+const MAX_REPLY_LINE: usize = 4096;
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// An open, greeted connection.
+pub struct Conn {
+    io: BufReader<Box<dyn Io>>,
+    ext: HashSet<String>,
+    lmtp: bool,
+}
+
+/// Why a connection-level step failed: deferred for every recipient.
+type ConnError = String;
+
+impl Conn {
+    /// Connects, reads the greeting, sends EHLO/LHLO.
+    pub async fn open(ep: &Endpoint, lmtp: bool, helo: &str) -> Result<Conn, ConnError> {
+        let io: Box<dyn Io> = match ep {
+            Endpoint::Tcp(h, p) => {
+                let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((h.as_str(), *p)))
+                    .await
+                    .map_err(|_| format!("4.4.1 connect to {ep}: timed out"))?
+                    .map_err(|e| format!("4.4.1 connect to {ep}: {e}"))?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+            Endpoint::Unix(path) => Box::new(
+                tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
+                    .await
+                    .map_err(|_| format!("4.4.1 connect to {ep}: timed out"))?
+                    .map_err(|e| format!("4.4.1 connect to {ep}: {e}"))?,
+            ),
+        };
+        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), lmtp };
+        let greeting = c.reply(REPLY_TIMEOUT).await?;
+        if greeting.code != 220 {
+            return Err(format!("4.4.2 {ep} greeted with {}", greeting.summary()));
+        }
+        let verb = if lmtp { "LHLO" } else { "EHLO" };
+        c.send(format!("{verb} {helo}\r\n").as_bytes()).await?;
+        let r = c.reply(REPLY_TIMEOUT).await?;
+        if r.code != 250 {
+            return Err(format!("4.4.2 {ep} refused {verb}: {}", r.summary()));
+        }
+        c.ext = r.lines.iter().skip(1).filter_map(|l| l.split_whitespace().next()).map(|k| k.to_ascii_uppercase()).collect();
+        Ok(c)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+        let w = self.io.get_mut();
+        w.write_all(bytes).await.map_err(|e| format!("4.4.2 write: {e}"))?;
+        w.flush().await.map_err(|e| format!("4.4.2 write: {e}"))
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    async fn reply(&mut self, timeout: Duration) -> Result<Reply, ConnError> {
+        tokio::time::timeout(timeout, self.read_reply()).await.map_err(|_| "4.4.2 timeout waiting for reply".to_string())?
+    }
+
+    async fn read_reply(&mut self) -> Result<Reply, ConnError> {
+        let mut lines: Vec<String> = Vec::new();
+        loop {
+            let mut raw = Vec::new();
+            let n = (&mut self.io).take(MAX_REPLY_LINE as u64).read_until(b'\n', &mut raw).await.map_err(|e| format!("4.4.2 read: {e}"))?;
+            if n == 0 {
+                return Err("4.4.2 connection closed by peer".into());
+            }
+            let line = String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']).to_string();
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last || lines.len() > 100 {
+                break;
+            }
+        }
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        parse_reply_lines(&refs).ok_or_else(|| format!("4.5.0 malformed reply: {:?}", lines.join(" / ")))
+    }
+
+    /// One transaction. `Err` means the connection is unusable and every
+    /// recipient without an outcome is deferred.
+    async fn transaction(&mut self, msg: &Message, rcpts: &[String]) -> Result<Vec<Outcome>, ConnError> {
+        if msg.smtputf8 && !self.ext.contains("SMTPUTF8") {
+            let o = Outcome::Failed("553 5.6.7 next hop does not support SMTPUTF8".into());
+            return Ok(vec![o; rcpts.len()]);
+        }
+        let mut mail = format!("MAIL FROM:<{}>", msg.sender);
+        if self.ext.contains("SIZE") {
+            mail.push_str(&format!(" SIZE={}", msg.body.len()));
+        }
+        if msg.eight_bit && self.ext.contains("8BITMIME") {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if msg.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        mail.push_str("\r\n");
+        let pipelining = self.ext.contains("PIPELINING") || self.lmtp;
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
+        let mail_reply;
+        let mut accepted = Vec::new();
+        if pipelining {
+            let mut batch = mail.into_bytes();
+            for r in rcpts {
+                batch.extend_from_slice(format!("RCPT TO:<{r}>\r\n").as_bytes());
+            }
+            batch.extend_from_slice(b"DATA\r\n");
+            self.send(&batch).await?;
+            mail_reply = self.reply(REPLY_TIMEOUT).await?;
+            for (i, _) in rcpts.iter().enumerate() {
+                let r = self.reply(REPLY_TIMEOUT).await?;
+                if r.is_positive() {
+                    accepted.push(i);
+                } else {
+                    outcomes[i] = Some(Outcome::from_reply(&r));
+                }
+            }
+        } else {
+            self.send(mail.as_bytes()).await?;
+            mail_reply = self.reply(REPLY_TIMEOUT).await?;
+            if mail_reply.is_positive() {
+                for (i, r) in rcpts.iter().enumerate() {
+                    self.send(format!("RCPT TO:<{r}>\r\n").as_bytes()).await?;
+                    let rr = self.reply(REPLY_TIMEOUT).await?;
+                    if rr.is_positive() {
+                        accepted.push(i);
+                    } else {
+                        outcomes[i] = Some(Outcome::from_reply(&rr));
+                    }
+                }
+                if !accepted.is_empty() {
+                    self.send(b"DATA\r\n").await?;
+                }
+            }
+        }
+        if !mail_reply.is_positive() {
+            if pipelining {
+                let _ = self.reply(REPLY_TIMEOUT).await?; // the DATA reply
+            }
+            self.send(b"RSET\r\n").await?;
+            self.reply(REPLY_TIMEOUT).await?;
+            let o = Outcome::from_reply(&mail_reply);
+            return Ok(vec![o; rcpts.len()]);
+        }
+        if accepted.is_empty() {
+            if pipelining {
+                let _ = self.reply(REPLY_TIMEOUT).await?; // DATA refused (503/554)
+            }
+            self.send(b"RSET\r\n").await?;
+            self.reply(REPLY_TIMEOUT).await?;
+            return Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred("4.0.0 no reply".into()))).collect());
+        }
+        let data_reply = self.reply(REPLY_TIMEOUT).await?;
+        if data_reply.code != 354 {
+            let o = Outcome::from_reply(&data_reply);
+            for &i in &accepted {
+                outcomes[i] = Some(o.clone());
+            }
+            self.send(b"RSET\r\n").await?;
+            self.reply(REPLY_TIMEOUT).await?;
+        } else {
+            let mut out = Vec::with_capacity(msg.body.len() + msg.body.len() / 50 + 8);
+            dot_stuff(&msg.body, &mut out);
+            self.send(&out).await?;
+            if self.lmtp {
+                // RFC 2033 §4.2: one reply per accepted recipient, in order.
+                for &i in &accepted {
+                    let r = self.reply(FINAL_TIMEOUT).await?;
+                    outcomes[i] = Some(Outcome::from_reply(&r));
+                }
+            } else {
+                let r = self.reply(FINAL_TIMEOUT).await?;
+                let o = Outcome::from_reply(&r);
+                for &i in &accepted {
+                    outcomes[i] = Some(o.clone());
+                }
+            }
+        }
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred("4.0.0 no reply".into()))).collect())
+    }
+
+    async fn quit(mut self) {
+        if self.send(b"QUIT\r\n").await.is_ok() {
+            let _ = self.reply(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+/// Runs a transaction, deferring everyone on a connection-level error.
+async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String]) -> Result<Vec<Outcome>, Vec<Outcome>> {
+    conn.transaction(msg, rcpts).await.map_err(|e| vec![Outcome::Deferred(e); rcpts.len()])
+}
+
+/// LMTP delivery to a local mail store (e.g. Dovecot).
+pub struct Lmtp {
+    /// The LMTP server.
+    pub endpoint: Endpoint,
+    /// Our name for LHLO.
+    pub hostname: String,
+}
+
+impl Transport for Lmtp {
+    fn name(&self) -> String {
+        format!("lmtp:{}", self.endpoint)
+    }
+
+    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            let mut conn = match Conn::open(&self.endpoint, true, &self.hostname).await {
+                Ok(c) => c,
+                Err(e) => return vec![Outcome::Deferred(e); rcpts.len()],
+            };
+            let out = deliver_on(&mut conn, msg, rcpts).await;
+            match out {
+                Ok(o) => {
+                    conn.quit().await;
+                    o
+                }
+                Err(o) => o,
+            }
+        })
+    }
+}
+
+/// SMTP to a configured smarthost, reusing idle connections.
+pub struct Smarthost {
+    /// The smarthost.
+    pub endpoint: Endpoint,
+    /// Our name for EHLO.
+    pub hostname: String,
+    idle: Mutex<Vec<(Instant, Conn)>>,
+}
+
+impl Smarthost {
+    /// A smarthost transport with an empty pool.
+    pub fn new(endpoint: Endpoint, hostname: String) -> Smarthost {
+        Smarthost { endpoint, hostname, idle: Mutex::new(Vec::new()) }
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((since, c)) = idle.pop() {
+            if since.elapsed() < POOL_IDLE {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, c: Conn) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < 8 {
+                idle.push((Instant::now(), c));
+            }
+        }
+    }
+}
+
+impl Transport for Smarthost {
+    fn name(&self) -> String {
+        format!("smtp:{}", self.endpoint)
+    }
+
+    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            // A reused connection may have been closed by the peer; on a
+            // connection-level error retry once on a fresh one.
+            if let Some(mut c) = self.take_idle() {
+                if let Ok(o) = deliver_on(&mut c, msg, rcpts).await {
+                    self.put_idle(c);
+                    return o;
+                }
+            }
+            let mut c = match Conn::open(&self.endpoint, false, &self.hostname).await {
+                Ok(c) => c,
+                Err(e) => return vec![Outcome::Deferred(e); rcpts.len()],
+            };
+            match deliver_on(&mut c, msg, rcpts).await {
+                Ok(o) => {
+                    self.put_idle(c);
+                    o
+                }
+                Err(o) => o,
+            }
+        })
+    }
+}
+
+use tokio::io::AsyncReadExt as _;

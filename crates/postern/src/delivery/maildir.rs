@@ -1,0 +1,136 @@
+//! Local delivery into Maildirs (the maildir(5) layout: `tmp/`, `new/`,
+//! `cur/`). The message is written to `tmp/`, fsync'd, renamed into `new/`,
+//! and `new/` is fsync'd before we call it delivered.
+//!
+//! May touch: the Maildir root (create directories, write messages). The
+//! stored copy gets `Return-Path:` and `Delivered-To:` on top and LF line
+//! ends, as mail readers expect of Maildir files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{BoxFuture, Message, Outcome, Transport};
+use crate::aliases::is_local_name;
+
+/// The Maildir transport.
+pub struct Maildir {
+    /// Root: mailboxes are `root/<user>/`.
+    pub root: PathBuf,
+    /// Our host name (for unique file names).
+    pub hostname: String,
+}
+
+impl Transport for Maildir {
+    fn name(&self) -> String {
+        "maildir".into()
+    }
+
+    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            let root = self.root.clone();
+            let host = self.hostname.clone();
+            let msg = msg.clone();
+            let rcpts = rcpts.to_vec();
+            let n = rcpts.len();
+            tokio::task::spawn_blocking(move || rcpts.iter().map(|r| deliver_one(&root, &host, &msg, r)).collect())
+                .await
+                .unwrap_or_else(|e| vec![Outcome::Deferred(format!("4.3.0 maildir delivery task failed: {e}")); n])
+        })
+    }
+}
+
+fn deliver_one(root: &Path, host: &str, msg: &Message, rcpt: &str) -> Outcome {
+    let user = rcpt.rsplit_once('@').map(|(l, _)| l).unwrap_or(rcpt).to_ascii_lowercase();
+    if !is_local_name(&user) {
+        return Outcome::Failed(format!("550 5.1.3 <{rcpt}>: mailbox name not allowed"));
+    }
+    let dir = root.join(&user);
+    match write_maildir(&dir, host, msg, rcpt) {
+        Ok(file) => Outcome::Delivered(format!("250 2.0.0 delivered to maildir {}", file.display())),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => {
+            Outcome::Deferred(format!("452 4.2.2 <{rcpt}>: mailbox full or disk full: {e}"))
+        }
+        Err(e) => Outcome::Deferred(format!("451 4.3.0 <{rcpt}>: cannot write maildir {}: {e}", dir.display())),
+    }
+}
+
+fn unique_name(host: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let host: String = host.chars().map(|c| if c == '/' || c == ':' { '_' } else { c }).collect();
+    format!(
+        "{}.M{}P{}Q{}R{:08x}.{host}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    )
+}
+
+/// Writes one message into the Maildir `dir`; returns the file in `new/`.
+pub fn write_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::io::Result<PathBuf> {
+    for sub in ["tmp", "new", "cur"] {
+        fs::create_dir_all(dir.join(sub))?;
+    }
+    let name = unique_name(host);
+    let tmp = dir.join("tmp").join(&name);
+    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let result = (|| {
+        let mut out = Vec::with_capacity(msg.body.len() + 128);
+        out.extend_from_slice(format!("Return-Path: <{}>\nDelivered-To: {}\n", msg.sender, rcpt).as_bytes());
+        crlf_to_lf(&msg.body, &mut out);
+        f.write_all(&out)?;
+        f.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let size = f.metadata()?.len();
+    let dest = dir.join("new").join(format!("{name},S={size}"));
+    fs::rename(&tmp, &dest)?;
+    File::open(dir.join("new"))?.sync_all()?;
+    Ok(dest)
+}
+
+fn crlf_to_lf(input: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'\r' && input.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::QueueId;
+    use std::sync::Arc;
+
+    #[test]
+    fn writes_new_file_with_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = Message {
+            id: QueueId::generate(),
+            sender: "s@x.example".into(),
+            body: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
+            eight_bit: false,
+            smtputf8: false,
+        };
+        let out = deliver_one(dir.path(), "h", &msg, "alice@localhost");
+        assert!(matches!(out, Outcome::Delivered(_)), "{out:?}");
+        let files: Vec<_> = fs::read_dir(dir.path().join("alice/new")).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1);
+        let text = fs::read_to_string(files[0].path()).unwrap();
+        assert_eq!(text, "Return-Path: <s@x.example>\nDelivered-To: alice@localhost\nSubject: hi\n\nbody\n");
+        assert!(fs::read_dir(dir.path().join("alice/tmp")).unwrap().next().is_none());
+        assert!(matches!(deliver_one(dir.path(), "h", &msg, "../x@localhost"), Outcome::Failed(_)));
+    }
+}

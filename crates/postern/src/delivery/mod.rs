@@ -1,0 +1,129 @@
+//! Delivery behind one trait. A [`Transport`] takes one message and some of
+//! its recipients and returns one [`Outcome`] per recipient, in order.
+//!
+//! Transports: [`maildir::Maildir`] (local, RFC-less but qmail's maildir(5)),
+//! [`client::Lmtp`] (RFC 2033) and [`client::Smarthost`] (RFC 5321 client).
+//! The scheduler (`queue.rs`) decides when; routing ([`route`]) decides which.
+
+pub mod client;
+pub mod maildir;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::LocalDelivery;
+use crate::settings::Settings;
+use crate::spool::QueueId;
+
+/// A boxed future (the trait is used as `dyn`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a delivery attempt did for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered; the text is the remote reply or a local description.
+    Delivered(String),
+    /// Temporary failure: try again later.
+    Deferred(String),
+    /// Permanent failure: bounce.
+    Failed(String),
+}
+
+impl Outcome {
+    /// The reply or reason text.
+    pub fn text(&self) -> &str {
+        match self {
+            Outcome::Delivered(t) | Outcome::Deferred(t) | Outcome::Failed(t) => t,
+        }
+    }
+
+    /// Maps a peer's reply: 2xx delivered, 4xx deferred, 5xx failed.
+    pub fn from_reply(r: &postern_wire::Reply) -> Outcome {
+        let t = r.summary();
+        if r.is_positive() {
+            Outcome::Delivered(t)
+        } else if r.is_permanent() {
+            Outcome::Failed(t)
+        } else {
+            Outcome::Deferred(t)
+        }
+    }
+}
+
+/// A message handed to a transport.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Queue id (for logs and headers).
+    pub id: QueueId,
+    /// Envelope sender, empty for `<>`.
+    pub sender: String,
+    /// The message text (CRLF).
+    pub body: Arc<Vec<u8>>,
+    /// Declared 8BITMIME when received.
+    pub eight_bit: bool,
+    /// Needs SMTPUTF8.
+    pub smtputf8: bool,
+}
+
+/// A delivery mechanism.
+pub trait Transport: Send + Sync {
+    /// Name for the mail log's `relay=` field.
+    fn name(&self) -> String;
+    /// Delivers `msg` to `rcpts`; returns one outcome per recipient, in order.
+    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Vec<Outcome>>;
+}
+
+/// Where a recipient goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// Local domain, Maildir.
+    Maildir,
+    /// Local domain, LMTP.
+    Lmtp,
+    /// Non-local, through the smarthost.
+    Smarthost,
+    /// Non-local and no smarthost: MX delivery is not built yet.
+    NoRoute,
+}
+
+/// Decides the route of one recipient address. Pure.
+pub fn route(s: &Settings, address: &str) -> Route {
+    let domain = address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+    if s.is_local_domain(&domain) {
+        return match s.config.local.delivery {
+            LocalDelivery::Maildir => Route::Maildir,
+            LocalDelivery::Lmtp => Route::Lmtp,
+        };
+    }
+    if s.config.relay.smarthost.is_some() {
+        Route::Smarthost
+    } else {
+        Route::NoRoute
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::settings::Source;
+
+    #[test]
+    fn routes() {
+        let src = Source { config: None, data_dir: Some("/x".into()) };
+        let cfg = Config::parse("[local]\ndomains=[\"here.example\"]\n", "t").unwrap();
+        let s = Settings::from_config(cfg, &src).unwrap();
+        assert_eq!(route(&s, "a@here.example"), Route::Maildir);
+        assert_eq!(route(&s, "a@HERE.example"), Route::Maildir);
+        assert_eq!(route(&s, "a@there.example"), Route::NoRoute);
+        let cfg = Config::parse(
+            "[local]\ndomains=[\"here.example\"]\ndelivery=\"lmtp\"\nlmtp=\"127.0.0.1:24\"\n[relay]\nsmarthost=\"relay.example:25\"\n",
+            "t",
+        )
+        .unwrap();
+        let s = Settings::from_config(cfg, &src).unwrap();
+        assert_eq!(route(&s, "a@here.example"), Route::Lmtp);
+        assert_eq!(route(&s, "a@there.example"), Route::Smarthost);
+    }
+}

@@ -1,0 +1,20 @@
+//! postern daemon library: configuration, the SMTP session, the spool,
+//! the scheduler, delivery transports, and the command-line faces.
+//!
+//! Crate map (see docs/ARCHITECTURE.md): `postern-wire` is the I/O-free
+//! protocol core; this crate is everything with I/O and policy.
+
+pub mod aliases;
+pub mod bounce;
+pub mod config;
+pub mod control;
+pub mod delivery;
+pub mod maillog;
+pub mod policy;
+pub mod queue;
+pub mod queuecmd;
+pub mod sendmail;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod spool;

@@ -1,0 +1,385 @@
+//! The scheduler: decides when each queued message is tried, runs delivery
+//! attempts with bounded concurrency, records per-recipient results in the
+//! envelope, bounces failures and expired mail, and removes finished
+//! messages.
+//!
+//! May touch: the spool (through `Spool`), transports. Retry timing is the
+//! pure function [`retry_delay`]: exponential from `queue.retry_min`, capped
+//! at `queue.retry_max`, with ±10% jitter so retries of many messages do
+//! not arrive in step (chasquid's `nextDelay`, Postfix's backoff).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+use crate::bounce;
+use crate::delivery::client::{Lmtp, Smarthost};
+use crate::delivery::maildir::Maildir;
+use crate::delivery::{route, Message, Outcome, Route, Transport};
+use crate::maillog;
+use crate::server::Shared;
+use crate::session::rfc5322_date;
+use crate::spool::{now_unix, Envelope, Place, QueueId, RcptStatus, Recipient, Spool, SpoolError, ENVELOPE_VERSION};
+
+/// The delay before attempt `attempts + 1`, given `attempts` made so far
+/// (≥ 1) and `jitter` in [0, 1).
+pub fn retry_delay(attempts: u32, min: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = attempts.saturating_sub(1).min(30);
+    let base = min.saturating_mul(1u32 << exp.min(31)).min(max);
+    let factor = 0.9 + 0.2 * jitter.clamp(0.0, 1.0);
+    base.mul_f64(factor).max(Duration::from_secs(1))
+}
+
+/// The scheduler handle.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    spool: Spool,
+    queued: mpsc::UnboundedSender<QueueId>,
+    /// Next attempt (unix seconds) of each message we know about.
+    due: Mutex<HashMap<QueueId, u64>>,
+    running: Mutex<HashSet<QueueId>>,
+    wake: Notify,
+    smarthosts: Mutex<HashMap<String, Arc<Smarthost>>>,
+}
+
+impl Scheduler {
+    /// A scheduler over `spool`.
+    pub fn new(shared: Arc<Shared>, spool: Spool, queued: mpsc::UnboundedSender<QueueId>) -> Scheduler {
+        Scheduler {
+            inner: Arc::new(Inner {
+                shared,
+                spool,
+                queued,
+                due: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashSet::new()),
+                wake: Notify::new(),
+                smarthosts: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Re-reads the active queue from disk; with `force`, everything is due now.
+    /// Returns how many messages were scheduled.
+    pub fn rescan(&self, force: bool) -> usize {
+        let (list, bad) = match self.inner.spool.list() {
+            Ok(x) => x,
+            Err(e) => {
+                maillog::event("error", &[("error", &e.to_string())]);
+                return 0;
+            }
+        };
+        for e in bad {
+            maillog::event("error", &[("error", &e.to_string()), ("action", "left in place")]);
+        }
+        let mut due = lock(&self.inner.due);
+        let mut n = 0;
+        for (env, place) in list {
+            if place != Place::Active {
+                continue;
+            }
+            let at = if force { 0 } else { env.next_attempt().unwrap_or(0) };
+            let slot = due.entry(env.id.clone()).or_insert(at);
+            if force {
+                *slot = 0;
+            }
+            n += 1;
+        }
+        drop(due);
+        self.inner.wake.notify_one();
+        n
+    }
+
+    /// Makes one message due now (after a flush or release).
+    pub fn kick(&self, id: QueueId) {
+        lock(&self.inner.due).insert(id, 0);
+        self.inner.wake.notify_one();
+    }
+
+    /// The scheduling loop.
+    pub async fn run(self, mut queued: mpsc::UnboundedReceiver<QueueId>, mut shutdown: watch::Receiver<bool>) {
+        self.rescan(false);
+        let concurrency = self.inner.shared.settings().config.queue.concurrency;
+        let sem = Arc::new(Semaphore::new(concurrency));
+        loop {
+            while let Ok(id) = queued.try_recv() {
+                lock(&self.inner.due).insert(id, 0);
+            }
+            let now = now_unix();
+            let ready: Vec<QueueId> = {
+                let due = lock(&self.inner.due);
+                let running = lock(&self.inner.running);
+                let mut r: Vec<(u64, QueueId)> =
+                    due.iter().filter(|(id, at)| **at <= now && !running.contains(*id)).map(|(id, at)| (*at, id.clone())).collect();
+                r.sort();
+                r.into_iter().map(|(_, id)| id).collect()
+            };
+            for id in ready {
+                let Ok(permit) = sem.clone().try_acquire_owned() else { break };
+                lock(&self.inner.due).remove(&id);
+                lock(&self.inner.running).insert(id.clone());
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let next = me.attempt(&id).await;
+                    lock(&me.inner.running).remove(&id);
+                    if let Some(at) = next {
+                        lock(&me.inner.due).insert(id, at);
+                    }
+                    drop(permit);
+                    me.inner.wake.notify_one();
+                });
+            }
+            let sleep = {
+                let due = lock(&self.inner.due);
+                let next = due.values().min().copied();
+                match next {
+                    Some(at) if at <= now => Duration::from_millis(200), // waiting for a permit
+                    Some(at) => Duration::from_secs((at - now).min(60)),
+                    None => Duration::from_secs(60),
+                }
+            };
+            tokio::select! {
+                Some(id) = queued.recv() => { lock(&self.inner.due).insert(id, 0); }
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.wait_for(|v| *v) => break,
+            }
+        }
+        // Let attempts in flight finish briefly; anything cut short is retried after restart.
+        let _ = tokio::time::timeout(Duration::from_secs(3), sem.acquire_many(concurrency as u32)).await;
+    }
+
+    fn smarthost(&self, ep: &crate::config::Endpoint, hostname: &str) -> Arc<Smarthost> {
+        let key = format!("{ep}|{hostname}");
+        lock(&self.inner.smarthosts)
+            .entry(key)
+            .or_insert_with(|| Arc::new(Smarthost::new(ep.clone(), hostname.to_string())))
+            .clone()
+    }
+
+    /// One delivery attempt for a message. Returns its next due time, or
+    /// `None` when it is finished, held or gone.
+    async fn attempt(&self, id: &QueueId) -> Option<u64> {
+        let spool = &self.inner.spool;
+        let (mut env, place) = match spool.load(id) {
+            Ok(x) => x,
+            Err(SpoolError::NotFound(_)) => return None,
+            Err(e) => {
+                maillog::event("error", &[("id", id.as_str()), ("error", &e.to_string())]);
+                return None;
+            }
+        };
+        if place != Place::Active {
+            return None;
+        }
+        let settings = self.inner.shared.settings();
+        let body = match spool.read_body(id) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                maillog::event("error", &[("id", id.as_str()), ("error", &e.to_string())]);
+                return Some(now_unix() + settings.config.queue.retry_min.as_secs().max(1));
+            }
+        };
+        let msg = Message {
+            id: id.clone(),
+            sender: env.sender.clone(),
+            body: body.clone(),
+            eight_bit: env.eight_bit,
+            smtputf8: env.smtputf8,
+        };
+        // Group pending recipients by route.
+        let mut groups: Vec<(Route, Vec<usize>)> = Vec::new();
+        for (i, r) in env.recipients.iter().enumerate() {
+            if r.status != RcptStatus::Pending {
+                continue;
+            }
+            let rt = route(&settings, &r.address);
+            match groups.iter_mut().find(|(g, _)| *g == rt) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((rt, vec![i])),
+            }
+        }
+        let now = now_unix();
+        for (rt, idx) in groups {
+            let addrs: Vec<String> = idx.iter().map(|&i| env.recipients[i].address.clone()).collect();
+            let (relay, outcomes): (String, Vec<Outcome>) = match rt {
+                Route::Maildir => {
+                    let t = Maildir { root: settings.maildir_root.clone(), hostname: settings.hostname.clone() };
+                    (t.name(), t.deliver(&msg, &addrs).await)
+                }
+                Route::Lmtp => match &settings.config.local.lmtp {
+                    Some(ep) => {
+                        let t = Lmtp { endpoint: ep.clone(), hostname: settings.hostname.clone() };
+                        (t.name(), t.deliver(&msg, &addrs).await)
+                    }
+                    None => ("lmtp".into(), vec![Outcome::Deferred("4.3.5 local.lmtp is not configured".into()); addrs.len()]),
+                },
+                Route::Smarthost => match &settings.config.relay.smarthost {
+                    Some(ep) => {
+                        let t = self.smarthost(ep, &settings.hostname);
+                        (t.name(), t.deliver(&msg, &addrs).await)
+                    }
+                    None => ("none".into(), vec![Outcome::Deferred("4.3.5 relay.smarthost is not configured".into()); addrs.len()]),
+                },
+                Route::NoRoute => (
+                    "none".into(),
+                    vec![
+                        Outcome::Deferred(
+                            "4.4.0 no route: set relay.smarthost for non-local domains (direct MX delivery is not built yet)".into()
+                        );
+                        addrs.len()
+                    ],
+                ),
+            };
+            for (&i, o) in idx.iter().zip(outcomes) {
+                let r = &mut env.recipients[i];
+                r.attempts += 1;
+                r.last_reply = Some(o.text().to_string());
+                let delay = format!("{}s", now.saturating_sub(env.created));
+                let attempts = r.attempts.to_string();
+                let fields = [
+                    ("id", id.as_str()),
+                    ("to", r.address.as_str()),
+                    ("relay", relay.as_str()),
+                    ("attempt", attempts.as_str()),
+                    ("delay", delay.as_str()),
+                    ("reply", o.text()),
+                ];
+                match o {
+                    Outcome::Delivered(_) => {
+                        r.status = RcptStatus::Delivered;
+                        maillog::event("delivered", &fields);
+                    }
+                    Outcome::Failed(_) => {
+                        r.status = RcptStatus::Failed;
+                        maillog::event("failed", &fields);
+                    }
+                    Outcome::Deferred(_) => {
+                        let q = &settings.config.queue;
+                        let d = retry_delay(r.attempts, q.retry_min, q.retry_max, rand::random::<f64>());
+                        r.next_attempt = now_unix() + d.as_secs().max(1);
+                        maillog::event("deferred", &fields);
+                    }
+                }
+            }
+        }
+        // Expiry: pending recipients of mail older than max_lifetime fail.
+        let lifetime = settings.config.queue.max_lifetime.as_secs();
+        if now_unix().saturating_sub(env.created) >= lifetime {
+            for r in env.recipients.iter_mut().filter(|r| r.status == RcptStatus::Pending) {
+                r.status = RcptStatus::Failed;
+                let last = r.last_reply.clone().unwrap_or_default();
+                r.last_reply = Some(format!("4.4.7 delivery time expired; last reply: {last}"));
+                maillog::event("expired", &[("id", id.as_str()), ("to", &r.address)]);
+            }
+        }
+        self.bounce_failures(&settings, &mut env, &body);
+        if env.is_finished() {
+            if let Err(e) = spool.remove(id) {
+                maillog::event("error", &[("id", id.as_str()), ("error", &e.to_string())]);
+            } else {
+                maillog::event("removed", &[("id", id.as_str())]);
+            }
+            return None;
+        }
+        match spool.update(&env, Place::Active) {
+            Ok(()) => env.next_attempt(),
+            Err(SpoolError::NotFound(_)) => None, // deleted or held meanwhile
+            Err(e) => {
+                maillog::event("error", &[("id", id.as_str()), ("error", &e.to_string())]);
+                env.next_attempt()
+            }
+        }
+    }
+
+    /// Queues a bounce for failures that owe one; never for the null sender.
+    fn bounce_failures(&self, settings: &crate::settings::Settings, env: &mut Envelope, body: &[u8]) {
+        let failures = bounce::owed(env);
+        if failures.is_empty() {
+            return;
+        }
+        if env.sender.is_empty() {
+            maillog::event("bounced", &[("id", env.id.as_str()), ("result", "suppressed: null sender, never bounce a bounce")]);
+        } else {
+            let text = bounce::build(&settings.hostname, env, &failures, body, &rfc5322_date());
+            match enqueue(&self.inner.spool, "", &[env.sender.clone()], &text, "local") {
+                Ok(bid) => {
+                    maillog::event("bounced", &[("id", env.id.as_str()), ("bounce_id", bid.as_str()), ("to", &env.sender)]);
+                    let _ = self.inner.queued.send(bid);
+                }
+                Err(e) => {
+                    // Keep the failures owed; the next attempt tries again.
+                    maillog::event("error", &[("id", env.id.as_str()), ("error", &format!("cannot queue bounce: {e}"))]);
+                    return;
+                }
+            }
+        }
+        for r in env.recipients.iter_mut().filter(|r| r.status == RcptStatus::Failed) {
+            r.bounced = true;
+        }
+    }
+}
+
+/// Queues a complete message (CRLF text) for `rcpts` (already expanded).
+/// Blocking (fsync). Used for bounces and local submission.
+pub fn enqueue(spool: &Spool, sender: &str, rcpts: &[String], text: &[u8], client: &str) -> Result<QueueId, SpoolError> {
+    let mut draft = spool.draft()?;
+    draft.write(text);
+    let id = draft.id.clone();
+    let env = Envelope {
+        version: ENVELOPE_VERSION,
+        id: id.clone(),
+        created: now_unix(),
+        sender: sender.to_string(),
+        recipients: rcpts
+            .iter()
+            .map(|r| Recipient {
+                address: r.clone(),
+                original: r.clone(),
+                status: RcptStatus::Pending,
+                attempts: 0,
+                last_reply: None,
+                next_attempt: 0,
+                bounced: false,
+            })
+            .collect(),
+        size: text.len() as u64,
+        eight_bit: text.iter().any(|&b| b >= 0x80),
+        smtputf8: sender.bytes().any(|b| b >= 0x80) || rcpts.iter().any(|r| r.bytes().any(|b| b >= 0x80)),
+        client: client.to_string(),
+        helo: None,
+    };
+    spool.commit(draft, &env)?;
+    Ok(id)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_table() {
+        let min = Duration::from_secs(300);
+        let max = Duration::from_secs(3600);
+        let table = [(1, 0.5, 300), (2, 0.5, 600), (3, 0.5, 1200), (4, 0.5, 2400), (5, 0.5, 3600), (40, 0.5, 3600)];
+        for (attempts, jitter, want) in table {
+            assert_eq!(retry_delay(attempts, min, max, jitter).as_secs(), want, "attempts {attempts}");
+        }
+        assert_eq!(retry_delay(1, min, max, 0.0).as_secs(), 270);
+        assert_eq!(retry_delay(1, min, max, 0.999_999).as_secs(), 329);
+        assert_eq!(retry_delay(1, Duration::ZERO, max, 0.5).as_secs(), 1);
+    }
+}

@@ -1,0 +1,236 @@
+//! `postern queue …` (and `mailq`): list, show, flush, delete, hold,
+//! release. Reads the spool directly; flush and release ask a running
+//! daemon (control socket) to act now.
+//!
+//! May touch: the spool, the control socket, standard output.
+
+use serde_json::json;
+
+use crate::bounce::unix_to_rfc5322;
+use crate::control;
+use crate::maillog;
+use crate::sendmail::exit;
+use crate::settings::Settings;
+use crate::spool::{Envelope, Place, QueueId, RcptStatus, Spool};
+
+/// sysexits EX_UNAVAILABLE: the daemon is not running.
+const UNAVAILABLE: i32 = 69;
+/// sysexits EX_NOINPUT: no such message.
+const NOINPUT: i32 = 66;
+
+fn open(settings: &Settings) -> Result<Spool, i32> {
+    let root = settings.data_dir.join("queue");
+    if !root.exists() {
+        eprintln!("postern: no queue at {} (wrong --data-dir?)", root.display());
+        return Err(exit::CONFIG);
+    }
+    Spool::open(&root).map_err(|e| {
+        eprintln!("postern: {e}");
+        exit::CANTCREAT
+    })
+}
+
+fn env_json(e: &Envelope, place: Place) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    v["place"] = json!(place);
+    v
+}
+
+/// `queue list` / `mailq`.
+pub fn list(settings: &Settings, as_json: bool) -> i32 {
+    let spool = match open(settings) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let (list, bad) = match spool.list() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return exit::TEMPFAIL;
+        }
+    };
+    for e in &bad {
+        eprintln!("postern: warning: {e}");
+    }
+    if as_json {
+        let v: Vec<_> = list.iter().map(|(e, p)| env_json(e, *p)).collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return exit::OK;
+    }
+    if list.is_empty() {
+        println!("Mail queue is empty");
+        return exit::OK;
+    }
+    println!("-Queue ID-------- --Size-- ----Arrival Time---- -Sender/Recipient-------");
+    let mut total = 0;
+    for (e, place) in &list {
+        total += e.size;
+        let mark = if *place == Place::Hold { '!' } else { ' ' };
+        let sender = if e.sender.is_empty() { "MAILER-DAEMON" } else { &e.sender };
+        let when = chrono::DateTime::from_timestamp(e.created as i64, 0)
+            .map(|d| d.with_timezone(&chrono::Local).format("%a %b %e %H:%M:%S").to_string())
+            .unwrap_or_default();
+        println!("{}{mark} {:>8} {:<20} {}", e.id, e.size, when, sender);
+        for r in &e.recipients {
+            if r.status == RcptStatus::Delivered {
+                continue;
+            }
+            if let Some(reply) = &r.last_reply {
+                println!("{:>20}({})", "", reply);
+            }
+            let state = match r.status {
+                RcptStatus::Failed => " (failed)",
+                _ => "",
+            };
+            println!("{:>40}{}{}", "", r.address, state);
+        }
+        println!();
+    }
+    println!("-- {} Kbytes in {} Request{}.", total.div_ceil(1024), list.len(), if list.len() == 1 { "" } else { "s" });
+    exit::OK
+}
+
+fn parse_id(s: &str) -> Result<QueueId, i32> {
+    QueueId::parse(s).ok_or_else(|| {
+        eprintln!("postern: {s:?} is not a queue id (16 hex digits)");
+        exit::USAGE
+    })
+}
+
+/// `queue show ID`.
+pub fn show(settings: &Settings, id: &str, as_json: bool) -> i32 {
+    let spool = match open(settings) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let id = match parse_id(id) {
+        Ok(i) => i,
+        Err(c) => return c,
+    };
+    let (env, place) = match spool.load(&id) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return NOINPUT;
+        }
+    };
+    let body = spool.read_body(&id).unwrap_or_default();
+    if as_json {
+        let mut v = env_json(&env, place);
+        v["message"] = json!(String::from_utf8_lossy(&body));
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return exit::OK;
+    }
+    println!("*** ENVELOPE RECORDS {id} ***");
+    println!("place: {}", if place == Place::Hold { "hold" } else { "active" });
+    println!("arrival: {}", unix_to_rfc5322(env.created));
+    println!("sender: <{}>", env.sender);
+    println!("client: {}{}", env.client, env.helo.as_ref().map(|h| format!(" (helo {h})")).unwrap_or_default());
+    println!("size: {}", env.size);
+    for r in &env.recipients {
+        println!(
+            "recipient: <{}> (orig <{}>) status={:?} attempts={} next={} last={}",
+            r.address,
+            r.original,
+            r.status,
+            r.attempts,
+            if r.status == RcptStatus::Pending { unix_to_rfc5322(r.next_attempt) } else { "-".into() },
+            r.last_reply.as_deref().unwrap_or("-")
+        );
+    }
+    println!("*** MESSAGE CONTENTS {id} ***");
+    print!("{}", String::from_utf8_lossy(&body).replace("\r\n", "\n"));
+    exit::OK
+}
+
+/// `queue flush [ID]`.
+pub fn flush(settings: &Settings, id: Option<&str>) -> i32 {
+    let cmd = match id {
+        Some(i) => match parse_id(i) {
+            Ok(id) => format!("flush {id}"),
+            Err(c) => return c,
+        },
+        None => "flush".to_string(),
+    };
+    match control::request(&settings.data_dir, &cmd) {
+        Ok(a) if a.starts_with("ok") => {
+            println!("{a}");
+            exit::OK
+        }
+        Ok(a) => {
+            eprintln!("postern: daemon says: {a}");
+            exit::TEMPFAIL
+        }
+        Err(e) => {
+            eprintln!(
+                "postern: cannot reach the daemon at {}: {e}\n(queued mail is delivered when `postern serve` runs)",
+                control::socket_path(&settings.data_dir).display()
+            );
+            UNAVAILABLE
+        }
+    }
+}
+
+/// `queue delete|hold|release ID...`.
+pub fn change(settings: &Settings, action: &str, ids: &[String], as_json: bool) -> i32 {
+    let spool = match open(settings) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let mut code = exit::OK;
+    let mut results = Vec::new();
+    for raw in ids {
+        let id = match parse_id(raw) {
+            Ok(i) => i,
+            Err(c) => return c,
+        };
+        let r = match action {
+            "delete" => spool.remove(&id).map(|_| true),
+            "hold" => spool.move_to(&id, Place::Hold),
+            _ => spool.move_to(&id, Place::Active),
+        };
+        match r {
+            Ok(changed) => {
+                if changed {
+                    maillog::event(action, &[("id", id.as_str()), ("by", "cli")]);
+                }
+                if action == "release" {
+                    let _ = control::request(&settings.data_dir, &format!("kick {id}"));
+                }
+                results.push(json!({"id": id, "action": action, "changed": changed}));
+                if !as_json {
+                    println!("{id}: {}", if changed { format!("{action} done") } else { format!("already {action}d") });
+                }
+            }
+            Err(e) => {
+                results.push(json!({"id": id, "action": action, "error": e.to_string()}));
+                if !as_json {
+                    eprintln!("postern: {e}");
+                }
+                code = NOINPUT;
+            }
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&results).unwrap_or_default());
+    }
+    code
+}
+
+/// `queue flush --json`: `{"result": "ok …"}` or `{"error": "…"}`.
+pub fn flush_json(settings: &Settings, id: Option<&str>) -> i32 {
+    let cmd = match id {
+        Some(i) => match parse_id(i) {
+            Ok(id) => format!("flush {id}"),
+            Err(c) => return c,
+        },
+        None => "flush".to_string(),
+    };
+    let (v, c) = match control::request(&settings.data_dir, &cmd) {
+        Ok(a) if a.starts_with("ok") => (json!({"result": a}), exit::OK),
+        Ok(a) => (json!({"error": a}), exit::TEMPFAIL),
+        Err(e) => (json!({"error": format!("daemon not reachable: {e}")}), UNAVAILABLE),
+    };
+    println!("{v}");
+    c
+}

@@ -1,0 +1,431 @@
+//! The `sendmail` face: local submission compatible with the classic
+//! `/usr/sbin/sendmail` interface (the flags cron, PHP, mutt, git
+//! send-email and friends use). It writes straight into the queue with the
+//! same durable commit as the SMTP server, then pokes a running daemon
+//! through the control socket; with no daemon running, the message waits
+//! in the queue until `postern serve` starts.
+//!
+//! May touch: standard input, the spool, the control socket.
+//!
+//! Exit codes are sysexits(3): 0 ok, 64 usage, 65 data error, 67 unknown
+//! user, 73 cannot create queue file, 75 temporary failure, 78 config error.
+
+use std::io::Read;
+
+use postern_wire::data::normalize_crlf;
+use postern_wire::Mailbox;
+
+use crate::policy::local_targets;
+use crate::settings::Settings;
+use crate::spool::Spool;
+
+/// sysexits(3) codes.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Command line usage error.
+    pub const USAGE: i32 = 64;
+    /// Data format error (no recipients, message too big).
+    pub const DATAERR: i32 = 65;
+    /// Addressee unknown.
+    pub const NOUSER: i32 = 67;
+    /// Cannot create (queue) file.
+    pub const CANTCREAT: i32 = 73;
+    /// Temporary failure; try again.
+    pub const TEMPFAIL: i32 = 75;
+    /// Configuration error.
+    pub const CONFIG: i32 = 78;
+}
+
+/// Parsed sendmail options.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `-t`: take recipients from To/Cc/Bcc (Bcc removed).
+    pub from_headers: bool,
+    /// `-i` / `-oi`: a line with a single dot does not end the message.
+    pub ignore_dots: bool,
+    /// `-f` / `-r`: envelope sender.
+    pub sender: Option<String>,
+    /// `-F`: full name for a generated From: header.
+    pub full_name: Option<String>,
+    /// `-bp`: list the queue (mailq).
+    pub list_queue: bool,
+    /// Command-line recipients.
+    pub recipients: Vec<String>,
+}
+
+/// The help text for `postern sendmail --help`.
+pub const HELP: &str = "\
+Usage: postern sendmail [options] [recipient ...]   (also as `sendmail`)
+Reads a message from standard input and queues it.
+  -t            read recipients from To:, Cc:, Bcc: (Bcc: is removed);
+                command-line recipients are added
+  -i, -oi       a line with a single \".\" does not end the message
+  -f ADDR, -r ADDR
+                envelope sender (default: your login name @ host name)
+  -F NAME       full name for a generated From: header
+  -bm           deliver mail (the default)
+  -bp           list the queue (like mailq)
+  -oX, -v, -N X, -R X, -V X, -B X, -L X
+                accepted for compatibility and ignored
+Exit codes (sysexits): 0 queued, 64 usage, 65 bad message or no recipients,
+67 unknown local user, 73 cannot write the queue, 75 try again, 78 config.";
+
+/// Parses sendmail-style arguments (not clap: `-oi`, `-fADDR` and `-f ADDR`
+/// forms do not fit a modern parser).
+pub fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut i = 0;
+    let value = |i: &mut usize, flag: &str, rest: &str| -> Result<String, String> {
+        if !rest.is_empty() {
+            return Ok(rest.to_string());
+        }
+        *i += 1;
+        args.get(*i).cloned().ok_or_else(|| format!("option {flag} needs a value"))
+    };
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            o.recipients.extend(args[i + 1..].iter().cloned());
+            break;
+        }
+        if !a.starts_with('-') || a == "-" {
+            o.recipients.push(a.clone());
+            i += 1;
+            continue;
+        }
+        let (flag, rest) = a.split_at(2.min(a.len()));
+        match flag {
+            "-t" if rest.is_empty() => o.from_headers = true,
+            "-i" if rest.is_empty() => o.ignore_dots = true,
+            "-o" if rest == "i" => o.ignore_dots = true,
+            "-o" => {} // other -oX options: ignored
+            "-f" | "-r" => o.sender = Some(value(&mut i, flag, rest)?),
+            "-F" => o.full_name = Some(value(&mut i, flag, rest)?),
+            "-b" => match rest {
+                "m" => {}
+                "p" => o.list_queue = true,
+                _ => return Err(format!("unsupported mode -b{rest}")),
+            },
+            "-v" => {}
+            "-N" | "-R" | "-V" | "-B" | "-L" => {
+                value(&mut i, flag, rest)?;
+            }
+            _ => return Err(format!("unknown option {a}")),
+        }
+        i += 1;
+    }
+    Ok(o)
+}
+
+/// Reads the message: stops at a lone `.` line unless `ignore_dots`.
+pub fn read_message(input: impl Read, ignore_dots: bool, max: u64) -> Result<Vec<u8>, String> {
+    let mut raw = Vec::new();
+    input.take(max + 1).read_to_end(&mut raw).map_err(|e| format!("reading standard input: {e}"))?;
+    if raw.len() as u64 > max {
+        return Err(format!("message larger than limits.max_message_size ({max} bytes)"));
+    }
+    let mut text = normalize_crlf(&raw);
+    if !ignore_dots {
+        let mut pos = 0;
+        while pos < text.len() {
+            let end = text[pos..].windows(2).position(|w| w == b"\r\n").map(|e| pos + e).unwrap_or(text.len());
+            if &text[pos..end] == b"." {
+                text.truncate(pos);
+                break;
+            }
+            pos = end + 2;
+        }
+    }
+    if !text.is_empty() && !text.ends_with(b"\r\n") {
+        text.extend_from_slice(b"\r\n");
+    }
+    Ok(text)
+}
+
+/// Splits a message into (header lines unfolded with their raw spans, body start).
+fn header_end(text: &[u8]) -> usize {
+    if text.starts_with(b"\r\n") {
+        return 0;
+    }
+    text.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2).unwrap_or(text.len())
+}
+
+/// One header field: name, unfolded value, byte range in the text.
+struct Field {
+    name: String,
+    value: String,
+    start: usize,
+    end: usize,
+}
+
+fn fields(text: &[u8]) -> Vec<Field> {
+    let end = header_end(text);
+    let mut out: Vec<Field> = Vec::new();
+    let mut pos = 0;
+    while pos < end {
+        let line_end = text[pos..end].windows(2).position(|w| w == b"\r\n").map(|e| pos + e + 2).unwrap_or(end);
+        let line = String::from_utf8_lossy(&text[pos..line_end]).trim_end_matches("\r\n").to_string();
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some(f) = out.last_mut() {
+                f.value.push(' ');
+                f.value.push_str(line.trim());
+                f.end = line_end;
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            out.push(Field { name: name.trim().to_ascii_lowercase(), value: value.trim().to_string(), start: pos, end: line_end });
+        }
+        pos = line_end;
+    }
+    out
+}
+
+/// Extracts addresses from an address-list header value (RFC 5322 §3.4),
+/// handling display names, quotes, comments and groups.
+pub fn addresses(value: &str) -> Vec<String> {
+    let mut items = Vec::new();
+    let mut cur = String::new();
+    let (mut quote, mut angle, mut paren) = (false, false, 0u32);
+    for c in value.chars() {
+        match c {
+            '"' if paren == 0 => {
+                quote = !quote;
+                cur.push(c);
+            }
+            '(' if !quote => paren += 1,
+            ')' if !quote && paren > 0 => paren -= 1,
+            _ if paren > 0 => {}
+            '<' if !quote => {
+                angle = true;
+                cur.push(c);
+            }
+            '>' if !quote => {
+                angle = false;
+                cur.push(c);
+            }
+            ':' if !quote && !angle => cur.clear(), // group name
+            ',' | ';' if !quote && !angle => items.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    items.push(cur);
+    items
+        .into_iter()
+        .filter_map(|item| {
+            let item = item.trim();
+            let addr = match (item.rfind('<'), item.rfind('>')) {
+                (Some(a), Some(b)) if a < b => &item[a + 1..b],
+                _ => item,
+            };
+            let addr = addr.trim();
+            (!addr.is_empty()).then(|| addr.to_string())
+        })
+        .collect()
+}
+
+/// The login name of the invoking user.
+pub fn login_name() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid{}", nix::unistd::getuid()))
+}
+
+/// Prepares the message: removes Bcc (with -t), adds Received, From, Date
+/// and Message-ID when missing. Returns the new text and recipients found
+/// in headers (with -t).
+pub fn prepare(text: &[u8], o: &Options, sender: &str, hostname: &str, date: &str, unique: &str) -> (Vec<u8>, Vec<String>) {
+    let fs = fields(text);
+    let mut header_rcpts = Vec::new();
+    let mut out = Vec::with_capacity(text.len() + 256);
+    out.extend_from_slice(
+        format!("Received: by {hostname} (postern sendmail, from userid {});\r\n\t{date}\r\n", nix::unistd::getuid()).as_bytes(),
+    );
+    let has = |n: &str| fs.iter().any(|f| f.name == n);
+    if !has("from") {
+        let from = match &o.full_name {
+            Some(n) => format!("From: \"{}\" <{sender}>\r\n", n.replace(['"', '\\', '\r', '\n'], "")),
+            None => format!("From: {sender}\r\n"),
+        };
+        out.extend_from_slice(from.as_bytes());
+    }
+    if !has("date") {
+        out.extend_from_slice(format!("Date: {date}\r\n").as_bytes());
+    }
+    if !has("message-id") {
+        out.extend_from_slice(format!("Message-ID: <{unique}@{hostname}>\r\n").as_bytes());
+    }
+    let mut pos = 0;
+    for f in &fs {
+        if o.from_headers && matches!(f.name.as_str(), "to" | "cc" | "bcc") {
+            header_rcpts.extend(addresses(&f.value));
+        }
+        if o.from_headers && f.name == "bcc" {
+            out.extend_from_slice(&text[pos..f.start]);
+            pos = f.end;
+        }
+    }
+    out.extend_from_slice(&text[pos..]);
+    (out, header_rcpts)
+}
+
+/// Resolves recipients to delivery addresses (aliases expanded). Bare
+/// names get the host name. Errors name the bad address.
+pub fn resolve(settings: &Settings, rcpts: &[String]) -> Result<Vec<String>, (i32, String)> {
+    let mut out: Vec<String> = Vec::new();
+    for r in rcpts.iter().flat_map(|r| r.split(',')).map(str::trim).filter(|r| !r.is_empty()) {
+        let full = if r.contains('@') { r.to_string() } else { format!("{r}@{}", settings.hostname) };
+        let m = Mailbox::parse(&full, true).map_err(|e| (exit::DATAERR, format!("{r}: bad address: {e}")))?;
+        let targets = if settings.is_local_domain(&m.domain) {
+            local_targets(settings, &m.local.to_ascii_lowercase(), &m.domain)
+                .ok_or_else(|| (exit::NOUSER, format!("<{m}>: no such local user")))?
+        } else {
+            vec![m.to_string()]
+        };
+        for t in targets {
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(&t)) {
+                out.push(t);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the sendmail face; returns the exit code.
+pub fn run(settings: &Settings, args: &[String]) -> i32 {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{HELP}");
+        return exit::OK;
+    }
+    let o = match parse_args(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("postern sendmail: {e}\n{HELP}");
+            return exit::USAGE;
+        }
+    };
+    if o.list_queue {
+        return crate::queuecmd::list(settings, false);
+    }
+    let max = settings.config.limits.max_message_size;
+    let text = match read_message(std::io::stdin().lock(), o.ignore_dots, max) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("postern sendmail: {e}");
+            return exit::DATAERR;
+        }
+    };
+    let sender = match &o.sender {
+        Some(s) if s.is_empty() || s == "<>" => String::new(),
+        Some(s) => {
+            let s = s.trim_start_matches('<').trim_end_matches('>');
+            let full = if s.contains('@') { s.to_string() } else { format!("{s}@{}", settings.hostname) };
+            match Mailbox::parse(&full, true) {
+                Ok(m) => m.to_string(),
+                Err(e) => {
+                    eprintln!("postern sendmail: sender {s}: bad address: {e}");
+                    return exit::USAGE;
+                }
+            }
+        }
+        None => format!("{}@{}", login_name(), settings.hostname),
+    };
+    let unique = format!("{}.{:08x}", crate::spool::now_unix(), rand::random::<u32>());
+    let (text, header_rcpts) = prepare(&text, &o, &sender, &settings.hostname, &crate::session::rfc5322_date(), &unique);
+    let mut all = o.recipients.clone();
+    all.extend(header_rcpts);
+    let rcpts = match resolve(settings, &all) {
+        Ok(r) if r.is_empty() => {
+            eprintln!("postern sendmail: no recipients (give them as arguments, or use -t)");
+            return exit::DATAERR;
+        }
+        Ok(r) => r,
+        Err((code, e)) => {
+            eprintln!("postern sendmail: {e}");
+            return code;
+        }
+    };
+    let spool = match Spool::open(&settings.data_dir.join("queue")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("postern sendmail: {e}");
+            return exit::CANTCREAT;
+        }
+    };
+    match crate::queue::enqueue(&spool, &sender, &rcpts, &text, "local") {
+        Ok(id) => {
+            crate::maillog::event(
+                "queued",
+                &[("id", id.as_str()), ("from", &sender), ("size", &text.len().to_string()), ("nrcpt", &rcpts.len().to_string()), ("client", "local"), ("uid", &nix::unistd::getuid().to_string())],
+            );
+            // Best effort: a daemon that is not running finds it at start-up.
+            let _ = crate::control::request(&settings.data_dir, &format!("kick {id}"));
+            exit::OK
+        }
+        Err(e) if e.is_no_space() => {
+            eprintln!("postern sendmail: {e}");
+            exit::TEMPFAIL
+        }
+        Err(e) => {
+            eprintln!("postern sendmail: {e}");
+            exit::CANTCREAT
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn option_table() {
+        let o = parse_args(&args("-t -oi -f me@x.example -F Me a@b")).unwrap();
+        assert!(o.from_headers && o.ignore_dots);
+        assert_eq!(o.sender.as_deref(), Some("me@x.example"));
+        assert_eq!(o.full_name.as_deref(), Some("Me"));
+        assert_eq!(o.recipients, vec!["a@b"]);
+        let o = parse_args(&args("-fme@x -i -oem -v -- -weird@x")).unwrap();
+        assert_eq!(o.sender.as_deref(), Some("me@x"));
+        assert_eq!(o.recipients, vec!["-weird@x"]);
+        assert!(parse_args(&args("-f")).is_err());
+        assert!(parse_args(&args("-q")).is_err());
+        assert!(parse_args(&args("-bs")).is_err());
+        assert!(parse_args(&args("-bp")).unwrap().list_queue);
+    }
+
+    #[test]
+    fn reads_until_dot_unless_i() {
+        let m = read_message(&b"a\n.\nb\n"[..], false, 100).unwrap();
+        assert_eq!(m, b"a\r\n");
+        let m = read_message(&b"a\n.\nb"[..], true, 100).unwrap();
+        assert_eq!(m, b"a\r\n.\r\nb\r\n");
+        assert!(read_message(&b"0123456789"[..], true, 5).is_err());
+    }
+
+    #[test]
+    fn address_lists() {
+        assert_eq!(
+            addresses("\"Doe, John\" <john@x.example>, jane@y.example (Jane), team: a@z, b@z;"),
+            vec!["john@x.example", "jane@y.example", "a@z", "b@z"]
+        );
+    }
+
+    #[test]
+    fn prepare_removes_bcc_and_adds_headers() {
+        let o = Options { from_headers: true, ..Default::default() };
+        let text = b"To: a@x.example\r\nBcc: hidden@y.example,\r\n  other@y.example\r\nSubject: s\r\n\r\nBcc: body line\r\n";
+        let (out, rcpts) = prepare(text, &o, "me@h", "h", "DATE", "u");
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(rcpts, vec!["a@x.example", "hidden@y.example", "other@y.example"]);
+        assert!(!out.contains("hidden"), "{out}");
+        assert!(out.contains("Subject: s\r\n\r\nBcc: body line\r\n"));
+        assert!(out.contains("From: me@h\r\n"));
+        assert!(out.contains("Date: DATE\r\n"));
+        assert!(out.contains("Message-ID: <u@h>\r\n"));
+    }
+}

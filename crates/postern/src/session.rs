@@ -1,0 +1,749 @@
+//! The SMTP server session: one explicit state machine (RFC 5321) plus the
+//! driver that does its I/O.
+//!
+//! May touch: the client socket; the spool (through `Spool` only); the
+//! queue notifier. Implements RFC 5321 (§4.1 commands, §4.4 `Received:`,
+//! §4.5.3 limits), RFC 1870 SIZE, RFC 2920 PIPELINING, RFC 3030 CHUNKING,
+//! RFC 2034 ENHANCEDSTATUSCODES, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8,
+//! RFC 3848 protocol names.
+//!
+//! Transaction data lives inside the [`State`] variants, so "RCPT before
+//! MAIL" cannot be represented; every transition goes through
+//! [`Session::enter`], which traces `from -> to`.
+//!
+//! Pipelining: replies are appended to a write buffer that is flushed
+//! whenever the session is about to wait for input, so a pipelined group
+//! gets its replies in order, in one write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use postern_wire::command::{Body, MailParams};
+use postern_wire::data::{ChunkScanner, DataDecoder, DataFlags};
+use postern_wire::line::{scan_line, LineScan};
+use postern_wire::{codes, parse_command, Command, Enhanced, Path, Reply};
+
+use crate::config::{BareNewline, Role};
+use crate::maillog;
+use crate::policy::{check_rcpt, RcptDecision, RcptFacts};
+use crate::settings::Settings;
+use crate::spool::{now_unix, Draft, Envelope, QueueId, RcptStatus, Recipient, Spool, ENVELOPE_VERSION};
+
+/// What a session needs from the server.
+#[derive(Clone)]
+pub struct Context {
+    /// Settings at the time the connection was accepted.
+    pub settings: Arc<Settings>,
+    /// The queue.
+    pub spool: Spool,
+    /// Tells the scheduler about new messages.
+    pub queued: mpsc::UnboundedSender<QueueId>,
+    /// Becomes true when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Facts about the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+    /// The listener's role.
+    pub role: Role,
+}
+
+/// The client's HELO/EHLO.
+#[derive(Debug, Clone)]
+struct Helo {
+    name: String,
+    extended: bool,
+}
+
+/// One accepted RCPT.
+#[derive(Debug, Clone)]
+struct Accepted {
+    original: String,
+    targets: Vec<String>,
+}
+
+/// A mail transaction: MAIL done, zero or more RCPTs accepted.
+#[derive(Debug)]
+struct Txn {
+    from: Path,
+    params: MailParams,
+    rcpts: Vec<Accepted>,
+}
+
+impl Txn {
+    fn sender(&self) -> String {
+        match &self.from {
+            Path::Mailbox(m) => m.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A BDAT sequence in progress (RFC 3030).
+#[derive(Debug)]
+struct Chunking {
+    /// Where the message goes; `None` if it could not be created.
+    draft: Option<Draft>,
+    scanner: ChunkScanner,
+    size: u64,
+    /// Set once a chunk failed: later chunks are read and discarded, and get
+    /// this reply, until LAST.
+    failed: Option<Reply>,
+}
+
+/// The session states.
+#[derive(Debug)]
+enum State {
+    /// Greeted, waiting for HELO/EHLO.
+    Fresh,
+    /// HELO/EHLO done, no transaction.
+    Ready { helo: Helo },
+    /// MAIL accepted; RCPTs collect in the transaction.
+    Mail { helo: Helo, txn: Txn },
+    /// Between BDAT chunks.
+    Bdat { helo: Helo, txn: Txn, chunking: Chunking },
+    /// QUIT, 421 or connection loss.
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Fresh => "fresh",
+            State::Ready { .. } => "ready",
+            State::Mail { .. } => "mail",
+            State::Bdat { .. } => "bdat",
+            State::Closed => "closed",
+        }
+    }
+
+    fn helo(&self) -> Option<&Helo> {
+        match self {
+            State::Ready { helo } | State::Mail { helo, .. } | State::Bdat { helo, .. } => Some(helo),
+            _ => None,
+        }
+    }
+}
+
+/// Why the session ended early.
+#[derive(Debug)]
+enum End {
+    /// The client closed or the socket failed.
+    Gone,
+    /// We closed (421, QUIT, timeout), reply already queued.
+    Closed,
+}
+
+/// A session.
+pub struct Session<S> {
+    io: S,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    state: State,
+    errors: u32,
+    messages: u32,
+    skip_to_lf: bool,
+    ctx: Context,
+    conn: Conn,
+}
+
+/// Runs one SMTP session to the end.
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(io: S, conn: Conn, ctx: Context) {
+    let mut s = Session {
+        io,
+        rbuf: Vec::with_capacity(8192),
+        wbuf: Vec::with_capacity(4096),
+        state: State::Fresh,
+        errors: 0,
+        messages: 0,
+        skip_to_lf: false,
+        ctx,
+        conn,
+    };
+    let peer = format!("[{}]:{}", conn.peer.ip(), conn.peer.port());
+    maillog::event("connect", &[("client", &peer), ("listener", conn.role.name())]);
+    let greeting = Reply::plain(
+        220,
+        vec![format!("{} ESMTP postern", s.ctx.settings.hostname).into()],
+    );
+    s.reply(greeting);
+    let _ = s.main_loop().await;
+    let _ = s.flush().await;
+    let _ = s.io.shutdown().await;
+    maillog::event(
+        "disconnect",
+        &[("client", &peer), ("messages", &s.messages.to_string()), ("errors", &s.errors.to_string())],
+    );
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    fn settings(&self) -> &Settings {
+        &self.ctx.settings
+    }
+
+    /// The one place where the state changes.
+    fn enter(&mut self, to: State) {
+        tracing::debug!(peer = %self.conn.peer, "session {} -> {}", self.state.name(), to.name());
+        self.state = to;
+    }
+
+    /// Queues a reply and counts errors.
+    fn reply(&mut self, r: Reply) {
+        if r.code >= 400 {
+            self.errors += 1;
+        }
+        tracing::trace!(peer = %self.conn.peer, "S: {}", r.summary());
+        r.encode(&mut self.wbuf);
+    }
+
+    /// Queues a refusal and writes a `reject` log line.
+    fn reject(&mut self, verb: &str, r: Reply, extra: &[(&str, &str)]) {
+        let client = self.client_text();
+        let summary = r.summary();
+        let mut fields: Vec<(&str, &str)> = vec![("client", &client), ("command", verb), ("reply", &summary)];
+        fields.extend_from_slice(extra);
+        maillog::event("reject", &fields);
+        self.reply(r);
+    }
+
+    fn client_text(&self) -> String {
+        format!("[{}]:{}", self.conn.peer.ip(), self.conn.peer.port())
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if !self.wbuf.is_empty() {
+            let r = self.io.write_all(&self.wbuf).await;
+            self.wbuf.clear();
+            r.map_err(|_| End::Gone)?;
+            self.io.flush().await.map_err(|_| End::Gone)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes pending replies, then reads more input before `deadline`.
+    /// Shutdown is honoured only between commands (`interruptible`).
+    async fn fill(&mut self, deadline: Instant, interruptible: bool) -> Result<(), End> {
+        self.flush().await?;
+        let mut buf = [0u8; 16 * 1024];
+        let mut shutdown = self.ctx.shutdown.clone();
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, self.io.read(&mut buf)) => r,
+            _ = shutdown.wait_for(|v| *v), if interruptible => {
+                self.reply(codes::shutting_down());
+                self.enter(State::Closed);
+                return Err(End::Closed);
+            }
+        };
+        match read {
+            Err(_) => {
+                self.reply(codes::timeout());
+                self.enter(State::Closed);
+                Err(End::Closed)
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                self.enter(State::Closed);
+                Err(End::Gone)
+            }
+            Ok(Ok(n)) => {
+                self.rbuf.extend_from_slice(&buf[..n]);
+                Ok(())
+            }
+        }
+    }
+
+    async fn main_loop(&mut self) -> Result<(), End> {
+        let max_line = self.settings().config.limits.max_line_length;
+        let cmd_timeout = self.settings().config.limits.command_timeout;
+        loop {
+            if matches!(self.state, State::Closed) {
+                return Ok(());
+            }
+            if self.errors >= self.settings().config.limits.max_errors {
+                self.reply(codes::too_many_errors());
+                self.enter(State::Closed);
+                return Ok(());
+            }
+            if self.skip_to_lf {
+                // Discarding the rest of an over-long line.
+                match self.rbuf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        self.rbuf.drain(..=i);
+                        self.skip_to_lf = false;
+                    }
+                    None => {
+                        self.rbuf.clear();
+                        self.fill(Instant::now() + cmd_timeout, true).await?;
+                    }
+                }
+                continue;
+            }
+            match scan_line(&self.rbuf, max_line) {
+                LineScan::Line { end, next } => {
+                    let line: Vec<u8> = self.rbuf[..end].to_vec();
+                    self.rbuf.drain(..next);
+                    self.command(&line).await?;
+                }
+                LineScan::TooLong => {
+                    self.reply(codes::line_too_long());
+                    self.skip_to_lf = true;
+                }
+                LineScan::Partial => self.fill(Instant::now() + cmd_timeout, true).await?,
+            }
+        }
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Result<(), End> {
+        tracing::trace!(peer = %self.conn.peer, "C: {}", String::from_utf8_lossy(line));
+        let cmd = match parse_command(line) {
+            Ok(c) => c,
+            Err(e) => {
+                let is_bdat = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"BDAT");
+                if is_bdat {
+                    // We cannot know how many octets follow: the stream is lost.
+                    self.reply(e.reply());
+                    self.reply(Reply::new(421, Enhanced(4, 5, 0), "Cannot recover from bad BDAT, closing connection"));
+                    self.enter(State::Closed);
+                    return Err(End::Closed);
+                }
+                if matches!(self.state, State::Bdat { .. }) {
+                    return self.bdat_interrupted().await;
+                }
+                self.reply(e.reply());
+                return Ok(());
+            }
+        };
+        if matches!(self.state, State::Bdat { .. }) && !matches!(cmd, Command::Bdat { .. } | Command::Rset | Command::Quit | Command::Noop) {
+            // RFC 3030 §2: only BDAT (or RSET/QUIT) may follow a non-LAST chunk.
+            self.reply(codes::bad_sequence().with_text("Expecting BDAT, RSET or QUIT"));
+            return Ok(());
+        }
+        match cmd {
+            Command::Ehlo(name) => self.helo(name, true),
+            Command::Helo(name) => self.helo(name, false),
+            Command::Lhlo(_) => self.reply(codes::unknown_command().with_text("LHLO is for LMTP; use EHLO")),
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to, .. } => self.rcpt(to),
+            Command::Data => return self.data().await,
+            Command::Bdat { size, last } => return self.bdat(size, last).await,
+            Command::Rset => {
+                if let Some(helo) = self.state.helo().cloned() {
+                    self.enter(State::Ready { helo });
+                }
+                self.reply(codes::ok());
+            }
+            Command::Noop => self.reply(codes::ok()),
+            Command::Quit => {
+                self.reply(codes::bye());
+                self.enter(State::Closed);
+                return Err(End::Closed);
+            }
+            Command::Vrfy(_) => self.reply(codes::cannot_vrfy()),
+            Command::Expn(_) => self.reply(codes::not_implemented().with_text("EXPN is not available")),
+            Command::Help => self.reply(codes::help()),
+            Command::StartTls => self.reply(codes::not_implemented().with_text("STARTTLS is not configured")),
+            Command::Auth { .. } => self.reply(codes::not_implemented().with_text("AUTH is not available")),
+        }
+        Ok(())
+    }
+
+    /// An unparsable line between BDAT chunks: the client's chunk framing
+    /// is broken, so close.
+    async fn bdat_interrupted(&mut self) -> Result<(), End> {
+        self.reply(Reply::new(421, Enhanced(4, 5, 0), "Expected BDAT, closing connection"));
+        self.enter(State::Closed);
+        Err(End::Closed)
+    }
+
+    /// The EHLO keyword list; STARTTLS, AUTH and DSN slot in here.
+    fn ehlo_lines(&self) -> Vec<std::borrow::Cow<'static, str>> {
+        let s = self.settings();
+        vec![
+            format!("{} Hello [{}]", s.hostname, self.conn.peer.ip()).into(),
+            "PIPELINING".into(),
+            format!("SIZE {}", s.config.limits.max_message_size).into(),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "SMTPUTF8".into(),
+            "CHUNKING".into(),
+        ]
+    }
+
+    fn helo(&mut self, name: String, extended: bool) {
+        // RFC 5321 §4.1.4: EHLO/HELO resets any transaction.
+        let client = self.client_text();
+        maillog::event("helo", &[("client", &client), ("helo", &name)]);
+        if extended {
+            let lines = self.ehlo_lines();
+            self.reply(Reply::plain(250, lines));
+        } else {
+            let text = format!("{} Hello [{}]", self.settings().hostname, self.conn.peer.ip());
+            self.reply(Reply::plain(250, vec![text.into()]));
+        }
+        self.enter(State::Ready { helo: Helo { name, extended } });
+    }
+
+    fn mail(&mut self, from: Path, params: MailParams) {
+        let helo = match &self.state {
+            State::Fresh => {
+                self.reply(codes::bad_sequence().with_text("Send HELO/EHLO first"));
+                return;
+            }
+            State::Ready { helo } => helo.clone(),
+            _ => {
+                self.reply(codes::bad_sequence().with_text("Nested MAIL command"));
+                return;
+            }
+        };
+        let sender = match &from {
+            Path::Mailbox(m) => m.to_string(),
+            _ => String::new(),
+        };
+        let max = self.settings().config.limits.max_message_size;
+        if params.size.is_some_and(|s| s > max) {
+            let r = codes::too_big().with_text(format!("Message size exceeds fixed maximum message size ({max} bytes)"));
+            self.reject("MAIL", r, &[("from", &sender)]);
+            return;
+        }
+        if params.body == Body::BinaryMime {
+            self.reject("MAIL", codes::unknown_parameter().with_text("BINARYMIME is not supported"), &[("from", &sender)]);
+            return;
+        }
+        if !helo.extended && (params.size.is_some() || params.smtputf8 || params.body != Body::SevenBit) {
+            // Parameters are ESMTP only; HELO clients may not use them.
+            self.reject("MAIL", codes::unknown_parameter().with_text("Parameters require EHLO"), &[("from", &sender)]);
+            return;
+        }
+        if let Some(free) = self.ctx.spool.free_space() {
+            let need = self.settings().config.queue.min_free_space + params.size.unwrap_or(0);
+            if free < need {
+                self.reject("MAIL", codes::insufficient_storage(), &[("from", &sender)]);
+                return;
+            }
+        }
+        self.reply(codes::sender_ok());
+        self.enter(State::Mail { helo, txn: Txn { from, params, rcpts: Vec::new() } });
+    }
+
+    fn rcpt(&mut self, to: Path) {
+        let (count, smtputf8, sender) = match &self.state {
+            State::Mail { txn, .. } => (txn.rcpts.len(), txn.params.smtputf8, txn.sender()),
+            State::Fresh | State::Ready { .. } => {
+                self.reply(codes::bad_sequence().with_text("Need MAIL before RCPT"));
+                return;
+            }
+            _ => {
+                self.reply(codes::bad_sequence());
+                return;
+            }
+        };
+        let rcpt_text = match &to {
+            Path::Mailbox(m) => m.to_string(),
+            Path::Postmaster => "Postmaster".to_string(),
+            Path::Null => String::new(),
+        };
+        if let Path::Mailbox(m) = &to {
+            if m.is_utf8() && !smtputf8 {
+                self.reject("RCPT", Reply::new(553, Enhanced(5, 6, 7), "Non-ASCII address requires SMTPUTF8"), &[("to", &rcpt_text)]);
+                return;
+            }
+        }
+        if count >= self.settings().config.limits.max_recipients {
+            self.reject("RCPT", codes::too_many_recipients(), &[("from", &sender), ("to", &rcpt_text)]);
+            return;
+        }
+        let decision = check_rcpt(self.settings(), &RcptFacts { client_ip: self.conn.peer.ip(), rcpt: &to });
+        match decision {
+            RcptDecision::Accept { targets, .. } => {
+                if let State::Mail { txn, .. } = &mut self.state {
+                    txn.rcpts.push(Accepted { original: rcpt_text, targets });
+                }
+                self.reply(codes::recipient_ok());
+            }
+            RcptDecision::Reject { reply, rule } => {
+                self.reject("RCPT", reply, &[("from", &sender), ("to", &rcpt_text), ("rule", rule)]);
+            }
+        }
+    }
+
+    /// Takes the transaction out of the state for DATA/BDAT, or replies why not.
+    fn take_txn(&mut self) -> Option<(Helo, Txn)> {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Mail { helo, txn } if !txn.rcpts.is_empty() => Some((helo, txn)),
+            State::Mail { helo, txn } => {
+                self.state = State::Mail { helo, txn };
+                self.reply(codes::no_valid_recipients());
+                None
+            }
+            other => {
+                self.state = other;
+                self.reply(codes::bad_sequence().with_text("Need MAIL and RCPT first"));
+                None
+            }
+        }
+    }
+
+    /// Creates the spool draft and writes the `Received:` header.
+    fn start_draft(&self, helo: &Helo, txn: &Txn) -> Result<Draft, Reply> {
+        let mut draft = self.ctx.spool.draft().map_err(|e| {
+            tracing::warn!("spool: {e}");
+            if e.is_no_space() {
+                codes::insufficient_storage()
+            } else {
+                codes::local_error()
+            }
+        })?;
+        let header = received_header(self.settings(), &self.conn, helo, txn, &draft.id);
+        draft.write(header.as_bytes());
+        Ok(draft)
+    }
+
+    async fn data(&mut self) -> Result<(), End> {
+        let Some((helo, txn)) = self.take_txn() else { return Ok(()) };
+        if txn.params.body == Body::BinaryMime {
+            self.reply(codes::bad_sequence().with_text("BINARYMIME requires BDAT"));
+            self.enter(State::Mail { helo, txn });
+            return Ok(());
+        }
+        let mut draft = match self.start_draft(&helo, &txn) {
+            Ok(d) => d,
+            Err(r) => {
+                self.reject("DATA", r, &[("from", &txn.sender())]);
+                self.enter(State::Mail { helo, txn });
+                return Ok(());
+            }
+        };
+        self.reply(codes::start_data());
+        let limits = &self.settings().config.limits;
+        let mut dec = DataDecoder::new(limits.max_line_length, limits.max_message_size);
+        let deadline = Instant::now() + limits.data_timeout;
+        let mut out = Vec::with_capacity(16 * 1024);
+        loop {
+            let fed = dec.feed(&self.rbuf, &mut out);
+            draft.write(&out);
+            out.clear();
+            self.rbuf.drain(..fed.consumed);
+            if fed.done {
+                break;
+            }
+            self.fill(deadline, false).await?;
+        }
+        self.finish_message(helo, txn, draft, dec.flags(), "DATA").await;
+        Ok(())
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool) -> Result<(), End> {
+        let (helo, txn, mut chunking) = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Bdat { helo, txn, chunking } => (helo, txn, chunking),
+            State::Mail { helo, txn } if !txn.rcpts.is_empty() => {
+                let max_line = self.settings().config.limits.max_line_length;
+                let (draft, failed) = match self.start_draft(&helo, &txn) {
+                    Ok(d) => (Some(d), None),
+                    Err(r) => (None, Some(r)),
+                };
+                (helo, txn, Chunking { draft, scanner: ChunkScanner::new(max_line), size: 0, failed })
+            }
+            other => {
+                // Wrong state: the chunk is still on its way, read and drop it.
+                self.state = other;
+                let deadline = Instant::now() + self.settings().config.limits.data_timeout;
+                self.read_chunk(size, deadline, |_| {}).await?;
+                let r = if matches!(self.state, State::Mail { .. }) {
+                    codes::no_valid_recipients()
+                } else {
+                    codes::bad_sequence().with_text("Need MAIL and RCPT first")
+                };
+                self.reply(r);
+                return Ok(());
+            }
+        };
+        let max = self.settings().config.limits.max_message_size;
+        let deadline = Instant::now() + self.settings().config.limits.data_timeout;
+        if chunking.failed.is_none() && chunking.size.saturating_add(size) > max {
+            chunking.failed = Some(codes::too_big());
+            chunking.draft = None;
+        }
+        {
+            let ch = &mut chunking;
+            self.read_chunk(size, deadline, |bytes| {
+                if ch.failed.is_none() {
+                    ch.scanner.scan(bytes);
+                    if let Some(d) = ch.draft.as_mut() {
+                        d.write(bytes);
+                    }
+                }
+            })
+            .await?;
+        }
+        chunking.size += size;
+        if !last {
+            let r = match &chunking.failed {
+                Some(r) => r.clone(),
+                None => codes::ok().with_text(format!("{size} octets received")),
+            };
+            self.reply(r);
+            self.enter(State::Bdat { helo, txn, chunking });
+            return Ok(());
+        }
+        match (chunking.failed, chunking.draft) {
+            (None, Some(draft)) => {
+                let flags = chunking.scanner.finish();
+                self.finish_message(helo, txn, draft, flags, "BDAT").await;
+            }
+            (failed, _) => {
+                let r = failed.unwrap_or_else(codes::local_error);
+                self.reject("BDAT", r, &[("from", &txn.sender())]);
+                self.enter(State::Ready { helo });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `size` octets of chunk data, passing them to `sink`.
+    async fn read_chunk(&mut self, size: u64, deadline: Instant, mut sink: impl FnMut(&[u8])) -> Result<(), End> {
+        let mut remaining = size;
+        loop {
+            let n = (remaining.min(self.rbuf.len() as u64)) as usize;
+            sink(&self.rbuf[..n]);
+            self.rbuf.drain(..n);
+            remaining -= n as u64;
+            if remaining == 0 {
+                return Ok(());
+            }
+            self.fill(deadline, false).await?;
+        }
+    }
+
+    /// Checks what the decoder saw, then commits to the spool and replies.
+    async fn finish_message(&mut self, helo: Helo, txn: Txn, draft: Draft, flags: DataFlags, verb: &str) {
+        let sender = txn.sender();
+        let limits = &self.settings().config.limits;
+        let refusal = if flags.too_big {
+            Some(codes::too_big())
+        } else if flags.bare_cr_lf && limits.bare_newline == BareNewline::Reject {
+            Some(Reply::new(550, Enhanced(5, 6, 0), "Message contains bare CR or LF; lines must end with CRLF"))
+        } else if flags.long_line {
+            Some(Reply::new(
+                550,
+                Enhanced(5, 6, 0),
+                format!("Message has a line longer than {} octets (RFC 5321 4.5.3.1.6)", limits.max_line_length),
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            drop(draft); // removes the temp file: no debris
+            self.reject(verb, r, &[("from", &sender)]);
+            self.enter(State::Ready { helo });
+            return;
+        }
+        let id = draft.id.clone();
+        let env = build_envelope(&id, &txn, draft.written(), &self.conn, &helo);
+        let spool = self.ctx.spool.clone();
+        let env2 = env.clone();
+        let result = tokio::task::spawn_blocking(move || spool.commit(draft, &env2)).await;
+        match result {
+            Ok(Ok(())) => {
+                self.messages += 1;
+                let client = self.client_text();
+                maillog::event(
+                    "queued",
+                    &[
+                        ("id", id.as_str()),
+                        ("from", &sender),
+                        ("size", &env.size.to_string()),
+                        ("nrcpt", &env.recipients.len().to_string()),
+                        ("client", &client),
+                        ("helo", &helo.name),
+                    ],
+                );
+                let _ = self.ctx.queued.send(id.clone());
+                self.reply(codes::ok().with_text(format!("Ok: queued as {id}")));
+            }
+            Ok(Err(e)) => {
+                tracing::error!("spool commit failed: {e}");
+                let r = if e.is_no_space() { codes::insufficient_storage() } else { codes::local_error() };
+                self.reject(verb, r, &[("from", &sender), ("error", &e.to_string())]);
+            }
+            Err(e) => {
+                tracing::error!("spool commit task failed: {e}");
+                self.reject(verb, codes::local_error(), &[("from", &sender)]);
+            }
+        }
+        self.enter(State::Ready { helo });
+    }
+}
+
+/// The envelope for a received message: one recipient per final target,
+/// duplicates removed.
+fn build_envelope(id: &QueueId, txn: &Txn, size: u64, conn: &Conn, helo: &Helo) -> Envelope {
+    let mut recipients: Vec<Recipient> = Vec::new();
+    for a in &txn.rcpts {
+        for t in &a.targets {
+            if recipients.iter().any(|r| r.address.eq_ignore_ascii_case(t)) {
+                continue;
+            }
+            recipients.push(Recipient {
+                address: t.clone(),
+                original: a.original.clone(),
+                status: RcptStatus::Pending,
+                attempts: 0,
+                last_reply: None,
+                next_attempt: 0,
+                bounced: false,
+            });
+        }
+    }
+    Envelope {
+        version: ENVELOPE_VERSION,
+        id: id.clone(),
+        created: now_unix(),
+        sender: txn.sender(),
+        recipients,
+        size,
+        eight_bit: txn.params.body == Body::EightBitMime,
+        smtputf8: txn.params.smtputf8,
+        client: format!("[{}]:{}", conn.peer.ip(), conn.peer.port()),
+        helo: Some(helo.name.clone()),
+    }
+}
+
+/// RFC 5321 §4.4 trace header with the RFC 3848 protocol name.
+fn received_header(s: &Settings, conn: &Conn, helo: &Helo, txn: &Txn, id: &QueueId) -> String {
+    let protocol = match (helo.extended, txn.params.smtputf8) {
+        (false, _) => "SMTP",
+        (true, false) => "ESMTP",
+        (true, true) => "UTF8SMTP",
+    };
+    let ip = match conn.peer.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
+    };
+    let helo_name: String = helo.name.chars().filter(|c| !c.is_control() && *c != '(' && *c != ')').take(255).collect();
+    let for_clause = match txn.rcpts.as_slice() {
+        [only] => format!("\r\n\tfor <{}>", only.original),
+        _ => String::new(),
+    };
+    format!(
+        "Received: from {helo_name} ([{ip}])\r\n\tby {} (postern) with {protocol} id {id}{for_clause};\r\n\t{}\r\n",
+        s.hostname,
+        rfc5322_date()
+    )
+}
+
+/// The current time in RFC 5322 §3.3 form.
+pub fn rfc5322_date() -> String {
+    chrono::Local::now().format("%a, %d %b %Y %H:%M:%S %z").to_string()
+}
+
+/// How long a greeting to an over-limit client may take before we give up.
+pub const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);

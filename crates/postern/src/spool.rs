@@ -1,0 +1,558 @@
+//! The queue on disk. This module is the only one that touches the spool
+//! directory, and the only one that calls fsync on it.
+//!
+//! May touch: `DATA/queue/` (read/write). Layout and durability rules are in
+//! `docs/queue-format.md`:
+//!
+//! ```text
+//! queue/tmp/<id>.eml, <id>.json   being written; removed at start-up
+//! queue/messages/<id>.eml         message text, CRLF, written once, never changed
+//! queue/active/<id>.json          envelope of a message the scheduler works on
+//! queue/hold/<id>.json            envelope of a message on hold
+//! ```
+//!
+//! A message exists once its envelope is in `active/` or `hold/`. Commit
+//! order: write + fsync both temp files, rename the body into `messages/`,
+//! rename the envelope into `active/`, fsync both directories; only then
+//! may the SMTP server say 250.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The envelope format version written by this code.
+pub const ENVELOPE_VERSION: u32 = 1;
+
+/// A queue id: 16 upper-case hex digits, time-ordered.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QueueId(String);
+
+impl QueueId {
+    /// A fresh id: microseconds since the epoch (12 hex digits, wraps after
+    /// ~8900 years) plus a per-process counter mixed with randomness.
+    pub fn generate() -> QueueId {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0) as u64;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed) as u64;
+        let r: u64 = rand::random::<u16>() as u64;
+        QueueId(format!("{:012X}{:04X}", micros & 0xFFFF_FFFF_FFFF, (n.wrapping_mul(0x9E37) ^ r) & 0xFFFF))
+    }
+
+    /// Parses user input (CLI); only ids of our shape are accepted, so an
+    /// id can never name a path outside the queue.
+    pub fn parse(s: &str) -> Option<QueueId> {
+        let s = s.trim().to_ascii_uppercase();
+        (s.len() == 16 && s.bytes().all(|c| c.is_ascii_hexdigit())).then_some(QueueId(s))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for QueueId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Delivery state of one recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RcptStatus {
+    /// Not yet delivered; will be tried at `next_attempt`.
+    Pending,
+    /// Delivered; nothing more to do.
+    Delivered,
+    /// Failed permanently (or expired); a bounce is owed unless `bounced`.
+    Failed,
+}
+
+/// One recipient of a queued message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// Where to deliver: the address after alias expansion.
+    pub address: String,
+    /// The address the client gave in RCPT TO (before aliases).
+    pub original: String,
+    /// Delivery state.
+    pub status: RcptStatus,
+    /// Delivery attempts made so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// The last reply or error text from a delivery attempt.
+    #[serde(default)]
+    pub last_reply: Option<String>,
+    /// Unix time of the next attempt, for pending recipients.
+    #[serde(default)]
+    pub next_attempt: u64,
+    /// True once a bounce for this failed recipient has been queued.
+    #[serde(default)]
+    pub bounced: bool,
+}
+
+/// The envelope: everything about a queued message except its text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Format version ([`ENVELOPE_VERSION`]).
+    pub version: u32,
+    /// The queue id; also the file names.
+    pub id: QueueId,
+    /// Unix time the message was accepted.
+    pub created: u64,
+    /// The reverse-path; empty for the null sender `<>`.
+    pub sender: String,
+    /// Recipients with their states.
+    pub recipients: Vec<Recipient>,
+    /// Size of the message file in octets.
+    pub size: u64,
+    /// True if the message was declared 8BITMIME.
+    #[serde(default)]
+    pub eight_bit: bool,
+    /// True if the message needs SMTPUTF8 downstream.
+    #[serde(default)]
+    pub smtputf8: bool,
+    /// How it arrived: `[ip]:port` of the SMTP client, or `local` for sendmail.
+    #[serde(default)]
+    pub client: String,
+    /// The HELO/EHLO name the client used, if any.
+    #[serde(default)]
+    pub helo: Option<String>,
+}
+
+impl Envelope {
+    /// True when no recipient is pending and every failure has its bounce.
+    pub fn is_finished(&self) -> bool {
+        self.recipients.iter().all(|r| r.status == RcptStatus::Delivered || (r.status == RcptStatus::Failed && r.bounced))
+    }
+
+    /// The earliest next attempt among pending recipients.
+    pub fn next_attempt(&self) -> Option<u64> {
+        self.recipients.iter().filter(|r| r.status == RcptStatus::Pending).map(|r| r.next_attempt).min()
+    }
+}
+
+/// Which directory an envelope is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Place {
+    /// `active/`: scheduled for delivery.
+    Active,
+    /// `hold/`: kept until released.
+    Hold,
+}
+
+/// Errors from the spool.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// A file system operation failed (full disk, permissions, I/O).
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// An envelope file could not be parsed.
+    #[error("corrupt envelope {path}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        message: String,
+    },
+    /// No such message in the queue.
+    #[error("no message {0} in the queue")]
+    NotFound(QueueId),
+}
+
+impl SpoolError {
+    /// True for "no space left on device" and quota errors.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, SpoolError::Io { source, .. }
+            if source.raw_os_error() == Some(libc_enospc()) || source.raw_os_error() == Some(libc_edquot()))
+    }
+}
+
+fn libc_enospc() -> i32 {
+    nix::errno::Errno::ENOSPC as i32
+}
+fn libc_edquot() -> i32 {
+    nix::errno::Errno::EDQUOT as i32
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError {
+    let path = path.to_path_buf();
+    move |source| SpoolError::Io { what, path, source }
+}
+
+/// fsync a directory so renames into it are durable.
+fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))
+}
+
+/// Writes `bytes` to `path` and fsyncs it (new file).
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    let mut f = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err("create", path))?;
+    f.write_all(bytes).map_err(io_err("write", path))?;
+    f.sync_all().map_err(io_err("fsync", path))
+}
+
+/// The spool directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+/// A message being received: its text goes to `tmp/<id>.eml`.
+#[derive(Debug)]
+pub struct Draft {
+    /// The queue id this message will get.
+    pub id: QueueId,
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    written: u64,
+    error: Option<io::Error>,
+}
+
+impl Draft {
+    /// Appends text. Errors are remembered and reported by [`Spool::commit`],
+    /// so the SMTP session can keep reading the client's data.
+    ///
+    /// These are plain blocking writes into a 64 KiB buffer: page-cache
+    /// writes that do not wait for the disk; the fsync happens in `commit`,
+    /// which callers run on a blocking thread.
+    pub fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(out) = self.out.as_mut() {
+            if let Err(e) = out.write_all(bytes) {
+                self.error = Some(e);
+            } else {
+                self.written += bytes.len() as u64;
+            }
+        }
+    }
+
+    /// Octets written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        // A draft that was not committed leaves no debris.
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool under `root` (`DATA/queue`).
+    pub fn open(root: &Path) -> Result<Spool, SpoolError> {
+        for d in ["tmp", "messages", "active", "hold"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
+        }
+        Ok(Spool { root: root.to_path_buf() })
+    }
+
+    /// The spool root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn dir(&self, d: &str) -> PathBuf {
+        self.root.join(d)
+    }
+
+    /// Path of a message's text.
+    pub fn body_path(&self, id: &QueueId) -> PathBuf {
+        self.dir("messages").join(format!("{id}.eml"))
+    }
+
+    fn env_path(&self, id: &QueueId, place: Place) -> PathBuf {
+        let d = match place {
+            Place::Active => "active",
+            Place::Hold => "hold",
+        };
+        self.dir(d).join(format!("{id}.json"))
+    }
+
+    /// Free bytes on the spool's file system (for `queue.min_free_space`).
+    pub fn free_space(&self) -> Option<u64> {
+        let s = nix::sys::statvfs::statvfs(&self.root).ok()?;
+        Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+    }
+
+    /// Starts a new message.
+    pub fn draft(&self) -> Result<Draft, SpoolError> {
+        let id = QueueId::generate();
+        let path = self.dir("tmp").join(format!("{id}.eml"));
+        let f = OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_err("create", &path))?;
+        Ok(Draft { id, path, out: Some(BufWriter::with_capacity(64 * 1024, f)), written: 0, error: None })
+    }
+
+    /// Makes a draft durable with its envelope. Blocking (fsyncs): call from
+    /// a blocking thread. On error nothing is left behind.
+    pub fn commit(&self, mut draft: Draft, env: &Envelope) -> Result<(), SpoolError> {
+        let result = self.commit_inner(&mut draft, env);
+        if result.is_err() {
+            let _ = fs::remove_file(self.body_path(&draft.id));
+            let _ = fs::remove_file(self.env_path(&draft.id, Place::Active));
+            let _ = fs::remove_file(self.dir("tmp").join(format!("{}.json", draft.id)));
+        }
+        // Drop removes tmp/<id>.eml if it is still there.
+        result
+    }
+
+    fn commit_inner(&self, draft: &mut Draft, env: &Envelope) -> Result<(), SpoolError> {
+        let path = draft.path.clone();
+        if let Some(e) = draft.error.take() {
+            return Err(SpoolError::Io { what: "write", path, source: e });
+        }
+        let out = draft.out.as_mut().ok_or_else(|| SpoolError::Io {
+            what: "write",
+            path: path.clone(),
+            source: io::Error::other("draft already closed"),
+        })?;
+        out.flush().map_err(io_err("write", &path))?;
+        out.get_ref().sync_all().map_err(io_err("fsync", &path))?;
+        let env_tmp = self.dir("tmp").join(format!("{}.json", draft.id));
+        write_synced(&env_tmp, &envelope_bytes(env))?;
+        let body = self.body_path(&draft.id);
+        fs::rename(&path, &body).map_err(io_err("rename", &path))?;
+        draft.out = None; // the temp file is gone; Drop must not remove anything
+        let env_path = self.env_path(&draft.id, Place::Active);
+        fs::rename(&env_tmp, &env_path).map_err(io_err("rename", &env_tmp))?;
+        sync_dir(&self.dir("messages"))?;
+        sync_dir(&self.dir("active"))?;
+        Ok(())
+    }
+
+    /// Rewrites an envelope atomically (temp file, fsync, rename, fsync dir).
+    /// Fails with `NotFound` if the envelope is no longer where it was
+    /// (deleted or put on hold meanwhile).
+    pub fn update(&self, env: &Envelope, place: Place) -> Result<(), SpoolError> {
+        let path = self.env_path(&env.id, place);
+        if !path.exists() {
+            return Err(SpoolError::NotFound(env.id.clone()));
+        }
+        let tmp = self.dir("tmp").join(format!("{}.json.{}", env.id, rand::random::<u32>()));
+        write_synced(&tmp, &envelope_bytes(env))?;
+        fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+        sync_dir(path.parent().unwrap_or(&self.root))
+    }
+
+    /// Reads an envelope, wherever it is.
+    pub fn load(&self, id: &QueueId) -> Result<(Envelope, Place), SpoolError> {
+        for place in [Place::Active, Place::Hold] {
+            let path = self.env_path(id, place);
+            match fs::read(&path) {
+                Ok(bytes) => return parse_envelope(&path, &bytes).map(|e| (e, place)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("read", &path)(e)),
+            }
+        }
+        Err(SpoolError::NotFound(id.clone()))
+    }
+
+    /// Reads a message's text.
+    pub fn read_body(&self, id: &QueueId) -> Result<Vec<u8>, SpoolError> {
+        let p = self.body_path(id);
+        fs::read(&p).map_err(io_err("read", &p))
+    }
+
+    /// Removes a message (envelope first, so a crash leaves only an orphan
+    /// body that start-up cleans).
+    pub fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
+        let (_, place) = self.load(id)?;
+        let env = self.env_path(id, place);
+        fs::remove_file(&env).map_err(io_err("remove", &env))?;
+        let body = self.body_path(id);
+        match fs::remove_file(&body) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &body)(e)),
+            _ => {}
+        }
+        sync_dir(env.parent().unwrap_or(&self.root))
+    }
+
+    /// Moves an envelope between `active/` and `hold/`.
+    pub fn move_to(&self, id: &QueueId, to: Place) -> Result<bool, SpoolError> {
+        let (_, place) = self.load(id)?;
+        if place == to {
+            return Ok(false);
+        }
+        let from = self.env_path(id, place);
+        let dest = self.env_path(id, to);
+        fs::rename(&from, &dest).map_err(io_err("rename", &from))?;
+        sync_dir(dest.parent().unwrap_or(&self.root))?;
+        Ok(true)
+    }
+
+    /// Lists every envelope with its place, oldest first. Corrupt envelopes
+    /// are reported in the second list and left alone for the operator.
+    pub fn list(&self) -> Result<(Vec<(Envelope, Place)>, Vec<SpoolError>), SpoolError> {
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        for (d, place) in [("active", Place::Active), ("hold", Place::Hold)] {
+            let dir = self.dir(d);
+            for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
+                let entry = entry.map_err(io_err("read directory", &dir))?;
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                match fs::read(&path).map_err(io_err("read", &path)).and_then(|b| parse_envelope(&path, &b)) {
+                    Ok(env) => out.push((env, place)),
+                    Err(e) => bad.push(e),
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        Ok((out, bad))
+    }
+
+    /// Start-up recovery: empties `tmp/` (nothing there was ever
+    /// acknowledged) and removes bodies without an envelope, and envelopes
+    /// without a body (both can only be left by a crash before the 250).
+    /// Returns how many files were removed.
+    pub fn recover(&self) -> Result<usize, SpoolError> {
+        let mut removed = 0;
+        let tmp = self.dir("tmp");
+        for entry in fs::read_dir(&tmp).map_err(io_err("read directory", &tmp))?.flatten() {
+            if fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        let (envs, _) = self.list()?;
+        let known: std::collections::HashSet<String> = envs.iter().map(|(e, _)| e.id.0.clone()).collect();
+        let msgs = self.dir("messages");
+        for entry in fs::read_dir(&msgs).map_err(io_err("read directory", &msgs))?.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let id = name.trim_end_matches(".eml");
+            if !known.contains(id) && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        for (env, place) in envs {
+            if !self.body_path(&env.id).exists() {
+                let p = self.env_path(&env.id, place);
+                // Cannot happen with our commit order unless files were
+                // removed by hand; keep the envelope aside for the operator.
+                let aside = p.with_extension("json.nobody");
+                if fs::rename(&p, &aside).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn envelope_bytes(env: &Envelope) -> Vec<u8> {
+    let mut v = serde_json::to_vec_pretty(env).expect("envelope serialises");
+    v.push(b'\n');
+    v
+}
+
+fn parse_envelope(path: &Path, bytes: &[u8]) -> Result<Envelope, SpoolError> {
+    let env: Envelope =
+        serde_json::from_slice(bytes).map_err(|e| SpoolError::Corrupt { path: path.to_path_buf(), message: e.to_string() })?;
+    if env.version != ENVELOPE_VERSION {
+        return Err(SpoolError::Corrupt { path: path.to_path_buf(), message: format!("unknown version {}", env.version) });
+    }
+    Ok(env)
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(id: &QueueId) -> Envelope {
+        Envelope {
+            version: ENVELOPE_VERSION,
+            id: id.clone(),
+            created: now_unix(),
+            sender: "a@b.example".into(),
+            recipients: vec![Recipient {
+                address: "c@d.example".into(),
+                original: "c@d.example".into(),
+                status: RcptStatus::Pending,
+                attempts: 0,
+                last_reply: None,
+                next_attempt: 0,
+                bounced: false,
+            }],
+            size: 5,
+            eight_bit: false,
+            smtputf8: false,
+            client: "local".into(),
+            helo: None,
+        }
+    }
+
+    #[test]
+    fn commit_load_update_hold_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut d = spool.draft().unwrap();
+        d.write(b"hello");
+        let id = d.id.clone();
+        let mut e = env(&id);
+        spool.commit(d, &e).unwrap();
+        assert_eq!(spool.read_body(&id).unwrap(), b"hello");
+        assert_eq!(spool.load(&id).unwrap(), (e.clone(), Place::Active));
+        assert!(fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
+
+        e.recipients[0].attempts = 1;
+        spool.update(&e, Place::Active).unwrap();
+        assert_eq!(spool.load(&id).unwrap().0.recipients[0].attempts, 1);
+
+        assert!(spool.move_to(&id, Place::Hold).unwrap());
+        assert!(matches!(spool.update(&e, Place::Active), Err(SpoolError::NotFound(_))));
+        assert_eq!(spool.load(&id).unwrap().1, Place::Hold);
+        assert_eq!(spool.list().unwrap().0.len(), 1);
+        spool.remove(&id).unwrap();
+        assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
+        assert!(!spool.body_path(&id).exists());
+    }
+
+    #[test]
+    fn dropped_draft_leaves_nothing_and_recover_cleans() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut d = spool.draft().unwrap();
+        d.write(b"partial");
+        drop(d);
+        assert!(fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
+        fs::write(dir.path().join("tmp/junk.eml"), b"x").unwrap();
+        fs::write(dir.path().join("messages/0000000000000000.eml"), b"orphan").unwrap();
+        assert_eq!(spool.recover().unwrap(), 2);
+    }
+
+    #[test]
+    fn ids_are_unique_and_parse() {
+        let a = QueueId::generate();
+        let b = QueueId::generate();
+        assert_ne!(a, b);
+        assert_eq!(QueueId::parse(&a.as_str().to_lowercase()), Some(a));
+        assert_eq!(QueueId::parse("../../etc/passwd"), None);
+    }
+}
