@@ -153,7 +153,7 @@ pub struct Limits {
     /// Time allowed for the whole DATA/BDAT transfer of one message. Default "10m".
     #[serde(deserialize_with = "duration")]
     pub data_timeout: Duration,
-    /// Protocol errors before the session is closed with 421. Default 10.
+    /// Protocol errors before the session is closed with 421. Default 20.
     pub max_errors: u32,
     /// Concurrent connections in total. Default 200.
     pub max_connections: usize,
@@ -174,7 +174,7 @@ impl Default for Limits {
             max_line_length: 1000,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
-            max_errors: 10,
+            max_errors: 20,
             max_connections: 200,
             max_connections_per_ip: 20,
             bare_newline: BareNewline::Reject,

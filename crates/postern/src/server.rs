@@ -165,8 +165,22 @@ async fn bind_all(listeners: &[Listener]) -> Result<Vec<(TcpListener, Listener)>
     Ok(out)
 }
 
-/// Runs the daemon until SIGTERM/SIGINT.
-pub async fn serve(source: Source) -> Result<(), String> {
+/// A running server (listeners, scheduler, control socket).
+pub struct Running {
+    /// The bound listener addresses, in config order.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Shared state (settings, reload).
+    pub shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    done_rx: mpsc::Receiver<()>,
+    accepts: JoinSet<()>,
+    sched_task: tokio::task::JoinHandle<()>,
+    control_task: tokio::task::JoinHandle<()>,
+}
+
+/// Loads the config, prepares the data directory, binds, drops privileges
+/// and starts everything. Used by `serve` and by the in-process tests.
+pub async fn start(source: Source) -> Result<Running, String> {
     let settings = Settings::load(&source).map_err(|e| e.to_string())?;
     maillog::init(&settings.config.log.mail_log).map_err(|e| format!("mail log {}: {e}", settings.config.log.mail_log))?;
     let spool = prepare_data_dir(&settings)?;
@@ -187,14 +201,15 @@ pub async fn serve(source: Source) -> Result<(), String> {
     let scheduler = Scheduler::new(shared.clone(), spool.clone(), queued_tx.clone());
     let sched_task = tokio::spawn(scheduler.clone().run(queued_rx, shutdown_rx.clone()));
     let control_task = tokio::spawn(control::serve(shared.clone(), scheduler.clone(), shutdown_rx.clone()));
-
+    let mut addrs = Vec::new();
     for (sock, l) in &bound {
-        let addr = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        maillog::event("start", &[("listener", l.role.name()), ("address", &addr)]);
+        let addr = sock.local_addr().map_err(|e| e.to_string())?;
+        addrs.push(addr);
+        maillog::event("start", &[("listener", l.role.name()), ("address", &addr.to_string())]);
     }
     // mini-redis style drain: every session holds a clone of `done_tx`;
     // when all are dropped, `done_rx.recv()` returns None.
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
     let mut accepts = JoinSet::new();
     for (sock, l) in bound {
         accepts.spawn(accept_loop(
@@ -208,29 +223,41 @@ pub async fn serve(source: Source) -> Result<(), String> {
         ));
     }
     drop(done_tx);
+    Ok(Running { addrs, shared, shutdown_tx, done_rx, accepts, sched_task, control_task })
+}
 
+impl Running {
+    /// Stops accepting, lets sessions finish within `limits.shutdown_timeout`,
+    /// stops the scheduler and removes the control socket.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        let grace = self.shared.settings().config.limits.shutdown_timeout;
+        while self.accepts.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(grace, self.done_rx.recv()).await;
+        if drained.is_err() {
+            maillog::event("stop", &[("warning", "sessions still open after shutdown_timeout; closing them")]);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.sched_task).await;
+        self.control_task.abort();
+        let _ = std::fs::remove_file(control::socket_path(&self.shared.settings().data_dir));
+        maillog::event("stop", &[("result", "clean")]);
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the config.
+pub async fn serve(source: Source) -> Result<(), String> {
+    let running = start(source).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => { shared.reload(); }
+            _ = hup.recv() => { running.shared.reload(); }
         }
     }
     maillog::event("stop", &[("reason", "signal")]);
-    let _ = shutdown_tx.send(true);
-    let grace = shared.settings().config.limits.shutdown_timeout;
-    // Accept loops end at once; sessions get the grace period.
-    while accepts.join_next().await.is_some() {}
-    let drained = tokio::time::timeout(grace, done_rx.recv()).await;
-    if drained.is_err() {
-        maillog::event("stop", &[("warning", "sessions still open after shutdown_timeout; closing them")]);
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), sched_task).await;
-    control_task.abort();
-    let _ = std::fs::remove_file(control::socket_path(&shared.settings().data_dir));
-    maillog::event("stop", &[("result", "clean")]);
+    running.stop().await;
     Ok(())
 }
 
