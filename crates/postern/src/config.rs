@@ -542,3 +542,12 @@ mod tests {
         assert!("h:99999".parse::<Endpoint>().is_err());
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    #[test]
+    fn configuration_doc_embeds_the_example() {
+        let doc = include_str!("../../../docs/configuration.md");
+        assert!(doc.contains(super::EXAMPLE), "docs/configuration.md must embed example.toml verbatim");
+    }
+}
