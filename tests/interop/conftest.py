@@ -175,7 +175,12 @@ class SinkHandler:
     def __init__(self):
         self.messages = []
         self.lock = threading.Lock()
-        self.rcpt_replies = {}
+        self.ehlos = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.ehlos += 1
+        session.host_name = hostname
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("reject"):

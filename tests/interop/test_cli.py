@@ -139,3 +139,28 @@ def test_sighup_with_broken_config_keeps_old(postern):
     postern.wait_mail("dave")
     assert postern.stop() == 0
     assert "stop result=clean" in postern.log()
+
+
+def test_drops_privileges_after_bind(postern_factory):
+    import pwd
+    import shutil
+    import tempfile
+    nobody = pwd.getpwnam("nobody")
+    # The data directory must be reachable by `nobody` (pytest's tmp is root-only).
+    base = tempfile.mkdtemp(prefix="postern-privdrop-")
+    os.chmod(base, 0o755)
+    try:
+        p = postern_factory(BASE_CONFIG.replace('hostname = "mx.test"', 'hostname = "mx.test"\nuser = "nobody"'), start=False)
+        p.data = __import__("pathlib").Path(base) / "data"
+        p.start()
+        status = open(f"/proc/{p.proc.pid}/status").read()
+        uid_line = [l for l in status.splitlines() if l.startswith("Uid:")][0]
+        assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4, uid_line
+        assert os.stat(p.data / "queue" / "active").st_uid == nobody.pw_uid
+        with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
+            s.sendmail("x@c.example", ["alice@mx.test"], b"Subject: unprivileged\r\n\r\nx\r\n")
+        p.wait_mail("alice")
+        assert "start user=nobody" in p.log()
+        assert p.stop() == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -136,3 +136,27 @@ def test_embedded_default_config(tmp_path):
         out, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, out
     assert b"stop result=clean" in out
+
+
+def test_smarthost_connection_reuse(postern_factory, sink):
+    p = postern_factory(smarthost_config(sink.port))
+    for i in range(3):
+        with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
+            s.sendmail("me@client.example", [f"r{i}@far.example"], f"Subject: reuse {i}\r\n\r\nx\r\n".encode())
+        sink.wait(i + 1)
+    assert len(sink.messages) == 3
+    assert sink.ehlos == 1, f"{sink.ehlos} connections for 3 messages: idle connection not reused"
+
+
+def test_expired_mail_bounces(postern_factory):
+    down = free_port()
+    cfg = BASE_CONFIG.replace('retry_max = "2s"', 'retry_max = "2s"\nmax_lifetime = "3s"')
+    p = postern_factory(cfg + f'\n[relay]\nsmarthost = "127.0.0.1:{down}"\n')
+    with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
+        s.sendmail("alice@mx.test", ["stuck@far.example"], b"Subject: will expire\r\n\r\nx\r\n")
+    raw = p.wait_mail("alice", timeout=20)[0]
+    assert b"Status: 4.4.7" in raw, raw
+    assert b"delivery time expired" in raw
+    assert b"Final-Recipient: rfc822; stuck@far.example" in raw
+    assert "expired id=" in p.log()
+    wait_for(lambda: p.queue_files()["active"] == [], what="queue to empty")

@@ -118,3 +118,17 @@ def test_lmtp_into_dovecot(postern_factory, dovecot):
     assert bob.split()[1] == "failed", bob
     assert " 5." in bob or "550" in bob, bob
     wait_for(lambda: "bounced id=" in p.log(), what="bounce queued")
+
+
+def test_lmtp_over_unix_socket(postern_factory, dovecot):
+    sock = dovecot.dir / "run" / "lmtp"
+    wait_for(lambda: sock.exists(), what="Dovecot's LMTP unix socket")
+    cfg = BASE_CONFIG.replace('users = ["alice", "bob", "carol"]',
+                              f'users = ["alice", "bob", "carol"]\ndelivery = "lmtp"\nlmtp = "unix:{sock}"')
+    p = postern_factory(cfg)
+    with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
+        s.sendmail("x@far.example", ["alice@mx.test"], b"Subject: via unix lmtp\r\n\r\nhi\r\n")
+    new = dovecot.dir / "mail" / "alice" / "new"
+    files = wait_for(lambda: new.is_dir() and list(new.iterdir()), what="message in Dovecot's Maildir")
+    assert email.message_from_bytes(files[0].read_bytes())["Subject"] == "via unix lmtp"
+    assert f"relay=lmtp:unix:{sock}" in p.log()
