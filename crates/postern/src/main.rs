@@ -208,14 +208,7 @@ fn main() -> ExitCode {
             code(match action {
                 QueueCmd::List { json } => queuecmd::list(&s, json),
                 QueueCmd::Show { id, json } => queuecmd::show(&s, &id, json),
-                QueueCmd::Flush { id, json } => {
-                    let _ = json; // flush prints one status line; JSON-safe as {"result": ...} below
-                    if json {
-                        queuecmd::flush_json(&s, id.as_deref())
-                    } else {
-                        queuecmd::flush(&s, id.as_deref())
-                    }
-                }
+                QueueCmd::Flush { id, json } => queuecmd::flush(&s, id.as_deref(), json),
                 QueueCmd::Delete { ids, json } => queuecmd::change(&s, "delete", &ids, json),
                 QueueCmd::Hold { ids, json } => queuecmd::change(&s, "hold", &ids, json),
                 QueueCmd::Release { ids, json } => queuecmd::change(&s, "release", &ids, json),

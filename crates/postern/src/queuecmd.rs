@@ -143,32 +143,31 @@ pub fn show(settings: &Settings, id: &str, as_json: bool) -> i32 {
     exit::OK
 }
 
-/// `queue flush [ID]`.
-pub fn flush(settings: &Settings, id: Option<&str>) -> i32 {
-    let cmd = match id {
-        Some(i) => match parse_id(i) {
-            Ok(id) => format!("flush {id}"),
-            Err(c) => return c,
-        },
-        None => "flush".to_string(),
+/// `queue flush [ID] [--json]`: asks the running daemon to try now.
+pub fn flush(settings: &Settings, id: Option<&str>, as_json: bool) -> i32 {
+    let cmd = match id.map(parse_id).transpose() {
+        Ok(Some(id)) => format!("flush {id}"),
+        Ok(None) => "flush".to_string(),
+        Err(c) => return c,
     };
-    match control::request(&settings.data_dir, &cmd) {
-        Ok(a) if a.starts_with("ok") => {
-            println!("{a}");
-            exit::OK
-        }
-        Ok(a) => {
-            eprintln!("postern: daemon says: {a}");
-            exit::TEMPFAIL
-        }
-        Err(e) => {
-            eprintln!(
-                "postern: cannot reach the daemon at {}: {e}\n(queued mail is delivered when `postern serve` runs)",
-                control::socket_path(&settings.data_dir).display()
-            );
-            UNAVAILABLE
-        }
+    let answer = control::request(&settings.data_dir, &cmd);
+    let code = match &answer {
+        Ok(a) if a.starts_with("ok") => exit::OK,
+        Ok(_) => exit::TEMPFAIL,
+        Err(_) => UNAVAILABLE,
+    };
+    match (answer, as_json) {
+        (Ok(a), true) if code == exit::OK => println!("{}", json!({"result": a})),
+        (Ok(a), true) => println!("{}", json!({"error": a})),
+        (Err(e), true) => println!("{}", json!({"error": format!("daemon not reachable: {e}")})),
+        (Ok(a), false) if code == exit::OK => println!("{a}"),
+        (Ok(a), false) => eprintln!("postern: daemon says: {a}"),
+        (Err(e), false) => eprintln!(
+            "postern: cannot reach the daemon at {}: {e}\n(queued mail is delivered when `postern serve` runs)",
+            control::socket_path(&settings.data_dir).display()
+        ),
     }
+    code
 }
 
 /// `queue delete|hold|release ID...`.
@@ -217,20 +216,3 @@ pub fn change(settings: &Settings, action: &str, ids: &[String], as_json: bool) 
     code
 }
 
-/// `queue flush --json`: `{"result": "ok …"}` or `{"error": "…"}`.
-pub fn flush_json(settings: &Settings, id: Option<&str>) -> i32 {
-    let cmd = match id {
-        Some(i) => match parse_id(i) {
-            Ok(id) => format!("flush {id}"),
-            Err(c) => return c,
-        },
-        None => "flush".to_string(),
-    };
-    let (v, c) = match control::request(&settings.data_dir, &cmd) {
-        Ok(a) if a.starts_with("ok") => (json!({"result": a}), exit::OK),
-        Ok(a) => (json!({"error": a}), exit::TEMPFAIL),
-        Err(e) => (json!({"error": format!("daemon not reachable: {e}")}), UNAVAILABLE),
-    };
-    println!("{v}");
-    c
-}
