@@ -83,6 +83,9 @@ pub struct Config {
     /// Queue timing.
     #[serde(default)]
     pub queue: Queue,
+    /// Server TLS: certificate, key, client-certificate CAs.
+    #[serde(default)]
+    pub tls: Tls,
     /// The operator's mail log.
     #[serde(default)]
     pub log: Log,
@@ -92,10 +95,15 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// MTA-to-MTA SMTP, the port 25 role.
+    /// MTA-to-MTA SMTP, the port 25 role: STARTTLS offered.
     Smtp,
-    /// Message submission (RFC 6409), the port 587 role.
+    /// Message submission (RFC 6409), the port 587 role: STARTTLS offered
+    /// and required before MAIL by default.
     Submission,
+    /// Submission over implicit TLS (RFC 8314), the port 465 role; `smtps`
+    /// is accepted as another name.
+    #[serde(alias = "smtps")]
+    Submissions,
 }
 
 impl Role {
@@ -104,8 +112,26 @@ impl Role {
         match self {
             Role::Smtp => "smtp",
             Role::Submission => "submission",
+            Role::Submissions => "submissions",
         }
     }
+
+    /// True when TLS starts before the greeting.
+    pub fn implicit_tls(self) -> bool {
+        self == Role::Submissions
+    }
+}
+
+/// Whether a listener asks TLS clients for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    /// No CertificateRequest at all (what Entourage-era clients need).
+    None,
+    /// Ask; accept any certificate or none; verification becomes a policy fact.
+    Optional,
+    /// The handshake fails without a certificate that verifies against `tls.client_ca_files`.
+    Required,
 }
 
 /// One listening socket.
@@ -114,9 +140,58 @@ impl Role {
 pub struct Listener {
     /// `address:port` to bind, e.g. `0.0.0.0:25` or `[::]:25`.
     pub address: SocketAddr,
-    /// `smtp` (default) or `submission`.
+    /// `smtp` (default), `submission` or `submissions` (alias `smtps`).
     #[serde(default = "default_role")]
     pub role: Role,
+    /// Refuse MAIL before STARTTLS with `530 5.7.0`. Default: true for
+    /// `submission`, false for `smtp` (implicit TLS is always encrypted).
+    #[serde(default)]
+    pub require_tls: Option<bool>,
+    /// Client certificates: "none" (default), "optional" or "required".
+    #[serde(default = "default_cert_mode")]
+    pub client_certificates: ClientCertMode,
+    /// Clients in these networks are asked for a certificate ("optional")
+    /// whatever `client_certificates` says, like sendmail's `Srv_Features`.
+    #[serde(default)]
+    pub request_client_certificates_from: Vec<Cidr>,
+    /// Clients in these networks must present a verified certificate.
+    #[serde(default)]
+    pub require_client_certificates_from: Vec<Cidr>,
+}
+
+impl Listener {
+    /// A listener with defaults for everything but the address and role.
+    pub fn new(address: SocketAddr, role: Role) -> Listener {
+        Listener {
+            address,
+            role,
+            require_tls: None,
+            client_certificates: ClientCertMode::None,
+            request_client_certificates_from: Vec::new(),
+            require_client_certificates_from: Vec::new(),
+        }
+    }
+
+    /// Must the client use TLS before MAIL?
+    pub fn tls_required(&self) -> bool {
+        self.require_tls.unwrap_or(self.role == Role::Submission)
+    }
+
+    /// The client-certificate mode for a client address (first match:
+    /// required networks, requested networks, the listener's mode).
+    pub fn cert_mode_for(&self, ip: IpAddr) -> ClientCertMode {
+        if self.require_client_certificates_from.iter().any(|n| n.contains(ip)) {
+            ClientCertMode::Required
+        } else if self.request_client_certificates_from.iter().any(|n| n.contains(ip)) {
+            ClientCertMode::Optional
+        } else {
+            self.client_certificates
+        }
+    }
+}
+
+fn default_cert_mode() -> ClientCertMode {
+    ClientCertMode::None
 }
 
 fn default_role() -> Role {
@@ -124,7 +199,11 @@ fn default_role() -> Role {
 }
 
 fn default_listeners() -> Vec<Listener> {
-    vec![Listener { address: SocketAddr::from(([127, 0, 0, 1], 2525)), role: Role::Smtp }]
+    vec![
+        Listener::new(SocketAddr::from(([127, 0, 0, 1], 2525)), Role::Smtp),
+        Listener::new(SocketAddr::from(([127, 0, 0, 1], 2465)), Role::Submissions),
+        Listener::new(SocketAddr::from(([127, 0, 0, 1], 2587)), Role::Submission),
+    ]
 }
 
 /// How to treat bare CR or LF inside DATA (SMTP smuggling defence).
@@ -234,6 +313,19 @@ pub struct Relay {
     pub domains: Vec<String>,
     /// Send all non-local mail to this host: `host:port`. Default none.
     pub smarthost: Option<Endpoint>,
+    /// TLS to the smarthost: "none", "may" (default), "encrypt", "verify".
+    pub smarthost_tls: OutboundTls,
+    /// The smarthost speaks implicit TLS (port 465 style) instead of STARTTLS.
+    pub smarthost_implicit_tls: bool,
+    /// CA certificates (PEM) for "verify". Default: the system bundle
+    /// `/etc/ssl/certs/ca-certificates.crt` plus the built-in CA if any.
+    pub smarthost_ca_files: Vec<PathBuf>,
+    /// Name to send as SNI and to verify. Default: the smarthost's host.
+    pub smarthost_server_name: Option<String>,
+    /// Client certificate chain (PEM) to present to the smarthost.
+    pub smarthost_client_certificate: Option<PathBuf>,
+    /// Key for `smarthost_client_certificate` (PEM).
+    pub smarthost_client_key: Option<PathBuf>,
 }
 
 impl Default for Relay {
@@ -242,8 +334,45 @@ impl Default for Relay {
             networks: vec![Cidr::from_str("127.0.0.0/8").expect("valid"), Cidr::from_str("::1/128").expect("valid")],
             domains: Vec::new(),
             smarthost: None,
+            smarthost_tls: OutboundTls::May,
+            smarthost_implicit_tls: false,
+            smarthost_ca_files: Vec::new(),
+            smarthost_server_name: None,
+            smarthost_client_certificate: None,
+            smarthost_client_key: None,
         }
     }
+}
+
+/// Server-side TLS material. Paths are relative to the data directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Server certificate chain (PEM, leaf first). Default: `DATA/tls/server.crt`,
+    /// a self-signed certificate generated on first start.
+    pub certificate: Option<PathBuf>,
+    /// The certificate's private key (PEM). Default `DATA/tls/server.key`.
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) that verify client certificates. Default: the
+    /// built-in CA (`DATA/ca/ca.crt`) when `postern ca init` has made one.
+    pub client_ca_files: Option<Vec<PathBuf>>,
+    /// Certificate revocation lists (PEM) honoured when verifying client
+    /// certificates. Default: `DATA/ca/crl.pem` when it exists.
+    pub crl_files: Option<Vec<PathBuf>>,
+}
+
+/// Outbound TLS policy for a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    /// Never use TLS.
+    None,
+    /// STARTTLS when offered, any certificate (default).
+    May,
+    /// TLS required, certificate not checked.
+    Encrypt,
+    /// TLS required and the certificate must verify for the host name.
+    Verify,
 }
 
 /// Queue timing and concurrency.
@@ -433,6 +562,12 @@ impl Config {
         if self.limits.max_recipients < 1 || self.limits.max_connections < 1 || self.queue.concurrency < 1 {
             return invalid("keys `limits.max_recipients`, `limits.max_connections` and `queue.concurrency` must be at least 1".into());
         }
+        if self.relay.smarthost_client_certificate.is_some() != self.relay.smarthost_client_key.is_some() {
+            return invalid("keys `relay.smarthost_client_certificate` and `relay.smarthost_client_key` go together".into());
+        }
+        if self.tls.certificate.is_some() != self.tls.key.is_some() {
+            return invalid("keys `tls.certificate` and `tls.key` go together".into());
+        }
         if self.queue.retry_min > self.queue.retry_max {
             return invalid("key `queue.retry_min`: must not exceed queue.retry_max".into());
         }
@@ -491,8 +626,10 @@ mod tests {
     #[test]
     fn empty_is_default() {
         let c = Config::parse("", "x.toml").unwrap();
-        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners.len(), 3);
         assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:2525");
+        assert_eq!(c.listeners[1].role, Role::Submissions);
+        assert!(c.listeners[2].tls_required() && !c.listeners[0].tls_required());
         assert_eq!(c.limits.max_line_length, 1000);
         assert_eq!(c.queue.max_lifetime, Duration::from_secs(432000));
         assert!(c.relay.networks[0].contains("127.0.0.9".parse().unwrap()));
@@ -509,7 +646,10 @@ mod tests {
             "max_recipients", "max_line_length", "command_timeout", "data_timeout", "max_errors", "max_connections",
             "max_connections_per_ip", "bare_newline", "shutdown_timeout", "[local]", "domains", "users", "aliases",
             "delivery", "maildir_root", "lmtp", "[relay]", "networks", "smarthost", "[queue]", "retry_min",
-            "retry_max", "max_lifetime", "concurrency", "min_free_space", "[log]", "mail_log",
+            "retry_max", "max_lifetime", "concurrency", "min_free_space", "[log]", "mail_log", "require_tls",
+            "client_certificates", "request_client_certificates_from", "require_client_certificates_from", "[tls]",
+            "certificate", "key", "client_ca_files", "crl_files", "smarthost_tls", "smarthost_implicit_tls",
+            "smarthost_ca_files", "smarthost_server_name", "smarthost_client_certificate", "smarthost_client_key",
         ] {
             assert!(EXAMPLE.contains(key), "example.toml does not mention {key}");
         }

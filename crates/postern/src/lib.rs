@@ -18,3 +18,4 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod spool;
+pub mod tls;

@@ -25,6 +25,7 @@ use crate::queue::Scheduler;
 use crate::session::{self, Conn, Context, REFUSE_WRITE_TIMEOUT};
 use crate::settings::{Settings, Source};
 use crate::spool::Spool;
+use crate::tls::{self, ServerTls};
 
 /// Shared, reloadable server state.
 pub struct Shared {
@@ -36,6 +37,8 @@ pub struct Shared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// Open connections in total.
     total: Mutex<usize>,
+    /// Server TLS material; `None` if it could not be loaded.
+    pub tls: RwLock<Option<Arc<ServerTls>>>,
 }
 
 impl Shared {
@@ -44,6 +47,35 @@ impl Shared {
         match self.settings.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The current TLS material.
+    pub fn tls(&self) -> Option<Arc<ServerTls>> {
+        match self.tls.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Reloads the TLS material; broken new files are logged and the old
+    /// material stays in use. New handshakes use the new material; open
+    /// sessions keep theirs.
+    pub fn reload_tls(&self) -> bool {
+        let settings = self.settings();
+        match ServerTls::load(&settings) {
+            Ok(new) => {
+                maillog::event("tls", &[("reload", "ok"), ("fingerprint", &new.fingerprint)]);
+                match self.tls.write() {
+                    Ok(mut g) => *g = Some(Arc::new(new)),
+                    Err(p) => *p.into_inner() = Some(Arc::new(new)),
+                }
+                true
+            }
+            Err(e) => {
+                maillog::event("tls", &[("reload", "error"), ("error", &e.to_string()), ("action", "keeping old certificate")]);
+                false
+            }
         }
     }
 
@@ -67,6 +99,7 @@ impl Shared {
                     Err(p) => *p.into_inner() = Arc::new(new),
                 }
                 maillog::event("reload", &[("result", "ok")]);
+                self.reload_tls();
                 true
             }
             Err(e) => {
@@ -190,17 +223,24 @@ pub async fn start(source: Source) -> Result<Running, String> {
     if recovered > 0 {
         maillog::event("start", &[("recovered_files", &recovered.to_string())]);
     }
+    if let Some(fp) = tls::ensure_default_certificate(&settings).map_err(|e| e.to_string())? {
+        maillog::event("tls", &[("generated", "self-signed server certificate"), ("sha256", &fp)]);
+    }
+    let server_tls = ServerTls::load(&settings).map_err(|e| format!("TLS: {e}"))?;
+    maillog::event("tls", &[("certificate_sha256", &server_tls.fingerprint)]);
     let shared = Arc::new(Shared {
         settings: RwLock::new(Arc::new(settings)),
         source,
         per_ip: Mutex::new(HashMap::new()),
         total: Mutex::new(0),
+        tls: RwLock::new(Some(Arc::new(server_tls))),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (queued_tx, queued_rx) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(shared.clone(), spool.clone(), queued_tx.clone());
     let sched_task = tokio::spawn(scheduler.clone().run(queued_rx, shutdown_rx.clone()));
     let control_task = tokio::spawn(control::serve(shared.clone(), scheduler.clone(), shutdown_rx.clone()));
+    tokio::spawn(watch_tls_files(shared.clone(), shutdown_rx.clone()));
     let mut addrs = Vec::new();
     for (sock, l) in &bound {
         let addr = sock.local_addr().map_err(|e| e.to_string())?;
@@ -271,6 +311,7 @@ async fn accept_loop(
     done: mpsc::Sender<()>,
 ) {
     let local = sock.local_addr().ok();
+    let listener = Arc::new(l.clone());
     loop {
         let accepted = tokio::select! {
             r = sock.accept() => r,
@@ -292,14 +333,50 @@ async fn accept_loop(
             tokio::spawn(refuse(stream));
             continue;
         };
-        let ctx = Context { settings, spool: spool.clone(), queued: queued.clone(), shutdown: shutdown.clone() };
-        let conn = Conn { peer, local: local.unwrap_or(l.address), role: l.role };
+        let ctx = Context {
+            settings,
+            spool: spool.clone(),
+            queued: queued.clone(),
+            shutdown: shutdown.clone(),
+            tls: shared.tls(),
+            listener: listener.clone(),
+        };
+        let conn = Conn { peer, local: local.unwrap_or(l.address) };
         let done = done.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _done = done;
             session::run(stream, conn, ctx).await;
         });
+    }
+}
+
+/// Reloads the TLS material when its files change (checked every 5 s),
+/// and warns daily about certificates close to expiry.
+async fn watch_tls_files(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+        ticks += 1;
+        let changed = shared.tls().map(|t| t.files_changed()).unwrap_or(true);
+        if changed || ticks % (86400 / 5) == 0 {
+            // A failed reload keeps the old material; remember the new
+            // mtimes anyway by retrying only on the next change.
+            if !shared.reload_tls() {
+                if let Ok(mut g) = shared.tls.write() {
+                    if let Some(old) = g.as_ref() {
+                        let mut files = old.files.clone();
+                        for (p, t) in files.iter_mut() {
+                            *t = std::fs::metadata(&*p).and_then(|m| m.modified()).ok();
+                        }
+                        *g = Some(Arc::new(old.with_files(files)));
+                    }
+                }
+            }
+        }
     }
 }
 

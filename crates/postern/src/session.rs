@@ -16,23 +16,28 @@
 //! gets its replies in order, in one write.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 use postern_wire::command::{Body, MailParams};
 use postern_wire::data::{ChunkScanner, DataDecoder, DataFlags};
 use postern_wire::line::{scan_line, LineScan};
 use postern_wire::{codes, parse_command, Command, Enhanced, Path, Reply};
 
-use crate::config::{BareNewline, Role};
+use crate::config::{BareNewline, Listener};
 use crate::maillog;
 use crate::policy::{check_rcpt, RcptDecision, RcptFacts};
 use crate::settings::Settings;
 use crate::spool::{now_unix, Draft, Envelope, QueueId, RcptStatus, Recipient, Spool, ENVELOPE_VERSION};
+use crate::tls::{ServerTls, TlsInfo};
 
 /// What a session needs from the server.
 #[derive(Clone)]
@@ -45,6 +50,10 @@ pub struct Context {
     pub queued: mpsc::UnboundedSender<QueueId>,
     /// Becomes true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Server TLS material at accept time (`None`: TLS unavailable).
+    pub tls: Option<Arc<ServerTls>>,
+    /// The listener's configuration.
+    pub listener: Arc<Listener>,
 }
 
 /// Facts about the connection.
@@ -54,8 +63,51 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Our address.
     pub local: SocketAddr,
-    /// The listener's role.
-    pub role: Role,
+}
+
+/// The client socket: plain, or TLS after STARTTLS / on an implicit-TLS
+/// listener.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Only while a handshake owns the socket.
+    Upgrading,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Upgrading => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Upgrading => Poll::Ready(Ok(())),
+        }
+    }
 }
 
 /// The client's HELO/EHLO.
@@ -145,8 +197,9 @@ enum End {
 }
 
 /// A session.
-pub struct Session<S> {
-    io: S,
+pub struct Session {
+    io: Stream,
+    tls: Option<TlsInfo>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     state: State,
@@ -158,9 +211,10 @@ pub struct Session<S> {
 }
 
 /// Runs one SMTP session to the end.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(io: S, conn: Conn, ctx: Context) {
+pub async fn run(io: TcpStream, conn: Conn, ctx: Context) {
     let mut s = Session {
-        io,
+        io: Stream::Plain(io),
+        tls: None,
         rbuf: Vec::with_capacity(8192),
         wbuf: Vec::with_capacity(4096),
         state: State::Fresh,
@@ -171,7 +225,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(io: S, conn: Conn, ctx: Cont
         conn,
     };
     let peer = format!("[{}]:{}", conn.peer.ip(), conn.peer.port());
-    maillog::event("connect", &[("client", &peer), ("listener", conn.role.name())]);
+    maillog::event("connect", &[("client", &peer), ("listener", s.ctx.listener.role.name())]);
+    if s.ctx.listener.role.implicit_tls() && s.handshake().await.is_err() {
+        maillog::event("disconnect", &[("client", &peer), ("reason", "TLS handshake failed")]);
+        return;
+    }
     let greeting = Reply::plain(
         220,
         vec![format!("{} ESMTP postern", s.ctx.settings.hostname).into()],
@@ -186,7 +244,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(io: S, conn: Conn, ctx: Cont
     );
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl Session {
     fn settings(&self) -> &Settings {
         &self.ctx.settings
     }
@@ -350,7 +408,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Command::Vrfy(_) => self.reply(codes::cannot_vrfy()),
             Command::Expn(_) => self.reply(codes::not_implemented().with_text("EXPN is not available")),
             Command::Help => self.reply(codes::help()),
-            Command::StartTls => self.reply(codes::not_implemented().with_text("STARTTLS is not configured")),
+            Command::StartTls => return self.starttls().await,
             Command::Auth { .. } => self.reply(codes::not_implemented().with_text("AUTH is not available")),
         }
         Ok(())
@@ -367,7 +425,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// The EHLO keyword list; STARTTLS, AUTH and DSN slot in here.
     fn ehlo_lines(&self) -> Vec<std::borrow::Cow<'static, str>> {
         let s = self.settings();
-        vec![
+        let mut lines: Vec<std::borrow::Cow<'static, str>> = vec![
             format!("{} Hello [{}]", s.hostname, self.conn.peer.ip()).into(),
             "PIPELINING".into(),
             format!("SIZE {}", s.config.limits.max_message_size).into(),
@@ -375,7 +433,88 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             "ENHANCEDSTATUSCODES".into(),
             "SMTPUTF8".into(),
             "CHUNKING".into(),
-        ]
+        ];
+        // RFC 3207 §4.2: STARTTLS is not offered once TLS is active.
+        if self.tls.is_none() && self.ctx.tls.is_some() {
+            lines.insert(1, "STARTTLS".into());
+        }
+        lines
+    }
+
+    /// Runs the TLS handshake on the socket (implicit TLS or after STARTTLS).
+    async fn handshake(&mut self) -> Result<(), End> {
+        let Some(tls) = self.ctx.tls.clone() else { return Err(End::Gone) };
+        let mode = self.ctx.listener.cert_mode_for(self.conn.peer.ip());
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.io, Stream::Upgrading) else {
+            return Err(End::Gone);
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config(mode));
+        let timeout = self.settings().config.limits.command_timeout;
+        let client = self.client_text();
+        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                let info = TlsInfo::from_server(stream.get_ref().1, &tls, mode);
+                let (subject, verdict) = match &info.client_cert {
+                    Some(c) => (c.cert.subject.clone(), c.verdict()),
+                    None => (String::new(), "no certificate".to_string()),
+                };
+                let mode_text = format!("{mode:?}").to_ascii_lowercase();
+                maillog::event(
+                    "tls",
+                    &[
+                        ("client", &client),
+                        ("version", &info.version),
+                        ("cipher", &info.cipher),
+                        ("client_cert_mode", &mode_text),
+                        ("cert_subject", &subject),
+                        ("cert", &verdict),
+                    ],
+                );
+                self.io = Stream::Tls(Box::new(stream));
+                self.tls = Some(info);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                maillog::event("tls", &[("client", &client), ("error", &e.to_string())]);
+                self.enter(State::Closed);
+                Err(End::Gone)
+            }
+            Err(_) => {
+                maillog::event("tls", &[("client", &client), ("error", "handshake timeout")]);
+                self.enter(State::Closed);
+                Err(End::Gone)
+            }
+        }
+    }
+
+    /// STARTTLS (RFC 3207).
+    async fn starttls(&mut self) -> Result<(), End> {
+        if self.tls.is_some() {
+            self.reply(codes::bad_sequence().with_text("TLS already active"));
+            return Ok(());
+        }
+        if self.ctx.tls.is_none() {
+            self.reply(Reply::new(454, Enhanced(4, 7, 0), "TLS not available"));
+            return Ok(());
+        }
+        if matches!(self.state, State::Mail { .. } | State::Bdat { .. }) {
+            self.reply(codes::bad_sequence().with_text("MAIL transaction in progress"));
+            return Ok(());
+        }
+        self.reply(Reply::new(220, Enhanced(2, 0, 0), "Ready to start TLS"));
+        self.flush().await?;
+        // CVE-2011-0411 class: anything the client pipelined after STARTTLS
+        // arrived in plaintext and must not be executed inside TLS.
+        if !self.rbuf.is_empty() {
+            let client = self.client_text();
+            maillog::event("tls", &[("client", &client), ("warning", "discarded plaintext pipelined after STARTTLS"), ("bytes", &self.rbuf.len().to_string())]);
+            self.rbuf.clear();
+        }
+        self.skip_to_lf = false;
+        self.handshake().await?;
+        // RFC 3207 §4.2: the session starts over; the client must EHLO again.
+        self.enter(State::Fresh);
+        Ok(())
     }
 
     fn helo(&mut self, name: String, extended: bool) {
@@ -408,6 +547,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Path::Mailbox(m) => m.to_string(),
             _ => String::new(),
         };
+        if self.tls.is_none() && self.ctx.listener.tls_required() {
+            self.reject("MAIL", Reply::new(530, Enhanced(5, 7, 0), "Must issue a STARTTLS command first"), &[("from", &sender)]);
+            return;
+        }
         let max = self.settings().config.limits.max_message_size;
         if params.size.is_some_and(|s| s > max) {
             let r = codes::too_big().with_text(format!("Message size exceeds fixed maximum message size ({max} bytes)"));
@@ -502,7 +645,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 codes::local_error()
             }
         })?;
-        let header = received_header(self.settings(), &self.conn, helo, txn, &draft.id);
+        let header = received_header(self.settings(), &self.conn, helo, txn, &draft.id, self.tls.as_ref());
         draft.write(header.as_bytes());
         Ok(draft)
     }
@@ -718,11 +861,25 @@ fn build_envelope(id: &QueueId, txn: &Txn, size: u64, conn: &Conn, helo: &Helo) 
 }
 
 /// RFC 5321 §4.4 trace header with the RFC 3848 protocol name.
-fn received_header(s: &Settings, conn: &Conn, helo: &Helo, txn: &Txn, id: &QueueId) -> String {
-    let protocol = match (helo.extended, txn.params.smtputf8) {
-        (false, _) => "SMTP",
-        (true, false) => "ESMTP",
-        (true, true) => "UTF8SMTP",
+fn received_header(s: &Settings, conn: &Conn, helo: &Helo, txn: &Txn, id: &QueueId, tls: Option<&TlsInfo>) -> String {
+    // RFC 3848 (ESMTPS) and RFC 6531 §3.7.3 (UTF8SMTP, UTF8SMTPS).
+    let protocol = match (helo.extended, txn.params.smtputf8, tls.is_some()) {
+        (false, _, false) => "SMTP",
+        (false, _, true) => "SMTPS",
+        (true, false, false) => "ESMTP",
+        (true, false, true) => "ESMTPS",
+        (true, true, false) => "UTF8SMTP",
+        (true, true, true) => "UTF8SMTPS",
+    };
+    let tls_comment = match tls {
+        None => String::new(),
+        Some(t) => {
+            let cert = match &t.client_cert {
+                None => "no client certificate".to_string(),
+                Some(c) => format!("client certificate \"{}\" {}", comment_safe(&c.cert.subject), comment_safe(&c.verdict())),
+            };
+            format!("\r\n\t(using {} with cipher {})\r\n\t({cert})", t.version, t.cipher)
+        }
     };
     let ip = match conn.peer.ip() {
         std::net::IpAddr::V4(v4) => v4.to_string(),
@@ -734,10 +891,16 @@ fn received_header(s: &Settings, conn: &Conn, helo: &Helo, txn: &Txn, id: &Queue
         _ => String::new(),
     };
     format!(
-        "Received: from {helo_name} ([{ip}])\r\n\tby {} (postern) with {protocol} id {id}{for_clause};\r\n\t{}\r\n",
+        "Received: from {helo_name} ([{ip}]){tls_comment}\r\n\tby {} (postern) with {protocol} id {id}{for_clause};\r\n\t{}\r\n",
         s.hostname,
         rfc5322_date()
     )
+}
+
+/// Text safe inside an RFC 5322 comment: no parentheses, backslashes,
+/// quotes or control characters.
+fn comment_safe(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control() && !matches!(c, '(' | ')' | '\\' | '"')).take(200).collect()
 }
 
 /// The current time in RFC 5322 §3.3 form.

@@ -118,6 +118,11 @@ impl Settings {
         self.local_domains.contains(domain)
     }
 
+    /// A config path: absolute as is, relative to the data directory otherwise.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        resolve(&self.data_dir, p)
+    }
+
     /// True if the local name is a user or alias we know.
     pub fn knows_local(&self, name: &str) -> bool {
         self.users.contains(name) || self.aliases.contains(name)
