@@ -6,6 +6,7 @@
 //! flush <ID>       -> ok          (that message is due now)
 //! kick <ID>        -> ok          (a new or released message is waiting)
 //! reload           -> ok | error <text>
+//! reload-tls       -> ok | error <text>  (certificates, CAs, CRLs only)
 //! ```
 //!
 //! May touch: the control socket (mode 0600: only the daemon's user, or
@@ -68,6 +69,13 @@ async fn handle(stream: UnixStream, shared: Arc<Shared>, scheduler: Scheduler) -
             }
             None => "error bad queue id".to_string(),
         },
+        (Some("reload-tls"), None) => {
+            if shared.reload_tls() {
+                "ok".to_string()
+            } else {
+                "error invalid TLS material, see the mail log".to_string()
+            }
+        }
         (Some("reload"), None) => {
             if shared.reload() {
                 "ok".to_string()

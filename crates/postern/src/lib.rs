@@ -6,6 +6,7 @@
 
 pub mod aliases;
 pub mod bounce;
+pub mod ca;
 pub mod config;
 pub mod control;
 pub mod delivery;

@@ -57,6 +57,69 @@ enum Cmd {
     },
     /// Check the aliases file (like `newaliases`; postern reads it directly, nothing to rebuild).
     Aliases,
+    /// The built-in certificate authority for client and server certificates (files in DATA/ca).
+    Ca {
+        #[command(subcommand)]
+        action: CaCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Create the CA: DATA/ca/ca.key (ECDSA P-256) and ca.crt. The server then trusts it for client certificates.
+    Init {
+        /// The CA's common name.
+        #[arg(long, default_value = "postern CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issue a certificate signed by the CA, into DATA/ca/issued/.
+    Issue {
+        #[command(subcommand)]
+        kind: IssueKind,
+    },
+    /// List issued certificates with serials and revocation state.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a certificate by serial (hex) and rewrite DATA/ca/crl.pem; the server honours it at once.
+    Revoke {
+        /// Serial number as shown by `ca list`.
+        serial: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IssueKind {
+    /// A TLS server certificate (NAME is also a DNS SAN unless --san is given).
+    Server {
+        /// Common name and file name.
+        name: String,
+        /// Subject alternative names (DNS names, IP addresses or e-mail addresses); repeatable.
+        #[arg(long)]
+        san: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+    },
+    /// A TLS client certificate, plus NAME.p12 (PKCS#12 for Outlook, Thunderbird, macOS Keychain).
+    Client {
+        /// Common name and file name.
+        name: String,
+        /// Subject alternative names (e-mail addresses, DNS names); repeatable.
+        #[arg(long)]
+        san: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// Password for the PKCS#12 bundle (default: generated and printed).
+        #[arg(long, env = "POSTERN_P12_PASSWORD")]
+        p12_password: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -239,6 +302,10 @@ fn main() -> ExitCode {
                 }
             }
         },
+        Cmd::Ca { action } => match load(&src) {
+            Ok(s) => code(ca_command(&s, action)),
+            Err(c) => code(c),
+        },
         Cmd::Aliases => match load(&src) {
             Ok(s) => {
                 println!("postern: {} aliases, nothing to rebuild", s.aliases.len());
@@ -246,5 +313,61 @@ fn main() -> ExitCode {
             }
             Err(c) => code(c),
         },
+    }
+}
+
+fn ca_command(s: &Settings, action: CaCmd) -> i32 {
+    use postern::ca::{Ca, Kind};
+    let ca = Ca::new(&s.data_dir);
+    let notify = || {
+        let _ = postern::control::request(&s.data_dir, "reload-tls");
+    };
+    let result = match action {
+        CaCmd::Init { name, days } => ca.init(&name, days).map(|i| {
+            println!("CA created: {} (sha256 {})", ca.cert_path().display(), i.sha256);
+            println!("The server now trusts it for client certificates (tls.client_ca_files default).");
+            notify();
+        }),
+        CaCmd::Issue { kind: IssueKind::Server { name, san, days } } => ca.issue(Kind::Server, &name, &san, days).map(|(i, crt, key)| {
+            println!("serial {} {}\ncertificate {}\nkey {}", i.serial, i.subject, crt.display(), key.display());
+        }),
+        CaCmd::Issue { kind: IssueKind::Client { name, san, days, p12_password } } => {
+            ca.issue(Kind::Client, &name, &san, days).and_then(|(i, crt, key)| {
+                let generated = p12_password.is_none();
+                let pw = p12_password.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+                let p12 = crt.with_extension("p12");
+                ca.pkcs12(&crt, &key, &pw, &p12)?;
+                println!("serial {} {}\ncertificate {}\nkey {}\npkcs12 {}", i.serial, i.subject, crt.display(), key.display(), p12.display());
+                if generated {
+                    println!("pkcs12 password {pw}");
+                }
+                Ok(())
+            })
+        }
+        CaCmd::List { json } => ca.list().map(|list| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+            } else {
+                println!("{:<8} {:<7} {:<30} {:<26} state", "serial", "kind", "subject", "not after");
+                for i in list {
+                    let state = match &i.revoked {
+                        Some(t) => format!("revoked {t}"),
+                        None => "valid".to_string(),
+                    };
+                    println!("{:<8} {:<7} {:<30} {:<26} {state}", i.serial, format!("{:?}", i.kind).to_lowercase(), i.subject, i.not_after);
+                }
+            }
+        }),
+        CaCmd::Revoke { serial } => ca.revoke(&serial).map(|i| {
+            println!("revoked serial {} ({}); CRL rewritten: {}", i.serial, i.subject, ca.crl_path().display());
+            notify();
+        }),
+    };
+    match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("postern ca: {e}");
+            1
+        }
     }
 }

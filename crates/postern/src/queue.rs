@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use crate::bounce;
 use crate::delivery::client::{Lmtp, Smarthost};
 use crate::delivery::maildir::Maildir;
-use crate::delivery::{route, Message, Outcome, Route, Transport};
+use crate::delivery::{route, Attempt, Message, Outcome, Route, Transport};
 use crate::maillog;
 use crate::server::Shared;
 use crate::session::rfc5322_date;
@@ -155,12 +155,29 @@ impl Scheduler {
         let _ = tokio::time::timeout(Duration::from_secs(3), sem.acquire_many(concurrency as u32)).await;
     }
 
-    fn smarthost(&self, ep: &crate::config::Endpoint, hostname: &str) -> Arc<Smarthost> {
-        let key = format!("{ep}|{hostname}");
-        lock(&self.inner.smarthosts)
-            .entry(key)
-            .or_insert_with(|| Arc::new(Smarthost::new(ep.clone(), hostname.to_string())))
-            .clone()
+    /// The smarthost transport for the current settings; rebuilt (new
+    /// pool, new TLS material) when the relevant settings change.
+    fn smarthost(&self, s: &crate::settings::Settings) -> Result<Arc<Smarthost>, String> {
+        let r = &s.config.relay;
+        let ep = r.smarthost.as_ref().ok_or("4.3.5 relay.smarthost is not configured")?;
+        let key = format!(
+            "{ep}|{}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
+            s.hostname,
+            r.smarthost_tls,
+            r.smarthost_implicit_tls,
+            r.smarthost_ca_files,
+            r.smarthost_server_name,
+            r.smarthost_client_certificate,
+            r.smarthost_client_key
+        );
+        if let Some(t) = lock(&self.inner.smarthosts).get(&key) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(Smarthost::from_settings(s).map_err(|e| format!("4.7.0 smarthost TLS setup: {e}"))?);
+        let mut map = lock(&self.inner.smarthosts);
+        map.clear();
+        map.insert(key, t.clone());
+        Ok(t)
     }
 
     /// One delivery attempt for a message. Returns its next due time, or
@@ -208,7 +225,7 @@ impl Scheduler {
         let now = now_unix();
         for (rt, idx) in groups {
             let addrs: Vec<String> = idx.iter().map(|&i| env.recipients[i].address.clone()).collect();
-            let (relay, outcomes): (String, Vec<Outcome>) = match rt {
+            let (relay, attempt): (String, Attempt) = match rt {
                 Route::Maildir => {
                     let t = Maildir { root: settings.maildir_root.clone(), hostname: settings.hostname.clone() };
                     (t.name(), t.deliver(&msg, &addrs).await)
@@ -218,26 +235,25 @@ impl Scheduler {
                         let t = Lmtp { endpoint: ep.clone(), hostname: settings.hostname.clone() };
                         (t.name(), t.deliver(&msg, &addrs).await)
                     }
-                    None => ("lmtp".into(), vec![Outcome::Deferred("4.3.5 local.lmtp is not configured".into()); addrs.len()]),
+                    None => ("lmtp".into(), Attempt::all(Outcome::Deferred("4.3.5 local.lmtp is not configured".into()), addrs.len(), None)),
                 },
-                Route::Smarthost => match &settings.config.relay.smarthost {
-                    Some(ep) => {
-                        let t = self.smarthost(ep, &settings.hostname);
-                        (t.name(), t.deliver(&msg, &addrs).await)
-                    }
-                    None => ("none".into(), vec![Outcome::Deferred("4.3.5 relay.smarthost is not configured".into()); addrs.len()]),
+                Route::Smarthost => match self.smarthost(&settings) {
+                    Ok(t) => (t.name(), t.deliver(&msg, &addrs).await),
+                    Err(e) => ("none".into(), Attempt::all(Outcome::Deferred(e), addrs.len(), None)),
                 },
                 Route::NoRoute => (
                     "none".into(),
-                    vec![
+                    Attempt::all(
                         Outcome::Deferred(
-                            "4.4.0 no route: set relay.smarthost for non-local domains (direct MX delivery is not built yet)".into()
-                        );
-                        addrs.len()
-                    ],
+                            "4.4.0 no route: set relay.smarthost for non-local domains (direct MX delivery is not built yet)".into(),
+                        ),
+                        addrs.len(),
+                        None,
+                    ),
                 ),
             };
-            for (&i, o) in idx.iter().zip(outcomes) {
+            let tls = attempt.tls.clone().unwrap_or_else(|| "-".into());
+            for (&i, o) in idx.iter().zip(attempt.outcomes) {
                 let r = &mut env.recipients[i];
                 r.attempts += 1;
                 r.last_reply = Some(o.text().to_string());
@@ -249,6 +265,7 @@ impl Scheduler {
                     ("relay", relay.as_str()),
                     ("attempt", attempts.as_str()),
                     ("delay", delay.as_str()),
+                    ("tls", tls.as_str()),
                     ("reply", o.text()),
                 ];
                 match o {

@@ -394,6 +394,13 @@ impl ServerTls {
         for p in crl_files {
             files.push((p.clone(), mtime(&p)));
         }
+        // Watch the built-in CA's files even before they exist, so that
+        // `postern ca init` / `ca revoke` take effect without a restart.
+        for p in [s.data_dir.join("ca/ca.crt"), s.data_dir.join("ca/crl.pem")] {
+            if !files.iter().any(|(f, _)| *f == p) {
+                files.push((p.clone(), mtime(&p)));
+            }
+        }
         let roots = Arc::new(roots);
 
         let build = |verifier: Arc<dyn ClientCertVerifier>| -> Result<Arc<rustls::ServerConfig>, TlsError> {

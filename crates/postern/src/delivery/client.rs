@@ -8,18 +8,20 @@
 //! May touch: outbound TCP or unix-domain sockets to the configured peers.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use rustls::pki_types::ServerName;
 use tokio::net::{TcpStream, UnixStream};
 
 use postern_wire::data::dot_stuff;
 use postern_wire::reply::parse_reply_lines;
 use postern_wire::Reply;
 
-use super::{BoxFuture, Message, Outcome, Transport};
-use crate::config::Endpoint;
+use super::{Attempt, BoxFuture, Message, Outcome, Transport};
+use crate::config::{Endpoint, OutboundTls};
+use crate::tls::{client_summary, ClientTls};
 
 /// Connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,19 +37,102 @@ const MAX_REPLY_LINE: usize = 4096;
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// Where and how to connect.
+pub struct Dest {
+    /// The peer.
+    pub endpoint: Endpoint,
+    /// LMTP (LHLO, per-recipient final replies) instead of SMTP.
+    pub lmtp: bool,
+    /// Our name for EHLO/LHLO.
+    pub helo: String,
+    /// TLS policy and material; `None` means plaintext only.
+    pub tls: Option<Arc<ClientTls>>,
+    /// TLS from the first byte (port 465 style).
+    pub implicit_tls: bool,
+    /// SNI and the name to verify.
+    pub server_name: String,
+}
+
 /// An open, greeted connection.
 pub struct Conn {
     io: BufReader<Box<dyn Io>>,
     ext: HashSet<String>,
     lmtp: bool,
+    /// How the connection is protected, for the log.
+    tls: String,
 }
 
 /// Why a connection-level step failed: deferred for every recipient.
 type ConnError = String;
 
+/// TLS handshake as a client; returns the stream and a log summary.
+async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, String), ConnError> {
+    let ep = &d.endpoint;
+    let tls = d.tls.as_ref().ok_or_else(|| format!("4.7.0 TLS to {ep} is not configured"))?;
+    let name = ServerName::try_from(d.server_name.clone()).map_err(|e| format!("4.7.0 bad TLS server name {:?}: {e}", d.server_name))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, io))
+        .await
+        .map_err(|_| format!("4.7.5 TLS handshake with {ep}: timed out"))?
+        .map_err(|e| format!("4.7.5 TLS handshake with {ep}: {e}"))?;
+    let conn = stream.get_ref().1;
+    let verified = match tls.policy {
+        OutboundTls::Verify => "verified".to_string(),
+        _ => match tls.verify_peer(conn, &d.server_name) {
+            Ok(()) => "verified".to_string(),
+            Err(e) => format!("unverified ({e})"),
+        },
+    };
+    let note = format!("{} {verified}", client_summary(conn));
+    Ok((Box::new(stream), note))
+}
+
 impl Conn {
-    /// Connects, reads the greeting, sends EHLO/LHLO.
-    pub async fn open(ep: &Endpoint, lmtp: bool, helo: &str) -> Result<Conn, ConnError> {
+    /// Connects (TLS first for implicit TLS), reads the greeting, sends
+    /// EHLO/LHLO, and upgrades with STARTTLS as the policy says.
+    pub async fn open(d: &Dest) -> Result<Conn, ConnError> {
+        let ep = &d.endpoint;
+        let raw = connect(ep).await?;
+        let (io, tls_note) = if d.implicit_tls { client_handshake(raw, d).await? } else { (raw, "none".to_string()) };
+        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), lmtp: d.lmtp, tls: tls_note };
+        let greeting = c.reply(REPLY_TIMEOUT).await?;
+        if greeting.code != 220 {
+            return Err(format!("4.4.2 {ep} greeted with {}", greeting.summary()));
+        }
+        c.hello(ep, &d.helo).await?;
+        let policy = d.tls.as_ref().map(|t| t.policy).unwrap_or(OutboundTls::None);
+        if d.implicit_tls || policy == OutboundTls::None {
+            return Ok(c);
+        }
+        let must = matches!(policy, OutboundTls::Encrypt | OutboundTls::Verify);
+        if !c.ext.contains("STARTTLS") {
+            return if must { Err(format!("4.7.4 TLS required but {ep} does not offer STARTTLS")) } else { Ok(c) };
+        }
+        c.send(b"STARTTLS\r\n").await?;
+        let r = c.reply(REPLY_TIMEOUT).await?;
+        if r.code != 220 {
+            return if must { Err(format!("4.7.4 {ep} refused STARTTLS: {}", r.summary())) } else { Ok(c) };
+        }
+        // Anything buffered after the 220 is discarded with the plaintext reader.
+        let (io, note) = client_handshake(c.io.into_inner(), d).await?;
+        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), lmtp: d.lmtp, tls: note };
+        c.hello(ep, &d.helo).await?;
+        Ok(c)
+    }
+
+    async fn hello(&mut self, ep: &Endpoint, helo: &str) -> Result<(), ConnError> {
+        let verb = if self.lmtp { "LHLO" } else { "EHLO" };
+        self.send(format!("{verb} {helo}\r\n").as_bytes()).await?;
+        let r = self.reply(REPLY_TIMEOUT).await?;
+        if r.code != 250 {
+            return Err(format!("4.4.2 {ep} refused {verb}: {}", r.summary()));
+        }
+        self.ext = r.lines.iter().skip(1).filter_map(|l| l.split_whitespace().next()).map(|k| k.to_ascii_uppercase()).collect();
+        Ok(())
+    }
+}
+
+async fn connect(ep: &Endpoint) -> Result<Box<dyn Io>, ConnError> {
         let io: Box<dyn Io> = match ep {
             Endpoint::Tcp(h, p) => {
                 let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((h.as_str(), *p)))
@@ -64,21 +149,10 @@ impl Conn {
                     .map_err(|e| format!("4.4.1 connect to {ep}: {e}"))?,
             ),
         };
-        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), lmtp };
-        let greeting = c.reply(REPLY_TIMEOUT).await?;
-        if greeting.code != 220 {
-            return Err(format!("4.4.2 {ep} greeted with {}", greeting.summary()));
-        }
-        let verb = if lmtp { "LHLO" } else { "EHLO" };
-        c.send(format!("{verb} {helo}\r\n").as_bytes()).await?;
-        let r = c.reply(REPLY_TIMEOUT).await?;
-        if r.code != 250 {
-            return Err(format!("4.4.2 {ep} refused {verb}: {}", r.summary()));
-        }
-        c.ext = r.lines.iter().skip(1).filter_map(|l| l.split_whitespace().next()).map(|k| k.to_ascii_uppercase()).collect();
-        Ok(c)
-    }
+        Ok(io)
+}
 
+impl Conn {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let w = self.io.get_mut();
         w.write_all(bytes).await.map_err(|e| format!("4.4.2 write: {e}"))?;
@@ -219,8 +293,12 @@ impl Conn {
 }
 
 /// Runs a transaction, deferring everyone on a connection-level error.
-async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String]) -> Result<Vec<Outcome>, Vec<Outcome>> {
-    conn.transaction(msg, rcpts).await.map_err(|e| vec![Outcome::Deferred(e); rcpts.len()])
+async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String]) -> Result<Attempt, Attempt> {
+    let tls = Some(conn.tls.clone());
+    match conn.transaction(msg, rcpts).await {
+        Ok(outcomes) => Ok(Attempt { outcomes, tls }),
+        Err(e) => Err(Attempt::all(Outcome::Deferred(e), rcpts.len(), tls)),
+    }
 }
 
 /// LMTP delivery to a local mail store (e.g. Dovecot).
@@ -236,11 +314,19 @@ impl Transport for Lmtp {
         format!("lmtp:{}", self.endpoint)
     }
 
-    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Vec<Outcome>> {
+    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
-            let mut conn = match Conn::open(&self.endpoint, true, &self.hostname).await {
+            let dest = Dest {
+                endpoint: self.endpoint.clone(),
+                lmtp: true,
+                helo: self.hostname.clone(),
+                tls: None,
+                implicit_tls: false,
+                server_name: String::new(),
+            };
+            let mut conn = match Conn::open(&dest).await {
                 Ok(c) => c,
-                Err(e) => return vec![Outcome::Deferred(e); rcpts.len()],
+                Err(e) => return Attempt::all(Outcome::Deferred(e), rcpts.len(), None),
             };
             let out = deliver_on(&mut conn, msg, rcpts).await;
             match out {
@@ -256,17 +342,44 @@ impl Transport for Lmtp {
 
 /// SMTP to a configured smarthost, reusing idle connections.
 pub struct Smarthost {
-    /// The smarthost.
-    pub endpoint: Endpoint,
-    /// Our name for EHLO.
-    pub hostname: String,
+    dest: Dest,
     idle: Mutex<Vec<(Instant, Conn)>>,
 }
 
 impl Smarthost {
     /// A smarthost transport with an empty pool.
-    pub fn new(endpoint: Endpoint, hostname: String) -> Smarthost {
-        Smarthost { endpoint, hostname, idle: Mutex::new(Vec::new()) }
+    pub fn new(dest: Dest) -> Smarthost {
+        Smarthost { dest, idle: Mutex::new(Vec::new()) }
+    }
+
+    /// Builds the transport from `relay.smarthost*` settings (loads TLS material).
+    pub fn from_settings(s: &crate::settings::Settings) -> Result<Smarthost, String> {
+        let r = &s.config.relay;
+        let endpoint = r.smarthost.clone().ok_or("relay.smarthost is not configured")?;
+        let policy = if r.smarthost_implicit_tls && r.smarthost_tls == OutboundTls::None { OutboundTls::Encrypt } else { r.smarthost_tls };
+        let tls = if policy == OutboundTls::None {
+            None
+        } else {
+            let mut cas: Vec<std::path::PathBuf> = r.smarthost_ca_files.iter().map(|p| s.resolve(p)).collect();
+            if cas.is_empty() {
+                for p in [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE), s.data_dir.join("ca/ca.crt")] {
+                    if p.exists() {
+                        cas.push(p);
+                    }
+                }
+            }
+            let cert = match (&r.smarthost_client_certificate, &r.smarthost_client_key) {
+                (Some(c), Some(k)) => Some((s.resolve(c), s.resolve(k))),
+                _ => None,
+            };
+            let t = ClientTls::build(policy, &cas, cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).map_err(|e| e.to_string())?;
+            Some(Arc::new(t))
+        };
+        let server_name = r.smarthost_server_name.clone().unwrap_or_else(|| match &endpoint {
+            Endpoint::Tcp(h, _) => h.clone(),
+            Endpoint::Unix(_) => "localhost".into(),
+        });
+        Ok(Smarthost::new(Dest { endpoint, lmtp: false, helo: s.hostname.clone(), tls, implicit_tls: r.smarthost_implicit_tls, server_name }))
     }
 
     fn take_idle(&self) -> Option<Conn> {
@@ -290,10 +403,10 @@ impl Smarthost {
 
 impl Transport for Smarthost {
     fn name(&self) -> String {
-        format!("smtp:{}", self.endpoint)
+        format!("smtp:{}", self.dest.endpoint)
     }
 
-    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Vec<Outcome>> {
+    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             // A reused connection may have been closed by the peer; on a
             // connection-level error retry once on a fresh one.
@@ -303,9 +416,9 @@ impl Transport for Smarthost {
                     return o;
                 }
             }
-            let mut c = match Conn::open(&self.endpoint, false, &self.hostname).await {
+            let mut c = match Conn::open(&self.dest).await {
                 Ok(c) => c,
-                Err(e) => return vec![Outcome::Deferred(e); rcpts.len()],
+                Err(e) => return Attempt::all(Outcome::Deferred(e), rcpts.len(), None),
             };
             match deliver_on(&mut c, msg, rcpts).await {
                 Ok(o) => {

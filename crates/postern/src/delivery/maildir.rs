@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{BoxFuture, Message, Outcome, Transport};
+use super::{Attempt, BoxFuture, Message, Outcome, Transport};
 use crate::aliases::is_local_name;
 
 /// The Maildir transport.
@@ -27,16 +27,17 @@ impl Transport for Maildir {
         "maildir".into()
     }
 
-    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Vec<Outcome>> {
+    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
             let root = self.root.clone();
             let host = self.hostname.clone();
             let msg = msg.clone();
             let rcpts = rcpts.to_vec();
             let n = rcpts.len();
-            tokio::task::spawn_blocking(move || rcpts.iter().map(|r| deliver_one(&root, &host, &msg, r)).collect())
+            let outcomes = tokio::task::spawn_blocking(move || rcpts.iter().map(|r| deliver_one(&root, &host, &msg, r)).collect())
                 .await
-                .unwrap_or_else(|e| vec![Outcome::Deferred(format!("4.3.0 maildir delivery task failed: {e}")); n])
+                .unwrap_or_else(|e| vec![Outcome::Deferred(format!("4.3.0 maildir delivery task failed: {e}")); n]);
+            Attempt { outcomes, tls: None }
         })
     }
 }

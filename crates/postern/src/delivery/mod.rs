@@ -51,6 +51,24 @@ impl Outcome {
     }
 }
 
+/// The result of one delivery attempt over one transport.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// One outcome per recipient, in order.
+    pub outcomes: Vec<Outcome>,
+    /// How the connection was protected, for the log: `None` for local
+    /// delivery, `Some("none")` for plaintext, or e.g.
+    /// `Some("TLSv1.3 TLS13_AES_256_GCM_SHA384 verified")`.
+    pub tls: Option<String>,
+}
+
+impl Attempt {
+    /// Every recipient gets the same outcome.
+    pub fn all(o: Outcome, n: usize, tls: Option<String>) -> Attempt {
+        Attempt { outcomes: vec![o; n], tls }
+    }
+}
+
 /// A message handed to a transport.
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -71,7 +89,7 @@ pub trait Transport: Send + Sync {
     /// Name for the mail log's `relay=` field.
     fn name(&self) -> String;
     /// Delivers `msg` to `rcpts`; returns one outcome per recipient, in order.
-    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Vec<Outcome>>;
+    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Attempt>;
 }
 
 /// Where a recipient goes.
