@@ -78,10 +78,14 @@ class Postern:
     def __init__(self, tmp, config=None, aliases=None):
         self.dir = pathlib.Path(tmp)
         self.port = free_port()
+        self.ports = {f"port{i}": free_port() for i in range(2, 8)}
         self.data = self.dir / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.cfg = self.dir / "postern.toml"
-        self.cfg.write_text((config or BASE_CONFIG).replace("{port}", str(self.port)))
+        text = (config or BASE_CONFIG).replace("{port}", str(self.port))
+        for k, v in self.ports.items():
+            text = text.replace("{" + k + "}", str(v))
+        self.cfg.write_text(text)
         if aliases is not None:
             (self.data / "aliases").write_text(aliases)
         self.logfile = self.dir / "postern.log"
