@@ -371,3 +371,58 @@ smarthost_ca_files = ["{other_ca}"]
         assert handler.messages == []
     finally:
         c.stop()
+
+
+def test_implicit_tls_smarthost(postern_factory):
+    p = postern_factory(start=False)
+    postern_ca(p)
+    assert p.cli("ca", "issue", "server", "localhost").returncode == 0
+    issued = p.data / "ca" / "issued"
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(issued / "localhost.crt", issued / "localhost.key")
+    handler = SinkHandler()
+    sport = free_port()
+    c = Controller(handler, hostname="127.0.0.1", port=sport, decode_data=False, ssl_context=ctx)
+    c.start()
+    try:
+        p.cfg.write_text(p.cfg.read_text() + f"""
+[relay]
+smarthost = "127.0.0.1:{sport}"
+smarthost_implicit_tls = true
+smarthost_tls = "verify"
+smarthost_server_name = "localhost"
+""")
+        p.start()
+        with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
+            s.sendmail("a@mx.test", ["far@far.example"], b"Subject: implicit\r\n\r\nx\r\n")
+        handler.wait()
+        line = wait_for(lambda: [l for l in p.log().splitlines() if "delivered id=" in l], what="delivered")[0]
+        assert 'tls="TLSv1.3' in line and "verified" in line, line
+    finally:
+        c.stop()
+
+
+def test_rsa_ca_and_expiry_warning(postern_factory, tmp_path):
+    p = postern_factory(start=False)
+    assert p.cli("ca", "init", "--rsa", "--name", "old clients CA").returncode == 0
+    assert p.cli("ca", "issue", "server", "mx.test", "--rsa").returncode == 0
+    # A server certificate that expires in 10 days, signed by the RSA CA.
+    ca_key = serialization.load_pem_private_key((p.data / "ca" / "ca.key").read_bytes(), None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crt, key = make_cert(tmp_path / "soon", "mx.test", issuer_cn="old clients CA", issuer_key=ca_key,
+                         not_after=now + datetime.timedelta(days=10))
+    p.cfg.write_text(p.cfg.read_text().replace("[queue]", f'[tls]\ncertificate = "{crt}"\nkey = "{key}"\n[queue]'))
+    p.start()
+    log = p.log()
+    assert "tls warning=\"expires soon\" what=\"server certificate\"" in log, log
+    out = s_client(p.port)
+    assert tls_ok(out)
+    # The RSA-issued server certificate works too.
+    issued = p.data / "ca" / "issued"
+    p.kill9()
+    p.cfg.write_text(p.cfg.read_text().replace(str(crt), str(issued / "mx.test.crt")).replace(str(key), str(issued / "mx.test.key")))
+    p.start()
+    out = s_client(p.port)
+    assert tls_ok(out), out[-2000:]
+    bits = int(re.search(r"Server public key is (\d+) bit", out).group(1))
+    assert bits >= 2048, out[-2000:]  # RSA (an ECDSA P-256 key shows 256)

@@ -5,9 +5,9 @@
 //! The server trusts `ca.crt` for client certificates and honours `crl.pem`
 //! by default (see `tls.rs`), and reloads when either changes.
 //!
-//! Keys are ECDSA P-256. RSA is not offered yet: ring (our one crypto
-//! provider) cannot generate RSA keys; `tls.client_ca_files` accepts any
-//! external RSA CA.
+//! Keys are ECDSA P-256 by default; `--rsa` makes RSA-2048+ keys for old
+//! clients. ring (our one crypto provider) cannot generate RSA keys, so
+//! those come from the pure-Rust `rsa` crate; ring then signs with them.
 
 use std::path::{Path, PathBuf};
 
@@ -129,12 +129,12 @@ impl Ca {
     }
 
     /// Creates the CA (refuses to overwrite one).
-    pub fn init(&self, name: &str, days: i64) -> Result<Issued, CaError> {
+    pub fn init(&self, name: &str, days: i64, rsa: bool) -> Result<Issued, CaError> {
         if self.key_path().exists() {
             return Err(err(format!("{} exists: the CA is already initialised", self.key_path().display())));
         }
         std::fs::create_dir_all(self.issued_dir()).map_err(|e| err(format!("{}: {e}", self.dir.display())))?;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| err(e.to_string()))?;
+        let key = new_key(rsa)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -163,7 +163,7 @@ impl Ca {
 
     /// Issues a server or client certificate signed by the CA. Returns the
     /// record and the paths of the certificate and key.
-    pub fn issue(&self, kind: Kind, name: &str, sans: &[String], days: i64) -> Result<(Issued, PathBuf, PathBuf), CaError> {
+    pub fn issue(&self, kind: Kind, name: &str, sans: &[String], days: i64, rsa: bool) -> Result<(Issued, PathBuf, PathBuf), CaError> {
         if !crate::aliases::is_local_name(&name.to_ascii_lowercase()) && !name.contains('@') {
             return Err(err(format!("name {name:?}: use letters, digits, . _ - + = (it becomes a file name)")));
         }
@@ -172,7 +172,7 @@ impl Ca {
         let mut idx = self.load_index()?;
         let serial = idx.next_serial;
         idx.next_serial += 1;
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| err(e.to_string()))?;
+        let key = new_key(rsa)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -306,6 +306,18 @@ impl Ca {
     }
 }
 
+/// A new key pair: ECDSA P-256, or RSA with `rsa`.
+fn new_key(rsa: bool) -> Result<KeyPair, CaError> {
+    if !rsa {
+        return KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| err(e.to_string()));
+    }
+    use rsa::pkcs8::EncodePrivateKey;
+    use rsa::Generate;
+    let k = rsa::PrivateKey::try_generate().map_err(|e| err(format!("RSA key generation: {e:?}")))?;
+    let pem = k.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).map_err(|e| err(format!("RSA key encoding: {e}")))?;
+    KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(|e| err(format!("RSA key: {e}")))
+}
+
 fn rfc3339(t: OffsetDateTime) -> String {
     chrono::DateTime::from_timestamp(t.unix_timestamp(), 0).map(|d| d.to_rfc3339()).unwrap_or_default()
 }
@@ -318,9 +330,9 @@ mod tests {
     fn init_issue_revoke() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new(dir.path());
-        ca.init("Test CA", 3650).unwrap();
-        assert!(ca.init("Again", 1).is_err());
-        let (c, crt, key) = ca.issue(Kind::Client, "alice", &["alice@example.org".into()], 365).unwrap();
+        ca.init("Test CA", 3650, false).unwrap();
+        assert!(ca.init("Again", 1, false).is_err());
+        let (c, crt, key) = ca.issue(Kind::Client, "alice", &["alice@example.org".into()], 365, false).unwrap();
         assert_eq!(c.serial, "02");
         let info = crate::tls::cert_info(&crate::tls::load_certs(&crt).unwrap()[0]).unwrap();
         assert_eq!(info.subject, "CN=alice");
@@ -333,5 +345,7 @@ mod tests {
         assert!(r.revoked.is_some());
         assert!(ca.revoke("99").is_err());
         assert!(std::fs::read_to_string(ca.crl_path()).unwrap().contains("BEGIN X509 CRL"));
+        let (_, crt, _) = ca.issue(Kind::Server, "rsa.example", &[], 30, true).unwrap();
+        assert!(!crate::tls::load_certs(&crt).unwrap().is_empty());
     }
 }

@@ -157,6 +157,10 @@ pub struct Listener {
     /// Clients in these networks must present a verified certificate.
     #[serde(default)]
     pub require_client_certificates_from: Vec<Cidr>,
+    /// Clients in these networks are never asked (checked first), e.g.
+    /// networks with clients that break on a CertificateRequest.
+    #[serde(default)]
+    pub never_request_client_certificates_from: Vec<Cidr>,
 }
 
 impl Listener {
@@ -169,6 +173,7 @@ impl Listener {
             client_certificates: ClientCertMode::None,
             request_client_certificates_from: Vec::new(),
             require_client_certificates_from: Vec::new(),
+            never_request_client_certificates_from: Vec::new(),
         }
     }
 
@@ -178,9 +183,12 @@ impl Listener {
     }
 
     /// The client-certificate mode for a client address (first match:
-    /// required networks, requested networks, the listener's mode).
+    /// never-request networks, required networks, requested networks, the
+    /// listener's mode).
     pub fn cert_mode_for(&self, ip: IpAddr) -> ClientCertMode {
-        if self.require_client_certificates_from.iter().any(|n| n.contains(ip)) {
+        if self.never_request_client_certificates_from.iter().any(|n| n.contains(ip)) {
+            ClientCertMode::None
+        } else if self.require_client_certificates_from.iter().any(|n| n.contains(ip)) {
             ClientCertMode::Required
         } else if self.request_client_certificates_from.iter().any(|n| n.contains(ip)) {
             ClientCertMode::Optional
@@ -288,6 +296,9 @@ pub struct Local {
     pub maildir_root: Option<PathBuf>,
     /// LMTP server: `host:port` or `unix:/path`. Required when delivery = "lmtp".
     pub lmtp: Option<Endpoint>,
+    /// TLS to a TCP LMTP server: "none" (default), "may", "encrypt", "verify"
+    /// (CAs: the system bundle and the built-in CA).
+    pub lmtp_tls: OutboundTls,
 }
 
 impl Default for Local {
@@ -299,6 +310,7 @@ impl Default for Local {
             delivery: LocalDelivery::Maildir,
             maildir_root: None,
             lmtp: None,
+            lmtp_tls: OutboundTls::None,
         }
     }
 }
@@ -647,7 +659,7 @@ mod tests {
             "max_connections_per_ip", "bare_newline", "shutdown_timeout", "[local]", "domains", "users", "aliases",
             "delivery", "maildir_root", "lmtp", "[relay]", "networks", "smarthost", "[queue]", "retry_min",
             "retry_max", "max_lifetime", "concurrency", "min_free_space", "[log]", "mail_log", "require_tls",
-            "client_certificates", "request_client_certificates_from", "require_client_certificates_from", "[tls]",
+            "client_certificates", "request_client_certificates_from", "require_client_certificates_from", "never_request_client_certificates_from", "[tls]", "lmtp_tls",
             "certificate", "key", "client_ca_files", "crl_files", "smarthost_tls", "smarthost_implicit_tls",
             "smarthost_ca_files", "smarthost_server_name", "smarthost_client_certificate", "smarthost_client_key",
         ] {
@@ -689,5 +701,33 @@ mod doc_tests {
     fn configuration_doc_embeds_the_example() {
         let doc = include_str!("../../../docs/configuration.md");
         assert!(doc.contains(super::EXAMPLE), "docs/configuration.md must embed example.toml verbatim");
+    }
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    #[test]
+    fn cert_mode_by_network() {
+        let c = Config::parse(
+            "[[listener]]\naddress = \"127.0.0.1:25\"\nclient_certificates = \"optional\"\n\
+             never_request_client_certificates_from = [\"10.1.0.0/16\"]\n\
+             require_client_certificates_from = [\"10.0.0.0/8\"]\n\
+             request_client_certificates_from = [\"192.0.2.0/24\"]\n",
+            "t",
+        )
+        .unwrap();
+        let l = &c.listeners[0];
+        let table = [
+            ("10.1.2.3", ClientCertMode::None),
+            ("10.2.3.4", ClientCertMode::Required),
+            ("192.0.2.9", ClientCertMode::Optional),
+            ("198.51.100.1", ClientCertMode::Optional),
+            ("::ffff:10.9.9.9", ClientCertMode::Required),
+        ];
+        for (ip, want) in table {
+            assert_eq!(l.cert_mode_for(ip.parse().unwrap()), want, "{ip}");
+        }
     }
 }

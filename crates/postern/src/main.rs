@@ -74,6 +74,9 @@ enum CaCmd {
         /// Validity in days.
         #[arg(long, default_value_t = 3650)]
         days: i64,
+        /// RSA key instead of ECDSA P-256 (for old clients).
+        #[arg(long)]
+        rsa: bool,
     },
     /// Issue a certificate signed by the CA, into DATA/ca/issued/.
     Issue {
@@ -105,6 +108,9 @@ enum IssueKind {
         /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: i64,
+        /// RSA key instead of ECDSA P-256 (for old clients).
+        #[arg(long)]
+        rsa: bool,
     },
     /// A TLS client certificate, plus NAME.p12 (PKCS#12 for Outlook, Thunderbird, macOS Keychain).
     Client {
@@ -116,6 +122,9 @@ enum IssueKind {
         /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: i64,
+        /// RSA key instead of ECDSA P-256 (for old clients).
+        #[arg(long)]
+        rsa: bool,
         /// Password for the PKCS#12 bundle (default: generated and printed).
         #[arg(long, env = "POSTERN_P12_PASSWORD")]
         p12_password: Option<String>,
@@ -323,16 +332,16 @@ fn ca_command(s: &Settings, action: CaCmd) -> i32 {
         let _ = postern::control::request(&s.data_dir, "reload-tls");
     };
     let result = match action {
-        CaCmd::Init { name, days } => ca.init(&name, days).map(|i| {
+        CaCmd::Init { name, days, rsa } => ca.init(&name, days, rsa).map(|i| {
             println!("CA created: {} (sha256 {})", ca.cert_path().display(), i.sha256);
             println!("The server now trusts it for client certificates (tls.client_ca_files default).");
             notify();
         }),
-        CaCmd::Issue { kind: IssueKind::Server { name, san, days } } => ca.issue(Kind::Server, &name, &san, days).map(|(i, crt, key)| {
+        CaCmd::Issue { kind: IssueKind::Server { name, san, days, rsa } } => ca.issue(Kind::Server, &name, &san, days, rsa).map(|(i, crt, key)| {
             println!("serial {} {}\ncertificate {}\nkey {}", i.serial, i.subject, crt.display(), key.display());
         }),
-        CaCmd::Issue { kind: IssueKind::Client { name, san, days, p12_password } } => {
-            ca.issue(Kind::Client, &name, &san, days).and_then(|(i, crt, key)| {
+        CaCmd::Issue { kind: IssueKind::Client { name, san, days, rsa, p12_password } } => {
+            ca.issue(Kind::Client, &name, &san, days, rsa).and_then(|(i, crt, key)| {
                 let generated = p12_password.is_none();
                 let pw = p12_password.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
                 let p12 = crt.with_extension("p12");

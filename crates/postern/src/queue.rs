@@ -231,10 +231,10 @@ impl Scheduler {
                     (t.name(), t.deliver(&msg, &addrs).await)
                 }
                 Route::Lmtp => match &settings.config.local.lmtp {
-                    Some(ep) => {
-                        let t = Lmtp { endpoint: ep.clone(), hostname: settings.hostname.clone() };
-                        (t.name(), t.deliver(&msg, &addrs).await)
-                    }
+                    Some(ep) => match Lmtp::from_settings(&settings, ep) {
+                        Ok(t) => (t.name(), t.deliver(&msg, &addrs).await),
+                        Err(e) => ("lmtp".into(), Attempt::all(Outcome::Deferred(e), addrs.len(), None)),
+                    },
                     None => ("lmtp".into(), Attempt::all(Outcome::Deferred("4.3.5 local.lmtp is not configured".into()), addrs.len(), None)),
                 },
                 Route::Smarthost => match self.smarthost(&settings) {

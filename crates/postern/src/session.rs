@@ -454,9 +454,9 @@ impl Session {
         match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 let info = TlsInfo::from_server(stream.get_ref().1, &tls, mode);
-                let (subject, verdict) = match &info.client_cert {
-                    Some(c) => (c.cert.subject.clone(), c.verdict()),
-                    None => (String::new(), "no certificate".to_string()),
+                let (subject, verdict, fp) = match &info.client_cert {
+                    Some(c) => (c.cert.subject.clone(), c.verdict(), c.cert.sha256.clone()),
+                    None => (String::new(), "no certificate".to_string(), String::new()),
                 };
                 let mode_text = format!("{mode:?}").to_ascii_lowercase();
                 maillog::event(
@@ -467,6 +467,7 @@ impl Session {
                         ("cipher", &info.cipher),
                         ("client_cert_mode", &mode_text),
                         ("cert_subject", &subject),
+                        ("cert_sha256", &fp),
                         ("cert", &verdict),
                     ],
                 );

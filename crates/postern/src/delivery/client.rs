@@ -303,28 +303,53 @@ async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String]) -> Result<
 
 /// LMTP delivery to a local mail store (e.g. Dovecot).
 pub struct Lmtp {
-    /// The LMTP server.
-    pub endpoint: Endpoint,
-    /// Our name for LHLO.
-    pub hostname: String,
+    dest: Dest,
+}
+
+/// CA files for "verify" when none are configured: the system bundle and the built-in CA.
+fn default_cas(s: &crate::settings::Settings) -> Vec<std::path::PathBuf> {
+    [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE), s.data_dir.join("ca/ca.crt")].into_iter().filter(|p| p.exists()).collect()
+}
+
+fn host_of(ep: &Endpoint) -> String {
+    match ep {
+        Endpoint::Tcp(h, _) => h.clone(),
+        Endpoint::Unix(_) => "localhost".into(),
+    }
+}
+
+impl Lmtp {
+    /// Builds the LMTP transport (TLS only over TCP, per `local.lmtp_tls`).
+    pub fn from_settings(s: &crate::settings::Settings, ep: &Endpoint) -> Result<Lmtp, String> {
+        let policy = if matches!(ep, Endpoint::Unix(_)) { OutboundTls::None } else { s.config.local.lmtp_tls };
+        let tls = if policy == OutboundTls::None {
+            None
+        } else {
+            Some(Arc::new(
+                ClientTls::build(policy, &default_cas(s), None).map_err(|e| format!("4.7.0 LMTP TLS setup: {e}"))?,
+            ))
+        };
+        Ok(Lmtp {
+            dest: Dest {
+                endpoint: ep.clone(),
+                lmtp: true,
+                helo: s.hostname.clone(),
+                tls,
+                implicit_tls: false,
+                server_name: host_of(ep),
+            },
+        })
+    }
 }
 
 impl Transport for Lmtp {
     fn name(&self) -> String {
-        format!("lmtp:{}", self.endpoint)
+        format!("lmtp:{}", self.dest.endpoint)
     }
 
     fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
-            let dest = Dest {
-                endpoint: self.endpoint.clone(),
-                lmtp: true,
-                helo: self.hostname.clone(),
-                tls: None,
-                implicit_tls: false,
-                server_name: String::new(),
-            };
-            let mut conn = match Conn::open(&dest).await {
+            let mut conn = match Conn::open(&self.dest).await {
                 Ok(c) => c,
                 Err(e) => return Attempt::all(Outcome::Deferred(e), rcpts.len(), None),
             };
@@ -362,11 +387,7 @@ impl Smarthost {
         } else {
             let mut cas: Vec<std::path::PathBuf> = r.smarthost_ca_files.iter().map(|p| s.resolve(p)).collect();
             if cas.is_empty() {
-                for p in [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE), s.data_dir.join("ca/ca.crt")] {
-                    if p.exists() {
-                        cas.push(p);
-                    }
-                }
+                cas = default_cas(s);
             }
             let cert = match (&r.smarthost_client_certificate, &r.smarthost_client_key) {
                 (Some(c), Some(k)) => Some((s.resolve(c), s.resolve(k))),
@@ -375,10 +396,7 @@ impl Smarthost {
             let t = ClientTls::build(policy, &cas, cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).map_err(|e| e.to_string())?;
             Some(Arc::new(t))
         };
-        let server_name = r.smarthost_server_name.clone().unwrap_or_else(|| match &endpoint {
-            Endpoint::Tcp(h, _) => h.clone(),
-            Endpoint::Unix(_) => "localhost".into(),
-        });
+        let server_name = r.smarthost_server_name.clone().unwrap_or_else(|| host_of(&endpoint));
         Ok(Smarthost::new(Dest { endpoint, lmtp: false, helo: s.hostname.clone(), tls, implicit_tls: r.smarthost_implicit_tls, server_name }))
     }
 
