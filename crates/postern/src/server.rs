@@ -218,16 +218,18 @@ pub async fn start(source: Source) -> Result<Running, String> {
     maillog::init(&settings.config.log.mail_log).map_err(|e| format!("mail log {}: {e}", settings.config.log.mail_log))?;
     let spool = prepare_data_dir(&settings)?;
     let bound = bind_all(&settings.config.listeners).await?;
-    drop_privileges(&settings)?;
-    let recovered = spool.recover().map_err(|e| e.to_string())?;
-    if recovered > 0 {
-        maillog::event("start", &[("recovered_files", &recovered.to_string())]);
-    }
+    // Keys are read before dropping privileges (they may be root-only);
+    // reloads later run as the unprivileged user (see docs/tls.md).
     if let Some(fp) = tls::ensure_default_certificate(&settings).map_err(|e| e.to_string())? {
         maillog::event("tls", &[("generated", "self-signed server certificate"), ("sha256", &fp)]);
     }
     let server_tls = ServerTls::load(&settings).map_err(|e| format!("TLS: {e}"))?;
     maillog::event("tls", &[("certificate_sha256", &server_tls.fingerprint)]);
+    drop_privileges(&settings)?;
+    let recovered = spool.recover().map_err(|e| e.to_string())?;
+    if recovered > 0 {
+        maillog::event("start", &[("recovered_files", &recovered.to_string())]);
+    }
     let shared = Arc::new(Shared {
         settings: RwLock::new(Arc::new(settings)),
         source,
