@@ -363,18 +363,16 @@ async fn watch_tls_files(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool
             _ = shutdown.wait_for(|v| *v) => return,
         }
         ticks += 1;
-        let changed = shared.tls().map(|t| t.files_changed()).unwrap_or(true);
-        if changed || ticks % (86400 / 5) == 0 {
-            // A failed reload keeps the old material; remember the new
-            // mtimes anyway by retrying only on the next change.
+        let Some(current) = shared.tls() else { continue };
+        if current.files_changed() || ticks % (86400 / 5) == 0 {
+            // Snapshot the times before trying: if the new files are broken
+            // (or half-written), the next change triggers another attempt.
+            let before = current.current_file_times();
             if !shared.reload_tls() {
                 if let Ok(mut g) = shared.tls.write() {
-                    if let Some(old) = g.as_ref() {
-                        let mut files = old.files.clone();
-                        for (p, t) in files.iter_mut() {
-                            *t = std::fs::metadata(&*p).and_then(|m| m.modified()).ok();
-                        }
-                        *g = Some(Arc::new(old.with_files(files)));
+                    // Unless a concurrent reload (SIGHUP) installed new material.
+                    if g.as_ref().is_some_and(|now| Arc::ptr_eq(now, &current)) {
+                        *g = Some(Arc::new(current.with_files(before)));
                     }
                 }
             }

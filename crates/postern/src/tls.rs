@@ -369,15 +369,32 @@ impl ServerTls {
     /// Loads the server certificate, key, client CAs and CRLs named by the settings.
     pub fn load(s: &Settings) -> Result<ServerTls, TlsError> {
         let (cert_path, key_path) = server_paths(s);
+        let ca_paths = client_ca_paths(s);
+        let crl_files = crl_paths(s);
+        // Modification times are taken *before* reading, so a file that
+        // changes while we read it is seen as changed again next time.
+        let mut files: Vec<(PathBuf, Option<std::time::SystemTime>)> = Vec::new();
+        for p in [cert_path.clone(), key_path.clone()]
+            .into_iter()
+            .chain(ca_paths.iter().cloned())
+            .chain(crl_files.iter().cloned())
+            .chain([s.data_dir.join("ca/ca.crt"), s.data_dir.join("ca/crl.pem")])
+        {
+            // The built-in CA's files are watched even before they exist, so
+            // `postern ca init` / `ca revoke` take effect without a restart.
+            if !files.iter().any(|(f, _)| *f == p) {
+                let t = mtime(&p);
+                files.push((p, t));
+            }
+        }
         let chain = load_certs(&cert_path)?;
         let key = load_key(&key_path)?;
         warn_expiry("server certificate", &cert_path, &chain[..1]);
         let fingerprint = sha256_hex(&chain[0]);
-        let mut files = vec![(cert_path.clone(), mtime(&cert_path)), (key_path.clone(), mtime(&key_path))];
 
         let mut roots = RootCertStore::empty();
         let mut anchor_names = Vec::new();
-        for p in client_ca_paths(s) {
+        for p in ca_paths {
             let certs = load_certs(&p)?;
             warn_expiry("client CA", &p, &certs);
             for c in certs {
@@ -387,20 +404,8 @@ impl ServerTls {
                     anchor_names.push((ta.subject.as_ref().to_vec(), name));
                 }
             }
-            files.push((p.clone(), mtime(&p)));
         }
-        let crl_files = crl_paths(s);
         let crls = load_crls(&crl_files)?;
-        for p in crl_files {
-            files.push((p.clone(), mtime(&p)));
-        }
-        // Watch the built-in CA's files even before they exist, so that
-        // `postern ca init` / `ca revoke` take effect without a restart.
-        for p in [s.data_dir.join("ca/ca.crt"), s.data_dir.join("ca/crl.pem")] {
-            if !files.iter().any(|(f, _)| *f == p) {
-                files.push((p.clone(), mtime(&p)));
-            }
-        }
         let roots = Arc::new(roots);
 
         let build = |verifier: Arc<dyn ClientCertVerifier>| -> Result<Arc<rustls::ServerConfig>, TlsError> {
@@ -516,6 +521,11 @@ impl ServerTls {
     /// True if any file changed since this was loaded.
     pub fn files_changed(&self) -> bool {
         self.files.iter().any(|(p, t)| mtime(p) != *t)
+    }
+
+    /// The watched files with their current modification times.
+    pub fn current_file_times(&self) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+        self.files.iter().map(|(p, _)| (p.clone(), mtime(p))).collect()
     }
 }
 
