@@ -11,6 +11,7 @@ pub mod command;
 pub mod data;
 pub mod line;
 pub mod reply;
+pub mod sasl;
 
 pub use address::{Mailbox, Path};
 pub use command::{parse_command, Command, ParseError};
