@@ -86,6 +86,9 @@ pub struct Config {
     /// Server TLS: certificate, key, client-certificate CAs.
     #[serde(default)]
     pub tls: Tls,
+    /// SMTP AUTH (SASL).
+    #[serde(default)]
+    pub auth: Auth,
     /// The operator's mail log.
     #[serde(default)]
     pub log: Log,
@@ -157,6 +160,10 @@ pub struct Listener {
     /// Clients in these networks must present a verified certificate.
     #[serde(default)]
     pub require_client_certificates_from: Vec<Cidr>,
+    /// SASL mechanisms on this listener (default: `auth.mechanisms`; `[]`
+    /// turns AUTH off here).
+    #[serde(default)]
+    pub auth_mechanisms: Option<Vec<String>>,
     /// Clients in these networks are never asked (checked first), e.g.
     /// networks with clients that break on a CertificateRequest.
     #[serde(default)]
@@ -174,6 +181,7 @@ impl Listener {
             request_client_certificates_from: Vec::new(),
             require_client_certificates_from: Vec::new(),
             never_request_client_certificates_from: Vec::new(),
+            auth_mechanisms: None,
         }
     }
 
@@ -338,6 +346,13 @@ pub struct Relay {
     pub smarthost_client_certificate: Option<PathBuf>,
     /// Key for `smarthost_client_certificate` (PEM).
     pub smarthost_client_key: Option<PathBuf>,
+    /// User name for SMTP AUTH at the smarthost (PLAIN, LOGIN or
+    /// SCRAM-SHA-256, whichever it offers, best first).
+    pub smarthost_username: Option<String>,
+    /// File holding the smarthost password (first line; keep it 0600).
+    pub smarthost_password_file: Option<PathBuf>,
+    /// Allow AUTH to the smarthost without TLS. Default false.
+    pub smarthost_auth_plaintext: bool,
 }
 
 impl Default for Relay {
@@ -352,6 +367,9 @@ impl Default for Relay {
             smarthost_server_name: None,
             smarthost_client_certificate: None,
             smarthost_client_key: None,
+            smarthost_username: None,
+            smarthost_password_file: None,
+            smarthost_auth_plaintext: false,
         }
     }
 }
@@ -371,6 +389,82 @@ pub struct Tls {
     /// Certificate revocation lists (PEM) honoured when verifying client
     /// certificates. Default: `DATA/ca/crl.pem` when it exists.
     pub crl_files: Option<Vec<PathBuf>>,
+}
+
+/// How EXTERNAL maps a verified client certificate to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalIdentity {
+    /// The subject's common name is the user name.
+    Cn,
+    /// A SAN e-mail address: its local part, or a user listing it in `addresses`.
+    Email,
+    /// The certificate's SHA-256 is listed in the user's `certificates`.
+    Fingerprint,
+}
+
+/// What to do once a client or user has failed too often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BanAction {
+    /// Answer AUTH with 454 4.7.0 until the ban ends.
+    Refuse,
+    /// Answer 421 4.7.0 and close the connection.
+    Disconnect,
+}
+
+/// SMTP AUTH settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Mechanisms offered, in order. Default ["SCRAM-SHA-256-PLUS",
+    /// "SCRAM-SHA-256", "PLAIN", "LOGIN"]. Also: "CRAM-MD5" (stores a
+    /// plaintext-equivalent secret), "SCRAM-SHA-1", "EXTERNAL".
+    pub mechanisms: Vec<String>,
+    /// Networks where AUTH is allowed before TLS (e.g. ["127.0.0.0/8"]).
+    /// Default none: AUTH before TLS gets 538 5.7.11.
+    pub plaintext_networks: Vec<Cidr>,
+    /// Also send the old `250-AUTH=LOGIN PLAIN` line (Postfix's
+    /// broken_sasl_auth_clients). Default false.
+    pub broken_auth_line: bool,
+    /// An authenticated user may only use MAIL FROM addresses mapped to it
+    /// (its `addresses`, or name@local-domain); others get 553 5.7.1. Default false.
+    pub sender_login_match: bool,
+    /// EXTERNAL identity mapping: "cn" (default), "email" or "fingerprint".
+    pub external_identity: ExternalIdentity,
+    /// Failures from one client IP within `failure_window` before a ban. Default 5.
+    pub max_failures_per_ip: u32,
+    /// Failures for one user within `failure_window` before a ban. Default 10.
+    pub max_failures_per_user: u32,
+    /// Replies to failed AUTH are delayed (1 s per failure beyond this, at
+    /// most 5 s) once a client has this many failures. Default 2.
+    pub delay_after: u32,
+    /// Window in which failures are counted. Default "10m".
+    #[serde(deserialize_with = "duration")]
+    pub failure_window: Duration,
+    /// How long a ban lasts. Default "15m".
+    #[serde(deserialize_with = "duration")]
+    pub ban_time: Duration,
+    /// "refuse" (default: 454 4.7.0 to AUTH) or "disconnect" (421 4.7.0).
+    pub ban_action: BanAction,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            mechanisms: ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "LOGIN"].iter().map(|s| s.to_string()).collect(),
+            plaintext_networks: Vec::new(),
+            broken_auth_line: false,
+            sender_login_match: false,
+            external_identity: ExternalIdentity::Cn,
+            max_failures_per_ip: 5,
+            max_failures_per_user: 10,
+            delay_after: 2,
+            failure_window: Duration::from_secs(600),
+            ban_time: Duration::from_secs(900),
+            ban_action: BanAction::Refuse,
+        }
+    }
 }
 
 /// Outbound TLS policy for a destination.
@@ -577,6 +671,14 @@ impl Config {
         if self.relay.smarthost_client_certificate.is_some() != self.relay.smarthost_client_key.is_some() {
             return invalid("keys `relay.smarthost_client_certificate` and `relay.smarthost_client_key` go together".into());
         }
+        for m in &self.auth.mechanisms {
+            if postern_wire::sasl::Mechanism::parse(m).is_none() {
+                return invalid(format!("key `auth.mechanisms`: unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-256-PLUS, EXTERNAL)"));
+            }
+        }
+        if self.relay.smarthost_username.is_some() != self.relay.smarthost_password_file.is_some() {
+            return invalid("keys `relay.smarthost_username` and `relay.smarthost_password_file` go together".into());
+        }
         if self.tls.certificate.is_some() != self.tls.key.is_some() {
             return invalid("keys `tls.certificate` and `tls.key` go together".into());
         }
@@ -662,6 +764,9 @@ mod tests {
             "client_certificates", "request_client_certificates_from", "require_client_certificates_from", "never_request_client_certificates_from", "[tls]", "lmtp_tls",
             "certificate", "key", "client_ca_files", "crl_files", "smarthost_tls", "smarthost_implicit_tls",
             "smarthost_ca_files", "smarthost_server_name", "smarthost_client_certificate", "smarthost_client_key",
+            "[auth]", "mechanisms", "plaintext_networks", "broken_auth_line", "sender_login_match", "external_identity",
+            "max_failures_per_ip", "max_failures_per_user", "delay_after", "failure_window", "ban_time", "ban_action",
+            "smarthost_username", "smarthost_password_file", "smarthost_auth_plaintext", "auth_mechanisms",
         ] {
             assert!(EXAMPLE.contains(key), "example.toml does not mention {key}");
         }

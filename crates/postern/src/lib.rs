@@ -5,6 +5,7 @@
 //! protocol core; this crate is everything with I/O and policy.
 
 pub mod aliases;
+pub mod auth;
 pub mod bounce;
 pub mod ca;
 pub mod config;
@@ -20,3 +21,4 @@ pub mod session;
 pub mod settings;
 pub mod spool;
 pub mod tls;
+pub mod users;

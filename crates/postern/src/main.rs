@@ -57,11 +57,77 @@ enum Cmd {
     },
     /// Check the aliases file (like `newaliases`; postern reads it directly, nothing to rebuild).
     Aliases,
+    /// Manage SMTP AUTH users (DATA/users.json; the server picks up changes without restart).
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
     /// The built-in certificate authority for client and server certificates (files in DATA/ca).
     Ca {
         #[command(subcommand)]
         action: CaCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user (prompts twice for the password, or reads one line with --password-stdin).
+    Add {
+        /// User name (also a local mailbox).
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// MAIL FROM addresses this user may use (auth.sender_login_match); repeatable.
+        #[arg(long)]
+        address: Vec<String>,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user.
+    Del {
+        /// User name.
+        name: String,
+    },
+    /// List users and what each can log in with.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a password (exit 0 if it matches, 1 if not).
+    Verify {
+        /// User name.
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Let a client certificate (by SHA-256 fingerprint) log in as NAME with EXTERNAL.
+    Cert {
+        /// User name.
+        name: String,
+        /// SHA-256 of the certificate (hex, as in the mail log's cert_sha256).
+        sha256: String,
+    },
+    /// Import users from a Cyrus/sendmail sasldb2 (Berkeley DB); passwords are re-hashed.
+    ImportSasldb {
+        /// The sasldb2 file (e.g. /etc/sasldb2).
+        file: PathBuf,
+    },
+    /// Import a Dovecot/htpasswd passwd-file (bcrypt, SHA512-CRYPT, SHA256-CRYPT, argon2 hashes are verified natively).
+    ImportPasswd {
+        /// The passwd-file.
+        file: PathBuf,
+    },
+    /// Remove every stored plaintext-equivalent secret (after disabling CRAM-MD5).
+    PurgePlain,
 }
 
 #[derive(Subcommand)]
@@ -311,6 +377,10 @@ fn main() -> ExitCode {
                 }
             }
         },
+        Cmd::User { action } => match load(&src) {
+            Ok(s) => code(user_command(&s, action)),
+            Err(c) => code(c),
+        },
         Cmd::Ca { action } => match load(&src) {
             Ok(s) => code(ca_command(&s, action)),
             Err(c) => code(c),
@@ -376,6 +446,187 @@ fn ca_command(s: &Settings, action: CaCmd) -> i32 {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("postern ca: {e}");
+            1
+        }
+    }
+}
+
+fn read_password(stdin: bool, twice: bool) -> Result<String, String> {
+    if stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(|e| format!("reading password: {e}"))?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        return if pw.is_empty() { Err("empty password".into()) } else { Ok(pw) };
+    }
+    let pw = rpassword::prompt_password("Password: ").map_err(|e| format!("reading password: {e} (use --password-stdin)"))?;
+    if twice {
+        let again = rpassword::prompt_password("Again: ").map_err(|e| format!("reading password: {e}"))?;
+        if again != pw {
+            return Err("passwords differ".into());
+        }
+    }
+    if pw.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(pw)
+}
+
+fn user_command(s: &Settings, action: UserCmd) -> i32 {
+    use postern::users::UserDb;
+    let path = s.data_dir.join("users.json");
+    let cram = s.config.auth.mechanisms.iter().any(|m| m == "CRAM-MD5")
+        || s.config.listeners.iter().any(|l| l.auth_mechanisms.as_ref().is_some_and(|v| v.iter().any(|m| m == "CRAM-MD5")));
+    let warn_plain = || {
+        if cram {
+            eprintln!("postern user: warning: CRAM-MD5 is enabled, so a plaintext-equivalent secret is stored in {}", path.display());
+        }
+    };
+    let mut db = match UserDb::load(&path) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("postern user: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&s.data_dir) {
+        eprintln!("postern user: {}: {e}", s.data_dir.display());
+        return exit::CANTCREAT;
+    }
+    let valid = |n: &str| postern::aliases::is_local_name(&n.to_ascii_lowercase());
+    let result: Result<bool, String> = match action {
+        UserCmd::Add { name, password_stdin, address } => {
+            if !valid(&name) {
+                Err(format!("{name:?} is not a valid user name (letters, digits, . _ - + =)"))
+            } else if db.users.contains_key(&name.to_ascii_lowercase()) {
+                Err(format!("user {name} exists (use `postern user passwd`)"))
+            } else {
+                read_password(password_stdin, true).and_then(|pw| {
+                    db.set_password(&name, &pw, cram).map_err(|e| e.to_string())?;
+                    if let Some(r) = db.users.get_mut(&name.to_ascii_lowercase()) {
+                        r.addresses = address;
+                    }
+                    warn_plain();
+                    println!("user {} added", name.to_ascii_lowercase());
+                    Ok(true)
+                })
+            }
+        }
+        UserCmd::Passwd { name, password_stdin } => {
+            if !db.users.contains_key(&name.to_ascii_lowercase()) {
+                Err(format!("no user {name}"))
+            } else {
+                read_password(password_stdin, true).and_then(|pw| {
+                    db.set_password(&name, &pw, cram).map_err(|e| e.to_string())?;
+                    warn_plain();
+                    println!("password of {} changed", name.to_ascii_lowercase());
+                    Ok(true)
+                })
+            }
+        }
+        UserCmd::Del { name } => match db.users.remove(&name.to_ascii_lowercase()) {
+            Some(_) => {
+                println!("user {} deleted", name.to_ascii_lowercase());
+                Ok(true)
+            }
+            None => Err(format!("no user {name}")),
+        },
+        UserCmd::List { json } => {
+            if json {
+                let v: Vec<_> = db
+                    .users
+                    .iter()
+                    .map(|(n, r)| {
+                        serde_json::json!({
+                            "name": n,
+                            "argon2": r.argon2.is_some(),
+                            "scram": r.scram_sha256.is_some(),
+                            "plaintext_secret": r.plain.is_some(),
+                            "imported_hash": r.imported_hash.is_some(),
+                            "addresses": r.addresses,
+                            "certificates": r.certificates,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                for (n, r) in &db.users {
+                    let mut how = Vec::new();
+                    if r.argon2.is_some() {
+                        how.push("password");
+                    }
+                    if r.scram_sha256.is_some() {
+                        how.push("scram");
+                    }
+                    if r.plain.is_some() {
+                        how.push("cram-md5");
+                    }
+                    if r.imported_hash.is_some() {
+                        how.push("imported-hash");
+                    }
+                    if !r.certificates.is_empty() {
+                        how.push("certificate");
+                    }
+                    println!("{n}\t{}\t{}", how.join(","), r.addresses.join(","));
+                }
+            }
+            Ok(false)
+        }
+        UserCmd::Verify { name, password_stdin } => match read_password(password_stdin, false) {
+            Ok(pw) => {
+                if db.verify(&name, &pw) {
+                    println!("ok");
+                    Ok(false)
+                } else {
+                    eprintln!("postern user: password does not match (or no such user)");
+                    return 1;
+                }
+            }
+            Err(e) => Err(e),
+        },
+        UserCmd::Cert { name, sha256 } => match db.users.get_mut(&name.to_ascii_lowercase()) {
+            Some(r) => {
+                let fp = sha256.replace(':', "").to_ascii_lowercase();
+                if fp.len() != 64 || !fp.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    Err("expected a SHA-256 fingerprint (64 hex digits)".into())
+                } else {
+                    if !r.certificates.contains(&fp) {
+                        r.certificates.push(fp);
+                    }
+                    println!("certificate added for {}", name.to_ascii_lowercase());
+                    Ok(true)
+                }
+            }
+            None => Err(format!("no user {name}")),
+        },
+        UserCmd::ImportSasldb { file } => db.import_sasldb(&file, cram).map_err(|e| e.to_string()).map(|names| {
+            warn_plain();
+            println!("imported {} user(s): {}", names.len(), names.join(" "));
+            true
+        }),
+        UserCmd::ImportPasswd { file } => db.import_passwd_file(&file).map_err(|e| e.to_string()).map(|(ok, skipped)| {
+            for sk in &skipped {
+                eprintln!("postern user: skipped {sk}");
+            }
+            println!("imported {} user(s): {}", ok.len(), ok.join(" "));
+            true
+        }),
+        UserCmd::PurgePlain => {
+            let n = db.drop_plain();
+            println!("removed {n} plaintext-equivalent secret(s)");
+            Ok(n > 0)
+        }
+    };
+    match result {
+        Ok(true) => match db.save(&path) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("postern user: {e}");
+                exit::CANTCREAT
+            }
+        },
+        Ok(false) => exit::OK,
+        Err(e) => {
+            eprintln!("postern user: {e}");
             1
         }
     }

@@ -6,14 +6,17 @@
 //! 1. local domain (or bare `<Postmaster>`): known user or alias → accept,
 //!    else `550 5.1.1`;
 //! 2. relay domain → accept (anyone may send to it);
-//! 3. client in `relay.networks` → accept (relay);
-//! 4. otherwise `550 5.7.1 Relaying denied`.
+//! 3. client authenticated (SMTP AUTH) → accept (relay);
+//! 4. client in `relay.networks` → accept (relay);
+//! 5. otherwise `550 5.7.1 Relaying denied`.
 
 use std::net::IpAddr;
 
 use postern_wire::{codes, Mailbox, Path, Reply};
 
+use crate::auth::Authenticated;
 use crate::settings::Settings;
+use crate::users::UserDb;
 
 /// The facts a recipient decision is made from.
 #[derive(Debug, Clone)]
@@ -22,6 +25,10 @@ pub struct RcptFacts<'a> {
     pub client_ip: IpAddr,
     /// The RCPT TO path.
     pub rcpt: &'a Path,
+    /// The SMTP AUTH identity, if any (built only by a successful exchange).
+    pub authenticated: Option<&'a Authenticated>,
+    /// The user database: its users are local mailboxes too.
+    pub user_db: Option<&'a UserDb>,
 }
 
 /// A recipient decision.
@@ -53,7 +60,8 @@ pub fn check_rcpt(s: &Settings, f: &RcptFacts<'_>) -> RcptDecision {
         }
     };
     if matches!(f.rcpt, Path::Postmaster) || s.is_local_domain(&domain) {
-        return match local_targets(s, &local, &domain) {
+        let in_db = f.user_db.is_some_and(|db| db.users.contains_key(&local));
+        return match local_targets(s, &local, &domain).or_else(|| in_db.then(|| vec![format!("{local}@{domain}")])) {
             Some(targets) => RcptDecision::Accept { targets, rule: "local-user" },
             None => RcptDecision::Reject {
                 reply: codes::no_such_user().with_text(format!("<{local}@{domain}>: No such user here")),
@@ -67,6 +75,9 @@ pub fn check_rcpt(s: &Settings, f: &RcptFacts<'_>) -> RcptDecision {
     };
     if s.relay_domains.contains(&domain) {
         return RcptDecision::Accept { targets: vec![addr], rule: "relay-domain" };
+    }
+    if f.authenticated.is_some() {
+        return RcptDecision::Accept { targets: vec![addr], rule: "authenticated" };
     }
     if s.config.relay.networks.iter().any(|n| n.contains(f.client_ip)) {
         return RcptDecision::Accept { targets: vec![addr], rule: "relay-networks" };
@@ -121,8 +132,19 @@ mod tests {
     }
 
     #[test]
+    fn authenticated_relays() {
+        let s = settings();
+        let who = Authenticated { user: "alice".into(), mechanism: postern_wire::sasl::Mechanism::Plain };
+        let p = path("<x@far.example>");
+        let f = RcptFacts { client_ip: "198.51.100.1".parse().unwrap(), rcpt: &p, authenticated: Some(&who), user_db: None };
+        assert!(matches!(check_rcpt(&s, &f), RcptDecision::Accept { rule: "authenticated", .. }));
+    }
+
+    #[test]
     fn table() {
         let s = settings();
+        let mut db = UserDb::default();
+        db.users.insert("dbuser".into(), Default::default());
         let inside: IpAddr = "192.0.2.7".parse().unwrap();
         let outside: IpAddr = "198.51.100.1".parse().unwrap();
         let table: &[(&str, IpAddr, &str, Option<&[&str]>)] = &[
@@ -136,11 +158,12 @@ mod tests {
             ("<x@backup.example>", outside, "relay-domain", Some(&["x@backup.example"])),
             ("<x@far.example>", inside, "relay-networks", Some(&["x@far.example"])),
             ("<x@far.example>", outside, "relay-denied", None),
+            ("<dbuser@example.org>", outside, "local-user", Some(&["dbuser@example.org"])),
             ("<x@mx.example>", outside, "relay-denied", None),
         ];
         for (rcpt, ip, want_rule, want_targets) in table {
             let p = path(rcpt);
-            let d = check_rcpt(&s, &RcptFacts { client_ip: *ip, rcpt: &p });
+            let d = check_rcpt(&s, &RcptFacts { client_ip: *ip, rcpt: &p, authenticated: None, user_db: Some(&db) });
             match (d, want_targets) {
                 (RcptDecision::Accept { targets, rule }, Some(t)) => {
                     assert_eq!(rule, *want_rule, "{rcpt}");

@@ -25,7 +25,9 @@ use crate::queue::Scheduler;
 use crate::session::{self, Conn, Context, REFUSE_WRITE_TIMEOUT};
 use crate::settings::{Settings, Source};
 use crate::spool::Spool;
+use crate::auth::Throttle;
 use crate::tls::{self, ServerTls};
+use crate::users::{UserDb, UserStore};
 
 /// Shared, reloadable server state.
 pub struct Shared {
@@ -39,6 +41,10 @@ pub struct Shared {
     total: Mutex<usize>,
     /// Server TLS material; `None` if it could not be loaded.
     pub tls: RwLock<Option<Arc<ServerTls>>>,
+    /// The user database (re-read when the file changes).
+    pub users: Arc<UserStore>,
+    /// Brute-force counters.
+    pub throttle: Arc<Throttle>,
 }
 
 impl Shared {
@@ -230,12 +236,16 @@ pub async fn start(source: Source) -> Result<Running, String> {
     if recovered > 0 {
         maillog::event("start", &[("recovered_files", &recovered.to_string())]);
     }
+    let data_dir = settings.data_dir.clone();
+    warn_plaintext_secrets(&settings);
     let shared = Arc::new(Shared {
         settings: RwLock::new(Arc::new(settings)),
         source,
         per_ip: Mutex::new(HashMap::new()),
         total: Mutex::new(0),
         tls: RwLock::new(Some(Arc::new(server_tls))),
+        users: Arc::new(UserStore::new(&data_dir)),
+        throttle: Arc::new(Throttle::default()),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (queued_tx, queued_rx) = mpsc::unbounded_channel();
@@ -342,6 +352,8 @@ async fn accept_loop(
             shutdown: shutdown.clone(),
             tls: shared.tls(),
             listener: listener.clone(),
+            users: shared.users.clone(),
+            throttle: shared.throttle.clone(),
         };
         let conn = Conn { peer, local: local.unwrap_or(l.address) };
         let done = done.clone();
@@ -350,6 +362,21 @@ async fn accept_loop(
             let _done = done;
             session::run(stream, conn, ctx).await;
         });
+    }
+}
+
+/// Warns when the user database holds plaintext-equivalent secrets
+/// although CRAM-MD5 is not enabled (`postern user passwd` drops them).
+fn warn_plaintext_secrets(s: &Settings) {
+    let cram = s.config.auth.mechanisms.iter().any(|m| m == "CRAM-MD5")
+        || s.config.listeners.iter().any(|l| l.auth_mechanisms.as_ref().is_some_and(|v| v.iter().any(|m| m == "CRAM-MD5")));
+    if let Ok(db) = UserDb::load(&s.data_dir.join("users.json")) {
+        let n = db.users.values().filter(|u| u.plain.is_some()).count();
+        if n > 0 && !cram {
+            maillog::event("auth", &[("warning", "plaintext-equivalent secrets stored but CRAM-MD5 is disabled; run `postern user purge-plain`"), ("users", &n.to_string())]);
+        } else if n > 0 {
+            maillog::event("auth", &[("warning", "CRAM-MD5 is enabled: plaintext-equivalent secrets are stored in users.json"), ("users", &n.to_string())]);
+        }
     }
 }
 

@@ -32,7 +32,10 @@ use postern_wire::data::{ChunkScanner, DataDecoder, DataFlags};
 use postern_wire::line::{scan_line, LineScan};
 use postern_wire::{codes, parse_command, Command, Enhanced, Path, Reply};
 
-use crate::config::{BareNewline, Listener};
+use crate::auth::{self as authpolicy, Authenticated, Throttle, Verdict};
+use crate::config::{BanAction, BareNewline, Listener, Role};
+use crate::users::UserStore;
+use postern_wire::sasl::{self, Exchange, Mechanism, Need, Provide, SaslError, Step};
 use crate::maillog;
 use crate::policy::{check_rcpt, RcptDecision, RcptFacts};
 use crate::settings::Settings;
@@ -54,6 +57,10 @@ pub struct Context {
     pub tls: Option<Arc<ServerTls>>,
     /// The listener's configuration.
     pub listener: Arc<Listener>,
+    /// The user database.
+    pub users: Arc<UserStore>,
+    /// Brute-force counters, shared by all sessions.
+    pub throttle: Arc<Throttle>,
 }
 
 /// Facts about the connection.
@@ -200,6 +207,7 @@ enum End {
 pub struct Session {
     io: Stream,
     tls: Option<TlsInfo>,
+    auth: Option<Authenticated>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     state: State,
@@ -215,6 +223,7 @@ pub async fn run(io: TcpStream, conn: Conn, ctx: Context) {
     let mut s = Session {
         io: Stream::Plain(io),
         tls: None,
+        auth: None,
         rbuf: Vec::with_capacity(8192),
         wbuf: Vec::with_capacity(4096),
         state: State::Fresh,
@@ -409,7 +418,7 @@ impl Session {
             Command::Expn(_) => self.reply(codes::not_implemented().with_text("EXPN is not available")),
             Command::Help => self.reply(codes::help()),
             Command::StartTls => return self.starttls().await,
-            Command::Auth { .. } => self.reply(codes::not_implemented().with_text("AUTH is not available")),
+            Command::Auth { mechanism, initial } => return self.auth(mechanism, initial).await,
         }
         Ok(())
     }
@@ -438,7 +447,208 @@ impl Session {
         if self.tls.is_none() && self.ctx.tls.is_some() {
             lines.insert(1, "STARTTLS".into());
         }
+        let mechs = self.usable_mechanisms();
+        if self.auth.is_none() && !mechs.is_empty() {
+            let names: Vec<&str> = mechs.iter().map(|m| m.name()).collect();
+            lines.push(format!("AUTH {}", names.join(" ")).into());
+            if s.config.auth.broken_auth_line {
+                lines.push(format!("AUTH={}", names.join(" ")).into());
+            }
+        }
         lines
+    }
+
+    fn usable_mechanisms(&self) -> Vec<Mechanism> {
+        let verified = self.tls.as_ref().and_then(|t| t.client_cert.as_ref()).is_some_and(|c| c.verified.is_ok());
+        authpolicy::usable_mechanisms(&self.settings().config.auth, &self.ctx.listener, self.tls.is_some(), self.conn.peer.ip(), verified)
+    }
+
+    /// Reads one line during an AUTH exchange (RFC 4954 §4: up to 12288 octets).
+    async fn auth_line(&mut self) -> Result<String, End> {
+        let deadline = Instant::now() + self.settings().config.limits.command_timeout;
+        loop {
+            match scan_line(&self.rbuf, 12288) {
+                LineScan::Line { end, next } => {
+                    let line = String::from_utf8_lossy(&self.rbuf[..end]).into_owned();
+                    self.rbuf.drain(..next);
+                    return Ok(line);
+                }
+                LineScan::TooLong => {
+                    self.reply(Reply::new(500, Enhanced(5, 5, 6), "Authentication exchange line is too long"));
+                    self.enter(State::Closed);
+                    return Err(End::Closed);
+                }
+                LineScan::Partial => self.fill(deadline, true).await?,
+            }
+        }
+    }
+
+    /// Answers what a SASL machine needs from the user database.
+    async fn sasl_lookup(&self, need: Need) -> Provide {
+        let db = self.ctx.users.get();
+        match need {
+            Need::CheckPassword { authcid, password } => {
+                // argon2 is deliberately slow: off the async threads.
+                let ok = tokio::task::spawn_blocking(move || db.verify(&authcid, &password)).await.unwrap_or(false);
+                Provide::PasswordOk(ok)
+            }
+            Need::Secret { authcid } => Provide::Secret(db.plain(&authcid)),
+            Need::Scram { authcid, hash } => Provide::Scram(db.scram(&authcid, hash)),
+        }
+    }
+
+    /// AUTH (RFC 4954).
+    async fn auth(&mut self, mechanism: String, initial: Option<String>) -> Result<(), End> {
+        if self.auth.is_some() {
+            self.reply(codes::bad_sequence().with_text("Already authenticated"));
+            return Ok(());
+        }
+        if matches!(self.state, State::Fresh) {
+            self.reply(codes::bad_sequence().with_text("Send EHLO first"));
+            return Ok(());
+        }
+        if matches!(self.state, State::Mail { .. } | State::Bdat { .. }) {
+            self.reply(codes::bad_sequence().with_text("AUTH not allowed during a mail transaction"));
+            return Ok(());
+        }
+        let cfg = self.settings().config.auth.clone();
+        let configured = authpolicy::listener_mechanisms(&cfg, &self.ctx.listener);
+        let usable = self.usable_mechanisms();
+        let mech = Mechanism::parse(&mechanism);
+        let client = self.client_text();
+        let Some(mech) = mech.filter(|m| usable.contains(m)) else {
+            let r = if mech.is_some_and(|m| configured.contains(&m)) && self.tls.is_none() {
+                Reply::new(538, Enhanced(5, 7, 11), "Encryption required for requested authentication mechanism")
+            } else {
+                Reply::new(504, Enhanced(5, 5, 4), "Unrecognized authentication type")
+            };
+            maillog::event("auth", &[("client", &client), ("mechanism", &mechanism), ("result", "refused"), ("reply", &r.summary())]);
+            self.reply(r);
+            return Ok(());
+        };
+        let now = std::time::Instant::now();
+        if self.ctx.throttle.check_ip(self.conn.peer.ip(), now, &cfg) == Verdict::Banned {
+            maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("result", "banned")]);
+            return self.banned(cfg.ban_action);
+        }
+        let initial = match initial.as_deref().map(sasl::decode_response) {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                self.auth_failed(mech, None, &e, &cfg).await;
+                return Ok(());
+            }
+        };
+        let external = match (&self.tls, mech) {
+            (Some(t), Mechanism::External) => {
+                t.client_cert.as_ref().and_then(|c| authpolicy::external_user(cfg.external_identity, c, &self.ctx.users.get()))
+            }
+            _ => None,
+        };
+        let bindings = self.tls.as_ref().map(|t| t.bindings.clone()).unwrap_or_default();
+        let mut ex = Exchange::new(mech, &self.settings().hostname, bindings, usable.contains(&Mechanism::ScramSha256Plus), external);
+        let mut user: Option<String> = None;
+        let mut step = ex.start(initial);
+        loop {
+            step = match step {
+                Step::Challenge(c) => {
+                    self.reply(Reply::plain(334, vec![sasl::encode_challenge(&c).into()]));
+                    let line = self.auth_line().await?;
+                    match sasl::decode_response(&line) {
+                        Ok(d) => ex.respond(&d),
+                        Err(e) => Step::Fail(e),
+                    }
+                }
+                Step::Need(need) => {
+                    let who = match &need {
+                        Need::CheckPassword { authcid, .. } | Need::Secret { authcid } | Need::Scram { authcid, .. } => authcid.to_ascii_lowercase(),
+                    };
+                    user = Some(who.clone());
+                    if self.ctx.throttle.check_user(&who, std::time::Instant::now(), &cfg) == Verdict::Banned {
+                        maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("user", &who), ("result", "banned")]);
+                        return self.banned(cfg.ban_action);
+                    }
+                    let p = self.sasl_lookup(need).await;
+                    ex.provide(p)
+                }
+                Step::Success { authcid, final_data } => {
+                    if let Some(d) = final_data {
+                        // RFC 4954 §4: additional data goes in a 334; the client answers empty.
+                        self.reply(Reply::plain(334, vec![sasl::encode_challenge(&d).into()]));
+                        let line = self.auth_line().await?;
+                        if !matches!(sasl::decode_response(&line).as_deref(), Ok([])) {
+                            self.auth_failed(mech, Some(&authcid), &SaslError::Malformed("expected an empty response"), &cfg).await;
+                            return Ok(());
+                        }
+                    }
+                    let authcid = authcid.to_ascii_lowercase();
+                    maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("user", &authcid), ("result", "ok")]);
+                    self.auth = Some(Authenticated { user: authcid, mechanism: mech });
+                    self.reply(Reply::new(235, Enhanced(2, 7, 0), "Authentication successful"));
+                    return Ok(());
+                }
+                Step::Fail(e) => {
+                    self.auth_failed(mech, user.as_deref(), &e, &cfg).await;
+                    if matches!(self.state, State::Closed) {
+                        return Err(End::Closed);
+                    }
+                    return Ok(());
+                }
+            };
+        }
+    }
+
+    fn banned(&mut self, action: BanAction) -> Result<(), End> {
+        match action {
+            BanAction::Refuse => {
+                self.reply(Reply::new(454, Enhanced(4, 7, 0), "Too many authentication failures, try again later"));
+                Ok(())
+            }
+            BanAction::Disconnect => {
+                self.reply(Reply::new(421, Enhanced(4, 7, 0), "Too many authentication failures, closing connection"));
+                self.enter(State::Closed);
+                Err(End::Closed)
+            }
+        }
+    }
+
+    /// A failed exchange: log (stable format for fail2ban), count, delay, reply.
+    async fn auth_failed(&mut self, mech: Mechanism, user: Option<&str>, e: &SaslError, cfg: &crate::config::Auth) {
+        let client = self.client_text();
+        let reply = match e {
+            SaslError::Cancelled => Reply::new(501, Enhanced(5, 7, 0), "Authentication cancelled"),
+            SaslError::Malformed(_) => Reply::new(501, Enhanced(5, 5, 2), "Malformed authentication data"),
+            _ => Reply::new(535, Enhanced(5, 7, 8), "Authentication credentials invalid"),
+        };
+        let reason = e.to_string();
+        maillog::event(
+            "auth",
+            &[
+                ("client", &client),
+                ("ip", &self.conn.peer.ip().to_string()),
+                ("mechanism", mech.name()),
+                ("user", user.unwrap_or("")),
+                ("result", "fail"),
+                ("reason", &reason),
+            ],
+        );
+        if *e != SaslError::Cancelled {
+            let (delay, banned) = self.ctx.throttle.fail(self.conn.peer.ip(), user, std::time::Instant::now(), cfg);
+            if banned {
+                maillog::event("auth", &[("client", &client), ("ip", &self.conn.peer.ip().to_string()), ("user", user.unwrap_or("")), ("result", "ban"), ("seconds", &cfg.ban_time.as_secs().to_string())]);
+            }
+            if !delay.is_zero() {
+                let _ = self.flush().await;
+                tokio::time::sleep(delay).await;
+            }
+            if banned && cfg.ban_action == BanAction::Disconnect {
+                self.reply(reply);
+                self.reply(Reply::new(421, Enhanced(4, 7, 0), "Too many authentication failures, closing connection"));
+                self.enter(State::Closed);
+                return;
+            }
+        }
+        self.reply(reply);
     }
 
     /// Runs the TLS handshake on the socket (implicit TLS or after STARTTLS).
@@ -513,7 +723,9 @@ impl Session {
         }
         self.skip_to_lf = false;
         self.handshake().await?;
-        // RFC 3207 §4.2: the session starts over; the client must EHLO again.
+        // RFC 3207 §4.2: the session starts over; the client must EHLO again,
+        // and nothing learnt before (including AUTH) carries over.
+        self.auth = None;
         self.enter(State::Fresh);
         Ok(())
     }
@@ -552,6 +764,19 @@ impl Session {
             self.reject("MAIL", Reply::new(530, Enhanced(5, 7, 0), "Must issue a STARTTLS command first"), &[("from", &sender)]);
             return;
         }
+        // RFC 6409 §4.3 / RFC 4954 §6: submission requires authentication.
+        if self.auth.is_none() && matches!(self.ctx.listener.role, Role::Submission | Role::Submissions) {
+            self.reject("MAIL", Reply::new(530, Enhanced(5, 7, 0), "Authentication required"), &[("from", &sender)]);
+            return;
+        }
+        if let (Some(a), Path::Mailbox(m)) = (&self.auth, &from) {
+            if self.settings().config.auth.sender_login_match && !self.owns_sender(&a.user, m) {
+                let r = Reply::new(553, Enhanced(5, 7, 1), format!("<{m}>: Sender address not owned by user {}", a.user));
+                let user = a.user.clone();
+                self.reject("MAIL", r, &[("from", &sender), ("user", &user)]);
+                return;
+            }
+        }
         let max = self.settings().config.limits.max_message_size;
         if params.size.is_some_and(|s| s > max) {
             let r = codes::too_big().with_text(format!("Message size exceeds fixed maximum message size ({max} bytes)"));
@@ -576,6 +801,16 @@ impl Session {
         }
         self.reply(codes::sender_ok());
         self.enter(State::Mail { helo, txn: Txn { from, params, rcpts: Vec::new() } });
+    }
+
+    /// Sender-login match: the user's listed addresses, or user@local-domain.
+    fn owns_sender(&self, user: &str, m: &postern_wire::Mailbox) -> bool {
+        let addr = m.to_string().to_ascii_lowercase();
+        let db = self.ctx.users.get();
+        if db.users.get(user).is_some_and(|r| r.addresses.iter().any(|a| a.eq_ignore_ascii_case(&addr))) {
+            return true;
+        }
+        m.local.eq_ignore_ascii_case(user) && self.settings().is_local_domain(&m.domain)
     }
 
     fn rcpt(&mut self, to: Path) {
@@ -605,7 +840,9 @@ impl Session {
             self.reject("RCPT", codes::too_many_recipients(), &[("from", &sender), ("to", &rcpt_text)]);
             return;
         }
-        let decision = check_rcpt(self.settings(), &RcptFacts { client_ip: self.conn.peer.ip(), rcpt: &to });
+        let db = self.ctx.users.get();
+        let facts = RcptFacts { client_ip: self.conn.peer.ip(), rcpt: &to, authenticated: self.auth.as_ref(), user_db: Some(&db) };
+        let decision = check_rcpt(self.settings(), &facts);
         match decision {
             RcptDecision::Accept { targets, .. } => {
                 if let State::Mail { txn, .. } = &mut self.state {
@@ -646,7 +883,7 @@ impl Session {
                 codes::local_error()
             }
         })?;
-        let header = received_header(self.settings(), &self.conn, helo, txn, &draft.id, self.tls.as_ref());
+        let header = received_header(self.settings(), &self.conn, helo, txn, &draft.id, self.tls.as_ref(), self.auth.is_some());
         draft.write(header.as_bytes());
         Ok(draft)
     }
@@ -862,16 +1099,18 @@ fn build_envelope(id: &QueueId, txn: &Txn, size: u64, conn: &Conn, helo: &Helo) 
 }
 
 /// RFC 5321 §4.4 trace header with the RFC 3848 protocol name.
-fn received_header(s: &Settings, conn: &Conn, helo: &Helo, txn: &Txn, id: &QueueId, tls: Option<&TlsInfo>) -> String {
-    // RFC 3848 (ESMTPS) and RFC 6531 §3.7.3 (UTF8SMTP, UTF8SMTPS).
-    let protocol = match (helo.extended, txn.params.smtputf8, tls.is_some()) {
-        (false, _, false) => "SMTP",
-        (false, _, true) => "SMTPS",
-        (true, false, false) => "ESMTP",
-        (true, false, true) => "ESMTPS",
-        (true, true, false) => "UTF8SMTP",
-        (true, true, true) => "UTF8SMTPS",
+fn received_header(s: &Settings, conn: &Conn, helo: &Helo, txn: &Txn, id: &QueueId, tls: Option<&TlsInfo>, authenticated: bool) -> String {
+    // RFC 3848 (ESMTPS, ESMTPA, ESMTPSA) and RFC 6531 §3.7.3 (UTF8SMTP…).
+    let base = match (helo.extended, txn.params.smtputf8) {
+        (false, _) => "SMTP",
+        (true, false) => "ESMTP",
+        (true, true) => "UTF8SMTP",
     };
+    let protocol = format!(
+        "{base}{}{}",
+        if tls.is_some() { "S" } else { "" },
+        if authenticated && helo.extended { "A" } else { "" }
+    );
     let tls_comment = match tls {
         None => String::new(),
         Some(t) => {

@@ -169,6 +169,8 @@ pub struct TlsInfo {
     pub mode: ClientCertMode,
     /// The client's certificate, if it sent one.
     pub client_cert: Option<ClientCertIdentity>,
+    /// Channel bindings for SCRAM-*-PLUS.
+    pub bindings: postern_wire::sasl::ChannelBindings,
 }
 
 impl TlsInfo {
@@ -182,7 +184,18 @@ impl TlsInfo {
         };
         let cipher = conn.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite())).unwrap_or_default();
         let client_cert = conn.peer_certificates().and_then(|chain| tls.identify(chain));
-        TlsInfo { version, cipher, mode, client_cert }
+        // RFC 9266 tls-exporter: TLS 1.3 only (TLS 1.2 would need extra care).
+        let tls_exporter = if conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3) {
+            let mut out = [0u8; 32];
+            conn.export_keying_material(&mut out[..], b"EXPORTER-Channel-Binding", None).ok().map(|o| o.to_vec())
+        } else {
+            None
+        };
+        // RFC 5929 tls-server-end-point: hash of our certificate; SHA-256
+        // for SHA-256/ECDSA-P256 and SHA-1/MD5-signed certificates (§4.1).
+        let tls_server_end_point = Some(Sha256::digest(&tls.server_cert).to_vec());
+        let bindings = postern_wire::sasl::ChannelBindings { tls_exporter, tls_server_end_point };
+        TlsInfo { version, cipher, mode, client_cert, bindings }
     }
 }
 
@@ -246,6 +259,8 @@ pub struct ServerTls {
     crls: Vec<CertificateRevocationListDer<'static>>,
     /// SHA-256 of the server certificate.
     pub fingerprint: String,
+    /// The server certificate (DER), for tls-server-end-point.
+    pub server_cert: Vec<u8>,
     /// Files this was built from, with their modification times (reload on change).
     pub files: Vec<(PathBuf, Option<std::time::SystemTime>)>,
 }
@@ -432,7 +447,8 @@ impl ServerTls {
                 .map_err(|e| err(format!("client CA: {e}")))?;
             Some(build(v)?)
         };
-        Ok(ServerTls { none, optional, required, roots, anchor_names, crls, fingerprint, files })
+        let server_cert = chain[0].as_ref().to_vec();
+        Ok(ServerTls { none, optional, required, roots, anchor_names, crls, fingerprint, server_cert, files })
     }
 
     /// The rustls config for a client-certificate mode. `required` without
