@@ -61,7 +61,13 @@ def s_client(port, *extra, starttls=True, data=b"EHLO t.example\r\nQUIT\r\n"):
 def tls_ok(out, starttls=True):
     """True if the EHLO sent *inside* TLS was answered (s_client also shows
     the plaintext EHLO reply it reads before STARTTLS)."""
-    return out.count("250 CHUNKING") >= (2 if starttls else 1)
+    return out.count("CHUNKING") >= (2 if starttls else 1)
+
+
+def add_user(p, name="tlsuser", pw="tls pass"):
+    r = p.cli("user", "add", name, "--password-stdin", input=(pw + "\n").encode())
+    assert r.returncode == 0, r.stderr
+    return name, pw
 
 
 def postern_ca(p):
@@ -178,15 +184,17 @@ def test_swaks_starttls_with_client_cert(postern_factory):
 
 def test_implicit_tls_swaks_curl_python(postern_factory, tmp_path):
     p = postern_factory(TLS_CONFIG)
+    user, pw = add_user(p)
     port = p.ports["port5"]
-    r = swaks("--server", f"127.0.0.1:{port}", "--tlsc", "--from", "x@client.example", "--to", "bob@mx.test",
-              "--header", "Subject: tlsc")
+    r = swaks("--server", f"127.0.0.1:{port}", "--tlsc", "--auth", "PLAIN", "--auth-user", user, "--auth-password", pw,
+              "--from", "x@client.example", "--to", "bob@mx.test", "--header", "Subject: tlsc")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert b"with ESMTPS id" in p.wait_mail("bob")[0]
+    assert b"with ESMTPSA id" in p.wait_mail("bob")[0]
     msg = tmp_path / "m.eml"
     msg.write_bytes(b"Subject: curl smtps\r\n\r\nvia curl\r\n")
     require("curl")
-    r = subprocess.run(["curl", "-sS", "--insecure", f"smtps://127.0.0.1:{port}", "--mail-from", "x@client.example",
+    r = subprocess.run(["curl", "-sS", "--insecure", f"smtps://127.0.0.1:{port}", "--user", f"{user}:{pw}",
+                        "--mail-from", "x@client.example",
                         "--mail-rcpt", "carol@mx.test", "--upload-file", str(msg)], capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert b"via curl" in p.wait_mail("carol")[0]
@@ -195,8 +203,9 @@ def test_implicit_tls_swaks_curl_python(postern_factory, tmp_path):
     with smtplib.SMTP_SSL("localhost", port, context=ctx, timeout=10) as s:
         code, banner = s.ehlo("py.example")
         assert code == 250 and b"STARTTLS" not in banner
+        s.login(user, pw)
         s.sendmail("x@client.example", ["alice@mx.test"], b"Subject: python ssl\r\n\r\nx\r\n")
-    assert b"with ESMTPS id" in p.wait_mail("alice")[0]
+    assert b"with ESMTPSA id" in p.wait_mail("alice")[0]
     fp = re.search(r"certificate_sha256=([0-9a-f]{64})", p.log()).group(1)
     der = ssl.PEM_cert_to_DER_cert((p.data / "tls" / "server.crt").read_text())
     assert hashlib.sha256(der).hexdigest() == fp
@@ -204,9 +213,10 @@ def test_implicit_tls_swaks_curl_python(postern_factory, tmp_path):
 
 def test_submission_requires_tls_and_no_second_starttls(postern_factory):
     p = postern_factory(TLS_CONFIG)
+    user, pw = add_user(p)
     with smtplib.SMTP("127.0.0.1", p.ports["port6"], timeout=10) as s:
         s.ehlo("c.example")
-        assert s.has_extn("starttls")
+        assert s.has_extn("starttls") and not s.has_extn("auth"), "AUTH must not be offered before TLS"
         code, text = s.mail("a@c.example")
         assert (code, text) == (530, b"5.7.0 Must issue a STARTTLS command first")
         ctx = ssl._create_unverified_context()
@@ -214,6 +224,9 @@ def test_submission_requires_tls_and_no_second_starttls(postern_factory):
         code, banner = s.ehlo("c.example")
         assert b"STARTTLS" not in banner, "STARTTLS offered again inside TLS"
         assert s.docmd("STARTTLS")[0] == 503
+        assert s.mail("a@c.example") == (530, b"5.7.0 Authentication required")
+        s.rset()
+        s.login(user, pw)
         assert s.mail("a@c.example")[0] == 250
 
 
@@ -261,10 +274,12 @@ def test_certificate_reload_keeps_old_sessions(postern_factory):
                      .replace("{port4}", str(p.ports["port4"])).replace("{port6}", str(p.ports["port6"]))
                      .replace("{port7}", str(p.ports["port7"])))
     p.start()
+    user, pw = add_user(p)
     port = p.ports["port5"]
     fp_one = peer_fp(port)
     old = smtplib.SMTP_SSL("127.0.0.1", port, context=ssl._create_unverified_context(), timeout=10)
     old.ehlo("old.example")
+    old.login(user, pw)
     # Swap in certificate two: picked up by the file watcher, no signal.
     live_key.write_bytes((issued / "two.mx.test.key").read_bytes())
     live_crt.write_bytes((issued / "two.mx.test.crt").read_bytes())

@@ -161,14 +161,17 @@ impl Scheduler {
         let r = &s.config.relay;
         let ep = r.smarthost.as_ref().ok_or("4.3.5 relay.smarthost is not configured")?;
         let key = format!(
-            "{ep}|{}|{:?}|{}|{:?}|{:?}|{:?}|{:?}",
+            "{ep}|{}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
             s.hostname,
             r.smarthost_tls,
             r.smarthost_implicit_tls,
             r.smarthost_ca_files,
             r.smarthost_server_name,
             r.smarthost_client_certificate,
-            r.smarthost_client_key
+            r.smarthost_client_key,
+            r.smarthost_username,
+            r.smarthost_password_file,
+            r.smarthost_auth_plaintext
         );
         if let Some(t) = lock(&self.inner.smarthosts).get(&key) {
             return Ok(t.clone());

@@ -51,15 +51,23 @@ pub struct Dest {
     pub implicit_tls: bool,
     /// SNI and the name to verify.
     pub server_name: String,
+    /// SMTP AUTH credentials (user, password), if the peer wants them.
+    pub credentials: Option<(String, String)>,
+    /// Allow AUTH without TLS.
+    pub auth_plaintext: bool,
 }
 
 /// An open, greeted connection.
 pub struct Conn {
     io: BufReader<Box<dyn Io>>,
     ext: HashSet<String>,
+    /// Mechanisms from the EHLO `AUTH` line.
+    auth_mechs: Vec<String>,
     lmtp: bool,
     /// How the connection is protected, for the log.
     tls: String,
+    /// How we authenticated, for the log ("" if not).
+    auth_note: String,
 }
 
 /// Why a connection-level step failed: deferred for every recipient.
@@ -94,7 +102,7 @@ impl Conn {
         let ep = &d.endpoint;
         let raw = connect(ep).await?;
         let (io, tls_note) = if d.implicit_tls { client_handshake(raw, d).await? } else { (raw, "none".to_string()) };
-        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), lmtp: d.lmtp, tls: tls_note };
+        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), auth_mechs: Vec::new(), lmtp: d.lmtp, tls: tls_note, auth_note: String::new() };
         let greeting = c.reply(REPLY_TIMEOUT).await?;
         if greeting.code != 220 {
             return Err(format!("4.4.2 {ep} greeted with {}", greeting.summary()));
@@ -102,22 +110,100 @@ impl Conn {
         c.hello(ep, &d.helo).await?;
         let policy = d.tls.as_ref().map(|t| t.policy).unwrap_or(OutboundTls::None);
         if d.implicit_tls || policy == OutboundTls::None {
+            c.authenticate(d).await?;
             return Ok(c);
         }
         let must = matches!(policy, OutboundTls::Encrypt | OutboundTls::Verify);
         if !c.ext.contains("STARTTLS") {
-            return if must { Err(format!("4.7.4 TLS required but {ep} does not offer STARTTLS")) } else { Ok(c) };
+            if must {
+                return Err(format!("4.7.4 TLS required but {ep} does not offer STARTTLS"));
+            }
+            c.authenticate(d).await?;
+            return Ok(c);
         }
         c.send(b"STARTTLS\r\n").await?;
         let r = c.reply(REPLY_TIMEOUT).await?;
         if r.code != 220 {
-            return if must { Err(format!("4.7.4 {ep} refused STARTTLS: {}", r.summary())) } else { Ok(c) };
+            if must {
+                return Err(format!("4.7.4 {ep} refused STARTTLS: {}", r.summary()));
+            }
+            c.authenticate(d).await?;
+            return Ok(c);
         }
         // Anything buffered after the 220 is discarded with the plaintext reader.
         let (io, note) = client_handshake(c.io.into_inner(), d).await?;
-        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), lmtp: d.lmtp, tls: note };
+        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), auth_mechs: Vec::new(), lmtp: d.lmtp, tls: note, auth_note: String::new() };
         c.hello(ep, &d.helo).await?;
+        c.authenticate(d).await?;
         Ok(c)
+    }
+
+    /// SMTP AUTH as a client (RFC 4954): SCRAM-SHA-256, PLAIN or LOGIN,
+    /// the best the server offers; never before TLS unless allowed.
+    async fn authenticate(&mut self, d: &Dest) -> Result<(), ConnError> {
+        let Some((user, password)) = &d.credentials else { return Ok(()) };
+        let ep = &d.endpoint;
+        if self.tls == "none" && !d.auth_plaintext {
+            return Err(format!("4.7.0 refusing to send credentials to {ep} without TLS (smarthost_auth_plaintext = false)"));
+        }
+        let offered: Vec<String> = self.auth_mechs.clone();
+        let pick = ["SCRAM-SHA-256", "PLAIN", "LOGIN"].into_iter().find(|m| offered.iter().any(|o| o == m));
+        let Some(mech) = pick else {
+            return Err(format!("4.7.0 {ep} offers no usable AUTH mechanism (offered: {})", offered.join(" ")));
+        };
+        use postern_wire::sasl::{client_plain, decode_response, encode_challenge, ScramClient};
+        let expect = |r: &Reply, code: u16| -> Result<(), ConnError> {
+            if r.code == code {
+                Ok(())
+            } else if r.is_permanent() {
+                Err(format!("5.7.8 AUTH {mech} at {ep} failed: {}", r.summary()))
+            } else {
+                Err(format!("4.7.0 AUTH {mech} at {ep} failed: {}", r.summary()))
+            }
+        };
+        let challenge = |r: &Reply| -> Result<String, ConnError> {
+            let text = r.lines.first().map(|l| l.to_string()).unwrap_or_default();
+            decode_response(&text).map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| format!("4.7.0 bad challenge from {ep}: {e}"))
+        };
+        match mech {
+            "PLAIN" => {
+                self.send(format!("AUTH PLAIN {}\r\n", client_plain(user, password)).as_bytes()).await?;
+                let r = self.reply(REPLY_TIMEOUT).await?;
+                expect(&r, 235)?;
+            }
+            "LOGIN" => {
+                self.send(b"AUTH LOGIN\r\n").await?;
+                let r = self.reply(REPLY_TIMEOUT).await?;
+                expect(&r, 334)?;
+                self.send(format!("{}\r\n", encode_challenge(user.as_bytes())).as_bytes()).await?;
+                let r = self.reply(REPLY_TIMEOUT).await?;
+                expect(&r, 334)?;
+                self.send(format!("{}\r\n", encode_challenge(password.as_bytes())).as_bytes()).await?;
+                let r = self.reply(REPLY_TIMEOUT).await?;
+                expect(&r, 235)?;
+            }
+            _ => {
+                let (mut scram, first) = ScramClient::new(user, password);
+                self.send(format!("AUTH SCRAM-SHA-256 {}\r\n", encode_challenge(first.as_bytes())).as_bytes()).await?;
+                let r = self.reply(REPLY_TIMEOUT).await?;
+                expect(&r, 334)?;
+                let fin = scram.final_message(&challenge(&r)?).map_err(|e| format!("4.7.0 SCRAM with {ep}: {e}"))?;
+                self.send(format!("{}\r\n", encode_challenge(fin.as_bytes())).as_bytes()).await?;
+                let r = self.reply(REPLY_TIMEOUT).await?;
+                if r.code == 334 {
+                    if !scram.verify_server(&challenge(&r)?) {
+                        return Err(format!("4.7.0 {ep} failed SCRAM server authentication (wrong server key)"));
+                    }
+                    self.send(b"\r\n").await?;
+                    let r = self.reply(REPLY_TIMEOUT).await?;
+                    expect(&r, 235)?;
+                } else {
+                    expect(&r, 235)?;
+                }
+            }
+        }
+        self.auth_note = format!("{mech} as {user}");
+        Ok(())
     }
 
     async fn hello(&mut self, ep: &Endpoint, helo: &str) -> Result<(), ConnError> {
@@ -128,6 +214,13 @@ impl Conn {
             return Err(format!("4.4.2 {ep} refused {verb}: {}", r.summary()));
         }
         self.ext = r.lines.iter().skip(1).filter_map(|l| l.split_whitespace().next()).map(|k| k.to_ascii_uppercase()).collect();
+        self.auth_mechs = r
+            .lines
+            .iter()
+            .skip(1)
+            .find(|l| l.to_ascii_uppercase().starts_with("AUTH "))
+            .map(|l| l.split_whitespace().skip(1).map(|m| m.to_ascii_uppercase()).collect())
+            .unwrap_or_default();
         Ok(())
     }
 }
@@ -294,7 +387,7 @@ impl Conn {
 
 /// Runs a transaction, deferring everyone on a connection-level error.
 async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String]) -> Result<Attempt, Attempt> {
-    let tls = Some(conn.tls.clone());
+    let tls = Some(if conn.auth_note.is_empty() { conn.tls.clone() } else { format!("{}, auth {}", conn.tls, conn.auth_note) });
     match conn.transaction(msg, rcpts).await {
         Ok(outcomes) => Ok(Attempt { outcomes, tls }),
         Err(e) => Err(Attempt::all(Outcome::Deferred(e), rcpts.len(), tls)),
@@ -337,6 +430,8 @@ impl Lmtp {
                 tls,
                 implicit_tls: false,
                 server_name: host_of(ep),
+                credentials: None,
+                auth_plaintext: false,
             },
         })
     }
@@ -397,7 +492,28 @@ impl Smarthost {
             Some(Arc::new(t))
         };
         let server_name = r.smarthost_server_name.clone().unwrap_or_else(|| host_of(&endpoint));
-        Ok(Smarthost::new(Dest { endpoint, lmtp: false, helo: s.hostname.clone(), tls, implicit_tls: r.smarthost_implicit_tls, server_name }))
+        let credentials = match (&r.smarthost_username, &r.smarthost_password_file) {
+            (Some(u), Some(f)) => {
+                let f = s.resolve(f);
+                let text = std::fs::read_to_string(&f).map_err(|e| format!("relay.smarthost_password_file {}: {e}", f.display()))?;
+                let pw = text.lines().next().unwrap_or("").to_string();
+                if pw.is_empty() {
+                    return Err(format!("relay.smarthost_password_file {}: empty", f.display()));
+                }
+                Some((u.clone(), pw))
+            }
+            _ => None,
+        };
+        Ok(Smarthost::new(Dest {
+            endpoint,
+            lmtp: false,
+            helo: s.hostname.clone(),
+            tls,
+            implicit_tls: r.smarthost_implicit_tls,
+            server_name,
+            credentials,
+            auth_plaintext: r.smarthost_auth_plaintext,
+        }))
     }
 
     fn take_idle(&self) -> Option<Conn> {
