@@ -1,5 +1,5 @@
-"""SMTP AUTH with real clients: swaks (PLAIN, LOGIN, CRAM-MD5), gsasl
-(SCRAM-SHA-256, SCRAM-SHA-256-PLUS, CRAM-MD5), msmtp, curl, Python smtplib;
+"""SMTP AUTH with real clients: swaks (PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5),
+gsasl (SCRAM-SHA-256, SCRAM-SHA-256-PLUS, CRAM-MD5, DIGEST-MD5), msmtp, curl, Python smtplib;
 the TLS-only policy, wrong passwords, the throttle, EXTERNAL, imports from a
 real sasldb2 (saslpasswd2) and a Dovecot passwd-file (doveadm pw), and
 postern as SASL client of a second postern that demands AUTH."""
@@ -38,7 +38,7 @@ def add_user(p, name, pw=PASSWORD, *extra):
 @pytest.fixture
 def authp(postern_factory, sink):
     cfg = AUTH_CONFIG.replace("{port2}", str(sink.port))
-    p = postern_factory(cfg.replace("[queue]", '[auth]\nmechanisms = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "LOGIN", "CRAM-MD5"]\n[queue]'))
+    p = postern_factory(cfg.replace("[queue]", '[auth]\nmechanisms = ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", "PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5"]\n[queue]'))
     add_user(p, "alice")
     p.sink = sink
     return p
@@ -48,7 +48,7 @@ def relayed(p, n=1):
     return p.sink.wait(n)
 
 
-@pytest.mark.parametrize("mech", ["PLAIN", "LOGIN", "CRAM-MD5"])
+@pytest.mark.parametrize("mech", ["PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5"])
 def test_swaks_auth_mechanisms_relay(authp, mech):
     r = swaks("--server", f"127.0.0.1:{authp.port}", "--tls", "--auth", mech, "--auth-user", "alice",
               "--auth-password", PASSWORD, "--from", "alice@mx.test", "--to", "friend@far.example",
@@ -68,7 +68,7 @@ def gsasl(port, mech, user, pw, *extra):
 
 
 def test_gsasl_scram_and_cram(authp):
-    for mech, extra in [("SCRAM-SHA-256-PLUS", []), ("SCRAM-SHA-256", ["--no-cb"]), ("CRAM-MD5", [])]:
+    for mech, extra in [("SCRAM-SHA-256-PLUS", []), ("SCRAM-SHA-256", ["--no-cb"]), ("CRAM-MD5", []), ("DIGEST-MD5", [])]:
         r = gsasl(authp.port, mech, "alice", PASSWORD, *extra)
         assert r.returncode == 0, (mech, r.stdout, r.stderr)
         assert f"mechanism={mech} user=alice result=ok" in authp.log(), mech

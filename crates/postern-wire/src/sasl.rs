@@ -28,6 +28,8 @@ pub enum Mechanism {
     Login,
     /// RFC 2195.
     CramMd5,
+    /// RFC 2831 (obsolete, RFC 6331; opt-in only).
+    DigestMd5,
     /// RFC 5802.
     ScramSha1,
     /// RFC 7677.
@@ -45,6 +47,7 @@ impl Mechanism {
             "PLAIN" => Mechanism::Plain,
             "LOGIN" => Mechanism::Login,
             "CRAM-MD5" => Mechanism::CramMd5,
+            "DIGEST-MD5" => Mechanism::DigestMd5,
             "SCRAM-SHA-1" => Mechanism::ScramSha1,
             "SCRAM-SHA-256" => Mechanism::ScramSha256,
             "SCRAM-SHA-256-PLUS" => Mechanism::ScramSha256Plus,
@@ -59,6 +62,7 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::Login => "LOGIN",
             Mechanism::CramMd5 => "CRAM-MD5",
+            Mechanism::DigestMd5 => "DIGEST-MD5",
             Mechanism::ScramSha1 => "SCRAM-SHA-1",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha256Plus => "SCRAM-SHA-256-PLUS",
@@ -68,7 +72,7 @@ impl Mechanism {
 
     /// True if the server must keep a plaintext-equivalent secret for it.
     pub fn needs_plaintext_secret(self) -> bool {
-        self == Mechanism::CramMd5
+        matches!(self, Mechanism::CramMd5 | Mechanism::DigestMd5)
     }
 }
 
@@ -152,7 +156,7 @@ pub enum Need {
         /// The password as sent.
         password: String,
     },
-    /// The user's plaintext-equivalent secret (CRAM-MD5); answer [`Provide::Secret`].
+    /// The user's plaintext-equivalent secret (CRAM-MD5, DIGEST-MD5); answer [`Provide::Secret`].
     Secret {
         /// The user.
         authcid: String,
@@ -228,10 +232,118 @@ enum St {
     WaitPassword { authcid: String },
     CramChallenge { challenge: String },
     CramSecret { user: String, digest: Vec<u8>, challenge: String },
+    DigestChallenge { nonce: String },
+    DigestSecret(Box<DigestResponse>),
     ScramFirst,
     ScramKeys(Box<ScramState>),
     ScramFinal(Box<ScramState>, ScramKeys),
     Done,
+}
+
+#[derive(Debug, Clone)]
+struct DigestResponse {
+    username: String,
+    realm: String,
+    nonce: String,
+    cnonce: String,
+    nc: String,
+    qop: String,
+    digest_uri: String,
+    response: String,
+    authzid: Option<String>,
+}
+
+/// Parses RFC 2831 directives: `key=value` or `key="quoted"`, comma-separated.
+fn digest_directives(s: &str) -> Result<Vec<(String, String)>, SaslError> {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b',' || b[i] == b' ' || b[i] == b'\t') {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let k0 = i;
+        while i < b.len() && b[i] != b'=' {
+            i += 1;
+        }
+        if i >= b.len() {
+            return Err(SaslError::Malformed("DIGEST-MD5 directive without ="));
+        }
+        let key = s[k0..i].trim().to_ascii_lowercase();
+        i += 1;
+        let mut val = String::new();
+        if b.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match b.get(i) {
+                    None => return Err(SaslError::Malformed("unterminated quoted string")),
+                    Some(b'"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(b'\\') => {
+                        if let Some(&c) = b.get(i + 1) {
+                            val.push(c as char);
+                        }
+                        i += 2;
+                    }
+                    Some(_) => {
+                        let ch = s[i..].chars().next().unwrap_or(' ');
+                        val.push(ch);
+                        i += ch.len_utf8();
+                    }
+                }
+            }
+        } else {
+            let v0 = i;
+            while i < b.len() && b[i] != b',' {
+                i += 1;
+            }
+            val = s[v0..i].trim().to_string();
+        }
+        out.push((key, val));
+    }
+    Ok(out)
+}
+
+fn md5(data: &[u8]) -> Vec<u8> {
+    md5::Md5::digest(data).to_vec()
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// RFC 2831 §2.1.2.1 response value (`a2_prefix` "AUTHENTICATE" for the
+/// client's response, "" for the server's rspauth).
+#[cfg(test)]
+fn digest_value(r: &DigestResponse, password: &str, a2_prefix: &str) -> String {
+    digest_value_bytes(r, format!("{}:{}:{}", r.username, r.realm, password).as_bytes(), a2_prefix)
+}
+
+/// RFC 2831 §2.1.2.1: with charset=utf-8, user, realm and password that all
+/// fit ISO 8859-1 are hashed in ISO 8859-1 (GNU SASL does this; some
+/// clients hash the UTF-8 bytes, so the caller tries both).
+fn latin1_urp(r: &DigestResponse, password: &str) -> Option<Vec<u8>> {
+    let s = format!("{}:{}:{}", r.username, r.realm, password);
+    if s.is_ascii() {
+        return None;
+    }
+    s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect()
+}
+
+fn digest_value_bytes(r: &DigestResponse, urp: &[u8], a2_prefix: &str) -> String {
+    let mut a1 = md5(urp);
+    a1.extend_from_slice(format!(":{}:{}", r.nonce, r.cnonce).as_bytes());
+    if let Some(z) = &r.authzid {
+        a1.extend_from_slice(format!(":{z}").as_bytes());
+    }
+    let ha1 = hex_lower(&md5(&a1));
+    let ha2 = hex_lower(&md5(format!("{a2_prefix}:{}", r.digest_uri).as_bytes()));
+    hex_lower(&md5(format!("{ha1}:{}:{}:{}:{}:{ha2}", r.nonce, r.nc, r.cnonce, r.qop).as_bytes()))
 }
 
 #[derive(Debug, Clone)]
@@ -311,6 +423,18 @@ impl Exchange {
                 self.st = St::CramChallenge { challenge: challenge.clone() };
                 Step::Challenge(challenge.into_bytes())
             }
+            Mechanism::DigestMd5 => {
+                if initial.is_some_and(|i| !i.is_empty()) {
+                    return Step::Fail(SaslError::Malformed("DIGEST-MD5 takes no initial response"));
+                }
+                let nonce = random_nonce();
+                let challenge = format!(
+                    "realm=\"{}\",nonce=\"{nonce}\",qop=\"auth\",charset=utf-8,algorithm=md5-sess",
+                    self.hostname
+                );
+                self.st = St::DigestChallenge { nonce };
+                Step::Challenge(challenge.into_bytes())
+            }
             Mechanism::ScramSha1 | Mechanism::ScramSha256 | Mechanism::ScramSha256Plus => {
                 self.st = St::ScramFirst;
                 match initial {
@@ -360,6 +484,7 @@ impl Exchange {
                 self.st = St::CramSecret { user: user.to_string(), digest, challenge };
                 Step::Need(Need::Secret { authcid: user.to_string() })
             }
+            St::DigestChallenge { nonce } => self.digest_response(&nonce, data),
             St::ScramFirst => self.scram_first(data),
             St::ScramFinal(state, keys) => self.scram_final(*state, keys, data),
             _ => Step::Fail(SaslError::Malformed("unexpected response")),
@@ -383,6 +508,21 @@ impl Exchange {
                     Step::Fail(SaslError::BadCredentials)
                 }
             }
+            (St::DigestSecret(r), Provide::Secret(secret)) => {
+                let secret = secret.unwrap_or_else(|| format!("{:x}", rand::random::<u128>()));
+                let got = r.response.to_ascii_lowercase();
+                let utf8_urp = format!("{}:{}:{}", r.username, r.realm, secret).into_bytes();
+                let mut urps = vec![utf8_urp];
+                if let Some(l1) = latin1_urp(&r, &secret) {
+                    urps.insert(0, l1);
+                }
+                let Some(urp) = urps.into_iter().find(|u| bool::from(digest_value_bytes(&r, u, "AUTHENTICATE").as_bytes().ct_eq(got.as_bytes())))
+                else {
+                    return Step::Fail(SaslError::BadCredentials);
+                };
+                let rspauth = format!("rspauth={}", digest_value_bytes(&r, &urp, ""));
+                Step::Success { authcid: r.username.clone(), final_data: Some(rspauth.into_bytes()) }
+            }
             (St::ScramKeys(state), Provide::Scram(keys)) => {
                 // Unknown users get a fake, stable-looking salt (RFC 5802 §5.1
                 // suggests not revealing whether the user exists).
@@ -401,6 +541,34 @@ impl Exchange {
             }
             _ => Step::Fail(SaslError::Malformed("unexpected answer")),
         }
+    }
+
+    fn digest_response(&mut self, nonce: &str, data: &[u8]) -> Step {
+        let text = match utf8(data) {
+            Ok(t) => t,
+            Err(e) => return Step::Fail(e),
+        };
+        let d = match digest_directives(text) {
+            Ok(d) => d,
+            Err(e) => return Step::Fail(e),
+        };
+        let get = |k: &str| d.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone());
+        let (Some(username), Some(n), Some(cnonce), Some(nc), Some(response), Some(digest_uri)) =
+            (get("username"), get("nonce"), get("cnonce"), get("nc"), get("response"), get("digest-uri"))
+        else {
+            return Step::Fail(SaslError::Malformed("DIGEST-MD5 response lacks a required directive"));
+        };
+        let qop = get("qop").unwrap_or_else(|| "auth".into());
+        if n != nonce || qop != "auth" || nc != "00000001" || !digest_uri.to_ascii_lowercase().starts_with("smtp/") {
+            return Step::Fail(SaslError::Malformed("DIGEST-MD5 nonce, qop, nc or digest-uri not acceptable"));
+        }
+        let authzid = get("authzid").filter(|z| !z.is_empty());
+        if authzid.as_ref().is_some_and(|z| z != &username) {
+            return Step::Fail(SaslError::BadAuthzid);
+        }
+        let r = DigestResponse { username: username.clone(), realm: get("realm").unwrap_or_default(), nonce: n, cnonce, nc, qop, digest_uri, response, authzid };
+        self.st = St::DigestSecret(Box::new(r));
+        Step::Need(Need::Secret { authcid: username })
     }
 
     fn plain(&mut self, data: &[u8]) -> Step {
@@ -741,6 +909,26 @@ mod tests {
         let fin = client.final_message(std::str::from_utf8(&sf).unwrap()).unwrap();
         let Step::Success { final_data: Some(v), .. } = ex.respond(fin.as_bytes()) else { panic!() };
         assert!(client.verify_server(std::str::from_utf8(&v).unwrap()));
+    }
+
+    #[test]
+    fn digest_md5_rfc2831_example() {
+        // RFC 2831 §4 example (IMAP there; the computation is the same).
+        let r = DigestResponse {
+            username: "chris".into(),
+            realm: "elwood.innosoft.com".into(),
+            nonce: "OA6MG9tEQGm2hh".into(),
+            cnonce: "OA6MHXh6VqTrRk".into(),
+            nc: "00000001".into(),
+            qop: "auth".into(),
+            digest_uri: "imap/elwood.innosoft.com".into(),
+            response: String::new(),
+            authzid: None,
+        };
+        assert_eq!(digest_value(&r, "secret", "AUTHENTICATE"), "d388dad90d4bbd760a152321f2143af7");
+        assert_eq!(digest_value(&r, "secret", ""), "ea40f60335c427b5527b84dbabcdfffd");
+        let d = digest_directives("username=\"chris\",realm=\"a,b\",nc=00000001").unwrap();
+        assert_eq!(d[1], ("realm".to_string(), "a,b".to_string()));
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct Authenticated {
     pub mechanism: Mechanism,
 }
 
+/// True if any listener may offer a mechanism that needs a
+/// plaintext-equivalent secret (CRAM-MD5, DIGEST-MD5).
+pub fn plaintext_secret_mechanisms_enabled(c: &crate::config::Config) -> bool {
+    c.listeners.iter().any(|l| listener_mechanisms(&c.auth, l).iter().any(|m| m.needs_plaintext_secret()))
+}
+
 /// Mechanisms configured for a listener, in order.
 pub fn listener_mechanisms(auth: &Auth, l: &Listener) -> Vec<Mechanism> {
     l.auth_mechanisms.as_ref().unwrap_or(&auth.mechanisms).iter().filter_map(|m| Mechanism::parse(m)).collect()

@@ -673,7 +673,7 @@ impl Config {
         }
         for m in &self.auth.mechanisms {
             if postern_wire::sasl::Mechanism::parse(m).is_none() {
-                return invalid(format!("key `auth.mechanisms`: unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-256-PLUS, EXTERNAL)"));
+                return invalid(format!("key `auth.mechanisms`: unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-256-PLUS, EXTERNAL)"));
             }
         }
         if self.relay.smarthost_username.is_some() != self.relay.smarthost_password_file.is_some() {

@@ -474,11 +474,10 @@ fn read_password(stdin: bool, twice: bool) -> Result<String, String> {
 fn user_command(s: &Settings, action: UserCmd) -> i32 {
     use postern::users::UserDb;
     let path = s.data_dir.join("users.json");
-    let cram = s.config.auth.mechanisms.iter().any(|m| m == "CRAM-MD5")
-        || s.config.listeners.iter().any(|l| l.auth_mechanisms.as_ref().is_some_and(|v| v.iter().any(|m| m == "CRAM-MD5")));
+    let cram = postern::auth::plaintext_secret_mechanisms_enabled(&s.config);
     let warn_plain = || {
         if cram {
-            eprintln!("postern user: warning: CRAM-MD5 is enabled, so a plaintext-equivalent secret is stored in {}", path.display());
+            eprintln!("postern user: warning: CRAM-MD5/DIGEST-MD5 is enabled, so a plaintext-equivalent secret is stored in {}", path.display());
         }
     };
     let mut db = match UserDb::load(&path) {

@@ -368,14 +368,13 @@ async fn accept_loop(
 /// Warns when the user database holds plaintext-equivalent secrets
 /// although CRAM-MD5 is not enabled (`postern user passwd` drops them).
 fn warn_plaintext_secrets(s: &Settings) {
-    let cram = s.config.auth.mechanisms.iter().any(|m| m == "CRAM-MD5")
-        || s.config.listeners.iter().any(|l| l.auth_mechanisms.as_ref().is_some_and(|v| v.iter().any(|m| m == "CRAM-MD5")));
+    let cram = crate::auth::plaintext_secret_mechanisms_enabled(&s.config);
     if let Ok(db) = UserDb::load(&s.data_dir.join("users.json")) {
         let n = db.users.values().filter(|u| u.plain.is_some()).count();
         if n > 0 && !cram {
-            maillog::event("auth", &[("warning", "plaintext-equivalent secrets stored but CRAM-MD5 is disabled; run `postern user purge-plain`"), ("users", &n.to_string())]);
+            maillog::event("auth", &[("warning", "plaintext-equivalent secrets stored but CRAM-MD5/DIGEST-MD5 are disabled; run `postern user purge-plain`"), ("users", &n.to_string())]);
         } else if n > 0 {
-            maillog::event("auth", &[("warning", "CRAM-MD5 is enabled: plaintext-equivalent secrets are stored in users.json"), ("users", &n.to_string())]);
+            maillog::event("auth", &[("warning", "CRAM-MD5/DIGEST-MD5 enabled: plaintext-equivalent secrets are stored in users.json"), ("users", &n.to_string())]);
         }
     }
 }
