@@ -89,9 +89,122 @@ pub struct Config {
     /// SMTP AUTH (SASL).
     #[serde(default)]
     pub auth: Auth,
+    /// Relay rules, first match wins (then the built-in defaults).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<toml::Spanned<Rule>>,
+    /// Per-domain routes (transport map).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+    /// 1-based config line of each rule (filled at parse time).
+    #[serde(skip)]
+    pub rule_lines: Vec<usize>,
     /// The operator's mail log.
     #[serde(default)]
     pub log: Log,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// Take mail for a local or relay domain. Never relays: for other
+    /// domains an `accept` rule does not match.
+    Accept,
+    /// Accept the recipient whatever its domain (permits relaying).
+    Relay,
+    /// Refuse with 550 5.7.1 and `message`.
+    Reject,
+    /// Refuse for now with 450 4.7.1 and `message`.
+    Tempfail,
+}
+
+/// Recipient classes for rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RcptClass {
+    /// A local domain (or bare `<Postmaster>`).
+    Local,
+    /// A relay domain (`relay.domains` or a `[[route]]` domain).
+    Relay,
+    /// Anything else.
+    Other,
+}
+
+/// One relay rule. Every criterion given must match (lists match if any
+/// element does); the first matching rule decides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// A name for logs and `explain`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `accept`, `relay`, `reject` or `tempfail`.
+    pub action: Option<RuleAction>,
+    /// Reply text for reject/tempfail.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Listener names (or roles) this rule applies to.
+    #[serde(default)]
+    pub listener: Option<Vec<String>>,
+    /// Client networks (CIDR).
+    #[serde(default)]
+    pub client: Option<Vec<Cidr>>,
+    /// A file of client networks, one CIDR per line, `#` comments.
+    #[serde(default)]
+    pub client_file: Option<PathBuf>,
+    /// TLS present (true) or absent (false).
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// Authenticated with SMTP AUTH (true) or not (false).
+    #[serde(default)]
+    pub authenticated: Option<bool>,
+    /// Authenticated as one of these users.
+    #[serde(default)]
+    pub users: Option<Vec<String>>,
+    /// A client certificate verified by a configured CA (true) or none/unverified (false).
+    #[serde(default)]
+    pub cert_verified: Option<bool>,
+    /// Verified by the CA with this subject DN (e.g. "CN=postern CA").
+    #[serde(default)]
+    pub cert_ca: Option<String>,
+    /// Issuer DN of a verified certificate: exact, or a pattern with `*`.
+    #[serde(default)]
+    pub cert_issuer: Option<String>,
+    /// Subject DN of a verified certificate: exact, or a pattern with `*`.
+    #[serde(default)]
+    pub cert_subject: Option<String>,
+    /// SANs of a verified certificate: "DNS:name", "email:addr" (`*` allowed).
+    #[serde(default)]
+    pub cert_san: Option<Vec<String>>,
+    /// SHA-256 of the certificate (pins; verification by a CA not needed).
+    #[serde(default)]
+    pub cert_sha256: Option<Vec<String>>,
+    /// SHA-256 of the certificate's SubjectPublicKeyInfo (pins a key).
+    #[serde(default)]
+    pub cert_spki_sha256: Option<Vec<String>>,
+    /// Sender addresses ("a@example.org"), domains ("@example.org" or
+    /// "example.org") or "<>" for the null sender.
+    #[serde(default)]
+    pub sender: Option<Vec<String>>,
+    /// Recipient classes: "local", "relay", "other".
+    #[serde(default)]
+    pub rcpt: Option<Vec<RcptClass>>,
+    /// Networks read from `client_file` at load time.
+    #[serde(skip)]
+    pub client_file_networks: Vec<Cidr>,
+}
+
+/// How mail for some domains is delivered (transport map).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The domains (lower-case match). These are also relay domains.
+    pub domains: Vec<String>,
+    /// "smtp" (to `next_hop`, STARTTLS when offered), "lmtp", "maildir" or "mx".
+    pub transport: String,
+    /// `host:port` or `unix:/path` for smtp and lmtp.
+    #[serde(default)]
+    pub next_hop: Option<Endpoint>,
 }
 
 /// What a listener is for.
@@ -141,6 +254,9 @@ pub enum ClientCertMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
+    /// A name for rules and logs. Default: the role.
+    #[serde(default)]
+    pub name: Option<String>,
     /// `address:port` to bind, e.g. `0.0.0.0:25` or `[::]:25`.
     pub address: SocketAddr,
     /// `smtp` (default), `submission` or `submissions` (alias `smtps`).
@@ -174,6 +290,7 @@ impl Listener {
     /// A listener with defaults for everything but the address and role.
     pub fn new(address: SocketAddr, role: Role) -> Listener {
         Listener {
+            name: None,
             address,
             role,
             require_tls: None,
@@ -183,6 +300,11 @@ impl Listener {
             never_request_client_certificates_from: Vec::new(),
             auth_mechanisms: None,
         }
+    }
+
+    /// The listener's name (default: its role).
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(self.role.name())
     }
 
     /// Must the client use TLS before MAIL?
@@ -329,6 +451,10 @@ impl Default for Local {
 pub struct Relay {
     /// Client networks allowed to relay (like Postfix `mynetworks`). Default loopback only.
     pub networks: Vec<Cidr>,
+    /// Append the built-in rules after `[[rule]]`s: local and relay domains
+    /// accepted from anyone; relay.networks, authenticated users and
+    /// clients with a CA-verified certificate relay. Default true.
+    pub default_rules: bool,
     /// Domains we accept from anyone and forward (backup MX, gateway). Default none.
     pub domains: Vec<String>,
     /// Send all non-local mail to this host: `host:port`. Default none.
@@ -359,6 +485,7 @@ impl Default for Relay {
     fn default() -> Self {
         Relay {
             networks: vec![Cidr::from_str("127.0.0.0/8").expect("valid"), Cidr::from_str("::1/128").expect("valid")],
+            default_rules: true,
             domains: Vec::new(),
             smarthost: None,
             smarthost_tls: OutboundTls::May,
@@ -642,7 +769,18 @@ impl Default for Config {
 impl Config {
     /// Parses a config from text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| parse_error(text, file, &e))?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| parse_error(text, file, &e))?;
+        cfg.rule_lines = cfg
+            .rules
+            .iter()
+            .map(|r| {
+                // The span covers the table body; its header is the line before.
+                let before = &text[..r.span().start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let header = text.lines().take(line).collect::<Vec<_>>().iter().rposition(|l| l.trim() == "[[rule]]");
+                header.map(|h| h + 1).unwrap_or(line)
+            })
+            .collect();
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -670,6 +808,21 @@ impl Config {
         }
         if self.relay.smarthost_client_certificate.is_some() != self.relay.smarthost_client_key.is_some() {
             return invalid("keys `relay.smarthost_client_certificate` and `relay.smarthost_client_key` go together".into());
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            let line = self.rule_lines.get(i).copied().unwrap_or(0);
+            if r.get_ref().action.is_none() {
+                return invalid(format!("line {line}: [[rule]] needs `action` (accept, relay, reject, tempfail)"));
+            }
+        }
+        for r in &self.routes {
+            let needs_hop = matches!(r.transport.as_str(), "smtp" | "lmtp");
+            if !matches!(r.transport.as_str(), "smtp" | "lmtp" | "maildir" | "mx") {
+                return invalid(format!("key `route.transport`: {:?} is not smtp, lmtp, maildir or mx", r.transport));
+            }
+            if needs_hop && r.next_hop.is_none() {
+                return invalid(format!("key `route.next_hop`: required for transport {:?}", r.transport));
+            }
         }
         for m in &self.auth.mechanisms {
             if postern_wire::sasl::Mechanism::parse(m).is_none() {
@@ -767,6 +920,9 @@ mod tests {
             "[auth]", "mechanisms", "plaintext_networks", "broken_auth_line", "sender_login_match", "external_identity",
             "max_failures_per_ip", "max_failures_per_user", "delay_after", "failure_window", "ban_time", "ban_action",
             "smarthost_username", "smarthost_password_file", "smarthost_auth_plaintext", "auth_mechanisms",
+            "default_rules", "[[rule]]", "action", "message", "listener", "client", "client_file", "tls",
+            "authenticated", "users", "cert_verified", "cert_ca", "cert_issuer", "cert_subject", "cert_san",
+            "cert_sha256", "cert_spki_sha256", "sender", "rcpt", "[[route]]", "transport", "next_hop",
         ] {
             assert!(EXAMPLE.contains(key), "example.toml does not mention {key}");
         }

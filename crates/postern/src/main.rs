@@ -57,6 +57,33 @@ enum Cmd {
     },
     /// Check the aliases file (like `newaliases`; postern reads it directly, nothing to rebuild).
     Aliases,
+    /// Explain the relay decision for one recipient, with the same code the server runs.
+    Explain {
+        /// Listener name or role (default: the first listener).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Client IP address.
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        /// The client uses TLS.
+        #[arg(long)]
+        tls: bool,
+        /// The client's certificate (PEM chain); implies --tls. Verified against the configured client CAs.
+        #[arg(long, value_name = "PEM")]
+        cert: Option<PathBuf>,
+        /// The client authenticated (SMTP AUTH) as this user.
+        #[arg(long, value_name = "USER")]
+        auth: Option<String>,
+        /// MAIL FROM address ("<>" for the null sender).
+        #[arg(long, value_name = "ADDR", default_value = "<>")]
+        from: String,
+        /// RCPT TO address.
+        #[arg(long, value_name = "ADDR")]
+        rcpt: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage SMTP AUTH users (DATA/users.json; the server picks up changes without restart).
     User {
         #[command(subcommand)]
@@ -366,8 +393,18 @@ fn main() -> ExitCode {
                     Settings::from_config(c, &Source { config: Some(file.clone()), data_dir: src.data_dir.clone() })
                         .map_err(|e| e.to_string())
                 }) {
-                    Ok(_) => {
-                        println!("{}: ok", file.display());
+                    Ok(s) => {
+                        let open: Vec<&str> = s
+                            .config
+                            .listeners
+                            .iter()
+                            .map(|l| l.label())
+                            .filter(|l| postern::policy::is_open_relay(&s, l))
+                            .collect();
+                        for l in &open {
+                            eprintln!("{}: warning: OPEN RELAY: listener {l:?} relays mail from any client to any domain (see `postern explain`)", file.display());
+                        }
+                        println!("{}: ok{}", file.display(), if open.is_empty() { "" } else { " (with warnings)" });
                         code(exit::OK)
                     }
                     Err(e) => {
@@ -376,6 +413,10 @@ fn main() -> ExitCode {
                     }
                 }
             }
+        },
+        Cmd::Explain { listener, ip, tls, cert, auth, from, rcpt, json } => match load(&src) {
+            Ok(s) => code(explain(&s, listener, ip, tls, cert, auth, &from, &rcpt, json)),
+            Err(c) => code(c),
         },
         Cmd::User { action } => match load(&src) {
             Ok(s) => code(user_command(&s, action)),
@@ -629,4 +670,93 @@ fn user_command(s: &Settings, action: UserCmd) -> i32 {
             1
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn explain(
+    s: &Settings,
+    listener: Option<String>,
+    ip: std::net::IpAddr,
+    tls: bool,
+    cert: Option<PathBuf>,
+    auth: Option<String>,
+    from: &str,
+    rcpt: &str,
+    json: bool,
+) -> i32 {
+    use postern::policy::{check_rcpt, classify, Facts, RcptDecision};
+    use postern_wire::address::parse_path;
+    use postern_wire::Path;
+    let listener = listener.unwrap_or_else(|| s.config.listeners.first().map(|l| l.label().to_string()).unwrap_or_default());
+    let wrap = |a: &str| if a.starts_with('<') { a.to_string() } else { format!("<{a}>") };
+    let sender = match parse_path(&wrap(from), true, false, true) {
+        Ok((Path::Mailbox(m), _)) => Some(m),
+        Ok(_) => None,
+        Err(e) => {
+            eprintln!("postern explain: --from {from}: {e}");
+            return exit::USAGE;
+        }
+    };
+    let rcpt_path = match parse_path(&wrap(rcpt), false, true, true) {
+        Ok((p, _)) => p,
+        Err(e) => {
+            eprintln!("postern explain: --rcpt {rcpt}: {e}");
+            return exit::USAGE;
+        }
+    };
+    let identity = match &cert {
+        Some(p) => {
+            let chain = match postern::tls::load_certs(p) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("postern explain: {e}");
+                    return exit::USAGE;
+                }
+            };
+            match postern::tls::CertVerifier::load(s) {
+                Ok(v) => v.identify(&chain),
+                Err(e) => {
+                    eprintln!("postern explain: {e}");
+                    return exit::CONFIG;
+                }
+            }
+        }
+        None => None,
+    };
+    let who = auth.map(|u| postern::auth::Authenticated { user: u.to_ascii_lowercase(), mechanism: postern_wire::sasl::Mechanism::Plain });
+    let db = postern::users::UserDb::load(&s.data_dir.join("users.json")).unwrap_or_default();
+    let facts = Facts {
+        listener: &listener,
+        client_ip: ip,
+        tls: tls || cert.is_some(),
+        authenticated: who.as_ref(),
+        cert: identity.as_ref(),
+        sender: sender.as_ref(),
+        rcpt: &rcpt_path,
+        user_db: Some(&db),
+    };
+    let class = format!("{:?}", classify(s, &rcpt_path)).to_ascii_lowercase();
+    let d = check_rcpt(s, &facts);
+    let (decision, reply) = match &d {
+        RcptDecision::Accept { action, .. } => (format!("{action:?}").to_ascii_lowercase(), "250 2.1.5 Recipient ok".to_string()),
+        RcptDecision::Reject { reply, .. } => ("reject".to_string(), reply.summary()),
+    };
+    let cert_text = identity.as_ref().map(|c| format!("{} ({})", c.cert.subject, c.verdict()));
+    if json {
+        let v = serde_json::json!({
+            "decision": decision, "reply": reply, "rule": d.rule(), "origin": d.origin(),
+            "recipient_class": class, "listener": listener, "client": ip.to_string(),
+            "certificate": cert_text,
+        });
+        println!("{v}");
+    } else {
+        println!("decision: {decision}");
+        println!("reply:    {reply}");
+        println!("rule:     {} ({})", d.rule(), d.origin());
+        println!("facts:    listener={listener} client={ip} tls={} auth={} recipient={class}", facts.tls, who.as_ref().map(|a| a.user.as_str()).unwrap_or("-"));
+        if let Some(c) = cert_text {
+            println!("cert:     {c}");
+        }
+    }
+    exit::OK
 }

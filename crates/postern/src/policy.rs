@@ -1,32 +1,45 @@
-//! Recipient policy: pure functions over facts, no I/O. Every decision names
-//! the rule that made it (the relay-policy work and `postern explain` build
-//! on this).
+//! Relay policy: one pure function over a [`Facts`] value, used by the SMTP
+//! session and by `postern explain`. No I/O.
 //!
-//! Rules, first match wins:
-//! 1. local domain (or bare `<Postmaster>`): known user or alias → accept,
-//!    else `550 5.1.1`;
-//! 2. relay domain → accept (anyone may send to it);
-//! 3. client authenticated (SMTP AUTH) → accept (relay);
-//! 4. client in `relay.networks` → accept (relay);
-//! 5. otherwise `550 5.7.1 Relaying denied`.
+//! The operator's `[[rule]]`s are tried first, in order; then, unless
+//! `relay.default_rules = false`, the built-in rules:
+//!
+//! 1. `local-domains`: recipient in a local domain → accept;
+//! 2. `relay-domains`: recipient in a relay domain → accept;
+//! 3. `relay-networks`: client in `relay.networks` → relay;
+//! 4. `authenticated`: SMTP AUTH done → relay;
+//! 5. `trusted-certificate`: client certificate verified by a configured CA → relay;
+//!
+//! and finally `no-relay`: `550 5.7.1 Relaying denied`. An `accept`ed local
+//! recipient must still exist (`550 5.1.1`).
 
 use std::net::IpAddr;
 
-use postern_wire::{codes, Mailbox, Path, Reply};
+use postern_wire::{codes, Enhanced, Mailbox, Path, Reply};
 
 use crate::auth::Authenticated;
+use crate::config::{Cidr, RcptClass, Rule, RuleAction};
 use crate::settings::Settings;
+use crate::tls::ClientCertIdentity;
 use crate::users::UserDb;
 
-/// The facts a recipient decision is made from.
+/// Everything a recipient decision may depend on.
 #[derive(Debug, Clone)]
-pub struct RcptFacts<'a> {
-    /// The SMTP client's address (for `relay.networks`).
+pub struct Facts<'a> {
+    /// The listener's name (or role).
+    pub listener: &'a str,
+    /// The client's address.
     pub client_ip: IpAddr,
+    /// TLS is active.
+    pub tls: bool,
+    /// The SMTP AUTH identity (built only by a successful exchange).
+    pub authenticated: Option<&'a Authenticated>,
+    /// The client certificate (built only by the TLS layer).
+    pub cert: Option<&'a ClientCertIdentity>,
+    /// MAIL FROM: `None` for `<>`.
+    pub sender: Option<&'a Mailbox>,
     /// The RCPT TO path.
     pub rcpt: &'a Path,
-    /// The SMTP AUTH identity, if any (built only by a successful exchange).
-    pub authenticated: Option<&'a Authenticated>,
     /// The user database: its users are local mailboxes too.
     pub user_db: Option<&'a UserDb>,
 }
@@ -38,53 +51,248 @@ pub enum RcptDecision {
     Accept {
         /// Final delivery addresses.
         targets: Vec<String>,
-        /// The rule that decided.
-        rule: &'static str,
+        /// The rule's name.
+        rule: String,
+        /// Where the rule is: `file:line` or `built-in`.
+        origin: String,
+        /// `accept` or `relay`.
+        action: RuleAction,
     },
     /// Refuse with this reply.
     Reject {
         /// What the client is told.
         reply: Reply,
-        /// The rule that decided.
-        rule: &'static str,
+        /// The rule's name.
+        rule: String,
+        /// Where the rule is.
+        origin: String,
     },
 }
 
-/// Decides about one recipient.
-pub fn check_rcpt(s: &Settings, f: &RcptFacts<'_>) -> RcptDecision {
+impl RcptDecision {
+    /// The rule name.
+    pub fn rule(&self) -> &str {
+        match self {
+            RcptDecision::Accept { rule, .. } | RcptDecision::Reject { rule, .. } => rule,
+        }
+    }
+
+    /// Where the rule is.
+    pub fn origin(&self) -> &str {
+        match self {
+            RcptDecision::Accept { origin, .. } | RcptDecision::Reject { origin, .. } => origin,
+        }
+    }
+}
+
+/// The class of a recipient.
+pub fn classify(s: &Settings, rcpt: &Path) -> RcptClass {
+    match rcpt {
+        Path::Postmaster => RcptClass::Local,
+        Path::Mailbox(m) if s.is_local_domain(&m.domain) => RcptClass::Local,
+        Path::Mailbox(m) if s.relay_domains.contains(&m.domain) => RcptClass::Relay,
+        _ => RcptClass::Other,
+    }
+}
+
+/// `*` glob match (case-insensitive), for DNs and SANs.
+fn glob(pattern: &str, text: &str) -> bool {
+    let p = pattern.to_ascii_lowercase();
+    let t = text.to_ascii_lowercase();
+    if !p.contains('*') {
+        return p == t;
+    }
+    let parts: Vec<&str> = p.split('*').collect();
+    let mut rest = t.as_str();
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            if !rest.starts_with(part) {
+                return false;
+            }
+            rest = &rest[part.len()..];
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(pos) => rest = &rest[pos + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+fn hex_eq(a: &str, b: &str) -> bool {
+    a.replace(':', "").eq_ignore_ascii_case(&b.replace(':', ""))
+}
+
+/// Does one rule match the facts? (`class` is the recipient's class.)
+pub fn matches(r: &Rule, f: &Facts<'_>, class: RcptClass) -> bool {
+    if r.action == Some(RuleAction::Accept) && class == RcptClass::Other {
+        return false;
+    }
+    if let Some(ls) = &r.listener {
+        if !ls.iter().any(|l| l.eq_ignore_ascii_case(f.listener)) {
+            return false;
+        }
+    }
+    if r.client.is_some() || r.client_file.is_some() {
+        let nets: Vec<&Cidr> = r.client.iter().flatten().chain(&r.client_file_networks).collect();
+        if !nets.iter().any(|n| n.contains(f.client_ip)) {
+            return false;
+        }
+    }
+    if r.tls.is_some_and(|t| t != f.tls) {
+        return false;
+    }
+    if r.authenticated.is_some_and(|a| a != f.authenticated.is_some()) {
+        return false;
+    }
+    if let Some(users) = &r.users {
+        match f.authenticated {
+            Some(a) if users.iter().any(|u| u.eq_ignore_ascii_case(&a.user)) => {}
+            _ => return false,
+        }
+    }
+    let verified = f.cert.filter(|c| c.verified.is_ok());
+    if let Some(want) = r.cert_verified {
+        if want != verified.is_some() {
+            return false;
+        }
+    }
+    // Name-based certificate criteria only trust CA-verified certificates:
+    // anyone can make a self-signed certificate with any name.
+    if let Some(ca) = &r.cert_ca {
+        if !verified.is_some_and(|c| c.verified.as_ref().is_ok_and(|a| a.eq_ignore_ascii_case(ca))) {
+            return false;
+        }
+    }
+    if let Some(p) = &r.cert_issuer {
+        if !verified.is_some_and(|c| glob(p, &c.cert.issuer)) {
+            return false;
+        }
+    }
+    if let Some(p) = &r.cert_subject {
+        if !verified.is_some_and(|c| glob(p, &c.cert.subject)) {
+            return false;
+        }
+    }
+    if let Some(sans) = &r.cert_san {
+        let ok = verified.is_some_and(|c| {
+            sans.iter().any(|want| c.cert.sans.iter().any(|have| glob(want, have) || have.split_once(':').is_some_and(|(_, v)| glob(want, v))))
+        });
+        if !ok {
+            return false;
+        }
+    }
+    // Pins match the exact certificate or key; the handshake proved possession.
+    if let Some(fps) = &r.cert_sha256 {
+        if !f.cert.is_some_and(|c| fps.iter().any(|fp| hex_eq(fp, &c.cert.sha256))) {
+            return false;
+        }
+    }
+    if let Some(fps) = &r.cert_spki_sha256 {
+        if !f.cert.is_some_and(|c| fps.iter().any(|fp| hex_eq(fp, &c.cert.spki_sha256))) {
+            return false;
+        }
+    }
+    if let Some(senders) = &r.sender {
+        let ok = senders.iter().any(|want| match (f.sender, want.as_str()) {
+            (None, "<>") => true,
+            (None, _) | (Some(_), "<>") => false,
+            (Some(m), w) => {
+                let w = w.trim_start_matches('<').trim_end_matches('>');
+                if let Some(d) = w.strip_prefix('@') {
+                    m.domain.eq_ignore_ascii_case(d)
+                } else if w.contains('@') {
+                    m.to_string().eq_ignore_ascii_case(w)
+                } else {
+                    m.domain.eq_ignore_ascii_case(w)
+                }
+            }
+        });
+        if !ok {
+            return false;
+        }
+    }
+    if let Some(classes) = &r.rcpt {
+        if !classes.contains(&class) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The built-in rules appended after the operator's.
+pub fn default_rules(s: &Settings) -> Vec<Rule> {
+    let base = |name: &str, action: RuleAction| Rule { name: Some(name.into()), action: Some(action), ..Rule::default() };
+    vec![
+        Rule { rcpt: Some(vec![RcptClass::Local]), ..base("local-domains", RuleAction::Accept) },
+        Rule { rcpt: Some(vec![RcptClass::Relay]), ..base("relay-domains", RuleAction::Accept) },
+        Rule { client: Some(s.config.relay.networks.clone()), ..base("relay-networks", RuleAction::Relay) },
+        Rule { authenticated: Some(true), ..base("authenticated", RuleAction::Relay) },
+        Rule { cert_verified: Some(true), ..base("trusted-certificate", RuleAction::Relay) },
+    ]
+}
+
+/// Which rule decides, and how (before the local-user check).
+pub fn evaluate(s: &Settings, f: &Facts<'_>) -> (RuleAction, String, String, Option<String>) {
+    let class = classify(s, f.rcpt);
+    let file = s.config_file.clone().unwrap_or_else(|| "config".into());
+    for (i, spanned) in s.config.rules.iter().enumerate() {
+        let r = spanned.get_ref();
+        if matches(r, f, class) {
+            let line = s.config.rule_lines.get(i).copied().unwrap_or(0);
+            let name = r.name.clone().unwrap_or_else(|| format!("rule #{}", i + 1));
+            return (r.action.unwrap_or(RuleAction::Reject), name, format!("{file}:{line}"), r.message.clone());
+        }
+    }
+    if s.config.relay.default_rules {
+        for r in default_rules(s) {
+            if matches(&r, f, class) {
+                return (r.action.unwrap_or(RuleAction::Reject), r.name.unwrap_or_default(), "built-in".into(), None);
+            }
+        }
+    }
+    (RuleAction::Reject, "no-relay".into(), "built-in".into(), None)
+}
+
+/// The full recipient decision: rules, then the local-user check.
+pub fn check_rcpt(s: &Settings, f: &Facts<'_>) -> RcptDecision {
+    let (action, rule, origin, message) = evaluate(s, f);
     let (local, domain) = match f.rcpt {
         Path::Postmaster => ("postmaster".to_string(), s.hostname.clone()),
         Path::Mailbox(m) => (m.local.to_ascii_lowercase(), m.domain.clone()),
-        Path::Null => {
-            return RcptDecision::Reject { reply: codes::syntax_params(), rule: "null-recipient" };
-        }
+        Path::Null => return RcptDecision::Reject { reply: codes::syntax_params(), rule, origin },
     };
-    if matches!(f.rcpt, Path::Postmaster) || s.is_local_domain(&domain) {
-        let in_db = f.user_db.is_some_and(|db| db.users.contains_key(&local));
-        return match local_targets(s, &local, &domain).or_else(|| in_db.then(|| vec![format!("{local}@{domain}")])) {
-            Some(targets) => RcptDecision::Accept { targets, rule: "local-user" },
-            None => RcptDecision::Reject {
-                reply: codes::no_such_user().with_text(format!("<{local}@{domain}>: No such user here")),
-                rule: "local-unknown",
-            },
-        };
-    }
     let addr = match f.rcpt {
         Path::Mailbox(m) => m.to_string(),
-        _ => unreachable!("handled above"),
+        _ => format!("{local}@{domain}"),
     };
-    if s.relay_domains.contains(&domain) {
-        return RcptDecision::Accept { targets: vec![addr], rule: "relay-domain" };
-    }
-    if f.authenticated.is_some() {
-        return RcptDecision::Accept { targets: vec![addr], rule: "authenticated" };
-    }
-    if s.config.relay.networks.iter().any(|n| n.contains(f.client_ip)) {
-        return RcptDecision::Accept { targets: vec![addr], rule: "relay-networks" };
-    }
-    RcptDecision::Reject {
-        reply: codes::relay_denied().with_text(format!("<{addr}>: Relay access denied")),
-        rule: "relay-denied",
+    match action {
+        RuleAction::Reject => {
+            let text = message.unwrap_or_else(|| "Relay access denied".into());
+            RcptDecision::Reject { reply: codes::relay_denied().with_text(format!("<{addr}>: {text}")), rule, origin }
+        }
+        RuleAction::Tempfail => {
+            let text = message.unwrap_or_else(|| "Try again later".into());
+            RcptDecision::Reject { reply: Reply::new(450, Enhanced(4, 7, 1), format!("<{addr}>: {text}")), rule, origin }
+        }
+        RuleAction::Accept | RuleAction::Relay => {
+            if classify(s, f.rcpt) == RcptClass::Local {
+                let in_db = f.user_db.is_some_and(|db| db.users.contains_key(&local));
+                match local_targets(s, &local, &domain).or_else(|| in_db.then(|| vec![format!("{local}@{domain}")])) {
+                    Some(targets) => RcptDecision::Accept { targets, rule, origin, action },
+                    None => RcptDecision::Reject {
+                        reply: codes::no_such_user().with_text(format!("<{local}@{domain}>: No such user here")),
+                        rule: "local-unknown".into(),
+                        origin: "built-in".into(),
+                    },
+                }
+            } else {
+                RcptDecision::Accept { targets: vec![addr], rule, origin, action }
+            }
+        }
     }
 }
 
@@ -104,9 +312,24 @@ pub fn local_targets(s: &Settings, local: &str, domain: &str) -> Option<Vec<Stri
     )
 }
 
-/// Is this mailbox in a local domain?
-pub fn is_local(s: &Settings, m: &Mailbox) -> bool {
-    s.is_local_domain(&m.domain)
+/// Would an unknown, unauthenticated client without TLS be allowed to relay
+/// through this listener? (`config check` warns about open relays.)
+pub fn is_open_relay(s: &Settings, listener: &str) -> bool {
+    let probe_rcpt = Path::Mailbox(Mailbox { local: "probe".into(), domain: "open-relay-test.invalid".into() });
+    let sender = Mailbox { local: "probe".into(), domain: "example.net".into() };
+    ["203.0.113.77", "2001:db8::77"].iter().any(|ip| {
+        let f = Facts {
+            listener,
+            client_ip: ip.parse().expect("valid"),
+            tls: false,
+            authenticated: None,
+            cert: None,
+            sender: Some(&sender),
+            rcpt: &probe_rcpt,
+            user_db: None,
+        };
+        matches!(evaluate(s, &f).0, RuleAction::Relay)
+    })
 }
 
 #[cfg(test)]
@@ -114,14 +337,67 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::settings::Source;
+    use crate::tls::CertInfo;
 
-    fn settings() -> Settings {
-        let cfg = Config::parse(
-            "hostname = \"mx.example\"\n[local]\ndomains = [\"example.org\", \"localhost\"]\nusers = [\"alice\", \"Bob\"]\n\
-             [relay]\nnetworks = [\"192.0.2.0/24\"]\ndomains = [\"backup.example\"]\n",
-            "t.toml",
-        )
-        .unwrap();
+    const RULES: &str = r#"
+hostname = "mx.example"
+[[listener]]
+address = "127.0.0.1:25"
+[[listener]]
+name = "gateway"
+address = "127.0.0.1:26"
+[local]
+domains = ["example.org", "localhost"]
+users = ["alice", "Bob"]
+[relay]
+networks = ["192.0.2.0/24"]
+domains = ["backup.example"]
+
+[[rule]]
+name = "block-spammer"
+client = ["198.51.100.66/32"]
+action = "reject"
+message = "You are blocked"
+
+[[rule]]
+name = "satellites-by-subject"
+listener = ["gateway"]
+cert_subject = "CN=*.sat.example"
+action = "relay"
+
+[[rule]]
+name = "pinned"
+cert_sha256 = ["AA:BB"]
+action = "relay"
+
+[[rule]]
+name = "partner-ca"
+cert_ca = "CN=Partner CA"
+cert_san = ["DNS:mx.partner.example"]
+action = "relay"
+
+[[rule]]
+name = "only-bob"
+users = ["bob"]
+action = "relay"
+
+[[rule]]
+name = "no-auth-for-carol"
+users = ["carol"]
+action = "tempfail"
+message = "Carol is suspended"
+
+[[rule]]
+name = "newsletter"
+sender = ["@news.example"]
+rcpt = ["other"]
+tls = false
+action = "reject"
+message = "Newsletters need TLS"
+"#;
+
+    fn settings(text: &str) -> Settings {
+        let cfg = Config::parse(text, "t.toml").unwrap();
         let mut s = Settings::from_config(cfg, &Source { config: None, data_dir: Some("/nonexistent".into()) }).unwrap();
         s.aliases = crate::aliases::Aliases::parse("team: alice, bob, carol@else.example\n", "a").unwrap();
         s
@@ -131,51 +407,177 @@ mod tests {
         postern_wire::address::parse_path(s, true, true, true).unwrap().0
     }
 
-    #[test]
-    fn authenticated_relays() {
-        let s = settings();
-        let who = Authenticated { user: "alice".into(), mechanism: postern_wire::sasl::Mechanism::Plain };
-        let p = path("<x@far.example>");
-        let f = RcptFacts { client_ip: "198.51.100.1".parse().unwrap(), rcpt: &p, authenticated: Some(&who), user_db: None };
-        assert!(matches!(check_rcpt(&s, &f), RcptDecision::Accept { rule: "authenticated", .. }));
+    fn cert(subject: &str, issuer: &str, anchor: Result<&str, &str>, sans: &[&str], sha: &str) -> ClientCertIdentity {
+        ClientCertIdentity {
+            cert: CertInfo {
+                subject: subject.into(),
+                issuer: issuer.into(),
+                sans: sans.iter().map(|s| s.to_string()).collect(),
+                sha256: sha.into(),
+                spki_sha256: format!("spki-{sha}"),
+                not_after: 0,
+            },
+            verified: anchor.map(String::from).map_err(String::from),
+        }
+    }
+
+    struct Case {
+        listener: &'static str,
+        ip: &'static str,
+        tls: bool,
+        user: Option<&'static str>,
+        cert: Option<ClientCertIdentity>,
+        from: Option<&'static str>,
+        rcpt: &'static str,
+        want: &'static str,
+        rule: &'static str,
+    }
+
+    fn case(ip: &'static str, rcpt: &'static str, want: &'static str, rule: &'static str) -> Case {
+        Case { listener: "smtp", ip, tls: false, user: None, cert: None, from: Some("<s@sender.example>"), rcpt, want, rule }
     }
 
     #[test]
     fn table() {
-        let s = settings();
+        let s = settings(RULES);
         let mut db = UserDb::default();
         db.users.insert("dbuser".into(), Default::default());
-        let inside: IpAddr = "192.0.2.7".parse().unwrap();
-        let outside: IpAddr = "198.51.100.1".parse().unwrap();
-        let table: &[(&str, IpAddr, &str, Option<&[&str]>)] = &[
-            ("<alice@example.org>", outside, "local-user", Some(&["alice@example.org"])),
-            ("<ALICE@Example.ORG>", outside, "local-user", Some(&["alice@example.org"])),
-            ("<bob@localhost>", outside, "local-user", Some(&["bob@localhost"])),
-            ("<Postmaster>", outside, "local-user", Some(&["postmaster@mx.example"])),
-            ("<postmaster@example.org>", outside, "local-user", Some(&["postmaster@example.org"])),
-            ("<team@example.org>", outside, "local-user", Some(&["alice@example.org", "bob@example.org", "carol@else.example"])),
-            ("<mallory@example.org>", inside, "local-unknown", None),
-            ("<x@backup.example>", outside, "relay-domain", Some(&["x@backup.example"])),
-            ("<x@far.example>", inside, "relay-networks", Some(&["x@far.example"])),
-            ("<x@far.example>", outside, "relay-denied", None),
-            ("<dbuser@example.org>", outside, "local-user", Some(&["dbuser@example.org"])),
-            ("<x@mx.example>", outside, "relay-denied", None),
+        let ours = |cn: &str| cert(cn, "CN=postern CA", Ok("CN=postern CA"), &[], "11");
+        let cases = vec![
+            case("203.0.113.1", "<alice@example.org>", "250", "local-domains"),
+            case("203.0.113.1", "<ALICE@Example.ORG>", "250", "local-domains"),
+            case("203.0.113.1", "<Postmaster>", "250", "local-domains"),
+            case("203.0.113.1", "<team@example.org>", "250", "local-domains"),
+            case("203.0.113.1", "<dbuser@example.org>", "250", "local-domains"),
+            case("203.0.113.1", "<mallory@example.org>", "550 5.1.1", "local-unknown"),
+            case("203.0.113.1", "<x@backup.example>", "250", "relay-domains"),
+            case("203.0.113.1", "<x@far.example>", "550 5.7.1", "no-relay"),
+            case("203.0.113.1", "<x@mx.example>", "550 5.7.1", "no-relay"),
+            case("192.0.2.7", "<x@far.example>", "250", "relay-networks"),
+            case("198.51.100.66", "<alice@example.org>", "550 5.7.1", "block-spammer"),
+            case("198.51.100.66", "<x@far.example>", "550 5.7.1", "block-spammer"),
+            Case { user: Some("alice"), ..case("203.0.113.1", "<x@far.example>", "250", "authenticated") },
+            Case { user: Some("bob"), ..case("203.0.113.1", "<x@far.example>", "250", "only-bob") },
+            Case { user: Some("carol"), ..case("203.0.113.1", "<x@far.example>", "450 4.7.1", "no-auth-for-carol") },
+            Case { tls: true, cert: Some(ours("CN=alice")), ..case("203.0.113.1", "<x@far.example>", "250", "trusted-certificate") },
+            Case {
+                tls: true,
+                cert: Some(cert("CN=alice", "CN=postern CA", Err("bad signature"), &[], "22")),
+                ..case("203.0.113.1", "<x@far.example>", "550 5.7.1", "no-relay")
+            },
+            Case {
+                tls: true,
+                cert: Some(cert("CN=self", "CN=self", Err("unknown issuer"), &[], "33")),
+                ..case("203.0.113.1", "<x@far.example>", "550 5.7.1", "no-relay")
+            },
+            Case {
+                tls: true,
+                cert: Some(cert("CN=old", "CN=postern CA", Err("certificate expired"), &[], "44")),
+                ..case("203.0.113.1", "<x@far.example>", "550 5.7.1", "no-relay")
+            },
+            Case {
+                tls: true,
+                listener: "gateway",
+                cert: Some(ours("CN=one.sat.example")),
+                ..case("203.0.113.1", "<x@far.example>", "250", "satellites-by-subject")
+            },
+            Case {
+                tls: true,
+                cert: Some(ours("CN=one.sat.example")),
+                ..case("203.0.113.1", "<x@far.example>", "250", "trusted-certificate")
+            },
+            Case {
+                tls: true,
+                listener: "gateway",
+                cert: Some(cert("CN=one.sat.example", "CN=one.sat.example", Err("unknown issuer"), &[], "55")),
+                ..case("203.0.113.1", "<x@far.example>", "550 5.7.1", "no-relay")
+            },
+            Case {
+                tls: true,
+                cert: Some(cert("CN=pin", "CN=pin", Err("unknown issuer"), &[], "aabb")),
+                ..case("203.0.113.1", "<x@far.example>", "250", "pinned")
+            },
+            Case {
+                tls: true,
+                cert: Some(cert("CN=pin", "CN=pin", Err("unknown issuer"), &[], "aabc")),
+                ..case("203.0.113.1", "<x@far.example>", "550 5.7.1", "no-relay")
+            },
+            Case {
+                tls: true,
+                cert: Some(cert("CN=mx", "CN=Partner CA", Ok("CN=Partner CA"), &["DNS:mx.partner.example"], "66")),
+                ..case("203.0.113.1", "<x@far.example>", "250", "partner-ca")
+            },
+            Case {
+                tls: true,
+                cert: Some(cert("CN=mx", "CN=Partner CA", Err("unknown issuer"), &["DNS:mx.partner.example"], "77")),
+                ..case("203.0.113.1", "<x@far.example>", "550 5.7.1", "no-relay")
+            },
+            Case { from: Some("<promo@news.example>"), ..case("192.0.2.7", "<x@far.example>", "550 5.7.1", "newsletter") },
+            Case { from: Some("<promo@news.example>"), tls: true, ..case("192.0.2.7", "<x@far.example>", "250", "relay-networks") },
+            Case { from: Some("<promo@news.example>"), ..case("192.0.2.7", "<alice@example.org>", "250", "local-domains") },
+            Case { from: None, ..case("203.0.113.1", "<alice@example.org>", "250", "local-domains") },
+            Case { from: None, ..case("203.0.113.1", "<x@far.example>", "550 5.7.1", "no-relay") },
         ];
-        for (rcpt, ip, want_rule, want_targets) in table {
-            let p = path(rcpt);
-            let d = check_rcpt(&s, &RcptFacts { client_ip: *ip, rcpt: &p, authenticated: None, user_db: Some(&db) });
-            match (d, want_targets) {
-                (RcptDecision::Accept { targets, rule }, Some(t)) => {
-                    assert_eq!(rule, *want_rule, "{rcpt}");
-                    assert_eq!(targets, t.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{rcpt}");
-                }
-                (RcptDecision::Reject { reply, rule }, None) => {
-                    assert_eq!(rule, *want_rule, "{rcpt}");
-                    let want_code = if *want_rule == "local-unknown" { "550 5.1.1" } else { "550 5.7.1" };
-                    assert!(reply.to_wire().starts_with(want_code), "{rcpt}: {reply}");
-                }
-                (d, _) => panic!("{rcpt}: unexpected {d:?}"),
-            }
+        for (i, c) in cases.iter().enumerate() {
+            let who = c.user.map(|u| Authenticated { user: u.into(), mechanism: postern_wire::sasl::Mechanism::Plain });
+            let rcpt = path(c.rcpt);
+            let sender = c.from.and_then(|f| match path(f) {
+                Path::Mailbox(m) => Some(m),
+                _ => None,
+            });
+            let f = Facts {
+                listener: c.listener,
+                client_ip: c.ip.parse().unwrap(),
+                tls: c.tls,
+                authenticated: who.as_ref(),
+                cert: c.cert.as_ref(),
+                sender: sender.as_ref(),
+                rcpt: &rcpt,
+                user_db: Some(&db),
+            };
+            let d = check_rcpt(&s, &f);
+            let code = match &d {
+                RcptDecision::Accept { .. } => "250".to_string(),
+                RcptDecision::Reject { reply, .. } => reply.to_wire(),
+            };
+            assert!(code.starts_with(c.want), "case {i} ({} {}): got {code} by {}", c.ip, c.rcpt, d.rule());
+            assert_eq!(d.rule(), c.rule, "case {i} ({} {})", c.ip, c.rcpt);
         }
+    }
+
+    #[test]
+    fn origins_name_file_lines_and_messages() {
+        let s = settings(RULES);
+        let rcpt = path("<x@far.example>");
+        let f = Facts {
+            listener: "smtp",
+            client_ip: "198.51.100.66".parse().unwrap(),
+            tls: false,
+            authenticated: None,
+            cert: None,
+            sender: None,
+            rcpt: &rcpt,
+            user_db: None,
+        };
+        match check_rcpt(&s, &f) {
+            RcptDecision::Reject { reply, origin, .. } => {
+                assert_eq!(origin, "config:15");
+                assert_eq!(reply.to_wire(), "550 5.7.1 <x@far.example>: You are blocked\r\n");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn open_relay_detection_and_globs() {
+        assert!(!is_open_relay(&settings(RULES), "smtp"));
+        let open = settings("[[rule]]\naction = \"relay\"\n");
+        assert!(is_open_relay(&open, "smtp"));
+        let closed = settings("[[rule]]\nrcpt = [\"local\"]\naction = \"relay\"\n");
+        assert!(!is_open_relay(&closed, "smtp"));
+        assert!(glob("CN=*.sat.example", "cn=a.sat.example"));
+        assert!(!glob("CN=*.sat.example", "CN=a.sat.example.evil"));
+        assert!(glob("*@example.org", "x@example.org"));
+        assert!(glob("CN=a*b*c", "CN=aXXbYYc"));
     }
 }

@@ -47,6 +47,7 @@ struct Inner {
     running: Mutex<HashSet<QueueId>>,
     wake: Notify,
     smarthosts: Mutex<HashMap<String, Arc<Smarthost>>>,
+    routes: Mutex<HashMap<String, Arc<Smarthost>>>,
 }
 
 impl Scheduler {
@@ -61,6 +62,7 @@ impl Scheduler {
                 running: Mutex::new(HashSet::new()),
                 wake: Notify::new(),
                 smarthosts: Mutex::new(HashMap::new()),
+                routes: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -183,6 +185,43 @@ impl Scheduler {
         Ok(t)
     }
 
+    /// Delivers over a `[[route]]` entry.
+    async fn custom_route(&self, s: &crate::settings::Settings, i: usize, msg: &Message, addrs: &[String]) -> (String, Attempt) {
+        let Some(r) = s.config.routes.get(i) else {
+            return ("none".into(), Attempt::all(Outcome::Deferred("4.3.5 route vanished after reload".into()), addrs.len(), None));
+        };
+        match (r.transport.as_str(), &r.next_hop) {
+            ("maildir", _) => {
+                let t = Maildir { root: s.maildir_root.clone(), hostname: s.hostname.clone() };
+                (t.name(), t.deliver(msg, addrs).await)
+            }
+            ("lmtp", Some(ep)) => match Lmtp::from_settings(s, ep) {
+                Ok(t) => (t.name(), t.deliver(msg, addrs).await),
+                Err(e) => ("lmtp".into(), Attempt::all(Outcome::Deferred(e), addrs.len(), None)),
+            },
+            ("smtp", Some(ep)) => {
+                let key = ep.to_string();
+                let cached = lock(&self.inner.routes).get(&key).cloned();
+                let t = match cached {
+                    Some(t) => t,
+                    None => match Smarthost::for_route(s, ep.clone()) {
+                        Ok(t) => {
+                            let t = Arc::new(t);
+                            lock(&self.inner.routes).insert(key, t.clone());
+                            t
+                        }
+                        Err(e) => return ("smtp".into(), Attempt::all(Outcome::Deferred(format!("4.7.0 {e}")), addrs.len(), None)),
+                    },
+                };
+                (t.name(), t.deliver(msg, addrs).await)
+            }
+            _ => (
+                "mx".into(),
+                Attempt::all(Outcome::Deferred("4.4.0 transport mx: direct MX delivery is not built yet".into()), addrs.len(), None),
+            ),
+        }
+    }
+
     /// One delivery attempt for a message. Returns its next due time, or
     /// `None` when it is finished, held or gone.
     async fn attempt(&self, id: &QueueId) -> Option<u64> {
@@ -244,6 +283,7 @@ impl Scheduler {
                     Ok(t) => (t.name(), t.deliver(&msg, &addrs).await),
                     Err(e) => ("none".into(), Attempt::all(Outcome::Deferred(e), addrs.len(), None)),
                 },
+                Route::Custom(i) => self.custom_route(&settings, i, &msg, &addrs).await,
                 Route::NoRoute => (
                     "none".into(),
                     Attempt::all(

@@ -37,7 +37,7 @@ use crate::config::{BanAction, BareNewline, Listener, Role};
 use crate::users::UserStore;
 use postern_wire::sasl::{self, Exchange, Mechanism, Need, Provide, SaslError, Step};
 use crate::maillog;
-use crate::policy::{check_rcpt, RcptDecision, RcptFacts};
+use crate::policy::{check_rcpt, Facts, RcptDecision};
 use crate::settings::Settings;
 use crate::spool::{now_unix, Draft, Envelope, QueueId, RcptStatus, Recipient, Spool, ENVELOPE_VERSION};
 use crate::tls::{ServerTls, TlsInfo};
@@ -841,17 +841,39 @@ impl Session {
             return;
         }
         let db = self.ctx.users.get();
-        let facts = RcptFacts { client_ip: self.conn.peer.ip(), rcpt: &to, authenticated: self.auth.as_ref(), user_db: Some(&db) };
+        let sender_mb = match &self.state {
+            State::Mail { txn, .. } => match &txn.from {
+                Path::Mailbox(m) => Some(m.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let facts = Facts {
+            listener: self.ctx.listener.label(),
+            client_ip: self.conn.peer.ip(),
+            tls: self.tls.is_some(),
+            authenticated: self.auth.as_ref(),
+            cert: self.tls.as_ref().and_then(|t| t.client_cert.as_ref()),
+            sender: sender_mb.as_ref(),
+            rcpt: &to,
+            user_db: Some(&db),
+        };
         let decision = check_rcpt(self.settings(), &facts);
+        let client = self.client_text();
         match decision {
-            RcptDecision::Accept { targets, .. } => {
+            RcptDecision::Accept { targets, rule, origin, action } => {
+                let act = format!("{action:?}").to_ascii_lowercase();
+                maillog::event(
+                    "rcpt",
+                    &[("client", &client), ("from", &sender), ("to", &rcpt_text), ("result", &act), ("rule", &rule), ("origin", &origin)],
+                );
                 if let State::Mail { txn, .. } = &mut self.state {
                     txn.rcpts.push(Accepted { original: rcpt_text, targets });
                 }
                 self.reply(codes::recipient_ok());
             }
-            RcptDecision::Reject { reply, rule } => {
-                self.reject("RCPT", reply, &[("from", &sender), ("to", &rcpt_text), ("rule", rule)]);
+            RcptDecision::Reject { reply, rule, origin } => {
+                self.reject("RCPT", reply, &[("from", &sender), ("to", &rcpt_text), ("rule", &rule), ("origin", &origin)]);
             }
         }
     }

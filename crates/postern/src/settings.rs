@@ -38,6 +38,8 @@ pub struct Settings {
     pub aliases: Aliases,
     /// Root of the Maildirs.
     pub maildir_root: PathBuf,
+    /// The config file name (for rule origins), if any.
+    pub config_file: Option<String>,
 }
 
 /// An error building settings.
@@ -86,7 +88,31 @@ impl Settings {
             Some(d) => d.iter().map(|d| d.to_ascii_lowercase()).collect(),
             None => ["localhost".to_string(), hostname.clone()].into_iter().collect(),
         };
-        let relay_domains = config.relay.domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+        let relay_domains = config
+            .relay
+            .domains
+            .iter()
+            .chain(config.routes.iter().flat_map(|r| r.domains.iter()))
+            .map(|d| d.to_ascii_lowercase())
+            .filter(|d| !local_domains.contains(d))
+            .collect();
+        let mut config = config;
+        for (i, rule) in config.rules.iter_mut().enumerate() {
+            let r = rule.get_mut();
+            if let Some(f) = r.client_file.clone() {
+                let path = resolve(&data_dir, &f);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| SettingsError::Other(format!("{file}: [[rule]] #{}: client_file {}: {e}", i + 1, path.display())))?;
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.split('#').next().unwrap_or("").trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let cidr = line.parse().map_err(|e| SettingsError::Other(format!("{}:{}: {e}", path.display(), n + 1)))?;
+                    r.client_file_networks.push(cidr);
+                }
+            }
+        }
         let mut users = HashSet::from(["postmaster".to_string()]);
         for u in &config.local.users {
             let u = u.to_ascii_lowercase();
@@ -110,7 +136,8 @@ impl Settings {
         };
         let maildir_root =
             config.local.maildir_root.as_ref().map(|p| resolve(&data_dir, p)).unwrap_or_else(|| data_dir.join("mail"));
-        Ok(Settings { config, hostname, data_dir, local_domains, relay_domains, users, aliases, maildir_root })
+        let config_file = source.config.as_ref().map(|p| p.display().to_string());
+        Ok(Settings { config, hostname, data_dir, local_domains, relay_domains, users, aliases, maildir_root, config_file })
     }
 
     /// True if `domain` (lower-case) is delivered here.

@@ -271,6 +271,104 @@ impl std::fmt::Debug for ServerTls {
     }
 }
 
+/// Client-certificate verification material (CAs, CRLs), usable without
+/// the server's own certificate (`postern explain`).
+pub struct CertVerifier {
+    roots: Arc<RootCertStore>,
+    anchor_names: Vec<(Vec<u8>, String)>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+impl CertVerifier {
+    /// Loads the configured client CAs and CRLs.
+    pub fn load(s: &Settings) -> Result<CertVerifier, TlsError> {
+        let mut roots = RootCertStore::empty();
+        let mut anchor_names = Vec::new();
+        for p in client_ca_paths(s) {
+            for c in load_certs(&p)? {
+                let name = cert_info(&c).map(|i| i.subject).unwrap_or_default();
+                roots.add(c).map_err(|e| err(format!("{}: not a usable CA certificate: {e}", p.display())))?;
+                if let Some(ta) = roots.roots.last() {
+                    anchor_names.push((ta.subject.as_ref().to_vec(), name));
+                }
+            }
+        }
+        Ok(CertVerifier { roots: Arc::new(roots), anchor_names, crls: load_crls(&crl_paths(s))? })
+    }
+
+    /// Same as [`ServerTls::identify`].
+    pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCertIdentity> {
+        let st = ServerTlsVerify { roots: &self.roots, anchor_names: &self.anchor_names, crls: &self.crls };
+        st.identify(chain)
+    }
+}
+
+struct ServerTlsVerify<'a> {
+    roots: &'a RootCertStore,
+    anchor_names: &'a [(Vec<u8>, String)],
+    crls: &'a [CertificateRevocationListDer<'static>],
+}
+
+impl ServerTlsVerify<'_> {
+    /// Verifies a client chain after the handshake (WebPKI: signatures,
+    /// validity, CA constraints, client-auth usage, CRLs) and describes it.
+    fn identify(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCertIdentity> {
+        let ee = chain.first()?;
+        let cert = match cert_info(ee) {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(ClientCertIdentity {
+                    cert: CertInfo {
+                        subject: String::new(),
+                        issuer: String::new(),
+                        sans: Vec::new(),
+                        sha256: sha256_hex(ee),
+                        spki_sha256: String::new(),
+                        not_after: 0,
+                    },
+                    verified: Err(e.to_string()),
+                })
+            }
+        };
+        let verified = self.verify_client_chain(chain);
+        Some(ClientCertIdentity { cert, verified })
+    }
+
+    fn verify_client_chain(&self, chain: &[CertificateDer<'_>]) -> Result<String, String> {
+        if self.roots.is_empty() {
+            return Err("no client CA configured".into());
+        }
+        let ee = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| format!("{e:?}"))?;
+        let owned: Vec<webpki::OwnedCertRevocationList> = self
+            .crls
+            .iter()
+            .filter_map(|c| webpki::OwnedCertRevocationList::from_der(c.as_ref()).ok())
+            .collect();
+        let crls: Vec<webpki::CertRevocationList<'_>> = owned.into_iter().map(webpki::CertRevocationList::from).collect();
+        let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
+        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+            b.with_depth(webpki::RevocationCheckDepth::EndEntity)
+                .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+                .build()
+        });
+        let algs = algorithms();
+        let path = ee
+            .verify_for_usage(
+                algs.all,
+                &self.roots.roots,
+                &chain[1..],
+                UnixTime::now(),
+                webpki::KeyUsage::client_auth(),
+                revocation,
+                None,
+            )
+            .map_err(|e| describe_webpki(&e))?;
+        let subject = path.anchor().subject.as_ref();
+        Ok(self.anchor_names.iter().find(|(s, _)| s == subject).map(|(_, n)| n.clone()).unwrap_or_else(|| "a configured CA".into()))
+    }
+
+}
+
 /// Where the server certificate and key are, after defaults.
 pub fn server_paths(s: &Settings) -> (PathBuf, PathBuf) {
     match (&s.config.tls.certificate, &s.config.tls.key) {
@@ -473,58 +571,7 @@ impl ServerTls {
     /// Verifies a client chain after the handshake (WebPKI: signatures,
     /// validity, CA constraints, client-auth usage, CRLs) and describes it.
     pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCertIdentity> {
-        let ee = chain.first()?;
-        let cert = match cert_info(ee) {
-            Ok(c) => c,
-            Err(e) => {
-                return Some(ClientCertIdentity {
-                    cert: CertInfo {
-                        subject: String::new(),
-                        issuer: String::new(),
-                        sans: Vec::new(),
-                        sha256: sha256_hex(ee),
-                        spki_sha256: String::new(),
-                        not_after: 0,
-                    },
-                    verified: Err(e.to_string()),
-                })
-            }
-        };
-        let verified = self.verify_client_chain(chain);
-        Some(ClientCertIdentity { cert, verified })
-    }
-
-    fn verify_client_chain(&self, chain: &[CertificateDer<'_>]) -> Result<String, String> {
-        if self.roots.is_empty() {
-            return Err("no client CA configured".into());
-        }
-        let ee = webpki::EndEntityCert::try_from(&chain[0]).map_err(|e| format!("{e:?}"))?;
-        let owned: Vec<webpki::OwnedCertRevocationList> = self
-            .crls
-            .iter()
-            .filter_map(|c| webpki::OwnedCertRevocationList::from_der(c.as_ref()).ok())
-            .collect();
-        let crls: Vec<webpki::CertRevocationList<'_>> = owned.into_iter().map(webpki::CertRevocationList::from).collect();
-        let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
-        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
-            b.with_depth(webpki::RevocationCheckDepth::EndEntity)
-                .with_status_policy(webpki::UnknownStatusPolicy::Allow)
-                .build()
-        });
-        let algs = algorithms();
-        let path = ee
-            .verify_for_usage(
-                algs.all,
-                &self.roots.roots,
-                &chain[1..],
-                UnixTime::now(),
-                webpki::KeyUsage::client_auth(),
-                revocation,
-                None,
-            )
-            .map_err(|e| describe_webpki(&e))?;
-        let subject = path.anchor().subject.as_ref();
-        Ok(self.anchor_names.iter().find(|(s, _)| s == subject).map(|(_, n)| n.clone()).unwrap_or_else(|| "a configured CA".into()))
+        ServerTlsVerify { roots: &self.roots, anchor_names: &self.anchor_names, crls: &self.crls }.identify(chain)
     }
 
     /// The same material, remembering other file times (after a refused reload).

@@ -460,6 +460,24 @@ impl Transport for Lmtp {
     }
 }
 
+impl Smarthost {
+    /// An SMTP next hop from a `[[route]]`: STARTTLS when offered, no AUTH.
+    pub fn for_route(s: &crate::settings::Settings, endpoint: Endpoint) -> Result<Smarthost, String> {
+        let tls = ClientTls::build(OutboundTls::May, &default_cas(s), None).map_err(|e| e.to_string())?;
+        let server_name = host_of(&endpoint);
+        Ok(Smarthost::new(Dest {
+            endpoint,
+            lmtp: false,
+            helo: s.hostname.clone(),
+            tls: Some(Arc::new(tls)),
+            implicit_tls: false,
+            server_name,
+            credentials: None,
+            auth_plaintext: false,
+        }))
+    }
+}
+
 /// SMTP to a configured smarthost, reusing idle connections.
 pub struct Smarthost {
     dest: Dest,

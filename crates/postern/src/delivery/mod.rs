@@ -103,11 +103,16 @@ pub enum Route {
     Smarthost,
     /// Non-local and no smarthost: MX delivery is not built yet.
     NoRoute,
+    /// A `[[route]]` entry (index into `config.routes`).
+    Custom(usize),
 }
 
 /// Decides the route of one recipient address. Pure.
 pub fn route(s: &Settings, address: &str) -> Route {
     let domain = address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+    if let Some(i) = s.config.routes.iter().position(|r| r.domains.iter().any(|d| d.eq_ignore_ascii_case(&domain))) {
+        return Route::Custom(i);
+    }
     if s.is_local_domain(&domain) {
         return match s.config.local.delivery {
             LocalDelivery::Maildir => Route::Maildir,
@@ -143,5 +148,14 @@ mod tests {
         let s = Settings::from_config(cfg, &src).unwrap();
         assert_eq!(route(&s, "a@here.example"), Route::Lmtp);
         assert_eq!(route(&s, "a@there.example"), Route::Smarthost);
+        let cfg = Config::parse(
+            "[relay]\nsmarthost=\"relay.example:25\"\n[[route]]\ndomains=[\"backup.example\"]\ntransport=\"smtp\"\nnext_hop=\"10.0.0.1:25\"\n",
+            "t",
+        )
+        .unwrap();
+        let s = Settings::from_config(cfg, &src).unwrap();
+        assert_eq!(route(&s, "a@BACKUP.example"), Route::Custom(0));
+        assert_eq!(route(&s, "a@other.example"), Route::Smarthost);
+        assert!(s.relay_domains.contains("backup.example"));
     }
 }
