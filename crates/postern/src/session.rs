@@ -764,8 +764,10 @@ impl Session {
             self.reject("MAIL", Reply::new(530, Enhanced(5, 7, 0), "Must issue a STARTTLS command first"), &[("from", &sender)]);
             return;
         }
-        // RFC 6409 §4.3 / RFC 4954 §6: submission requires authentication.
-        if self.auth.is_none() && matches!(self.ctx.listener.role, Role::Submission | Role::Submissions) {
+        // RFC 6409 §4.3 / RFC 4954 §6: submission requires authentication:
+        // SMTP AUTH, or a client certificate verified by a configured CA.
+        let cert_ok = self.tls.as_ref().and_then(|t| t.client_cert.as_ref()).is_some_and(|c| c.verified.is_ok());
+        if self.auth.is_none() && !cert_ok && matches!(self.ctx.listener.role, Role::Submission | Role::Submissions) {
             self.reject("MAIL", Reply::new(530, Enhanced(5, 7, 0), "Authentication required"), &[("from", &sender)]);
             return;
         }
