@@ -223,3 +223,203 @@ next_hop = "127.0.0.1:{sink.port}"
     assert msgs[0]["rcpt_tos"] == ["user@backup.example"]
     assert "rule=relay-domains" in p.log()
     assert f"relay=smtp:127.0.0.1:{sink.port}" in p.log()
+
+
+# --- Real Postfix on either side ------------------------------------------
+
+import os
+import pwd
+import shutil
+import tempfile
+
+import pytest
+
+from conftest import free_port, require, wait_port
+
+MASTER_SMTPD = "{listen} inet n - n - - smtpd\n"
+
+
+class Postfix:
+    """A private Postfix instance (own config and queue directory),
+    started and stopped with `postfix -c DIR`."""
+
+    def __init__(self, main_extra, port):
+        require("postfix")
+        self.dir = tempfile.mkdtemp(prefix="postern-postfix-")
+        os.chmod(self.dir, 0o755)
+        self.port = port
+        pw = pwd.getpwnam("postfix")
+        for sub in ("queue", "data"):
+            os.mkdir(os.path.join(self.dir, sub))
+        os.chown(os.path.join(self.dir, "data"), pw.pw_uid, pw.pw_gid)
+        main = f"""compatibility_level = 3.6
+queue_directory = {self.dir}/queue
+data_directory = {self.dir}/data
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = pf.test
+mydestination =
+alias_maps =
+alias_database =
+maillog_file_prefixes = /tmp
+maillog_file = {self.dir}/maillog
+smtpd_tls_loglevel = 1
+smtp_tls_loglevel = 1
+{main_extra}
+"""
+        open(os.path.join(self.dir, "main.cf"), "w").write(main)
+        master = open("/usr/share/postfix/master.cf.dist").read()
+        lines = []
+        for line in master.splitlines():
+            if line.startswith("smtp      inet"):
+                line = f"127.0.0.1:{port} inet n - n - - smtpd"
+            elif line and not line.startswith(("#", " ")):
+                f = line.split()
+                if len(f) >= 8 and f[4] == "y" or (len(f) >= 8 and f[4] == "-"):
+                    f[4] = "n"  # no chroot: the test directories are not in a chroot
+                    line = " ".join(f)
+            lines.append(line)
+        open(os.path.join(self.dir, "master.cf"), "w").write("\n".join(lines) + "\n")
+        r = subprocess.run(["postfix", "-c", self.dir, "check"], capture_output=True, timeout=60)
+        assert r.returncode == 0, (r.stdout, r.stderr, self.log())
+        r = subprocess.run(["postfix", "-c", self.dir, "start"], capture_output=True, timeout=60)
+        assert r.returncode == 0, (r.stdout, r.stderr, self.log())
+        wait_port(port, timeout=20)
+
+    def file(self, name, data, mode=0o644):
+        p = os.path.join(self.dir, name)
+        open(p, "wb").write(data)
+        os.chmod(p, mode)
+        return p
+
+    def log(self):
+        try:
+            return open(os.path.join(self.dir, "maillog")).read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        subprocess.run(["postfix", "-c", self.dir, "stop"], capture_output=True, timeout=60)
+        for _ in range(50):
+            if not os.path.exists(os.path.join(self.dir, "data", "master.lock")):
+                break
+            time.sleep(0.1)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+import time  # noqa: E402
+
+
+def fingerprint(path):
+    fp = subprocess.run(["openssl", "x509", "-in", str(path), "-noout", "-fingerprint", "-sha256"], capture_output=True, text=True)
+    return fp.stdout.strip().split("=", 1)[1]
+
+
+def test_postfix_to_postern_with_client_certificate(postern_factory, sink):
+    gw_cfg = CLOSED + f"""default_rules = false
+smarthost = "127.0.0.1:{sink.port}"
+
+[[rule]]
+name = "local"
+rcpt = ["local"]
+action = "accept"
+
+[[rule]]
+name = "postfix-satellite"
+cert_subject = "CN=postfix-client"
+action = "relay"
+"""
+    gw = postern_factory(gw_cfg, name="gw")
+    assert gw.cli("ca", "init").returncode == 0
+    assert gw.cli("ca", "issue", "client", "postfix-client", "--p12-password", "x").returncode == 0
+    wait_for(lambda: "reload=ok" in gw.log(), what="CA loaded")
+    issued = gw.data / "ca" / "issued"
+    pf_port = free_port()
+    # Postfix key files are read by Postfix processes; keep them in its own directory.
+    pf = None
+    try:
+        stage = tempfile.mkdtemp(prefix="postern-pfkeys-")
+        os.chmod(stage, 0o755)
+        crt = os.path.join(stage, "c.crt")
+        key = os.path.join(stage, "c.key")
+        shutil.copy(issued / "postfix-client.crt", crt)
+        shutil.copy(issued / "postfix-client.key", key)
+        os.chmod(key, 0o644)
+        pf = Postfix(f"""mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{gw.port}
+smtp_tls_security_level = encrypt
+smtp_tls_cert_file = {crt}
+smtp_tls_key_file = {key}
+""", pf_port)
+        with smtplib.SMTP("127.0.0.1", pf_port, timeout=20) as s:
+            s.sendmail("app@pf.test", ["customer@far.example"], b"Subject: postfix to postern\r\n\r\nvia Postfix\r\n")
+        msgs = sink.wait(timeout=40)
+        data = msgs[0]["data"]
+        assert msgs[0]["rcpt_tos"] == ["customer@far.example"]
+        assert b'client certificate "CN=postfix-client" verified by CN=postern CA' in data, data[:800]
+        assert b"by pf.test (Postfix)" in data
+        assert "rule=postfix-satellite" in gw.log()
+    finally:
+        if pf:
+            pf.stop()
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def test_postern_to_postfix_relay_clientcerts(postern_factory, sink):
+    sat = postern_factory(start=False, name="sat")
+    assert sat.cli("ca", "init").returncode == 0
+    assert sat.cli("ca", "issue", "client", "satellite", "--p12-password", "x").returncode == 0
+    assert sat.cli("ca", "issue", "server", "localhost").returncode == 0
+    issued = sat.data / "ca" / "issued"
+    pf_port = free_port()
+    stage = tempfile.mkdtemp(prefix="postern-pfkeys-")
+    os.chmod(stage, 0o755)
+    for name in ("localhost.crt", "localhost.key"):
+        shutil.copy(issued / name, os.path.join(stage, name))
+        os.chmod(os.path.join(stage, name), 0o644)
+    shutil.copy(sat.data / "ca" / "ca.crt", os.path.join(stage, "ca.crt"))
+    open(os.path.join(stage, "relay_clientcerts"), "w").write(f"{fingerprint(issued / 'satellite.crt')} satellite\n")
+    pf = None
+    try:
+        pf = Postfix(f"""mynetworks = 192.0.2.1/32
+relayhost = [127.0.0.1]:{sink.port}
+smtp_tls_security_level = none
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {stage}/localhost.crt
+smtpd_tls_key_file = {stage}/localhost.key
+smtpd_tls_CAfile = {stage}/ca.crt
+smtpd_tls_ask_ccert = yes
+smtpd_tls_fingerprint_digest = sha256
+relay_clientcerts = texthash:{stage}/relay_clientcerts
+smtpd_relay_restrictions = permit_tls_clientcerts, reject_unauth_destination
+""", pf_port)
+        sat.cfg.write_text(sat.cfg.read_text() + f"""
+[relay]
+smarthost = "127.0.0.1:{pf_port}"
+smarthost_tls = "verify"
+smarthost_server_name = "localhost"
+smarthost_client_certificate = "{issued / 'satellite.crt'}"
+smarthost_client_key = "{issued / 'satellite.key'}"
+""")
+        sat.start()
+        with smtplib.SMTP("127.0.0.1", sat.port, timeout=10) as s:
+            s.sendmail("app@mx.test", ["customer@far.example"], b"Subject: postern to postfix\r\n\r\ncert only\r\n")
+        msgs = sink.wait(timeout=40)
+        assert msgs[0]["rcpt_tos"] == ["customer@far.example"]
+        assert b"by pf.test (Postfix)" in msgs[0]["data"]
+        line = wait_for(lambda: [l for l in sat.log().splitlines() if "delivered id=" in l], what="delivery")[0]
+        assert "verified" in line and "unverified" not in line, line
+        # Without the client certificate Postfix refuses to relay (454 4.7.1).
+        nocert = postern_factory(BASE_CONFIG + f'\n[relay]\nsmarthost = "127.0.0.1:{pf_port}"\nsmarthost_tls = "encrypt"\n', name="nocert")
+        with smtplib.SMTP("127.0.0.1", nocert.port, timeout=10) as s:
+            s.sendmail("app@mx.test", ["other@far.example"], b"Subject: no cert\r\n\r\nx\r\n")
+        line = wait_for(lambda: [l for l in nocert.log().splitlines() if "to=other@far.example" in l and "Relay access denied" in l],
+                        timeout=30, what="refusal")[0]
+        assert line.split()[1] in ("failed", "deferred"), line
+    finally:
+        if pf:
+            pf.stop()
+        shutil.rmtree(stage, ignore_errors=True)

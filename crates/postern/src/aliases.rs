@@ -102,6 +102,11 @@ impl Aliases {
         self.map.contains_key(name)
     }
 
+    /// Every target name or address listed anywhere.
+    pub fn targets(&self) -> impl Iterator<Item = &str> {
+        self.map.values().flatten().map(String::as_str)
+    }
+
     /// Number of aliases.
     pub fn len(&self) -> usize {
         self.map.len()

@@ -185,6 +185,31 @@ impl Scheduler {
         Ok(t)
     }
 
+    /// Local delivery only to mailboxes we know (users, aliases' targets,
+    /// the user database); others fail with 550 5.1.1 instead of creating a
+    /// new mailbox (bounces and local submission reach this path unchecked).
+    async fn deliver_known_local(&self, s: &crate::settings::Settings, t: &dyn Transport, msg: &Message, addrs: &[String]) -> Attempt {
+        let db = self.inner.shared.users.get();
+        let known = |a: &String| {
+            let local = a.rsplit_once('@').map(|(l, _)| l).unwrap_or(a).to_ascii_lowercase();
+            s.users.contains(&local) || s.aliases.contains(&local) || db.users.contains_key(&local) || alias_target(s, &local)
+        };
+        let ok: Vec<String> = addrs.iter().filter(|a| known(a)).cloned().collect();
+        let mut delivered = if ok.is_empty() { Attempt { outcomes: Vec::new(), tls: None } } else { t.deliver(msg, &ok).await };
+        let mut it = delivered.outcomes.drain(..);
+        let outcomes = addrs
+            .iter()
+            .map(|a| {
+                if known(a) {
+                    it.next().unwrap_or_else(|| Outcome::Deferred("4.3.0 no outcome".into()))
+                } else {
+                    Outcome::Failed(format!("550 5.1.1 <{a}>: no such local mailbox"))
+                }
+            })
+            .collect();
+        Attempt { outcomes, tls: None }
+    }
+
     /// Delivers over a `[[route]]` entry.
     async fn custom_route(&self, s: &crate::settings::Settings, i: usize, msg: &Message, addrs: &[String]) -> (String, Attempt) {
         let Some(r) = s.config.routes.get(i) else {
@@ -270,7 +295,7 @@ impl Scheduler {
             let (relay, attempt): (String, Attempt) = match rt {
                 Route::Maildir => {
                     let t = Maildir { root: settings.maildir_root.clone(), hostname: settings.hostname.clone() };
-                    (t.name(), t.deliver(&msg, &addrs).await)
+                    (t.name(), self.deliver_known_local(&settings, &t, &msg, &addrs).await)
                 }
                 Route::Lmtp => match &settings.config.local.lmtp {
                     Some(ep) => match Lmtp::from_settings(&settings, ep) {
@@ -384,6 +409,12 @@ impl Scheduler {
             r.bounced = true;
         }
     }
+}
+
+/// True if `local` is the final target of some alias (aliases may point
+/// to mailbox names that are not listed users).
+fn alias_target(s: &crate::settings::Settings, local: &str) -> bool {
+    s.aliases.targets().any(|t| t.eq_ignore_ascii_case(local))
 }
 
 /// Queues a complete message (CRLF text) for `rcpts` (already expanded).
