@@ -254,9 +254,7 @@ pub struct ServerTls {
     none: Arc<rustls::ServerConfig>,
     optional: Arc<rustls::ServerConfig>,
     required: Option<Arc<rustls::ServerConfig>>,
-    roots: Arc<RootCertStore>,
-    anchor_names: Vec<(Vec<u8>, String)>,
-    crls: Vec<CertificateRevocationListDer<'static>>,
+    verifier: CertVerifier,
     /// SHA-256 of the server certificate.
     pub fingerprint: String,
     /// The server certificate (DER), for tls-server-end-point.
@@ -273,6 +271,7 @@ impl std::fmt::Debug for ServerTls {
 
 /// Client-certificate verification material (CAs, CRLs), usable without
 /// the server's own certificate (`postern explain`).
+#[derive(Clone)]
 pub struct CertVerifier {
     roots: Arc<RootCertStore>,
     anchor_names: Vec<(Vec<u8>, String)>,
@@ -285,7 +284,9 @@ impl CertVerifier {
         let mut roots = RootCertStore::empty();
         let mut anchor_names = Vec::new();
         for p in client_ca_paths(s) {
-            for c in load_certs(&p)? {
+            let certs = load_certs(&p)?;
+            warn_expiry("client CA", &p, &certs);
+            for c in certs {
                 let name = cert_info(&c).map(|i| i.subject).unwrap_or_default();
                 roots.add(c).map_err(|e| err(format!("{}: not a usable CA certificate: {e}", p.display())))?;
                 if let Some(ta) = roots.roots.last() {
@@ -296,23 +297,9 @@ impl CertVerifier {
         Ok(CertVerifier { roots: Arc::new(roots), anchor_names, crls: load_crls(&crl_paths(s))? })
     }
 
-    /// Same as [`ServerTls::identify`].
-    pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCertIdentity> {
-        let st = ServerTlsVerify { roots: &self.roots, anchor_names: &self.anchor_names, crls: &self.crls };
-        st.identify(chain)
-    }
-}
-
-struct ServerTlsVerify<'a> {
-    roots: &'a RootCertStore,
-    anchor_names: &'a [(Vec<u8>, String)],
-    crls: &'a [CertificateRevocationListDer<'static>],
-}
-
-impl ServerTlsVerify<'_> {
     /// Verifies a client chain after the handshake (WebPKI: signatures,
     /// validity, CA constraints, client-auth usage, CRLs) and describes it.
-    fn identify(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCertIdentity> {
+    pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCertIdentity> {
         let ee = chain.first()?;
         let cert = match cert_info(ee) {
             Ok(c) => c,
@@ -505,21 +492,9 @@ impl ServerTls {
         warn_expiry("server certificate", &cert_path, &chain[..1]);
         let fingerprint = sha256_hex(&chain[0]);
 
-        let mut roots = RootCertStore::empty();
-        let mut anchor_names = Vec::new();
-        for p in ca_paths {
-            let certs = load_certs(&p)?;
-            warn_expiry("client CA", &p, &certs);
-            for c in certs {
-                let name = cert_info(&c).map(|i| i.subject).unwrap_or_default();
-                roots.add(c.clone()).map_err(|e| err(format!("{}: not a usable CA certificate: {e}", p.display())))?;
-                if let Some(ta) = roots.roots.last() {
-                    anchor_names.push((ta.subject.as_ref().to_vec(), name));
-                }
-            }
-        }
-        let crls = load_crls(&crl_files)?;
-        let roots = Arc::new(roots);
+        let verifier = CertVerifier::load(s)?;
+        let roots = verifier.roots.clone();
+        let crls = verifier.crls.clone();
 
         let build = |verifier: Arc<dyn ClientCertVerifier>| -> Result<Arc<rustls::ServerConfig>, TlsError> {
             let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
@@ -546,7 +521,7 @@ impl ServerTls {
             Some(build(v)?)
         };
         let server_cert = chain[0].as_ref().to_vec();
-        Ok(ServerTls { none, optional, required, roots, anchor_names, crls, fingerprint, server_cert, files })
+        Ok(ServerTls { none, optional, required, verifier, fingerprint, server_cert, files })
     }
 
     /// The rustls config for a client-certificate mode. `required` without
@@ -571,7 +546,7 @@ impl ServerTls {
     /// Verifies a client chain after the handshake (WebPKI: signatures,
     /// validity, CA constraints, client-auth usage, CRLs) and describes it.
     pub fn identify(&self, chain: &[CertificateDer<'_>]) -> Option<ClientCertIdentity> {
-        ServerTlsVerify { roots: &self.roots, anchor_names: &self.anchor_names, crls: &self.crls }.identify(chain)
+        self.verifier.identify(chain)
     }
 
     /// The same material, remembering other file times (after a refused reload).
