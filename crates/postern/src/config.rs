@@ -92,6 +92,9 @@ pub struct Config {
     /// Relay rules, first match wins (then the built-in defaults).
     #[serde(default, rename = "rule")]
     pub rules: Vec<toml::Spanned<Rule>>,
+    /// Direct MX delivery (when no smarthost is set).
+    #[serde(default)]
+    pub mx: Mx,
     /// Per-domain routes (transport map).
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
@@ -608,6 +611,30 @@ pub enum OutboundTls {
     Verify,
 }
 
+/// Direct delivery to the Internet (MX).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mx {
+    /// Name servers (`address:port`). Default: the system's (/etc/resolv.conf).
+    pub nameservers: Vec<SocketAddr>,
+    /// The SMTP port of MX hosts. Default 25 (tests use another).
+    pub port: u16,
+    /// TLS to MX hosts: "none", "may" (default), "encrypt", "verify".
+    pub tls: OutboundTls,
+    /// Deliveries at once per destination domain. Default 10.
+    pub domain_concurrency: usize,
+    /// After every MX host of a domain failed, wait this long before trying
+    /// that domain again (other domains are not held up). Default "1m".
+    #[serde(deserialize_with = "duration")]
+    pub domain_backoff: Duration,
+}
+
+impl Default for Mx {
+    fn default() -> Self {
+        Mx { nameservers: Vec::new(), port: 25, tls: OutboundTls::May, domain_concurrency: 10, domain_backoff: Duration::from_secs(60) }
+    }
+}
+
 /// Queue timing and concurrency.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -829,6 +856,9 @@ impl Config {
                 return invalid(format!("key `auth.mechanisms`: unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-256-PLUS, EXTERNAL)"));
             }
         }
+        if self.mx.domain_concurrency < 1 {
+            return invalid("key `mx.domain_concurrency`: must be at least 1".into());
+        }
         if self.relay.smarthost_username.is_some() != self.relay.smarthost_password_file.is_some() {
             return invalid("keys `relay.smarthost_username` and `relay.smarthost_password_file` go together".into());
         }
@@ -920,7 +950,7 @@ mod tests {
             "[auth]", "mechanisms", "plaintext_networks", "broken_auth_line", "sender_login_match", "external_identity",
             "max_failures_per_ip", "max_failures_per_user", "delay_after", "failure_window", "ban_time", "ban_action",
             "smarthost_username", "smarthost_password_file", "smarthost_auth_plaintext", "auth_mechanisms",
-            "default_rules", "[[rule]]", "action", "message", "listener", "client", "client_file", "tls",
+            "default_rules", "[mx]", "nameservers", "domain_concurrency", "domain_backoff", "[[rule]]", "action", "message", "listener", "client", "client_file", "tls",
             "authenticated", "users", "cert_verified", "cert_ca", "cert_issuer", "cert_subject", "cert_san",
             "cert_sha256", "cert_spki_sha256", "sender", "rcpt", "[[route]]", "transport", "next_hop",
         ] {

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use crate::bounce;
 use crate::delivery::client::{Lmtp, Smarthost};
 use crate::delivery::maildir::Maildir;
+use crate::delivery::mx::MxDelivery;
 use crate::delivery::{route, Attempt, Message, Outcome, Route, Transport};
 use crate::maillog;
 use crate::server::Shared;
@@ -48,6 +49,7 @@ struct Inner {
     wake: Notify,
     smarthosts: Mutex<HashMap<String, Arc<Smarthost>>>,
     routes: Mutex<HashMap<String, Arc<Smarthost>>>,
+    mx: Mutex<Option<(String, Arc<MxDelivery>)>>,
 }
 
 impl Scheduler {
@@ -63,6 +65,7 @@ impl Scheduler {
                 wake: Notify::new(),
                 smarthosts: Mutex::new(HashMap::new()),
                 routes: Mutex::new(HashMap::new()),
+                mx: Mutex::new(None),
             }),
         }
     }
@@ -210,6 +213,20 @@ impl Scheduler {
         Attempt { outcomes, tls: None }
     }
 
+    /// The MX delivery state for the current `[mx]` settings.
+    fn mx(&self, s: &crate::settings::Settings) -> Result<Arc<MxDelivery>, String> {
+        let key = format!("{:?}|{}", s.config.mx, s.hostname);
+        let mut g = lock(&self.inner.mx);
+        if let Some((k, m)) = g.as_ref() {
+            if *k == key {
+                return Ok(m.clone());
+            }
+        }
+        let m = Arc::new(MxDelivery::new(s)?);
+        *g = Some((key, m.clone()));
+        Ok(m)
+    }
+
     /// Delivers over a `[[route]]` entry.
     async fn custom_route(&self, s: &crate::settings::Settings, i: usize, msg: &Message, addrs: &[String]) -> (String, Attempt) {
         let Some(r) = s.config.routes.get(i) else {
@@ -309,16 +326,10 @@ impl Scheduler {
                     Err(e) => ("none".into(), Attempt::all(Outcome::Deferred(e), addrs.len(), None)),
                 },
                 Route::Custom(i) => self.custom_route(&settings, i, &msg, &addrs).await,
-                Route::NoRoute => (
-                    "none".into(),
-                    Attempt::all(
-                        Outcome::Deferred(
-                            "4.4.0 no route: set relay.smarthost for non-local domains (direct MX delivery is not built yet)".into(),
-                        ),
-                        addrs.len(),
-                        None,
-                    ),
-                ),
+                Route::Mx(domain) => match self.mx(&settings) {
+                    Ok(mx) => mx.deliver(&domain, &msg, &addrs).await,
+                    Err(e) => ("mx".into(), Attempt::all(Outcome::Deferred(format!("4.3.5 {e}")), addrs.len(), None)),
+                },
             };
             let tls = attempt.tls.clone().unwrap_or_else(|| "-".into());
             for (&i, o) in idx.iter().zip(attempt.outcomes) {

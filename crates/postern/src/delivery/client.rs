@@ -560,26 +560,35 @@ impl Transport for Smarthost {
 
     fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Attempt> {
         Box::pin(async move {
-            // A reused connection may have been closed by the peer; on a
-            // connection-level error retry once on a fresh one.
-            if let Some(mut c) = self.take_idle() {
-                if let Ok(o) = deliver_on(&mut c, msg, rcpts).await {
-                    self.put_idle(c);
-                    return o;
-                }
-            }
-            let mut c = match Conn::open(&self.dest).await {
-                Ok(c) => c,
-                Err(e) => return Attempt::all(Outcome::Deferred(e), rcpts.len(), None),
-            };
-            match deliver_on(&mut c, msg, rcpts).await {
-                Ok(o) => {
-                    self.put_idle(c);
-                    o
-                }
-                Err(o) => o,
+            match self.try_deliver(msg, rcpts).await {
+                Ok(a) => a,
+                Err(e) => Attempt::all(Outcome::Deferred(e), rcpts.len(), None),
             }
         })
+    }
+}
+
+impl Smarthost {
+    /// Delivers, or returns `Err` when no session could be opened
+    /// (connection refused, timeout, 4xx/5xx greeting): MX delivery then
+    /// tries the next host.
+    pub async fn try_deliver(&self, msg: &Message, rcpts: &[String]) -> Result<Attempt, String> {
+        // A reused connection may have been closed by the peer; on a
+        // connection-level error retry once on a fresh one.
+        if let Some(mut c) = self.take_idle() {
+            if let Ok(o) = deliver_on(&mut c, msg, rcpts).await {
+                self.put_idle(c);
+                return Ok(o);
+            }
+        }
+        let mut c = Conn::open(&self.dest).await?;
+        match deliver_on(&mut c, msg, rcpts).await {
+            Ok(o) => {
+                self.put_idle(c);
+                Ok(o)
+            }
+            Err(o) => Ok(o),
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod maildir;
+pub mod mx;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -101,8 +102,8 @@ pub enum Route {
     Lmtp,
     /// Non-local, through the smarthost.
     Smarthost,
-    /// Non-local and no smarthost: MX delivery is not built yet.
-    NoRoute,
+    /// Non-local and no smarthost: MX delivery to this domain.
+    Mx(String),
     /// A `[[route]]` entry (index into `config.routes`).
     Custom(usize),
 }
@@ -122,7 +123,7 @@ pub fn route(s: &Settings, address: &str) -> Route {
     if s.config.relay.smarthost.is_some() {
         Route::Smarthost
     } else {
-        Route::NoRoute
+        Route::Mx(domain)
     }
 }
 
@@ -139,7 +140,7 @@ mod tests {
         let s = Settings::from_config(cfg, &src).unwrap();
         assert_eq!(route(&s, "a@here.example"), Route::Maildir);
         assert_eq!(route(&s, "a@HERE.example"), Route::Maildir);
-        assert_eq!(route(&s, "a@there.example"), Route::NoRoute);
+        assert_eq!(route(&s, "a@there.example"), Route::Mx("there.example".into()));
         let cfg = Config::parse(
             "[local]\ndomains=[\"here.example\"]\ndelivery=\"lmtp\"\nlmtp=\"127.0.0.1:24\"\n[relay]\nsmarthost=\"relay.example:25\"\n",
             "t",

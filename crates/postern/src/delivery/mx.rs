@@ -1,0 +1,260 @@
+//! Direct delivery to the Internet: MX routing over DNS (RFC 5321 §5.1).
+//!
+//! May touch: DNS (hickory-resolver: the system configuration, or the
+//! configured `mx.nameservers`), outbound TCP to port `mx.port`.
+//!
+//! MX records by preference, random order among equal preferences; no MX →
+//! the domain's own A/AAAA (implicit MX); a null MX (RFC 7505: one MX `.`
+//! of preference 0) → immediate 556 5.1.10; NXDOMAIN → 550 5.1.2. Each MX
+//! host's addresses are tried in turn (IPv6 and IPv4); a connection failure
+//! or a 4xx/5xx greeting moves on to the next. When every host fails, the
+//! domain is put on a short backoff so a dead domain is not hammered and
+//! its queue does not hold up other domains; at most `mx.domain_concurrency`
+//! deliveries run per domain at once.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::TokioResolver;
+use tokio::sync::Semaphore;
+
+use super::client::{Dest, Smarthost};
+use super::{Attempt, Message, Outcome};
+use crate::config::Endpoint;
+use crate::tls::ClientTls;
+
+/// Where mail for a domain can go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hosts {
+    /// MX hosts (or the domain itself), in the order to try.
+    Try(Vec<String>),
+    /// RFC 7505 null MX: the domain accepts no mail.
+    NullMx,
+    /// The domain does not exist.
+    NoDomain,
+}
+
+/// The resolver.
+pub struct MxResolver {
+    resolver: TokioResolver,
+}
+
+impl MxResolver {
+    /// System configuration, or these name servers (UDP and TCP).
+    pub fn new(nameservers: &[SocketAddr]) -> Result<MxResolver, String> {
+        let builder = if nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| format!("DNS configuration: {e}"))?
+        } else {
+            let mut group = Vec::new();
+            for a in nameservers {
+                group.push(NameServerConfig::new(*a, Protocol::Udp));
+                group.push(NameServerConfig::new(*a, Protocol::Tcp));
+            }
+            let cfg = ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from(group));
+            TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default())
+        };
+        let mut builder = builder;
+        // Mail routing must follow DNS, not /etc/hosts; and keep answers fresh.
+        builder.options_mut().use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        builder.options_mut().cache_size = 256;
+        Ok(MxResolver { resolver: builder.build() })
+    }
+
+    /// MX hosts of a domain, best first (random among equal preferences).
+    pub async fn hosts(&self, domain: &str) -> Result<Hosts, String> {
+        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        match self.resolver.mx_lookup(fqdn.as_str()).await {
+            Ok(lookup) => {
+                let mut mx: Vec<(u16, String)> =
+                    lookup.iter().map(|m| (m.preference(), m.exchange().to_utf8().trim_end_matches('.').to_string())).collect();
+                if mx.len() == 1 && mx[0].1.is_empty() {
+                    return Ok(Hosts::NullMx);
+                }
+                mx.retain(|(_, h)| !h.is_empty());
+                Ok(Hosts::Try(order(mx, rand::random::<u64>())))
+            }
+            Err(e) if e.is_nx_domain() => Ok(Hosts::NoDomain),
+            Err(e) if e.is_no_records_found() => Ok(Hosts::Try(vec![domain.to_string()])), // implicit MX
+            Err(e) => Err(format!("4.4.3 DNS lookup of MX {domain}: {e}")),
+        }
+    }
+
+    /// Addresses of a host, IPv6 and IPv4.
+    pub async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        let fqdn = format!("{}.", host.trim_end_matches('.'));
+        self.resolver.lookup_ip(fqdn.as_str()).await.map(|l| l.iter().collect()).map_err(|e| format!("DNS lookup of {host}: {e}"))
+    }
+}
+
+/// Sorts by preference; equal preferences are shuffled with `seed` (pure, tested).
+pub fn order(mut mx: Vec<(u16, String)>, seed: u64) -> Vec<String> {
+    let mut state = seed | 1;
+    let mut keyed: Vec<(u16, u64, String)> = mx
+        .drain(..)
+        .map(|(p, h)| {
+            // xorshift: a cheap deterministic shuffle key per entry
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (p, state, h)
+        })
+        .collect();
+    keyed.sort();
+    let mut seen = Vec::new();
+    for (_, _, h) in keyed {
+        if !seen.contains(&h) {
+            seen.push(h);
+        }
+    }
+    seen
+}
+
+/// MX delivery state shared by all attempts.
+pub struct MxDelivery {
+    resolver: MxResolver,
+    port: u16,
+    helo: String,
+    tls: Option<Arc<ClientTls>>,
+    concurrency: usize,
+    backoff: Duration,
+    per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
+    dead: Mutex<HashMap<String, (Instant, String)>>,
+    pools: Mutex<HashMap<String, Arc<Smarthost>>>,
+}
+
+impl MxDelivery {
+    /// Builds it from settings.
+    pub fn new(s: &crate::settings::Settings) -> Result<MxDelivery, String> {
+        let m = &s.config.mx;
+        let tls = if m.tls == crate::config::OutboundTls::None {
+            None
+        } else {
+            let cas: Vec<std::path::PathBuf> = [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE)].into_iter().filter(|p| p.exists()).collect();
+            Some(Arc::new(ClientTls::build(m.tls, &cas, None).map_err(|e| e.to_string())?))
+        };
+        Ok(MxDelivery {
+            resolver: MxResolver::new(&m.nameservers)?,
+            port: m.port,
+            helo: s.hostname.clone(),
+            tls,
+            concurrency: m.domain_concurrency,
+            backoff: m.domain_backoff,
+            per_domain: Mutex::new(HashMap::new()),
+            dead: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn pool(&self, ip: IpAddr, host: &str) -> Arc<Smarthost> {
+        let key = format!("{ip}|{host}");
+        let mut pools = match self.pools.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        pools
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Smarthost::new(Dest {
+                    endpoint: Endpoint::Tcp(ip.to_string(), self.port),
+                    lmtp: false,
+                    helo: self.helo.clone(),
+                    tls: self.tls.clone(),
+                    implicit_tls: false,
+                    server_name: host.to_string(),
+                    credentials: None,
+                    auth_plaintext: false,
+                }))
+            })
+            .clone()
+    }
+
+    /// Delivers to recipients that all share `domain`. Returns the attempt
+    /// and the host that took it (for `relay=`).
+    pub async fn deliver(&self, domain: &str, msg: &Message, rcpts: &[String]) -> (String, Attempt) {
+        let n = rcpts.len();
+        let defer = |t: String| Attempt::all(Outcome::Deferred(t), n, None);
+        if let Some((until, why)) = self.dead.lock().ok().and_then(|d| d.get(domain).cloned()) {
+            if Instant::now() < until {
+                return (format!("mx:{domain}"), defer(format!("4.4.1 {domain} is backing off after: {why}")));
+            }
+        }
+        let sem = {
+            let mut m = match self.per_domain.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            m.entry(domain.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.concurrency))).clone()
+        };
+        let Ok(_permit) = sem.acquire_owned().await else { return (format!("mx:{domain}"), defer("4.3.0 shutting down".into())) };
+        // Domain literals ([192.0.2.1]) go straight to the address.
+        let hosts = if let Some(lit) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+            Ok(Hosts::Try(vec![lit.trim_start_matches("ipv6:").to_string()]))
+        } else {
+            self.resolver.hosts(domain).await
+        };
+        let hosts = match hosts {
+            Ok(Hosts::Try(h)) => h,
+            Ok(Hosts::NullMx) => {
+                let o = Outcome::Failed(format!("556 5.1.10 {domain} does not accept mail (null MX, RFC 7505)"));
+                return (format!("mx:{domain}"), Attempt::all(o, n, None));
+            }
+            Ok(Hosts::NoDomain) => {
+                let o = Outcome::Failed(format!("550 5.1.2 domain {domain} does not exist (NXDOMAIN)"));
+                return (format!("mx:{domain}"), Attempt::all(o, n, None));
+            }
+            Err(e) => return (format!("mx:{domain}"), defer(e)),
+        };
+        let mut last = String::from("no MX host");
+        for host in hosts {
+            let addrs = match host.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => match self.resolver.addrs(&host).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        last = e;
+                        continue;
+                    }
+                },
+            };
+            for ip in addrs {
+                match self.pool(ip, &host).try_deliver(msg, rcpts).await {
+                    Ok(a) => {
+                        if let Ok(mut d) = self.dead.lock() {
+                            d.remove(domain);
+                        }
+                        return (format!("mx:{host}[{ip}]:{}", self.port), a);
+                    }
+                    Err(e) => last = format!("{host}[{ip}]: {e}"),
+                }
+            }
+        }
+        if let Ok(mut d) = self.dead.lock() {
+            d.insert(domain.to_string(), (Instant::now() + self.backoff, last.clone()));
+        }
+        (format!("mx:{domain}"), defer(format!("4.4.1 no MX host of {domain} reachable; last: {last}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preference_order_and_shuffle() {
+        let mx = vec![(20, "b".to_string()), (10, "a1".to_string()), (10, "a2".to_string()), (30, "c".to_string())];
+        let mut firsts = std::collections::HashSet::new();
+        for seed in 0..64 {
+            let o = order(mx.clone(), seed);
+            assert_eq!(o.len(), 4);
+            assert!(o[0].starts_with('a') && o[1].starts_with('a'));
+            assert_eq!(&o[2..], &["b".to_string(), "c".to_string()]);
+            firsts.insert(o[0].clone());
+        }
+        assert_eq!(firsts.len(), 2, "equal preferences must be shuffled");
+    }
+}

@@ -1,0 +1,133 @@
+"""Direct MX delivery against a real DNS server (dnslib, started by the
+test on a loopback port) and real receivers (aiosmtpd) on several loopback
+addresses: preference order, failover from a dead primary, implicit MX,
+null MX and NXDOMAIN bounces, 4xx then success."""
+
+import email
+import smtplib
+import threading
+
+import pytest
+from aiosmtpd.controller import Controller
+from dnslib import AAAA, MX, QTYPE, RCODE, RR, A
+from dnslib.server import BaseResolver, DNSServer
+
+from conftest import BASE_CONFIG, SinkHandler, free_port, wait_for
+
+
+class Zone(BaseResolver):
+    def __init__(self, records):
+        self.records = records  # {(name, type): [rdata]}
+        self.names = {n for n, _ in records}
+
+    def resolve(self, request, handler):
+        reply = request.reply()
+        name = str(request.q.qname).rstrip(".").lower()
+        qtype = QTYPE[request.q.qtype]
+        if name not in self.names:
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        for rd in self.records.get((name, qtype), []):
+            reply.add_answer(RR(request.q.qname, request.q.qtype, rdata=rd, ttl=60))
+        return reply
+
+
+class Flaky(SinkHandler):
+    """451 for the first RCPT, then accepts."""
+
+    def __init__(self):
+        super().__init__()
+        self.tries = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        self.tries += 1
+        if self.tries == 1:
+            return "451 4.3.0 try again"
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+
+@pytest.fixture
+def internet():
+    port = free_port()
+    sinks = {ip: (Flaky() if ip == "127.0.0.6" else SinkHandler()) for ip in ("127.0.0.2", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7")}
+    controllers = []
+    for ip, h in sinks.items():
+        c = Controller(h, hostname=ip, port=port, decode_data=False, enable_SMTPUTF8=True)
+        c.start()
+        controllers.append(c)
+    records = {
+        ("good.test", "MX"): [MX("mx2.good.test", 20), MX("mx1.good.test", 10)],
+        ("mx1.good.test", "A"): [A("127.0.0.2")],
+        ("mx2.good.test", "A"): [A("127.0.0.7")],
+        ("failover.test", "MX"): [MX("dead.failover.test", 10), MX("backup.failover.test", 20)],
+        ("dead.failover.test", "A"): [A("127.0.0.3")],
+        ("backup.failover.test", "A"): [A("127.0.0.4")],
+        ("implicit.test", "A"): [A("127.0.0.5")],
+        ("implicit.test", "MX"): [],
+        ("nullmx.test", "MX"): [MX(".", 0)],
+        ("flaky.test", "MX"): [MX("mx.flaky.test", 10)],
+        ("mx.flaky.test", "A"): [A("127.0.0.6")],
+        ("mx.flaky.test", "AAAA"): [],
+    }
+    dns_port = free_port()
+    server = DNSServer(Zone(records), port=dns_port, address="127.0.0.1")
+    tcp = DNSServer(Zone(records), port=dns_port, address="127.0.0.1", tcp=True)
+    server.start_thread()
+    tcp.start_thread()
+    yield port, dns_port, sinks
+    server.stop()
+    tcp.stop()
+    for c in controllers:
+        c.stop()
+
+
+def mx_config(port, dns_port):
+    return BASE_CONFIG + f"""
+[mx]
+nameservers = ["127.0.0.1:{dns_port}"]
+port = {port}
+tls = "may"
+domain_backoff = "1s"
+"""
+
+
+def send(p, rcpt, subject="mx test"):
+    with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
+        s.sendmail("alice@mx.test", [rcpt], f"Subject: {subject}\r\n\r\nbody\r\n".encode())
+
+
+def test_mx_preference_failover_implicit(postern_factory, internet):
+    port, dns_port, sinks = internet
+    p = postern_factory(mx_config(port, dns_port))
+    send(p, "user@good.test")
+    assert sinks["127.0.0.2"].wait()[0]["rcpt_tos"] == ["user@good.test"]
+    assert sinks["127.0.0.7"].messages == [], "the lower-preference MX must not be used"
+    send(p, "user@failover.test")
+    assert sinks["127.0.0.4"].wait()[0]["rcpt_tos"] == ["user@failover.test"]
+    send(p, "user@implicit.test")
+    assert sinks["127.0.0.5"].wait()[0]["rcpt_tos"] == ["user@implicit.test"]
+    log = p.log()
+    assert f"relay=mx:mx1.good.test[127.0.0.2]:{port}" in log
+    assert f"relay=mx:backup.failover.test[127.0.0.4]:{port}" in log
+
+
+def test_mx_4xx_then_success(postern_factory, internet):
+    port, dns_port, sinks = internet
+    p = postern_factory(mx_config(port, dns_port))
+    send(p, "user@flaky.test")
+    assert sinks["127.0.0.6"].wait(timeout=30)[0]["rcpt_tos"] == ["user@flaky.test"]
+    log = p.log()
+    assert "deferred id=" in log and "451 4.3.0 try again" in log
+    assert "delivered id=" in log
+
+
+@pytest.mark.parametrize("domain,status", [("nullmx.test", b"5.1.10"), ("nope.test", b"5.1.2")])
+def test_null_mx_and_nxdomain_bounce(postern_factory, internet, domain, status):
+    port, dns_port, _ = internet
+    p = postern_factory(mx_config(port, dns_port))
+    send(p, f"user@{domain}")
+    raw = p.wait_mail("alice", timeout=20)[0]
+    m = email.message_from_bytes(raw)
+    assert m.get_content_type() == "multipart/report"
+    assert b"Status: " + status in raw, raw
+    assert f"Final-Recipient: rfc822; user@{domain}".encode() in raw
