@@ -32,6 +32,14 @@ class Zone(BaseResolver):
         return reply
 
 
+class NoEightBit(SinkHandler):
+    """A receiver that does not offer 8BITMIME."""
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [r for r in responses if "8BITMIME" not in r]
+
+
 class Flaky(SinkHandler):
     """451 for the first RCPT, then accepts."""
 
@@ -49,10 +57,12 @@ class Flaky(SinkHandler):
 @pytest.fixture
 def internet():
     port = free_port()
-    sinks = {ip: (Flaky() if ip == "127.0.0.6" else SinkHandler()) for ip in ("127.0.0.2", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7")}
+    kinds = {"127.0.0.6": Flaky, "127.0.0.9": NoEightBit}
+    ips = ("127.0.0.2", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8", "127.0.0.9")
+    sinks = {ip: kinds.get(ip, SinkHandler)() for ip in ips}
     controllers = []
     for ip, h in sinks.items():
-        c = Controller(h, hostname=ip, port=port, decode_data=False, enable_SMTPUTF8=True)
+        c = Controller(h, hostname=ip, port=port, decode_data=False, enable_SMTPUTF8=(ip != "127.0.0.8"))
         c.start()
         controllers.append(c)
     records = {
@@ -68,6 +78,12 @@ def internet():
         ("flaky.test", "MX"): [MX("mx.flaky.test", 10)],
         ("mx.flaky.test", "A"): [A("127.0.0.6")],
         ("mx.flaky.test", "AAAA"): [],
+        ("down.test", "MX"): [MX("dead.down.test", 10)],
+        ("dead.down.test", "A"): [A("127.0.0.3")],
+        ("ascii.test", "MX"): [MX("mx.ascii.test", 10)],
+        ("mx.ascii.test", "A"): [A("127.0.0.8")],
+        ("sevenbit.test", "MX"): [MX("mx.sevenbit.test", 10)],
+        ("mx.sevenbit.test", "A"): [A("127.0.0.9")],
     }
     dns_port = free_port()
     server = DNSServer(Zone(records), port=dns_port, address="127.0.0.1")

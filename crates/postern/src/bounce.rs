@@ -7,7 +7,31 @@
 
 use crate::spool::{Envelope, RcptStatus};
 
-/// One failed recipient for the report.
+/// RFC 3464 `Action:` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Permanent failure (a bounce).
+    Failed,
+    /// Still trying (a delay warning).
+    Delayed,
+    /// Delivered to a mailbox (NOTIFY=SUCCESS).
+    Delivered,
+    /// Handed to a next hop that does not do DSN (NOTIFY=SUCCESS).
+    Relayed,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+            Action::Relayed => "relayed",
+        }
+    }
+}
+
+/// One recipient in a report.
 #[derive(Debug, Clone)]
 pub struct Failure {
     /// Final-Recipient.
@@ -16,18 +40,35 @@ pub struct Failure {
     pub original: String,
     /// The last reply or reason.
     pub diagnostic: String,
+    /// DSN ORCPT (`type;address`), preferred for Original-Recipient.
+    pub orcpt: Option<String>,
+    /// Remote-MTA, if a remote host answered.
+    pub remote_mta: Option<String>,
+    /// What happened.
+    pub action: Action,
 }
 
-/// The failed recipients of `env` that still owe a bounce.
-pub fn owed(env: &Envelope) -> Vec<Failure> {
-    env.recipients
-        .iter()
-        .filter(|r| r.status == RcptStatus::Failed && !r.bounced)
-        .map(|r| Failure {
+impl Failure {
+    /// A report entry from an envelope recipient.
+    pub fn from_recipient(r: &crate::spool::Recipient, action: Action) -> Failure {
+        Failure {
             address: r.address.clone(),
             original: r.original.clone(),
             diagnostic: r.last_reply.clone().unwrap_or_else(|| "5.0.0 delivery failed".into()),
-        })
+            orcpt: r.orcpt.clone(),
+            remote_mta: r.remote_mta.clone(),
+            action,
+        }
+    }
+}
+
+/// The failed recipients of `env` that still owe a bounce and asked for
+/// one (NOTIFY absent or containing FAILURE).
+pub fn owed(env: &Envelope) -> Vec<Failure> {
+    env.recipients
+        .iter()
+        .filter(|r| r.status == RcptStatus::Failed && !r.bounced && r.wants("FAILURE"))
+        .map(|r| Failure::from_recipient(r, Action::Failed))
         .collect()
 }
 
@@ -63,13 +104,30 @@ pub fn headers_of(body: &[u8]) -> &[u8] {
     body
 }
 
-/// Builds the bounce message text (CRLF) for `env`'s failures.
+/// Builds the report message text (CRLF) for `env`: a bounce, a delay
+/// warning or a success notice, depending on the entries' action.
 pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u8], date: &str) -> Vec<u8> {
+    let kind = failures.first().map(|f| f.action).unwrap_or(Action::Failed);
+    let (subject, intro) = match kind {
+        Action::Failed => (
+            "Undelivered Mail Returned to Sender",
+            "Your message could not be delivered to one or more\r\nrecipients. It is attached below.",
+        ),
+        Action::Delayed => (
+            "Delayed Mail (still being retried)",
+            "Your message could not be delivered yet to one or more\r\nrecipients. It will be retried until it is too old; no action\r\nis needed from you.",
+        ),
+        Action::Delivered | Action::Relayed => (
+            "Successful Mail Delivery Report",
+            "Your message was delivered to (or handed on for) the\r\nrecipients listed below, as you asked.",
+        ),
+    };
+    let full = env.ret.as_deref() == Some("FULL") && kind == Action::Failed;
     let boundary = format!("{}.{}/{}", env.id, crate::spool::now_unix(), hostname);
     let mut m = String::new();
     m.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"));
     m.push_str(&format!("To: <{}>\r\n", env.sender));
-    m.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
+    m.push_str(&format!("Subject: {subject}\r\n"));
     m.push_str(&format!("Date: {date}\r\n"));
     m.push_str(&format!("Message-ID: <{}.bounce@{hostname}>\r\n", env.id));
     m.push_str("Auto-Submitted: auto-replied\r\n");
@@ -79,29 +137,49 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
     ));
     m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
     m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
-    m.push_str(&format!(
-        "This is the mail system at host {hostname}.\r\n\r\nYour message could not be delivered to one or more\r\n\
-         recipients. It is attached below.\r\n\r\n"
-    ));
+    m.push_str(&format!("This is the mail system at host {hostname}.\r\n\r\n{intro}\r\n\r\n"));
     for f in failures {
         m.push_str(&format!("<{}>: {}\r\n", f.address, one_line(&f.diagnostic)));
     }
     m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"));
     m.push_str(&format!("Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\n", env.id));
+    if let Some(envid) = &env.envid {
+        m.push_str(&format!("Original-Envelope-Id: {}\r\n", one_line(envid)));
+    }
     m.push_str(&format!("Arrival-Date: {}\r\n", unix_to_rfc5322(env.created)));
     for f in failures {
         m.push_str(&format!("\r\nFinal-Recipient: rfc822; {}\r\n", f.address));
-        if !f.original.is_empty() && !f.original.eq_ignore_ascii_case(&f.address) {
-            m.push_str(&format!("Original-Recipient: rfc822; {}\r\n", f.original));
+        match &f.orcpt {
+            Some(o) => m.push_str(&format!("Original-Recipient: {}\r\n", one_line(&o.replacen(';', "; ", 1)))),
+            None if !f.original.is_empty() && !f.original.eq_ignore_ascii_case(&f.address) => {
+                m.push_str(&format!("Original-Recipient: rfc822; {}\r\n", f.original))
+            }
+            None => {}
         }
-        m.push_str("Action: failed\r\n");
-        m.push_str(&format!("Status: {}\r\n", status_of(&f.diagnostic)));
+        m.push_str(&format!("Action: {}\r\n", f.action.name()));
+        let status = match f.action {
+            Action::Delivered | Action::Relayed => "2.0.0".to_string(),
+            Action::Delayed => {
+                let s = status_of(&f.diagnostic);
+                if s.starts_with('4') { s } else { "4.0.0".into() }
+            }
+            Action::Failed => status_of(&f.diagnostic),
+        };
+        m.push_str(&format!("Status: {status}\r\n"));
+        if let Some(r) = &f.remote_mta {
+            m.push_str(&format!("Remote-MTA: dns; {}\r\n", one_line(r)));
+        }
         m.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", one_line(&f.diagnostic)));
         m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
     }
-    m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Undelivered Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+    if full {
+        m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\n\r\n"));
+    } else {
+        m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
+    }
     let mut out = m.into_bytes();
-    out.extend_from_slice(&postern_wire::data::normalize_crlf(headers_of(original)));
+    let part = if full { original } else { headers_of(original) };
+    out.extend_from_slice(&postern_wire::data::normalize_crlf(part));
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -148,12 +226,18 @@ mod tests {
                 last_reply: Some("550 5.1.1 no such user".into()),
                 next_attempt: 0,
                 bounced: false,
+                notify: None,
+                orcpt: None,
+                remote_mta: None,
+                warned_at: 0,
             }],
             size: 10,
             eight_bit: false,
             smtputf8: false,
             client: String::new(),
             helo: None,
+            ret: None,
+            envid: None,
         };
         let f = owed(&env);
         let out = String::from_utf8(build("mx.example", &env, &f, b"Subject: hi\r\nX: y\r\n\r\nsecret body\r\n", "DATE")).unwrap();

@@ -648,6 +648,10 @@ pub struct Queue {
     /// After this long in the queue, undelivered recipients bounce. Default "5d".
     #[serde(deserialize_with = "duration")]
     pub max_lifetime: Duration,
+    /// Warn the sender (RFC 3464 "delayed") when mail is still undelivered
+    /// after this long, then again every interval. "0s" turns it off. Default "4h".
+    #[serde(deserialize_with = "duration")]
+    pub delay_warning: Duration,
     /// Deliveries in progress at once. Default 20.
     pub concurrency: usize,
     /// Refuse new mail with 452 4.3.1 when the queue's file system has less
@@ -661,6 +665,7 @@ impl Default for Queue {
             retry_min: Duration::from_secs(300),
             retry_max: Duration::from_secs(3600),
             max_lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: Duration::from_secs(4 * 3600),
             concurrency: 20,
             min_free_space: 100 * 1024 * 1024,
         }
@@ -950,7 +955,7 @@ mod tests {
             "[auth]", "mechanisms", "plaintext_networks", "broken_auth_line", "sender_login_match", "external_identity",
             "max_failures_per_ip", "max_failures_per_user", "delay_after", "failure_window", "ban_time", "ban_action",
             "smarthost_username", "smarthost_password_file", "smarthost_auth_plaintext", "auth_mechanisms",
-            "default_rules", "[mx]", "nameservers", "domain_concurrency", "domain_backoff", "[[rule]]", "action", "message", "listener", "client", "client_file", "tls",
+            "default_rules", "[mx]", "delay_warning", "nameservers", "domain_concurrency", "domain_backoff", "[[rule]]", "action", "message", "listener", "client", "client_file", "tls",
             "authenticated", "users", "cert_verified", "cert_ca", "cert_issuer", "cert_subject", "cert_san",
             "cert_sha256", "cert_spki_sha256", "sender", "rcpt", "[[route]]", "transport", "next_hop",
         ] {

@@ -266,6 +266,15 @@ enum QueueCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Return messages to their senders now (pending recipients fail with a bounce).
+    Bounce {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Release held messages and try them now.
     Release {
         /// Queue ids.
@@ -377,6 +386,7 @@ fn main() -> ExitCode {
                 QueueCmd::Delete { ids, json } => queuecmd::change(&s, "delete", &ids, json),
                 QueueCmd::Hold { ids, json } => queuecmd::change(&s, "hold", &ids, json),
                 QueueCmd::Release { ids, json } => queuecmd::change(&s, "release", &ids, json),
+                QueueCmd::Bounce { ids, json } => queuecmd::change(&s, "bounce", &ids, json),
             })
         }
         Cmd::Config { action } => match action {

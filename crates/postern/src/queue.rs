@@ -198,7 +198,7 @@ impl Scheduler {
             s.users.contains(&local) || s.aliases.contains(&local) || db.users.contains_key(&local) || alias_target(s, &local)
         };
         let ok: Vec<String> = addrs.iter().filter(|a| known(a)).cloned().collect();
-        let mut delivered = if ok.is_empty() { Attempt { outcomes: Vec::new(), tls: None } } else { t.deliver(msg, &ok).await };
+        let mut delivered = if ok.is_empty() { Attempt { outcomes: Vec::new(), tls: None, dsn: false } } else { t.deliver(msg, &ok).await };
         let mut it = delivered.outcomes.drain(..);
         let outcomes = addrs
             .iter()
@@ -210,7 +210,7 @@ impl Scheduler {
                 }
             })
             .collect();
-        Attempt { outcomes, tls: None }
+        Attempt { outcomes, tls: None, dsn: false }
     }
 
     /// The MX delivery state for the current `[mx]` settings.
@@ -293,7 +293,13 @@ impl Scheduler {
             body: body.clone(),
             eight_bit: env.eight_bit,
             smtputf8: env.smtputf8,
+            dsn: crate::delivery::Dsn {
+                ret: env.ret.clone(),
+                envid: env.envid.clone(),
+                rcpts: env.recipients.iter().map(|r| (r.address.clone(), (r.notify.clone(), r.orcpt.clone()))).collect(),
+            },
         };
+        let mut success_notices: Vec<bounce::Failure> = Vec::new();
         // Group pending recipients by route.
         let mut groups: Vec<(Route, Vec<usize>)> = Vec::new();
         for (i, r) in env.recipients.iter().enumerate() {
@@ -309,6 +315,7 @@ impl Scheduler {
         let now = now_unix();
         for (rt, idx) in groups {
             let addrs: Vec<String> = idx.iter().map(|&i| env.recipients[i].address.clone()).collect();
+            let local = matches!(rt, Route::Maildir | Route::Lmtp);
             let (relay, attempt): (String, Attempt) = match rt {
                 Route::Maildir => {
                     let t = Maildir { root: settings.maildir_root.clone(), hostname: settings.hostname.clone() };
@@ -332,6 +339,15 @@ impl Scheduler {
                 },
             };
             let tls = attempt.tls.clone().unwrap_or_else(|| "-".into());
+            // RFC 3464 Remote-MTA: the host name, without address or port.
+            let remote_mta = (!local).then(|| {
+                let r = relay.trim_start_matches("smtp:").trim_start_matches("mx:");
+                let r = r.split('[').next().unwrap_or(r);
+                match r.rsplit_once(':') {
+                    Some((h, p)) if p.bytes().all(|c| c.is_ascii_digit()) => h.to_string(),
+                    _ => r.to_string(),
+                }
+            });
             for (&i, o) in idx.iter().zip(attempt.outcomes) {
                 let r = &mut env.recipients[i];
                 r.attempts += 1;
@@ -347,10 +363,19 @@ impl Scheduler {
                     ("tls", tls.as_str()),
                     ("reply", o.text()),
                 ];
+                if remote_mta.is_some() {
+                    r.remote_mta = remote_mta.clone();
+                }
                 match o {
                     Outcome::Delivered(_) => {
                         r.status = RcptStatus::Delivered;
                         maillog::event("delivered", &fields);
+                        // RFC 3461 §6.2.2: we report success ourselves for local
+                        // delivery and when the next hop cannot carry the request.
+                        if r.wants("SUCCESS") && (local || !attempt.dsn) {
+                            let action = if local { bounce::Action::Delivered } else { bounce::Action::Relayed };
+                            success_notices.push(bounce::Failure::from_recipient(r, action));
+                        }
                     }
                     Outcome::Failed(_) => {
                         r.status = RcptStatus::Failed;
@@ -375,6 +400,8 @@ impl Scheduler {
                 maillog::event("expired", &[("id", id.as_str()), ("to", &r.address)]);
             }
         }
+        self.notify(&settings, &env, &body, success_notices);
+        self.delay_warnings(&settings, &mut env, &body);
         self.bounce_failures(&settings, &mut env, &body);
         if env.is_finished() {
             if let Err(e) = spool.remove(id) {
@@ -394,8 +421,61 @@ impl Scheduler {
         }
     }
 
+    /// Queues a report (success or delay notice) for `entries`; never to the null sender.
+    fn notify(&self, settings: &crate::settings::Settings, env: &Envelope, body: &[u8], entries: Vec<bounce::Failure>) -> bool {
+        if entries.is_empty() || env.sender.is_empty() {
+            return false;
+        }
+        let kind = format!("{:?}", entries[0].action).to_ascii_lowercase();
+        let text = bounce::build(&settings.hostname, env, &entries, body, &rfc5322_date());
+        match enqueue(&self.inner.spool, "", &[env.sender.clone()], &text, "local") {
+            Ok(nid) => {
+                maillog::event("dsn", &[("id", env.id.as_str()), ("kind", &kind), ("notice_id", nid.as_str()), ("to", &env.sender)]);
+                let _ = self.inner.queued.send(nid);
+                true
+            }
+            Err(e) => {
+                maillog::event("error", &[("id", env.id.as_str()), ("error", &format!("cannot queue {kind} notice: {e}"))]);
+                false
+            }
+        }
+    }
+
+    /// RFC 3464 "delayed" notices for recipients still pending after
+    /// `queue.delay_warning`, at most once per interval.
+    fn delay_warnings(&self, settings: &crate::settings::Settings, env: &mut Envelope, body: &[u8]) {
+        let interval = settings.config.queue.delay_warning.as_secs();
+        if interval == 0 || env.sender.is_empty() {
+            return;
+        }
+        let now = now_unix();
+        if now.saturating_sub(env.created) < interval {
+            return;
+        }
+        let due: Vec<usize> = env
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.status == RcptStatus::Pending && r.wants("DELAY") && now.saturating_sub(r.warned_at) >= interval)
+            .map(|(i, _)| i)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let entries = due.iter().map(|&i| bounce::Failure::from_recipient(&env.recipients[i], bounce::Action::Delayed)).collect();
+        if self.notify(settings, env, body, entries) {
+            for i in due {
+                env.recipients[i].warned_at = now;
+            }
+        }
+    }
+
     /// Queues a bounce for failures that owe one; never for the null sender.
     fn bounce_failures(&self, settings: &crate::settings::Settings, env: &mut Envelope, body: &[u8]) {
+        // NOTIFY without FAILURE (e.g. NEVER): no bounce is owed.
+        for r in env.recipients.iter_mut().filter(|r| r.status == RcptStatus::Failed && !r.wants("FAILURE")) {
+            r.bounced = true;
+        }
         let failures = bounce::owed(env);
         if failures.is_empty() {
             return;
@@ -449,6 +529,10 @@ pub fn enqueue(spool: &Spool, sender: &str, rcpts: &[String], text: &[u8], clien
                 last_reply: None,
                 next_attempt: 0,
                 bounced: false,
+                notify: None,
+                orcpt: None,
+                remote_mta: None,
+                warned_at: 0,
             })
             .collect(),
         size: text.len() as u64,
@@ -456,6 +540,8 @@ pub fn enqueue(spool: &Spool, sender: &str, rcpts: &[String], text: &[u8], clien
         smtputf8: sender.bytes().any(|b| b >= 0x80) || rcpts.iter().any(|r| r.bytes().any(|b| b >= 0x80)),
         client: client.to_string(),
         helo: None,
+        ret: None,
+        envid: None,
     };
     spool.commit(draft, &env)?;
     Ok(id)

@@ -185,6 +185,19 @@ pub fn change(settings: &Settings, action: &str, ids: &[String], as_json: bool) 
         };
         let r = match action {
             "delete" => spool.remove(&id).map(|_| true),
+            "bounce" => spool.load(&id).and_then(|(mut env, place)| {
+                let mut changed = false;
+                for r in env.recipients.iter_mut().filter(|r| r.status == RcptStatus::Pending) {
+                    r.status = RcptStatus::Failed;
+                    r.last_reply = Some("5.0.0 returned to sender on request of the postmaster".into());
+                    changed = true;
+                }
+                spool.update(&env, place)?;
+                if place == Place::Hold {
+                    spool.move_to(&id, Place::Active)?;
+                }
+                Ok(changed)
+            }),
             "hold" => spool.move_to(&id, Place::Hold),
             _ => spool.move_to(&id, Place::Active),
         };
@@ -193,7 +206,7 @@ pub fn change(settings: &Settings, action: &str, ids: &[String], as_json: bool) 
                 if changed {
                     maillog::event(action, &[("id", id.as_str()), ("by", "cli")]);
                 }
-                if action == "release" {
+                if action == "release" || action == "bounce" {
                     let _ = control::request(&settings.data_dir, &format!("kick {id}"));
                 }
                 results.push(json!({"id": id, "action": action, "changed": changed}));

@@ -129,6 +129,7 @@ struct Helo {
 struct Accepted {
     original: String,
     targets: Vec<String>,
+    params: postern_wire::command::RcptParams,
 }
 
 /// A mail transaction: MAIL done, zero or more RCPTs accepted.
@@ -399,7 +400,7 @@ impl Session {
             Command::Helo(name) => self.helo(name, false),
             Command::Lhlo(_) => self.reply(codes::unknown_command().with_text("LHLO is for LMTP; use EHLO")),
             Command::Mail { from, params } => self.mail(from, params),
-            Command::Rcpt { to, .. } => self.rcpt(to),
+            Command::Rcpt { to, params } => self.rcpt(to, params),
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,
             Command::Rset => {
@@ -442,6 +443,7 @@ impl Session {
             "ENHANCEDSTATUSCODES".into(),
             "SMTPUTF8".into(),
             "CHUNKING".into(),
+            "DSN".into(),
         ];
         // RFC 3207 §4.2: STARTTLS is not offered once TLS is active.
         if self.tls.is_none() && self.ctx.tls.is_some() {
@@ -815,7 +817,7 @@ impl Session {
         m.local.eq_ignore_ascii_case(user) && self.settings().is_local_domain(&m.domain)
     }
 
-    fn rcpt(&mut self, to: Path) {
+    fn rcpt(&mut self, to: Path, params: postern_wire::command::RcptParams) {
         let (count, smtputf8, sender) = match &self.state {
             State::Mail { txn, .. } => (txn.rcpts.len(), txn.params.smtputf8, txn.sender()),
             State::Fresh | State::Ready { .. } => {
@@ -870,7 +872,7 @@ impl Session {
                     &[("client", &client), ("from", &sender), ("to", &rcpt_text), ("result", &act), ("rule", &rule), ("origin", &origin)],
                 );
                 if let State::Mail { txn, .. } = &mut self.state {
-                    txn.rcpts.push(Accepted { original: rcpt_text, targets });
+                    txn.rcpts.push(Accepted { original: rcpt_text, targets, params });
                 }
                 self.reply(codes::recipient_ok());
             }
@@ -1105,6 +1107,10 @@ fn build_envelope(id: &QueueId, txn: &Txn, size: u64, conn: &Conn, helo: &Helo) 
                 last_reply: None,
                 next_attempt: 0,
                 bounced: false,
+                notify: a.params.notify.clone(),
+                orcpt: a.params.orcpt.clone(),
+                remote_mta: None,
+                warned_at: 0,
             });
         }
     }
@@ -1119,6 +1125,8 @@ fn build_envelope(id: &QueueId, txn: &Txn, size: u64, conn: &Conn, helo: &Helo) 
         smtputf8: txn.params.smtputf8,
         client: format!("[{}]:{}", conn.peer.ip(), conn.peer.port()),
         helo: Some(helo.name.clone()),
+        ret: txn.params.ret.clone(),
+        envid: txn.params.envid.clone(),
     }
 }
 

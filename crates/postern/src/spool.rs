@@ -95,6 +95,29 @@ pub struct Recipient {
     /// True once a bounce for this failed recipient has been queued.
     #[serde(default)]
     pub bounced: bool,
+    /// DSN `NOTIFY=` (RFC 3461 §4.1), upper-case, e.g. "SUCCESS,FAILURE" or "NEVER".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
+    /// DSN `ORCPT=` (RFC 3461 §4.2), e.g. "rfc822;user@example.org".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orcpt: Option<String>,
+    /// The host that took (or last refused) this recipient, for DSNs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_mta: Option<String>,
+    /// Unix time of the last delay warning sent for this recipient (0: none).
+    #[serde(default)]
+    pub warned_at: u64,
+}
+
+impl Recipient {
+    /// Does the sender want notices of this kind ("SUCCESS", "FAILURE",
+    /// "DELAY")? Without NOTIFY, failures and delays are reported (RFC 3461 §4.1).
+    pub fn wants(&self, kind: &str) -> bool {
+        match &self.notify {
+            None => kind != "SUCCESS",
+            Some(n) => n.split(',').any(|k| k == kind),
+        }
+    }
 }
 
 /// The envelope: everything about a queued message except its text.
@@ -124,6 +147,12 @@ pub struct Envelope {
     /// The HELO/EHLO name the client used, if any.
     #[serde(default)]
     pub helo: Option<String>,
+    /// DSN `RET=` ("FULL" or "HDRS").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ret: Option<String>,
+    /// DSN `ENVID=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envid: Option<String>,
 }
 
 impl Envelope {
@@ -499,12 +528,18 @@ mod tests {
                 last_reply: None,
                 next_attempt: 0,
                 bounced: false,
+                notify: None,
+                orcpt: None,
+                remote_mta: None,
+                warned_at: 0,
             }],
             size: 5,
             eight_bit: false,
             smtputf8: false,
             client: "local".into(),
             helo: None,
+            ret: None,
+            envid: None,
         }
     }
 

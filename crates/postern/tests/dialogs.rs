@@ -187,7 +187,7 @@ async fn connect_ehlo(addr: std::net::SocketAddr) -> (TcpStream, Vec<u8>) {
     let mut buf = Vec::new();
     read_lines(&mut s, &mut buf, 1).await;
     s.write_all(b"EHLO c.example\r\n").await.unwrap();
-    read_lines(&mut s, &mut buf, 8).await;
+    read_lines(&mut s, &mut buf, 9).await;
     (s, buf)
 }
 

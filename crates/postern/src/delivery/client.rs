@@ -293,7 +293,39 @@ impl Conn {
         if msg.smtputf8 {
             mail.push_str(" SMTPUTF8");
         }
+        // RFC 6152: 8-bit data only to 8BITMIME hosts. We do not convert to
+        // 7 bit (that would rewrite MIME structure and break signatures):
+        // such mail bounces with 5.6.3 instead (documented).
+        if !self.ext.contains("8BITMIME") && !self.lmtp && msg.body.iter().any(|&b| b >= 0x80) {
+            let o = Outcome::Failed("554 5.6.3 next hop does not support 8BITMIME; postern does not convert to 7 bit".into());
+            return Ok(vec![o; rcpts.len()]);
+        }
+        let dsn = self.ext.contains("DSN");
+        if dsn {
+            use postern_wire::command::xtext_encode;
+            if let Some(r) = &msg.dsn.ret {
+                mail.push_str(&format!(" RET={r}"));
+            }
+            if let Some(e) = &msg.dsn.envid {
+                mail.push_str(&format!(" ENVID={}", xtext_encode(e)));
+            }
+        }
         mail.push_str("\r\n");
+        let rcpt_line = |r: &str| -> String {
+            let mut l = format!("RCPT TO:<{r}>");
+            if dsn {
+                if let Some((notify, orcpt)) = msg.dsn.rcpts.get(r) {
+                    if let Some(n) = notify {
+                        l.push_str(&format!(" NOTIFY={n}"));
+                    }
+                    if let Some(o) = orcpt {
+                        l.push_str(&format!(" ORCPT={}", postern_wire::command::xtext_encode(o)));
+                    }
+                }
+            }
+            l.push_str("\r\n");
+            l
+        };
         let pipelining = self.ext.contains("PIPELINING") || self.lmtp;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
         let mail_reply;
@@ -301,7 +333,7 @@ impl Conn {
         if pipelining {
             let mut batch = mail.into_bytes();
             for r in rcpts {
-                batch.extend_from_slice(format!("RCPT TO:<{r}>\r\n").as_bytes());
+                batch.extend_from_slice(rcpt_line(r).as_bytes());
             }
             batch.extend_from_slice(b"DATA\r\n");
             self.send(&batch).await?;
@@ -319,7 +351,7 @@ impl Conn {
             mail_reply = self.reply(REPLY_TIMEOUT).await?;
             if mail_reply.is_positive() {
                 for (i, r) in rcpts.iter().enumerate() {
-                    self.send(format!("RCPT TO:<{r}>\r\n").as_bytes()).await?;
+                    self.send(rcpt_line(r).as_bytes()).await?;
                     let rr = self.reply(REPLY_TIMEOUT).await?;
                     if rr.is_positive() {
                         accepted.push(i);
@@ -388,8 +420,9 @@ impl Conn {
 /// Runs a transaction, deferring everyone on a connection-level error.
 async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String]) -> Result<Attempt, Attempt> {
     let tls = Some(if conn.auth_note.is_empty() { conn.tls.clone() } else { format!("{}, auth {}", conn.tls, conn.auth_note) });
+    let dsn = conn.ext.contains("DSN");
     match conn.transaction(msg, rcpts).await {
-        Ok(outcomes) => Ok(Attempt { outcomes, tls }),
+        Ok(outcomes) => Ok(Attempt { outcomes, tls, dsn }),
         Err(e) => Err(Attempt::all(Outcome::Deferred(e), rcpts.len(), tls)),
     }
 }

@@ -37,7 +37,7 @@ impl Transport for Maildir {
             let outcomes = tokio::task::spawn_blocking(move || rcpts.iter().map(|r| deliver_one(&root, &host, &msg, r)).collect())
                 .await
                 .unwrap_or_else(|e| vec![Outcome::Deferred(format!("4.3.0 maildir delivery task failed: {e}")); n]);
-            Attempt { outcomes, tls: None }
+            Attempt { outcomes, tls: None, dsn: false }
         })
     }
 }
@@ -124,6 +124,7 @@ mod tests {
             body: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
             eight_bit: false,
             smtputf8: false,
+            dsn: Default::default(),
         };
         let out = deliver_one(dir.path(), "h", &msg, "alice@localhost");
         assert!(matches!(out, Outcome::Delivered(_)), "{out:?}");

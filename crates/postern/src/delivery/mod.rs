@@ -61,13 +61,26 @@ pub struct Attempt {
     /// delivery, `Some("none")` for plaintext, or e.g.
     /// `Some("TLSv1.3 TLS13_AES_256_GCM_SHA384 verified")`.
     pub tls: Option<String>,
+    /// The next hop speaks DSN (RFC 3461): success notices are its job.
+    pub dsn: bool,
 }
 
 impl Attempt {
     /// Every recipient gets the same outcome.
     pub fn all(o: Outcome, n: usize, tls: Option<String>) -> Attempt {
-        Attempt { outcomes: vec![o; n], tls }
+        Attempt { outcomes: vec![o; n], tls, dsn: false }
     }
+}
+
+/// DSN parameters to pass on to a DSN-capable next hop (RFC 3461 §4).
+#[derive(Debug, Clone, Default)]
+pub struct Dsn {
+    /// RET=.
+    pub ret: Option<String>,
+    /// ENVID= (decoded).
+    pub envid: Option<String>,
+    /// Per recipient address: (NOTIFY=, ORCPT= decoded).
+    pub rcpts: std::collections::HashMap<String, (Option<String>, Option<String>)>,
 }
 
 /// A message handed to a transport.
@@ -83,6 +96,8 @@ pub struct Message {
     pub eight_bit: bool,
     /// Needs SMTPUTF8.
     pub smtputf8: bool,
+    /// DSN parameters.
+    pub dsn: Dsn,
 }
 
 /// A delivery mechanism.
