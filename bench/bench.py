@@ -1,0 +1,231 @@
+"""postern vs Postfix, same machine, same run, same relay-to-sink set-up.
+
+Load: Postfix's smtp-source; sink: Postfix's smtp-sink (exits after the
+expected number of messages, which gives the end-to-end time). Every loop is
+bounded in count and time; all traffic is on 127.0.0.1. Both systems keep
+their default durability (postern fsyncs every message before 250; Postfix
+fsyncs its queue file before 250).
+"""
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+POSTERN = os.path.join(ROOT, "target", "release", "postern")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def cpu_of(pid):
+    """utime+stime+cutime+cstime of a process, in seconds."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in f[11:15]) / hz
+
+
+def rss_kb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Postern:
+    name = "postern"
+
+    def __init__(self, sink_port):
+        self.dir = tempfile.mkdtemp(prefix="bench-postern-")
+        self.port = free_port()
+        cfg = os.path.join(self.dir, "postern.toml")
+        open(cfg, "w").write(f"""hostname = "bench.test"
+[[listener]]
+address = "127.0.0.1:{self.port}"
+[relay]
+smarthost = "127.0.0.1:{sink_port}"
+smarthost_tls = "none"
+[limits]
+max_connections_per_ip = 1000
+max_connections = 2000
+[queue]
+concurrency = 20
+[log]
+mail_log = "{self.dir}/mail.log"
+""")
+        self.proc = subprocess.Popen([POSTERN, "serve", "--config", cfg, "--data-dir", os.path.join(self.dir, "data")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        self.pids = [self.proc.pid]
+
+    def cpu(self):
+        return sum(cpu_of(p) for p in self.pids)
+
+    def rss(self):
+        return sum(rss_kb(p) for p in self.pids)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Postfix:
+    name = "postfix"
+
+    def __init__(self, sink_port):
+        self.dir = tempfile.mkdtemp(prefix="bench-postfix-")
+        os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        pw = pwd.getpwnam("postfix")
+        for sub in ("queue", "data"):
+            os.mkdir(os.path.join(self.dir, sub))
+        os.chown(os.path.join(self.dir, "data"), pw.pw_uid, pw.pw_gid)
+        open(os.path.join(self.dir, "main.cf"), "w").write(f"""compatibility_level = 3.6
+queue_directory = {self.dir}/queue
+data_directory = {self.dir}/data
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = bench.test
+mydestination =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:{sink_port}
+alias_maps =
+alias_database =
+maillog_file_prefixes = /tmp
+maillog_file = {self.dir}/maillog
+default_process_limit = 200
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+smtp_tls_security_level = none
+""")
+        lines = []
+        for line in open("/usr/share/postfix/master.cf.dist").read().splitlines():
+            if line.startswith("smtp      inet"):
+                line = f"127.0.0.1:{self.port} inet n - n - - smtpd"
+            elif line and not line.startswith(("#", " ")):
+                f = line.split()
+                if len(f) >= 8:
+                    f[4] = "n"
+                    line = " ".join(f)
+            lines.append(line)
+        open(os.path.join(self.dir, "master.cf"), "w").write("\n".join(lines) + "\n")
+        subprocess.run(["postfix", "-c", self.dir, "check"], check=True, capture_output=True)
+        subprocess.run(["postfix", "-c", self.dir, "start"], check=True, capture_output=True)
+        wait_port(self.port)
+        self.master = int(open(os.path.join(self.dir, "data", "master.pid")).read().split()[0]) if os.path.exists(
+            os.path.join(self.dir, "data", "master.pid")) else int(open(os.path.join(self.dir, "queue", "pid", "master.pid")).read().split()[0])
+
+    def pids(self):
+        """master and its children (they run as postfix)."""
+        out = [self.master]
+        for p in os.listdir("/proc"):
+            if p.isdigit():
+                try:
+                    st = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+                    if int(st[1]) == self.master:
+                        out.append(int(p))
+                except OSError:
+                    pass
+        return out
+
+    def cpu(self):
+        total = 0.0
+        for p in self.pids():
+            try:
+                total += cpu_of(p)
+            except OSError:
+                pass
+        return total
+
+    def rss(self):
+        total = 0
+        for p in self.pids():
+            try:
+                total += rss_kb(p)
+            except OSError:
+                pass
+        return total
+
+    def stop(self):
+        subprocess.run(["postfix", "-c", self.dir, "stop"], capture_output=True)
+        time.sleep(1)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def workload(system_cls, n, size, conc, timeout=300):
+    sink_port = free_port()
+    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", "-M", str(n), f"127.0.0.1:{sink_port}", "1024"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(sink_port)
+    system = system_cls(sink_port)
+    try:
+        cpu0 = system.cpu()
+        t0 = time.time()
+        subprocess.run(["smtp-source", "-s", str(conc), "-m", str(n), "-l", str(size), "-f", "load@src.test",
+                        "-t", "rcpt@far.test", f"127.0.0.1:{system.port}"], check=True, timeout=timeout,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t_acc = time.time() - t0
+        try:
+            sink.wait(timeout)
+            t_e2e = time.time() - t0
+            arrived = True
+        except subprocess.TimeoutExpired:
+            t_e2e = float("nan")
+            arrived = False
+        cpu = system.cpu() - cpu0
+        rss = system.rss()
+        return {"accept_rate": n / t_acc, "e2e_rate": n / t_e2e if arrived else 0.0, "cpu_per_1k": cpu * 1000 / n,
+                "rss_kb": rss, "all_arrived": arrived}
+    finally:
+        system.stop()
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+
+
+def main():
+    quick = "--quick" in sys.argv
+    runs = [("W1", 4096, 20, 2000 if quick else 10000)]
+    if not quick:
+        runs = [("W1-c1", 4096, 1, 2000), ("W1", 4096, 20, 10000), ("W1-c100", 4096, 100, 10000),
+                ("W2-100k", 100 * 1024, 20, 2000), ("W2-1M", 1024 * 1024, 20, 300)]
+    print(f"{'workload':10} {'system':8} {'accept/s':>9} {'e2e/s':>9} {'cpu s/1k':>9} {'rss MB':>7} arrived")
+    ratios = {}
+    for name, size, conc, n in runs:
+        res = {}
+        for cls in (Postern, Postfix):
+            r = workload(cls, n, size, conc)
+            res[cls.name] = r
+            print(f"{name:10} {cls.name:8} {r['accept_rate']:9.0f} {r['e2e_rate']:9.0f} {r['cpu_per_1k']:9.2f} "
+                  f"{r['rss_kb'] / 1024:7.1f} {r['all_arrived']}", flush=True)
+        if res["postfix"]["e2e_rate"]:
+            ratios[name] = res["postern"]["e2e_rate"] / res["postfix"]["e2e_rate"]
+            print(f"{name:10} ratio    e2e {ratios[name]:.2f}  cpu {res['postern']['cpu_per_1k'] / max(res['postfix']['cpu_per_1k'], 1e-9):.2f}")
+    print(f"W1 ratio: {ratios.get('W1', 0):.2f}")
+
+
+if __name__ == "__main__":
+    main()
