@@ -478,9 +478,10 @@ impl Spool {
         let body = self.body_path(id);
         match fs::remove_file(&body) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &body)(e)),
-            _ => {}
+            _ => Ok(()),
         }
-        sync_dir(env.parent().unwrap_or(&self.root))
+        // No directory fsync: if a crash undoes this removal, the message
+        // is delivered again (a duplicate), never lost.
     }
 
     /// Moves an envelope between `active/` and `hold/`.
