@@ -31,6 +31,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 const FINAL_TIMEOUT: Duration = Duration::from_secs(600);
 /// An idle pooled connection older than this is closed, not reused.
 const POOL_IDLE: Duration = Duration::from_secs(30);
+/// Idle connections kept per destination (the queue runs up to
+/// `queue.concurrency` deliveries at once; keep enough to reuse them all).
+const MAX_IDLE: usize = 64;
 /// Longest reply line we accept from a peer.
 const MAX_REPLY_LINE: usize = 4096;
 
@@ -579,7 +582,7 @@ impl Smarthost {
 
     fn put_idle(&self, c: Conn) {
         if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < 8 {
+            if idle.len() < MAX_IDLE {
                 idle.push((Instant::now(), c));
             }
         }
