@@ -28,10 +28,26 @@ def require(tool):
     return path
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never the same twice in one test run, and below
+    the kernel's ephemeral range (32768-60999) so that outgoing connections
+    made meanwhile cannot take it before the server binds it."""
+    import random
+    for _ in range(1000):
+        port = random.randrange(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise AssertionError("no free port found")
 
 
 def wait_port(port, timeout=10.0, proc=None):

@@ -33,6 +33,50 @@ pub fn retry_delay(attempts: u32, min: Duration, max: Duration, jitter: f64) -> 
     base.mul_f64(factor).max(Duration::from_secs(1))
 }
 
+/// Due times, indexed by id and by time, so a queue of many thousands of
+/// messages costs O(log n) per operation instead of a scan per pass.
+#[derive(Debug, Default)]
+struct DueQueue {
+    by_id: HashMap<QueueId, u64>,
+    order: std::collections::BTreeSet<(u64, QueueId)>,
+}
+
+impl DueQueue {
+    fn insert(&mut self, id: QueueId, at: u64) {
+        if let Some(old) = self.by_id.insert(id.clone(), at) {
+            self.order.remove(&(old, id.clone()));
+        }
+        self.order.insert((at, id));
+    }
+
+    fn insert_if_absent(&mut self, id: QueueId, at: u64) {
+        if !self.by_id.contains_key(&id) {
+            self.insert(id, at);
+        }
+    }
+
+    fn remove(&mut self, id: &QueueId) {
+        if let Some(at) = self.by_id.remove(id) {
+            self.order.remove(&(at, id.clone()));
+        }
+    }
+
+    /// Up to `max` ids due at `now`, earliest first, skipping running ones.
+    fn ready(&self, now: u64, max: usize, running: &HashSet<QueueId>) -> Vec<QueueId> {
+        self.order
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .filter(|(_, id)| !running.contains(id))
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
+    fn earliest(&self) -> Option<u64> {
+        self.order.iter().next().map(|(at, _)| *at)
+    }
+}
+
 /// The scheduler handle.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -44,7 +88,7 @@ struct Inner {
     spool: Spool,
     queued: mpsc::UnboundedSender<QueueId>,
     /// Next attempt (unix seconds) of each message we know about.
-    due: Mutex<HashMap<QueueId, u64>>,
+    due: Mutex<DueQueue>,
     running: Mutex<HashSet<QueueId>>,
     wake: Notify,
     smarthosts: Mutex<HashMap<String, Arc<Smarthost>>>,
@@ -60,7 +104,7 @@ impl Scheduler {
                 shared,
                 spool,
                 queued,
-                due: Mutex::new(HashMap::new()),
+                due: Mutex::new(DueQueue::default()),
                 running: Mutex::new(HashSet::new()),
                 wake: Notify::new(),
                 smarthosts: Mutex::new(HashMap::new()),
@@ -89,10 +133,10 @@ impl Scheduler {
             if place != Place::Active {
                 continue;
             }
-            let at = if force { 0 } else { env.next_attempt().unwrap_or(0) };
-            let slot = due.entry(env.id.clone()).or_insert(at);
             if force {
-                *slot = 0;
+                due.insert(env.id.clone(), 0);
+            } else {
+                due.insert_if_absent(env.id.clone(), env.next_attempt().unwrap_or(0));
             }
             n += 1;
         }
@@ -120,10 +164,7 @@ impl Scheduler {
             let ready: Vec<QueueId> = {
                 let due = lock(&self.inner.due);
                 let running = lock(&self.inner.running);
-                let mut r: Vec<(u64, QueueId)> =
-                    due.iter().filter(|(id, at)| **at <= now && !running.contains(*id)).map(|(id, at)| (*at, id.clone())).collect();
-                r.sort();
-                r.into_iter().map(|(_, id)| id).collect()
+                due.ready(now, sem.available_permits(), &running)
             };
             for id in ready {
                 let Ok(permit) = sem.clone().try_acquire_owned() else { break };
@@ -141,8 +182,7 @@ impl Scheduler {
                 });
             }
             let sleep = {
-                let due = lock(&self.inner.due);
-                let next = due.values().min().copied();
+                let next = lock(&self.inner.due).earliest();
                 match next {
                     Some(at) if at <= now => Duration::from_millis(200), // waiting for a permit
                     Some(at) => Duration::from_secs((at - now).min(60)),
@@ -557,6 +597,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn due_queue_orders_and_updates() {
+        let id = |n: u16| QueueId::parse(&format!("{n:016X}")).unwrap();
+        let mut q = DueQueue::default();
+        q.insert(id(1), 30);
+        q.insert(id(2), 10);
+        q.insert(id(3), 20);
+        q.insert(id(1), 5);
+        q.insert_if_absent(id(2), 0);
+        let none = HashSet::new();
+        assert_eq!(q.ready(25, 10, &none), vec![id(1), id(2), id(3)]);
+        assert_eq!(q.ready(25, 1, &none), vec![id(1)]);
+        let running: HashSet<QueueId> = [id(1)].into_iter().collect();
+        assert_eq!(q.ready(12, 10, &running), vec![id(2)]);
+        q.remove(&id(1));
+        assert_eq!(q.earliest(), Some(10));
+        assert_eq!(q.by_id.len(), q.order.len());
+    }
 
     #[test]
     fn backoff_table() {
