@@ -54,7 +54,7 @@ def rss_kb(pid):
 class Postern:
     name = "postern"
 
-    def __init__(self, sink_port):
+    def __init__(self, sink_port, max_conn=2000):
         self.dir = tempfile.mkdtemp(prefix="bench-postern-")
         self.port = free_port()
         cfg = os.path.join(self.dir, "postern.toml")
@@ -65,8 +65,8 @@ address = "127.0.0.1:{self.port}"
 smarthost = "127.0.0.1:{sink_port}"
 smarthost_tls = "none"
 [limits]
-max_connections_per_ip = 1000
-max_connections = 2000
+max_connections_per_ip = {max_conn}
+max_connections = {max_conn}
 [queue]
 concurrency = 20
 [log]
@@ -76,6 +76,9 @@ mail_log = "{self.dir}/mail.log"
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
         self.pids = [self.proc.pid]
+
+    def flush(self):
+        subprocess.run([POSTERN, "--data-dir", os.path.join(self.dir, "data"), "queue", "flush"], capture_output=True)
 
     def cpu(self):
         return sum(cpu_of(p) for p in self.pids)
@@ -137,6 +140,9 @@ smtp_tls_security_level = none
         wait_port(self.port)
         self.master = int(open(os.path.join(self.dir, "data", "master.pid")).read().split()[0]) if os.path.exists(
             os.path.join(self.dir, "data", "master.pid")) else int(open(os.path.join(self.dir, "queue", "pid", "master.pid")).read().split()[0])
+
+    def flush(self):
+        subprocess.run(["postqueue", "-c", self.dir, "-f"], capture_output=True)
 
     def pids(self):
         """master and its children (they run as postfix)."""
@@ -206,12 +212,68 @@ def workload(system_cls, n, size, conc, timeout=300):
             sink.wait()
 
 
+def drain(system_cls, n, timeout=900):
+    """W5: n messages queued while the sink is down, then the sink comes up."""
+    sink_port = free_port()
+    system = system_cls(sink_port)
+    try:
+        subprocess.run(["smtp-source", "-s", "20", "-m", str(n), "-l", "4096", "-f", "load@src.test",
+                        "-t", "rcpt@far.test", f"127.0.0.1:{system.port}"], check=True, timeout=timeout,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2)
+        sink = subprocess.Popen(["smtp-sink", "-u", "postfix", "-M", str(n), f"127.0.0.1:{sink_port}", "1024"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(sink_port)
+        t0 = time.time()
+        system.flush()
+        try:
+            sink.wait(timeout)
+            return n / (time.time() - t0), True
+        except subprocess.TimeoutExpired:
+            sink.kill()
+            return 0.0, False
+    finally:
+        system.stop()
+
+
+def idle_connections(n=10000, timeout=120):
+    """W4: n connections held open after EHLO; postern's RSS per connection."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n + 1000, n + 1000))
+    system = Postern(free_port(), max_conn=n + 100)
+    socks = []
+    try:
+        time.sleep(0.5)
+        base = rss_kb(system.proc.pid)
+        end = time.time() + timeout
+        for _ in range(n):
+            if time.time() > end:
+                break
+            s = socket.create_connection(("127.0.0.1", system.port), timeout=10)
+            s.recv(512)
+            s.sendall(b"EHLO idle.test\r\n")
+            socks.append(s)
+        for s in socks:
+            s.recv(4096)
+        time.sleep(1)
+        current = int([l for l in open(f"/proc/{system.proc.pid}/status") if l.startswith("VmRSS:")][0].split()[1])
+        return len(socks), (current - base) / max(len(socks), 1)
+    finally:
+        for s in socks:
+            s.close()
+        system.stop()
+
+
 def main():
     quick = "--quick" in sys.argv
+    if "--w45" in sys.argv:  # only W4 and W5
+        sys.argv.remove("--w45")
+        globals()["RUNS_OVERRIDE"] = []
     runs = [("W1", 4096, 20, 2000 if quick else 10000)]
     if not quick:
         runs = [("W1-c1", 4096, 1, 2000), ("W1", 4096, 20, 10000), ("W1-c100", 4096, 100, 10000),
                 ("W2-100k", 100 * 1024, 20, 2000), ("W2-1M", 1024 * 1024, 20, 300)]
+    runs = globals().get("RUNS_OVERRIDE", runs)
     print(f"{'workload':10} {'system':8} {'accept/s':>9} {'e2e/s':>9} {'cpu s/1k':>9} {'rss MB':>7} arrived")
     ratios = {}
     for name, size, conc, n in runs:
@@ -224,6 +286,17 @@ def main():
         if res["postfix"]["e2e_rate"]:
             ratios[name] = res["postern"]["e2e_rate"] / res["postfix"]["e2e_rate"]
             print(f"{name:10} ratio    e2e {ratios[name]:.2f}  cpu {res['postern']['cpu_per_1k'] / max(res['postfix']['cpu_per_1k'], 1e-9):.2f}")
+    if not quick:
+        held, per = idle_connections()
+        print(f"W4         postern  {held} idle connections after EHLO, {per:.1f} KB RSS each "
+              f"(Postfix: one smtpd process per connection, limited by default_process_limit=200 here)")
+        rates = {}
+        for cls in (Postern, Postfix):
+            rate, ok = drain(cls, 20000)
+            rates[cls.name] = rate
+            print(f"W5         {cls.name:8} drain {rate:9.0f} msg/s  all arrived {ok}", flush=True)
+        if rates.get("postfix"):
+            print(f"W5         ratio    drain {rates['postern'] / rates['postfix']:.2f}")
     print(f"W1 ratio: {ratios.get('W1', 0):.2f}")
 
 

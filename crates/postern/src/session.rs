@@ -225,8 +225,8 @@ pub async fn run(io: TcpStream, conn: Conn, ctx: Context) {
         io: Stream::Plain(io),
         tls: None,
         auth: None,
-        rbuf: Vec::with_capacity(8192),
-        wbuf: Vec::with_capacity(4096),
+        rbuf: Vec::with_capacity(1024),
+        wbuf: Vec::with_capacity(512),
         state: State::Fresh,
         errors: 0,
         messages: 0,
@@ -302,10 +302,17 @@ impl Session {
     /// Shutdown is honoured only between commands (`interruptible`).
     async fn fill(&mut self, deadline: Instant, interruptible: bool) -> Result<(), End> {
         self.flush().await?;
-        let mut buf = [0u8; 16 * 1024];
+        // Read straight into the session buffer: an idle connection then
+        // costs its small buffer, not a large array held across the await.
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
+            self.rbuf.shrink_to(2048);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 512 {
+            self.rbuf.reserve(4096);
+        }
         let mut shutdown = self.ctx.shutdown.clone();
         let read = tokio::select! {
-            r = tokio::time::timeout_at(deadline, self.io.read(&mut buf)) => r,
+            r = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.rbuf)) => r,
             _ = shutdown.wait_for(|v| *v), if interruptible => {
                 self.reply(codes::shutting_down());
                 self.enter(State::Closed);
@@ -322,10 +329,7 @@ impl Session {
                 self.enter(State::Closed);
                 Err(End::Gone)
             }
-            Ok(Ok(n)) => {
-                self.rbuf.extend_from_slice(&buf[..n]);
-                Ok(())
-            }
+            Ok(Ok(_)) => Ok(()),
         }
     }
 
