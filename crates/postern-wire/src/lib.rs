@@ -3,13 +3,15 @@
 //! Bytes in, typed values out: command parsing ([`command`]), RFC 5321 paths
 //! ([`address`]), replies with RFC 3463 enhanced codes ([`reply`]), DATA
 //! dot-unstuffing with smuggling-safe end detection and BDAT checks
-//! ([`data`]), and command-line framing ([`line`]). No tokio, no policy;
+//! ([`data`]), command-line framing ([`line`]), SASL step machines ([`sasl`])
+//! and the milter protocol codec ([`milter`]). No tokio, no policy;
 //! this is the part we fuzz.
 
 pub mod address;
 pub mod command;
 pub mod data;
 pub mod line;
+pub mod milter;
 pub mod reply;
 pub mod sasl;
 

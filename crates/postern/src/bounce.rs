@@ -238,6 +238,7 @@ mod tests {
             helo: None,
             ret: None,
             envid: None,
+            quarantine: None,
         };
         let f = owed(&env);
         let out = String::from_utf8(build("mx.example", &env, &f, b"Subject: hi\r\nX: y\r\n\r\nsecret body\r\n", "DATE")).unwrap();

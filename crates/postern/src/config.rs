@@ -104,6 +104,93 @@ pub struct Config {
     /// The operator's mail log.
     #[serde(default)]
     pub log: Log,
+    /// Mail filters (milters), referred to by name from `listener.milters`.
+    #[serde(default, rename = "milter")]
+    pub milters: Vec<Milter>,
+}
+
+/// What to do when a milter cannot be reached, times out or breaks the
+/// protocol (Postfix `milter_default_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MilterDefault {
+    /// Answer 451 4.7.1 to MAIL, RCPT, DATA and end of data (default): mail waits.
+    Tempfail,
+    /// Go on without this milter.
+    Accept,
+    /// Answer 550 5.7.1.
+    Reject,
+}
+
+/// One mail filter speaking the sendmail milter protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Milter {
+    /// The name used in `listener.milters` and in the mail log.
+    pub name: String,
+    /// Where it listens: `inet:host:port` (Postfix form), `inet:port@host`
+    /// (sendmail form), `inet6:...`, or `unix:/path` (`local:/path`).
+    pub socket: MilterSocket,
+    /// "tempfail" (default), "accept" or "reject" when the milter fails.
+    #[serde(default = "default_milter_action")]
+    pub default_action: MilterDefault,
+    /// Time to connect and negotiate. Default "10s".
+    #[serde(default = "default_milter_connect", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time for each reply before end of message. Default "30s".
+    #[serde(default = "default_milter_command", deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Time for the reply to end of message (progress replies restart it). Default "5m".
+    #[serde(default = "default_milter_eom", deserialize_with = "duration")]
+    pub eom_timeout: Duration,
+}
+
+fn default_milter_action() -> MilterDefault {
+    MilterDefault::Tempfail
+}
+fn default_milter_connect() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_milter_command() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_milter_eom() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// A milter's socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MilterSocket(pub Endpoint);
+
+impl FromStr for MilterSocket {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("milter socket {s:?}: expected inet:host:port, inet:port@host or unix:/path");
+        if let Some(p) = s.strip_prefix("unix:").or_else(|| s.strip_prefix("local:")) {
+            return if p.starts_with('/') { Ok(MilterSocket(Endpoint::Unix(p.into()))) } else { Err(bad()) };
+        }
+        let rest = s.strip_prefix("inet:").or_else(|| s.strip_prefix("inet6:")).ok_or_else(bad)?;
+        let (host, port) = match rest.split_once('@') {
+            // sendmail: inet:8891@localhost
+            Some((port, host)) => (host.to_string(), port.to_string()),
+            None => {
+                let (h, p) = rest.rsplit_once(':').ok_or_else(bad)?;
+                (h.trim_start_matches('[').trim_end_matches(']').to_string(), p.to_string())
+            }
+        };
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(MilterSocket(Endpoint::Tcp(host, port)))
+    }
+}
+
+impl<'de> Deserialize<'de> for MilterSocket {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
 }
 
 /// What a matching rule does.
@@ -287,6 +374,10 @@ pub struct Listener {
     /// networks with clients that break on a CertificateRequest.
     #[serde(default)]
     pub never_request_client_certificates_from: Vec<Cidr>,
+    /// Milters (names of `[[milter]]` entries) every connection to this
+    /// listener goes through, in order. Default: none.
+    #[serde(default)]
+    pub milters: Vec<String>,
 }
 
 impl Listener {
@@ -302,6 +393,7 @@ impl Listener {
             require_client_certificates_from: Vec::new(),
             never_request_client_certificates_from: Vec::new(),
             auth_mechanisms: None,
+            milters: Vec::new(),
         }
     }
 
@@ -861,6 +953,18 @@ impl Config {
                 return invalid(format!("key `auth.mechanisms`: unknown mechanism {m:?} (PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-256-PLUS, EXTERNAL)"));
             }
         }
+        for (i, m) in self.milters.iter().enumerate() {
+            if self.milters[..i].iter().any(|o| o.name == m.name) {
+                return invalid(format!("key `milter.name`: {:?} is defined twice", m.name));
+            }
+        }
+        for l in &self.listeners {
+            for name in &l.milters {
+                if !self.milters.iter().any(|m| &m.name == name) {
+                    return invalid(format!("key `listener.milters` of listener {:?}: no [[milter]] named {name:?}", l.label()));
+                }
+            }
+        }
         if self.mx.domain_concurrency < 1 {
             return invalid("key `mx.domain_concurrency`: must be at least 1".into());
         }
@@ -958,6 +1062,7 @@ mod tests {
             "default_rules", "[mx]", "delay_warning", "nameservers", "domain_concurrency", "domain_backoff", "[[rule]]", "action", "message", "listener", "client", "client_file", "tls",
             "authenticated", "users", "cert_verified", "cert_ca", "cert_issuer", "cert_subject", "cert_san",
             "cert_sha256", "cert_spki_sha256", "sender", "rcpt", "[[route]]", "transport", "next_hop",
+            "[[milter]]", "milters", "socket", "default_action", "connect_timeout", "command_timeout", "eom_timeout",
         ] {
             assert!(EXAMPLE.contains(key), "example.toml does not mention {key}");
         }
@@ -974,6 +1079,9 @@ mod tests {
             ("whatever = 1\n", "f.toml:1:1: key `whatever`: unknown field"),
             ("[[listener]]\naddress = \"1.2.3.4\"\n", "f.toml:2:11: key `listener.address`: invalid socket address"),
             ("[local]\ndelivery = \"lmtp\"\n", "f.toml: key `local.lmtp`: required"),
+            ("[[milter]]\nname = \"a\"\nsocket = \"8891\"\n", "f.toml:3:10: key `milter.socket`: milter socket \"8891\": expected"),
+            ("[[milter]]\nname = \"a\"\nsocket = \"unix:/x\"\ndefault_action = \"drop\"\n", "f.toml:4:18: key `milter.default_action`: unknown variant"),
+            ("[[listener]]\naddress = \"127.0.0.1:25\"\nmilters = [\"dkim\"]\n", "f.toml: key `listener.milters` of listener \"smtp\": no [[milter]] named \"dkim\""),
         ];
         for (text, want) in table {
             let got = Config::parse(text, "f.toml").unwrap_err().to_string();
@@ -988,6 +1096,19 @@ mod tests {
         assert_eq!("unix:/run/x".parse::<Endpoint>(), Ok(Endpoint::Unix("/run/x".into())));
         assert!("unix:rel".parse::<Endpoint>().is_err());
         assert!("h:99999".parse::<Endpoint>().is_err());
+    }
+
+    #[test]
+    fn milter_sockets() {
+        let tcp = |h: &str, p| Ok(MilterSocket(Endpoint::Tcp(h.into(), p)));
+        assert_eq!("inet:127.0.0.1:8891".parse::<MilterSocket>(), tcp("127.0.0.1", 8891));
+        assert_eq!("inet:8891@localhost".parse::<MilterSocket>(), tcp("localhost", 8891));
+        assert_eq!("inet6:[::1]:8891".parse::<MilterSocket>(), tcp("::1", 8891));
+        assert_eq!("unix:/run/m.sock".parse::<MilterSocket>(), Ok(MilterSocket(Endpoint::Unix("/run/m.sock".into()))));
+        assert_eq!("local:/run/m.sock".parse::<MilterSocket>(), Ok(MilterSocket(Endpoint::Unix("/run/m.sock".into()))));
+        for bad in ["8891", "inet:host", "inet:@h", "unix:rel", "inet::25"] {
+            assert!(bad.parse::<MilterSocket>().is_err(), "{bad}");
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod maillog;
+pub mod milter;
 pub mod policy;
 pub mod queue;
 pub mod queuecmd;

@@ -582,6 +582,7 @@ pub fn enqueue(spool: &Spool, sender: &str, rcpts: &[String], text: &[u8], clien
         helo: None,
         ret: None,
         envid: None,
+        quarantine: None,
     };
     spool.commit(draft, &env)?;
     Ok(id)

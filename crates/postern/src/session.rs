@@ -32,14 +32,15 @@ use postern_wire::data::{ChunkScanner, DataDecoder, DataFlags};
 use postern_wire::line::{scan_line, LineScan};
 use postern_wire::{codes, parse_command, Command, Enhanced, Path, Reply};
 
-use crate::auth::{self as authpolicy, Authenticated, Throttle, Verdict};
+use crate::auth::{self as authpolicy, Authenticated, Throttle, Verdict as AuthVerdict};
 use crate::config::{BanAction, BareNewline, Listener, Role};
 use crate::users::UserStore;
 use postern_wire::sasl::{self, Exchange, Mechanism, Need, Provide, SaslError, Step};
 use crate::maillog;
+use crate::milter::{self, ConnectInfo, Macros, Milters, Outcome, Verdict};
 use crate::policy::{check_rcpt, Facts, RcptDecision};
 use crate::settings::Settings;
-use crate::spool::{now_unix, Draft, Envelope, QueueId, RcptStatus, Recipient, Spool, ENVELOPE_VERSION};
+use crate::spool::{now_unix, Draft, Envelope, Place, QueueId, RcptStatus, Recipient, Spool, ENVELOPE_VERSION};
 use crate::tls::{ServerTls, TlsInfo};
 
 /// What a session needs from the server.
@@ -138,6 +139,8 @@ struct Txn {
     from: Path,
     params: MailParams,
     rcpts: Vec<Accepted>,
+    /// A milter said "discard": answer as usual, queue nothing.
+    discard: bool,
 }
 
 impl Txn {
@@ -166,6 +169,9 @@ struct Chunking {
 enum State {
     /// Greeted, waiting for HELO/EHLO.
     Fresh,
+    /// Greeted with 554 (a milter refused the connection): only QUIT
+    /// (RFC 5321 §3.1: other commands get 503).
+    Refused,
     /// HELO/EHLO done, no transaction.
     Ready { helo: Helo },
     /// MAIL accepted; RCPTs collect in the transaction.
@@ -180,6 +186,7 @@ impl State {
     fn name(&self) -> &'static str {
         match self {
             State::Fresh => "fresh",
+            State::Refused => "refused",
             State::Ready { .. } => "ready",
             State::Mail { .. } => "mail",
             State::Bdat { .. } => "bdat",
@@ -217,6 +224,8 @@ pub struct Session {
     skip_to_lf: bool,
     ctx: Context,
     conn: Conn,
+    /// The listener's milters (`None` when it has none).
+    milters: Option<Milters>,
 }
 
 /// Runs one SMTP session to the end.
@@ -233,6 +242,7 @@ pub async fn run(io: TcpStream, conn: Conn, ctx: Context) {
         skip_to_lf: false,
         ctx,
         conn,
+        milters: None,
     };
     let peer = format!("[{}]:{}", conn.peer.ip(), conn.peer.port());
     maillog::event("connect", &[("client", &peer), ("listener", s.ctx.listener.role.name())]);
@@ -244,8 +254,22 @@ pub async fn run(io: TcpStream, conn: Conn, ctx: Context) {
         220,
         vec![format!("{} ESMTP postern", s.ctx.settings.hostname).into()],
     );
-    s.reply(greeting);
+    match s.milter_connect().await {
+        Verdict::Reject(r) if r.code >= 500 => {
+            s.reject("CONNECT", Reply { code: 554, ..r }, &[]);
+            s.enter(State::Refused);
+        }
+        Verdict::Reject(r) | Verdict::Close(r) => {
+            // A greeting is 220, 554 or 421 (RFC 5321 §3.1, §4.2.5).
+            s.reject("CONNECT", Reply { code: 421, ..r }, &[]);
+            s.enter(State::Closed);
+        }
+        Verdict::Continue | Verdict::Discard => s.reply(greeting),
+    }
     let _ = s.main_loop().await;
+    if let Some(m) = s.milters.take() {
+        m.quit().await;
+    }
     let _ = s.flush().await;
     let _ = s.io.shutdown().await;
     maillog::event(
@@ -394,20 +418,27 @@ impl Session {
                 return Ok(());
             }
         };
+        if matches!(self.state, State::Refused) && !matches!(cmd, Command::Quit) {
+            self.reply(codes::bad_sequence().with_text("Connection refused, send QUIT"));
+            return Ok(());
+        }
         if matches!(self.state, State::Bdat { .. }) && !matches!(cmd, Command::Bdat { .. } | Command::Rset | Command::Quit | Command::Noop) {
             // RFC 3030 §2: only BDAT (or RSET/QUIT) may follow a non-LAST chunk.
             self.reply(codes::bad_sequence().with_text("Expecting BDAT, RSET or QUIT"));
             return Ok(());
         }
         match cmd {
-            Command::Ehlo(name) => self.helo(name, true),
-            Command::Helo(name) => self.helo(name, false),
+            Command::Ehlo(name) => return self.helo(name, true).await,
+            Command::Helo(name) => return self.helo(name, false).await,
             Command::Lhlo(_) => self.reply(codes::unknown_command().with_text("LHLO is for LMTP; use EHLO")),
-            Command::Mail { from, params } => self.mail(from, params),
-            Command::Rcpt { to, params } => self.rcpt(to, params),
+            Command::Mail { from, params } => return self.mail(from, params).await,
+            Command::Rcpt { to, params } => return self.rcpt(to, params).await,
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,
             Command::Rset => {
+                if let Some(m) = self.milters.as_mut() {
+                    m.abort().await;
+                }
                 if let Some(helo) = self.state.helo().cloned() {
                     self.enter(State::Ready { helo });
                 }
@@ -533,7 +564,7 @@ impl Session {
             return Ok(());
         };
         let now = std::time::Instant::now();
-        if self.ctx.throttle.check_ip(self.conn.peer.ip(), now, &cfg) == Verdict::Banned {
+        if self.ctx.throttle.check_ip(self.conn.peer.ip(), now, &cfg) == AuthVerdict::Banned {
             maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("result", "banned")]);
             return self.banned(cfg.ban_action);
         }
@@ -570,7 +601,7 @@ impl Session {
                         Need::CheckPassword { authcid, .. } | Need::Secret { authcid } | Need::Scram { authcid, .. } => authcid.to_ascii_lowercase(),
                     };
                     user = Some(who.clone());
-                    if self.ctx.throttle.check_user(&who, std::time::Instant::now(), &cfg) == Verdict::Banned {
+                    if self.ctx.throttle.check_user(&who, std::time::Instant::now(), &cfg) == AuthVerdict::Banned {
                         maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("user", &who), ("result", "banned")]);
                         return self.banned(cfg.ban_action);
                     }
@@ -736,10 +767,26 @@ impl Session {
         Ok(())
     }
 
-    fn helo(&mut self, name: String, extended: bool) {
+    async fn helo(&mut self, name: String, extended: bool) -> Result<(), End> {
         // RFC 5321 §4.1.4: EHLO/HELO resets any transaction.
         let client = self.client_text();
         maillog::event("helo", &[("client", &client), ("helo", &name)]);
+        if self.milters.is_some() {
+            let macros = self.milter_macros_helo();
+            let m = self.milters.as_mut().expect("checked");
+            m.abort().await;
+            match m.helo(&name, &macros).await {
+                Verdict::Continue | Verdict::Discard => {}
+                Verdict::Reject(r) => {
+                    if let Some(helo) = self.state.helo().cloned() {
+                        self.enter(State::Ready { helo });
+                    }
+                    self.reject("HELO", r, &[("helo", &name)]);
+                    return Ok(());
+                }
+                Verdict::Close(r) => return self.milter_close("HELO", r),
+            }
+        }
         if extended {
             let lines = self.ehlo_lines();
             self.reply(Reply::plain(250, lines));
@@ -748,67 +795,181 @@ impl Session {
             self.reply(Reply::plain(250, vec![text.into()]));
         }
         self.enter(State::Ready { helo: Helo { name, extended } });
+        Ok(())
     }
 
-    fn mail(&mut self, from: Path, params: MailParams) {
+    /// Connects the listener's milters and sends CONNECT.
+    async fn milter_connect(&mut self) -> Verdict {
+        let names = &self.ctx.listener.milters;
+        if names.is_empty() {
+            return Verdict::Continue;
+        }
+        let cfgs: Vec<Arc<crate::config::Milter>> = names
+            .iter()
+            .filter_map(|n| self.settings().config.milters.iter().find(|m| &m.name == n))
+            .map(|m| Arc::new(m.clone()))
+            .collect();
+        let s = self.settings();
+        let ip = self.conn.peer.ip().to_string();
+        let client_name = format!("[{ip}]");
+        let macros: Macros = vec![
+            ("j", s.hostname.clone()),
+            ("_", format!("{client_name} [{ip}]")),
+            ("v", concat!("postern ", env!("CARGO_PKG_VERSION")).to_string()),
+            ("{daemon_name}", self.ctx.listener.label().to_string()),
+            ("{daemon_addr}", self.conn.local.ip().to_string()),
+            ("{daemon_port}", self.conn.local.port().to_string()),
+            ("{if_name}", s.hostname.clone()),
+            ("{if_addr}", self.conn.local.ip().to_string()),
+            ("{client_addr}", ip.clone()),
+            ("{client_port}", self.conn.peer.port().to_string()),
+            ("{client_name}", client_name.clone()),
+            ("{client_ptr}", client_name.clone()),
+            ("{client_resolve}", "FAIL".to_string()),
+        ];
+        let info = ConnectInfo { hostname: &client_name, peer: self.conn.peer };
+        let (m, v) = Milters::connect(&cfgs, &info, &macros, self.client_text()).await;
+        self.milters = Some(m);
+        v
+    }
+
+    /// HELO-stage macros: what TLS gave (sendmail's names).
+    fn milter_macros_helo(&self) -> Macros {
+        let Some(t) = &self.tls else { return vec![("{verify}", "NONE".into())] };
+        let mut m: Macros = vec![("{tls_version}", t.version.clone()), ("{cipher}", t.cipher.clone())];
+        let bits = if t.cipher.contains("256") || t.cipher.contains("CHACHA20") { "256" } else { "128" };
+        m.push(("{cipher_bits}", bits.into()));
+        match &t.client_cert {
+            None => m.push(("{verify}", "NO".into())),
+            Some(c) => {
+                m.push(("{cert_subject}", c.cert.subject.clone()));
+                m.push(("{cert_issuer}", c.cert.issuer.clone()));
+                m.push(("{verify}", if c.verified.is_ok() { "OK" } else { "FAIL" }.into()));
+            }
+        }
+        m
+    }
+
+    /// MAIL-stage macros: AUTH facts and the sender.
+    fn milter_macros_mail(&self, sender: &str) -> Macros {
+        let mut m = self.milter_macros_helo();
+        if let Some(a) = &self.auth {
+            m.push(("{auth_type}", a.mechanism.name().to_string()));
+            m.push(("{auth_authen}", a.user.clone()));
+            m.push(("{auth_ssf}", "0".into()));
+        }
+        let host = sender.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+        let mailer = if !host.is_empty() && self.settings().is_local_domain(&host) { "local" } else { "esmtp" };
+        m.push(("{mail_mailer}", mailer.into()));
+        m.push(("{mail_host}", host));
+        m.push(("{mail_addr}", sender.to_string()));
+        m
+    }
+
+    /// RCPT-stage macros.
+    fn milter_macros_rcpt(&self, to: &Path) -> Macros {
+        let addr = match to {
+            Path::Mailbox(mb) => mb.to_string(),
+            _ => "postmaster".to_string(),
+        };
+        let host = addr.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
+        let local = host.is_empty() || self.settings().is_local_domain(&host);
+        let (mailer, rhost) = if local { ("local", String::new()) } else { ("esmtp", host) };
+        vec![("{rcpt_mailer}", mailer.into()), ("{rcpt_host}", rhost), ("{rcpt_addr}", addr)]
+    }
+
+    /// A milter asked to drop the connection: 421 and close.
+    fn milter_close(&mut self, verb: &str, r: Reply) -> Result<(), End> {
+        self.reject(verb, r, &[]);
+        self.enter(State::Closed);
+        Err(End::Closed)
+    }
+
+    /// MAIL: check, filter (milters), proceed.
+    async fn mail(&mut self, from: Path, params: MailParams) -> Result<(), End> {
+        let Some(helo) = self.mail_checks(&from, &params) else { return Ok(()) };
+        let mut txn = Txn { from, params, rcpts: Vec::new(), discard: false };
+        if self.milters.is_some() {
+            let sender = txn.sender();
+            let args = mail_args(&txn.from, &txn.params);
+            let macros = self.milter_macros_mail(&sender);
+            let m = self.milters.as_mut().expect("checked");
+            match m.mail(&args, &macros).await {
+                Verdict::Continue => {}
+                Verdict::Discard => txn.discard = true,
+                Verdict::Reject(r) => {
+                    m.abort().await;
+                    self.reject("MAIL", r, &[("from", &sender)]);
+                    return Ok(());
+                }
+                Verdict::Close(r) => return self.milter_close("MAIL", r),
+            }
+        }
+        self.reply(codes::sender_ok());
+        self.enter(State::Mail { helo, txn });
+        Ok(())
+    }
+
+    /// MAIL's own checks: the HELO to keep when they pass; otherwise the
+    /// refusal is queued.
+    fn mail_checks(&mut self, from: &Path, params: &MailParams) -> Option<Helo> {
         let helo = match &self.state {
             State::Fresh => {
                 self.reply(codes::bad_sequence().with_text("Send HELO/EHLO first"));
-                return;
+                return None;
             }
             State::Ready { helo } => helo.clone(),
             _ => {
                 self.reply(codes::bad_sequence().with_text("Nested MAIL command"));
-                return;
+                return None;
             }
         };
-        let sender = match &from {
+        let sender = match from {
             Path::Mailbox(m) => m.to_string(),
             _ => String::new(),
         };
         if self.tls.is_none() && self.ctx.listener.tls_required() {
             self.reject("MAIL", Reply::new(530, Enhanced(5, 7, 0), "Must issue a STARTTLS command first"), &[("from", &sender)]);
-            return;
+            return None;
         }
         // RFC 6409 §4.3 / RFC 4954 §6: submission requires authentication:
         // SMTP AUTH, or a client certificate verified by a configured CA.
         let cert_ok = self.tls.as_ref().and_then(|t| t.client_cert.as_ref()).is_some_and(|c| c.verified.is_ok());
         if self.auth.is_none() && !cert_ok && matches!(self.ctx.listener.role, Role::Submission | Role::Submissions) {
             self.reject("MAIL", Reply::new(530, Enhanced(5, 7, 0), "Authentication required"), &[("from", &sender)]);
-            return;
+            return None;
         }
-        if let (Some(a), Path::Mailbox(m)) = (&self.auth, &from) {
+        if let (Some(a), Path::Mailbox(m)) = (&self.auth, from) {
             if self.settings().config.auth.sender_login_match && !self.owns_sender(&a.user, m) {
                 let r = Reply::new(553, Enhanced(5, 7, 1), format!("<{m}>: Sender address not owned by user {}", a.user));
                 let user = a.user.clone();
                 self.reject("MAIL", r, &[("from", &sender), ("user", &user)]);
-                return;
+                return None;
             }
         }
         let max = self.settings().config.limits.max_message_size;
         if params.size.is_some_and(|s| s > max) {
             let r = codes::too_big().with_text(format!("Message size exceeds fixed maximum message size ({max} bytes)"));
             self.reject("MAIL", r, &[("from", &sender)]);
-            return;
+            return None;
         }
         if params.body == Body::BinaryMime {
             self.reject("MAIL", codes::unknown_parameter().with_text("BINARYMIME is not supported"), &[("from", &sender)]);
-            return;
+            return None;
         }
         if !helo.extended && (params.size.is_some() || params.smtputf8 || params.body != Body::SevenBit) {
             // Parameters are ESMTP only; HELO clients may not use them.
             self.reject("MAIL", codes::unknown_parameter().with_text("Parameters require EHLO"), &[("from", &sender)]);
-            return;
+            return None;
         }
         if let Some(free) = self.ctx.spool.free_space() {
             let need = self.settings().config.queue.min_free_space + params.size.unwrap_or(0);
             if free < need {
                 self.reject("MAIL", codes::insufficient_storage(), &[("from", &sender)]);
-                return;
+                return None;
             }
         }
-        self.reply(codes::sender_ok());
-        self.enter(State::Mail { helo, txn: Txn { from, params, rcpts: Vec::new() } });
+        Some(helo)
     }
 
     /// Sender-login match: the user's listed addresses, or user@local-domain.
@@ -821,16 +982,16 @@ impl Session {
         m.local.eq_ignore_ascii_case(user) && self.settings().is_local_domain(&m.domain)
     }
 
-    fn rcpt(&mut self, to: Path, params: postern_wire::command::RcptParams) {
+    async fn rcpt(&mut self, to: Path, params: postern_wire::command::RcptParams) -> Result<(), End> {
         let (count, smtputf8, sender) = match &self.state {
             State::Mail { txn, .. } => (txn.rcpts.len(), txn.params.smtputf8, txn.sender()),
             State::Fresh | State::Ready { .. } => {
                 self.reply(codes::bad_sequence().with_text("Need MAIL before RCPT"));
-                return;
+                return Ok(());
             }
             _ => {
                 self.reply(codes::bad_sequence());
-                return;
+                return Ok(());
             }
         };
         let rcpt_text = match &to {
@@ -841,12 +1002,12 @@ impl Session {
         if let Path::Mailbox(m) = &to {
             if m.is_utf8() && !smtputf8 {
                 self.reject("RCPT", Reply::new(553, Enhanced(5, 6, 7), "Non-ASCII address requires SMTPUTF8"), &[("to", &rcpt_text)]);
-                return;
+                return Ok(());
             }
         }
         if count >= self.settings().config.limits.max_recipients {
             self.reject("RCPT", codes::too_many_recipients(), &[("from", &sender), ("to", &rcpt_text)]);
-            return;
+            return Ok(());
         }
         let db = self.ctx.users.get();
         let sender_mb = match &self.state {
@@ -870,6 +1031,23 @@ impl Session {
         let client = self.client_text();
         match decision {
             RcptDecision::Accept { targets, rule, origin, action } => {
+                if self.milters.is_some() {
+                    let args = rcpt_args(&rcpt_text, &params);
+                    let macros = self.milter_macros_rcpt(&to);
+                    match self.milters.as_mut().expect("checked").rcpt(&args, &macros).await {
+                        Verdict::Continue => {}
+                        Verdict::Discard => {
+                            if let State::Mail { txn, .. } = &mut self.state {
+                                txn.discard = true;
+                            }
+                        }
+                        Verdict::Reject(r) => {
+                            self.reject("RCPT", r, &[("from", &sender), ("to", &rcpt_text), ("rule", "milter")]);
+                            return Ok(());
+                        }
+                        Verdict::Close(r) => return self.milter_close("RCPT", r),
+                    }
+                }
                 let act = format!("{action:?}").to_ascii_lowercase();
                 maillog::event(
                     "rcpt",
@@ -884,6 +1062,7 @@ impl Session {
                 self.reject("RCPT", reply, &[("from", &sender), ("to", &rcpt_text), ("rule", &rule), ("origin", &origin)]);
             }
         }
+        Ok(())
     }
 
     /// Takes the transaction out of the state for DATA/BDAT, or replies why not.
@@ -933,6 +1112,12 @@ impl Session {
                 return Ok(());
             }
         };
+        let mut txn = txn;
+        if let Some(r) = self.milter_data(&draft.id, &mut txn).await? {
+            self.reject("DATA", r, &[("from", &txn.sender())]);
+            self.enter(State::Ready { helo });
+            return Ok(());
+        }
         self.reply(codes::start_data());
         let limits = &self.settings().config.limits;
         let mut dec = DataDecoder::new(limits.max_line_length, limits.max_message_size);
@@ -948,17 +1133,39 @@ impl Session {
             }
             self.fill(deadline, false).await?;
         }
-        self.finish_message(helo, txn, draft, dec.flags(), "DATA").await;
-        Ok(())
+        self.finish_message(helo, txn, draft, dec.flags(), "DATA").await
+    }
+
+    /// The milters' DATA stage (sent once the queue id is known). Returns
+    /// a refusal; a refusal or a close also aborts the milters' message.
+    async fn milter_data(&mut self, id: &QueueId, txn: &mut Txn) -> Result<Option<Reply>, End> {
+        let Some(m) = self.milters.as_mut() else { return Ok(None) };
+        m.log_id = id.to_string();
+        let macros: Macros = vec![("i", id.to_string())];
+        match m.data(&macros).await {
+            Verdict::Continue => Ok(None),
+            Verdict::Discard => {
+                txn.discard = true;
+                Ok(None)
+            }
+            Verdict::Reject(r) => {
+                m.abort().await;
+                Ok(Some(r))
+            }
+            Verdict::Close(r) => self.milter_close("DATA", r).map(|_| None),
+        }
     }
 
     async fn bdat(&mut self, size: u64, last: bool) -> Result<(), End> {
         let (helo, txn, mut chunking) = match std::mem::replace(&mut self.state, State::Closed) {
             State::Bdat { helo, txn, chunking } => (helo, txn, chunking),
-            State::Mail { helo, txn } if !txn.rcpts.is_empty() => {
+            State::Mail { helo, mut txn } if !txn.rcpts.is_empty() => {
                 let max_line = self.settings().config.limits.max_line_length;
                 let (draft, failed) = match self.start_draft(&helo, &txn) {
-                    Ok(d) => (Some(d), None),
+                    Ok(d) => match self.milter_data(&d.id, &mut txn).await? {
+                        None => (Some(d), None),
+                        Some(r) => (None, Some(r)),
+                    },
                     Err(r) => (None, Some(r)),
                 };
                 (helo, txn, Chunking { draft, scanner: ChunkScanner::new(max_line), size: 0, failed })
@@ -1008,10 +1215,13 @@ impl Session {
         match (chunking.failed, chunking.draft) {
             (None, Some(draft)) => {
                 let flags = chunking.scanner.finish();
-                self.finish_message(helo, txn, draft, flags, "BDAT").await;
+                return self.finish_message(helo, txn, draft, flags, "BDAT").await;
             }
             (failed, _) => {
                 let r = failed.unwrap_or_else(codes::local_error);
+                if let Some(m) = self.milters.as_mut() {
+                    m.abort().await;
+                }
                 self.reject("BDAT", r, &[("from", &txn.sender())]);
                 self.enter(State::Ready { helo });
             }
@@ -1035,7 +1245,7 @@ impl Session {
     }
 
     /// Checks what the decoder saw, then commits to the spool and replies.
-    async fn finish_message(&mut self, helo: Helo, txn: Txn, draft: Draft, flags: DataFlags, verb: &str) {
+    async fn finish_message(&mut self, helo: Helo, mut txn: Txn, mut draft: Draft, flags: DataFlags, verb: &str) -> Result<(), End> {
         let sender = txn.sender();
         let limits = &self.settings().config.limits;
         let refusal = if flags.too_big {
@@ -1053,15 +1263,46 @@ impl Session {
         };
         if let Some(r) = refusal {
             drop(draft); // removes the temp file: no debris
+            if let Some(m) = self.milters.as_mut() {
+                m.abort().await;
+            }
             self.reject(verb, r, &[("from", &sender)]);
             self.enter(State::Ready { helo });
-            return;
+            return Ok(());
         }
         let id = draft.id.clone();
-        let env = build_envelope(&id, &txn, draft.written(), &self.conn, &helo);
+        let mut place = Place::Active;
+        let mut quarantine = None;
+        if txn.discard {
+            if let Some(m) = self.milters.as_mut() {
+                m.abort().await;
+            }
+            return self.discarded(helo, draft, &sender);
+        }
+        if self.milters.is_some() {
+            let out = self.milter_message(&mut draft).await;
+            match self.apply_milters(out, &mut txn, &mut draft) {
+                Ok(Verdict::Continue) => {}
+                Ok(Verdict::Discard) => return self.discarded(helo, draft, &sender),
+                Ok(Verdict::Reject(r)) => {
+                    drop(draft);
+                    self.reject(verb, r, &[("from", &sender)]);
+                    self.enter(State::Ready { helo });
+                    return Ok(());
+                }
+                Ok(Verdict::Close(r)) => return self.milter_close(verb, r),
+                Err(q) => {
+                    place = Place::Hold;
+                    quarantine = Some(q);
+                }
+            }
+        }
+        let sender = txn.sender();
+        let mut env = build_envelope(&id, &txn, draft.written(), &self.conn, &helo);
+        env.quarantine = quarantine;
         let spool = self.ctx.spool.clone();
         let env2 = env.clone();
-        let result = tokio::task::spawn_blocking(move || spool.commit(draft, &env2)).await;
+        let result = tokio::task::spawn_blocking(move || spool.commit_to(draft, &env2, place)).await;
         match result {
             Ok(Ok(())) => {
                 self.messages += 1;
@@ -1077,6 +1318,9 @@ impl Session {
                         ("helo", &helo.name),
                     ],
                 );
+                if let Some(reason) = &env.quarantine {
+                    maillog::event("hold", &[("id", id.as_str()), ("reason", reason)]);
+                }
                 let _ = self.ctx.queued.send(id.clone());
                 self.reply(codes::ok().with_text(format!("Ok: queued as {id}")));
             }
@@ -1091,7 +1335,147 @@ impl Session {
             }
         }
         self.enter(State::Ready { helo });
+        Ok(())
     }
+
+    /// A milter said "discard": the client hears the usual 250, nothing is queued.
+    fn discarded(&mut self, helo: Helo, draft: Draft, sender: &str) -> Result<(), End> {
+        let id = draft.id.clone();
+        drop(draft);
+        let client = self.client_text();
+        maillog::event("discarded", &[("id", id.as_str()), ("from", sender), ("client", &client)]);
+        self.reply(codes::ok().with_text(format!("Ok: queued as {id}")));
+        self.enter(State::Ready { helo });
+        Ok(())
+    }
+
+    /// Runs the milters over the message (end-of-data stage).
+    async fn milter_message(&mut self, draft: &mut Draft) -> Outcome {
+        let max = self.settings().config.limits.max_message_size;
+        let id = draft.id.to_string();
+        let eoh: Macros = vec![("i", id.clone())];
+        let eom: Macros = vec![("i", id)];
+        let m = self.milters.as_mut().expect("caller checked");
+        m.message(draft, &eoh, &eom, max).await
+    }
+
+    /// Applies what the milters decided and changed to the draft and the
+    /// transaction. `Err(reason)` means: queue it on hold (quarantine).
+    fn apply_milters(&mut self, out: Outcome, txn: &mut Txn, draft: &mut Draft) -> Result<Verdict, String> {
+        if out.verdict != Verdict::Continue {
+            return Ok(out.verdict);
+        }
+        if let Some(rw) = &out.rewrite {
+            let rewritten = draft.reader().and_then(|mut orig| draft.rewrite(|w| milter::write_rewrite(w, rw, Some(&mut orig))));
+            if let Err(e) = rewritten {
+                tracing::error!("milter: rewriting the message failed: {e}");
+                let r = if e.is_no_space() { codes::insufficient_storage() } else { codes::local_error() };
+                return Ok(Verdict::Reject(r));
+            }
+        }
+        if let Some((from, _params)) = &out.change_from {
+            match postern_wire::address::parse_path(&bracketed(from), true, false, true) {
+                Ok((path, _)) => txn.from = path,
+                Err(e) => tracing::warn!("milter: ignoring bad new sender {from:?}: {e:?}"),
+            }
+        }
+        for d in &out.del_rcpts {
+            let d = unbracketed(d);
+            for a in &mut txn.rcpts {
+                a.targets.retain(|t| !t.eq_ignore_ascii_case(d));
+            }
+            txn.rcpts.retain(|a| !a.targets.is_empty() && !a.original.eq_ignore_ascii_case(d));
+        }
+        for (r, params) in &out.add_rcpts {
+            let addr = unbracketed(r).to_string();
+            match postern_wire::Mailbox::parse(&addr, true) {
+                Ok(_) => {
+                    let params = rcpt_params_from(params.as_deref());
+                    txn.rcpts.push(Accepted { original: addr.clone(), targets: vec![addr], params });
+                }
+                Err(e) => tracing::warn!("milter: ignoring bad new recipient {r:?}: {e:?}"),
+            }
+        }
+        if txn.rcpts.is_empty() {
+            // Every recipient was deleted: nobody to deliver to.
+            return Ok(Verdict::Discard);
+        }
+        match out.quarantine {
+            Some((milter, reason)) => Err(format!("quarantined by milter {milter}: {reason}")),
+            None => Ok(Verdict::Continue),
+        }
+    }
+}
+
+/// `<addr>` as milters and MAIL/RCPT write it, whether or not they bracketed it.
+fn bracketed(a: &str) -> String {
+    let a = a.trim();
+    if a.starts_with('<') {
+        a.to_string()
+    } else {
+        format!("<{a}>")
+    }
+}
+
+fn unbracketed(a: &str) -> &str {
+    let a = a.trim();
+    a.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(a)
+}
+
+/// NOTIFY= and ORCPT= from a milter's ESMTP parameters for a new recipient.
+fn rcpt_params_from(params: Option<&str>) -> postern_wire::command::RcptParams {
+    let mut p = postern_wire::command::RcptParams::default();
+    for word in params.unwrap_or("").split_ascii_whitespace() {
+        if let Some((k, v)) = word.split_once('=') {
+            if k.eq_ignore_ascii_case("NOTIFY") {
+                p.notify = Some(v.to_ascii_uppercase());
+            } else if k.eq_ignore_ascii_case("ORCPT") {
+                p.orcpt = postern_wire::command::xtext_decode(v);
+            }
+        }
+    }
+    p
+}
+
+/// MAIL arguments as milters get them: `<path>` then ESMTP parameters.
+fn mail_args(from: &Path, params: &MailParams) -> Vec<String> {
+    let mut args = vec![match from {
+        Path::Mailbox(m) => format!("<{m}>"),
+        _ => "<>".to_string(),
+    }];
+    if let Some(size) = params.size {
+        args.push(format!("SIZE={size}"));
+    }
+    match params.body {
+        Body::SevenBit => {}
+        Body::EightBitMime => args.push("BODY=8BITMIME".into()),
+        Body::BinaryMime => args.push("BODY=BINARYMIME".into()),
+    }
+    if params.smtputf8 {
+        args.push("SMTPUTF8".into());
+    }
+    if let Some(r) = &params.ret {
+        args.push(format!("RET={r}"));
+    }
+    if let Some(e) = &params.envid {
+        args.push(format!("ENVID={}", postern_wire::command::xtext_encode(e)));
+    }
+    if let Some(a) = &params.auth {
+        args.push(format!("AUTH={}", postern_wire::command::xtext_encode(a)));
+    }
+    args
+}
+
+/// RCPT arguments as milters get them.
+fn rcpt_args(rcpt: &str, params: &postern_wire::command::RcptParams) -> Vec<String> {
+    let mut args = vec![format!("<{rcpt}>")];
+    if let Some(n) = &params.notify {
+        args.push(format!("NOTIFY={n}"));
+    }
+    if let Some(o) = &params.orcpt {
+        args.push(format!("ORCPT={}", postern_wire::command::xtext_encode(o)));
+    }
+    args
 }
 
 /// The envelope for a received message: one recipient per final target,
@@ -1131,6 +1515,7 @@ fn build_envelope(id: &QueueId, txn: &Txn, size: u64, conn: &Conn, helo: &Helo) 
         helo: Some(helo.name.clone()),
         ret: txn.params.ret.clone(),
         envid: txn.params.envid.clone(),
+        quarantine: None,
     }
 }
 

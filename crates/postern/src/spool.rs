@@ -153,6 +153,10 @@ pub struct Envelope {
     /// DSN `ENVID=`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envid: Option<String>,
+    /// Why the message was put on hold when it arrived (a milter's
+    /// quarantine reason); released with `postern queue release`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }
 
 impl Envelope {
@@ -340,6 +344,65 @@ impl Draft {
     pub fn written(&self) -> u64 {
         self.written
     }
+
+    /// Flushes what was written and opens the text for reading (milters
+    /// read the message back to send it in chunks).
+    pub fn reader(&mut self) -> Result<File, SpoolError> {
+        let path = self.path.clone();
+        if let Some(e) = self.error.take() {
+            return Err(SpoolError::Io { what: "write", path, source: e });
+        }
+        if let Some(out) = self.out.as_mut() {
+            out.flush().map_err(io_err("write", &path))?;
+        }
+        File::open(&path).map_err(io_err("read", &path))
+    }
+
+    /// Replaces the text with what `fill` writes (a milter changed headers or
+    /// the body). The new text goes to a second temp file that is renamed
+    /// over the first, so a failure leaves the old text in place; nothing is
+    /// durable until [`Spool::commit`].
+    pub fn rewrite(&mut self, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), SpoolError> {
+        let new_path = self.path.with_extension("eml.new");
+        let result = (|| {
+            let f = OpenOptions::new().write(true).create(true).truncate(true).open(&new_path)?;
+            let mut out = BufWriter::with_capacity(64 * 1024, f);
+            let mut counter = CountingWriter { inner: &mut out, count: 0 };
+            fill(&mut counter)?;
+            let count = counter.count;
+            out.flush()?;
+            fs::rename(&new_path, &self.path)?;
+            Ok((out, count))
+        })();
+        match result {
+            Ok((out, count)) => {
+                self.out = Some(out);
+                self.written = count;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&new_path);
+                Err(SpoolError::Io { what: "rewrite", path: self.path.clone(), source: e })
+            }
+        }
+    }
+}
+
+/// Counts octets on their way to a writer.
+struct CountingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl Drop for Draft {
@@ -399,18 +462,23 @@ impl Spool {
 
     /// Makes a draft durable with its envelope. Blocking (fsyncs): call from
     /// a blocking thread. On error nothing is left behind.
-    pub fn commit(&self, mut draft: Draft, env: &Envelope) -> Result<(), SpoolError> {
-        let result = self.commit_inner(&mut draft, env);
+    pub fn commit(&self, draft: Draft, env: &Envelope) -> Result<(), SpoolError> {
+        self.commit_to(draft, env, Place::Active)
+    }
+
+    /// [`Spool::commit`] into `place`: `Hold` for a quarantined message.
+    pub fn commit_to(&self, mut draft: Draft, env: &Envelope, place: Place) -> Result<(), SpoolError> {
+        let result = self.commit_inner(&mut draft, env, place);
         if result.is_err() {
             let _ = fs::remove_file(self.body_path(&draft.id));
-            let _ = fs::remove_file(self.env_path(&draft.id, Place::Active));
+            let _ = fs::remove_file(self.env_path(&draft.id, place));
             let _ = fs::remove_file(self.dir("tmp").join(format!("{}.json", draft.id)));
         }
         // Drop removes tmp/<id>.eml if it is still there.
         result
     }
 
-    fn commit_inner(&self, draft: &mut Draft, env: &Envelope) -> Result<(), SpoolError> {
+    fn commit_inner(&self, draft: &mut Draft, env: &Envelope, place: Place) -> Result<(), SpoolError> {
         let path = draft.path.clone();
         if let Some(e) = draft.error.take() {
             return Err(SpoolError::Io { what: "write", path, source: e });
@@ -429,11 +497,16 @@ impl Spool {
         let body = self.body_path(&draft.id);
         fs::rename(&path, &body).map_err(io_err("rename", &path))?;
         draft.out = None; // the temp file is gone; Drop must not remove anything
-        let env_path = self.env_path(&draft.id, Place::Active);
+        let env_path = self.env_path(&draft.id, place);
         fs::rename(&env_tmp, &env_path).map_err(io_err("rename", &env_tmp))?;
         // Group commit: one pair of directory fsyncs serves every commit
         // whose renames happened before it started.
-        self.group.sync(&[self.dir("messages"), self.dir("active")])
+        self.group.sync(&[self.dir("messages"), self.dir("active")])?;
+        if place == Place::Hold {
+            // Rare (quarantine): its own fsync, outside the group.
+            sync_dir(&self.dir("hold"))?;
+        }
+        Ok(())
     }
 
     /// Rewrites an envelope atomically (temp file, fsync, rename, fsync dir).
@@ -607,6 +680,7 @@ mod tests {
             helo: None,
             ret: None,
             envid: None,
+            quarantine: None,
         }
     }
 
