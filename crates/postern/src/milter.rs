@@ -229,8 +229,10 @@ pub struct Milters {
     failed: Option<Reply>,
     /// MAIL was sent and neither end of message nor ABORT followed.
     in_message: bool,
-    /// What log lines name: the client, then the queue id.
-    pub log_id: String,
+    /// The client, for log lines.
+    client: String,
+    /// The queue id of the message under way, once DATA began (log lines).
+    pub queue_id: Option<String>,
 }
 
 /// The CONNECT facts.
@@ -279,8 +281,8 @@ enum Step {
 impl Milters {
     /// Connects to the listener's milters and sends CONNECT. Milters that
     /// fail get their default action.
-    pub async fn connect(cfgs: &[Arc<MilterConfig>], info: &ConnectInfo<'_>, macros: &Macros, log_id: String) -> (Milters, Verdict) {
-        let mut m = Milters { filters: Vec::new(), failed: None, in_message: false, log_id };
+    pub async fn connect(cfgs: &[Arc<MilterConfig>], info: &ConnectInfo<'_>, macros: &Macros, client: String) -> (Milters, Verdict) {
+        let mut m = Milters { filters: Vec::new(), failed: None, in_message: false, client, queue_id: None };
         // Connect in parallel: a slow milter should not add up with the others.
         let results = futures_join_all(cfgs.iter().cloned().map(Filter::connect)).await;
         let mut verdict = Verdict::Continue;
@@ -318,6 +320,7 @@ impl Milters {
             return Verdict::Reject(r.clone());
         }
         // A new message: everyone takes part again.
+        self.queue_id = None;
         for f in &mut self.filters {
             f.done_msg = false;
         }
@@ -372,7 +375,11 @@ impl Milters {
     }
 
     fn log(&self, milter: &str, stage: &str, extra: &[(&str, &str)]) {
-        let mut fields: Vec<(&str, &str)> = vec![("id", &self.log_id), ("milter", milter), ("stage", stage)];
+        let mut fields: Vec<(&str, &str)> = vec![("client", &self.client)];
+        if let Some(id) = &self.queue_id {
+            fields.push(("id", id));
+        }
+        fields.extend_from_slice(&[("milter", milter), ("stage", stage)]);
         fields.extend_from_slice(extra);
         maillog::event("milter", &fields);
     }
@@ -471,8 +478,10 @@ impl Milters {
                 return Step::Next;
             }
         };
-        let summary = reply.map(|r| r.summary()).unwrap_or_default();
-        self.log(&name, sn, &[("action", what), ("reply", &summary)]);
+        match reply {
+            Some(r) => self.log(&name, sn, &[("action", what), ("reply", &r.summary())]),
+            None => self.log(&name, sn, &[("action", what)]),
+        }
         step
     }
 

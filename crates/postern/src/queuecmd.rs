@@ -71,6 +71,9 @@ pub fn list(settings: &Settings, as_json: bool) -> i32 {
             .map(|d| d.with_timezone(&chrono::Local).format("%a %b %e %H:%M:%S").to_string())
             .unwrap_or_default();
         println!("{}{mark} {:>8} {:<20} {}", e.id, e.size, when, sender);
+        if let Some(q) = e.quarantine.as_ref().filter(|_| *place == Place::Hold) {
+            println!("{:>20}(hold: {})", "", q);
+        }
         for r in &e.recipients {
             if r.status == RcptStatus::Delivered {
                 continue;
@@ -123,6 +126,9 @@ pub fn show(settings: &Settings, id: &str, as_json: bool) -> i32 {
     }
     println!("*** ENVELOPE RECORDS {id} ***");
     println!("place: {}", if place == Place::Hold { "hold" } else { "active" });
+    if let Some(q) = &env.quarantine {
+        println!("quarantine: {q}");
+    }
     println!("arrival: {}", unix_to_rfc5322(env.created));
     println!("sender: <{}>", env.sender);
     println!("client: {}{}", env.client, env.helo.as_ref().map(|h| format!(" (helo {h})")).unwrap_or_default());

@@ -1140,7 +1140,7 @@ impl Session {
     /// a refusal; a refusal or a close also aborts the milters' message.
     async fn milter_data(&mut self, id: &QueueId, txn: &mut Txn) -> Result<Option<Reply>, End> {
         let Some(m) = self.milters.as_mut() else { return Ok(None) };
-        m.log_id = id.to_string();
+        m.queue_id = Some(id.to_string());
         let macros: Macros = vec![("i", id.to_string())];
         match m.data(&macros).await {
             Verdict::Continue => Ok(None),
