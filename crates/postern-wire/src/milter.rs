@@ -450,10 +450,28 @@ impl Header {
 
     /// A header from a milter's name and value: folds become CRLF, and a
     /// space follows the colon unless the value starts with white space.
+    /// A line break not followed by white space would start a new field,
+    /// so one is added: a milter cannot inject fields through a value.
     pub fn from_milter(name: &str, value: &str) -> Header {
-        let v = value.replace("\r\n", "\n").replace('\n', "\r\n");
+        let mut v = String::with_capacity(value.len() + 8);
+        let mut lines = value.split('\n').map(|l| l.trim_end_matches('\r').replace('\r', " "));
+        if let Some(first) = lines.next() {
+            v.push_str(&first);
+        }
+        for l in lines {
+            v.push_str("\r\n");
+            if !l.starts_with([' ', '\t']) {
+                v.push('\t');
+            }
+            v.push_str(&l);
+        }
         let raw_value = if v.starts_with([' ', '\t']) { v } else { format!(" {v}") };
         Header { name: name.to_string(), raw_value }
+    }
+
+    /// RFC 5322 §3.6.8: a field name is printable US-ASCII except colon.
+    pub fn valid_name(name: &str) -> bool {
+        !name.is_empty() && name.len() <= 998 && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
     }
 
     /// The field in message form, CRLF-terminated.
@@ -505,8 +523,14 @@ pub fn split_headers(msg: &[u8]) -> (Vec<Header>, usize) {
 }
 
 /// Applies a header modification to a header list (sendmail semantics).
-pub fn apply_header_change(headers: &mut Vec<Header>, change: &Response) {
+/// Returns false (and changes nothing) for a malformed field name.
+pub fn apply_header_change(headers: &mut Vec<Header>, change: &Response) -> bool {
     match change {
+        Response::AddHeader { name, .. } | Response::InsertHeader { name, .. } | Response::ChangeHeader { name, .. }
+            if !Header::valid_name(name) =>
+        {
+            return false
+        }
         Response::AddHeader { name, value } => headers.push(Header::from_milter(name, value)),
         Response::InsertHeader { index, name, value } => {
             let at = (*index as usize).min(headers.len());
@@ -528,6 +552,7 @@ pub fn apply_header_change(headers: &mut Vec<Header>, change: &Response) {
         }
         _ => {}
     }
+    true
 }
 
 #[cfg(test)]
@@ -600,6 +625,11 @@ mod tests {
         let mut out = Vec::new();
         h[0].encode(&mut out);
         assert_eq!(out, b"X-Top: a\r\n\tb\r\n");
+        assert!(!apply_header_change(&mut h, &Response::AddHeader { name: "Bad Name".into(), value: "v".into() }));
+        assert!(!apply_header_change(&mut h, &Response::AddHeader { name: "X\r\nBcc".into(), value: "v".into() }));
+        out.clear();
+        Header::from_milter("X-Inj", "a\nBcc: victim@example.org\r\n\tok").encode(&mut out);
+        assert_eq!(out, b"X-Inj: a\r\n\tBcc: victim@example.org\r\n\tok\r\n");
         let (h2, b2) = split_headers(b"no header line\r\n\r\n");
         assert!(h2.is_empty());
         assert_eq!(b2, 0);

@@ -350,7 +350,7 @@ impl Milters {
         if !self.in_message {
             return;
         }
-        self.in_message = false;
+        self.end_message();
         for i in 0..self.filters.len() {
             let f = &mut self.filters[i];
             if f.done_conn {
@@ -489,7 +489,12 @@ impl Milters {
     /// message) to each milter in turn, applying each one's changes before
     /// the next sees the message. `max_size` caps a replacement body.
     pub async fn message(&mut self, draft: &mut Draft, eoh: &Macros, eom: &Macros, max_size: u64) -> Outcome {
-        self.in_message = false;
+        let out = self.message_inner(draft, eoh, eom, max_size).await;
+        self.end_message();
+        out
+    }
+
+    async fn message_inner(&mut self, draft: &mut Draft, eoh: &Macros, eom: &Macros, max_size: u64) -> Outcome {
         let mut out = Outcome { verdict: Verdict::Continue, rewrite: None, quarantine: None, change_from: None, add_rcpts: Vec::new(), del_rcpts: Vec::new() };
         if let Some(r) = &self.failed {
             out.verdict = Verdict::Reject(r.clone());
@@ -539,8 +544,11 @@ impl Milters {
                     self.log(&name, "eom", &[("action", what), ("detail", &detail)]);
                     match m {
                         Response::AddHeader { .. } | Response::InsertHeader { .. } | Response::ChangeHeader { .. } => {
-                            apply_header_change(&mut headers, &m);
-                            changed = true;
+                            if apply_header_change(&mut headers, &m) {
+                                changed = true;
+                            } else {
+                                self.log(&name, "eom", &[("action", what), ("error", "malformed header name, ignored")]);
+                            }
                         }
                         Response::ReplaceBody(chunk) => {
                             let nb = new_body.get_or_insert_with(Vec::new);
@@ -576,6 +584,14 @@ impl Milters {
             out.rewrite = Some(Rewrite { headers, body, body_offset });
         }
         out
+    }
+
+    /// The message is over: every milter takes part in what comes next.
+    fn end_message(&mut self) {
+        self.in_message = false;
+        for f in &mut self.filters {
+            f.done_msg = false;
+        }
     }
 }
 
