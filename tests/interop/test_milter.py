@@ -38,21 +38,29 @@ shutdown_timeout = "5s"
 {extra}
 """
     for name, port, keys in milters:
-        text += f'\n[[milter]]\nname = "{name}"\nsocket = "inet:127.0.0.1:{port}"\n{keys}\n'
+        socket = port if isinstance(port, str) else f"inet:127.0.0.1:{port}"
+        text += f'\n[[milter]]\nname = "{name}"\nsocket = "{socket}"\n{keys}\n'
     return text
 
 
 class ScriptedMilter:
-    def __init__(self, tmp, name="scripted"):
+    def __init__(self, tmp, name="scripted", unix=False):
         assert pathlib.Path(SYSTEM_PYTHON).exists(), "Debian python3 is missing: run scripts/install-test-deps"
         r = subprocess.run([SYSTEM_PYTHON, "-c", "import Milter"], capture_output=True)
         assert r.returncode == 0, "python3-milter (pymilter) is missing: run scripts/install-test-deps"
         self.port = free_port()
         self.log = pathlib.Path(tmp) / f"{name}-events.jsonl"
         self.out = open(pathlib.Path(tmp) / f"{name}.out", "wb")
-        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SCRIPTED), f"inet:{self.port}@127.0.0.1", str(self.log)],
+        self.path = pathlib.Path(tmp) / f"{name}.sock"
+        sock = f"unix:{self.path}" if unix else f"inet:{self.port}@127.0.0.1"
+        self.socket = f"unix:{self.path}" if unix else f"inet:127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SCRIPTED), sock, str(self.log)],
                                      stdout=self.out, stderr=subprocess.STDOUT)
-        wait_port(self.port, proc=self.proc)
+        if unix:
+            wait_for(lambda: self.path.exists() or self.proc.poll() is not None, what="milter unix socket")
+            assert self.proc.poll() is None, "milter exited"
+        else:
+            wait_port(self.port, proc=self.proc)
 
     def events(self, kind=None):
         if not self.log.exists():
@@ -70,8 +78,8 @@ class ScriptedMilter:
 def scripted(tmp_path):
     made = []
 
-    def make(name="scripted"):
-        m = ScriptedMilter(tmp_path, name)
+    def make(name="scripted", unix=False):
+        m = ScriptedMilter(tmp_path, name, unix)
         made.append(m)
         return m
 
@@ -207,6 +215,53 @@ def test_replies_at_every_stage(postern_factory, scripted):
     assert f'hold id={qid} reason="quarantined by milter scripted: suspicious test content"' in log
     # Every rejected or finished transaction was aborted or ended cleanly.
     assert len(m.events("abort")) >= 1
+
+
+def smtp_lines(sock, n=1):
+    """Reads n replies (multi-line ones joined with \\n) from a raw socket."""
+    buf, replies, current = b"", [], []
+    while len(replies) < n:
+        while b"\r\n" not in buf:
+            chunk = sock.recv(4096)
+            assert chunk, f"connection closed after {replies!r}"
+            buf += chunk
+        line, buf = buf.split(b"\r\n", 1)
+        current.append(line)
+        if line[3:4] != b"-":
+            replies.append(b"\n".join(current))
+            current = []
+    return replies
+
+
+def test_connect_refused_and_bdat_over_unix_socket(postern_factory, scripted):
+    import socket as sk
+    m = scripted(unix=True)
+    p = postern_factory(milter_config([("scripted", m.socket, "")]))
+    # BDAT (CHUNKING) goes through the same milter stages as DATA.
+    with sk.create_connection(("127.0.0.1", p.port), timeout=10) as c:
+        assert smtp_lines(c)[0].startswith(b"220 ")
+        body = b"Subject: add-header via bdat\r\n\r\nchunked body\r\n"
+        c.sendall(b"EHLO client.test\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice@mx.test>\r\n"
+                  + b"BDAT %d LAST\r\n" % len(body) + body)
+        r = smtp_lines(c, 4)
+        assert r[1].startswith(b"250 ") and r[2].startswith(b"250 ") and r[3].startswith(b"250 2.0.0 Ok: queued as"), r
+        c.sendall(b"QUIT\r\n")
+    got = p.wait_mail("alice")[0]
+    assert b"X-Milter-Added: yes" in got and b"chunked body" in got
+    assert m.events("eom")[0]["body"] == "chunked body\r\n"
+    # A milter that refuses the connection: 554 greeting, 503 until QUIT (RFC 5321 3.1).
+    pathlib.Path(f"{m.log}.connect-reject").touch()
+    with sk.create_connection(("127.0.0.1", p.port), timeout=10) as c:
+        assert smtp_lines(c)[0] == b"554 5.7.1 Connection rejected"
+        c.sendall(b"EHLO client.test\r\nMAIL FROM:<s@example.org>\r\nQUIT\r\n")
+        r = smtp_lines(c, 3)
+        assert r[0].startswith(b"503 5.5.1") and r[1].startswith(b"503 5.5.1") and r[2].startswith(b"221 "), r
+    # Tempfail at connect: 421 and the connection is closed.
+    pathlib.Path(f"{m.log}.connect-reject").unlink()
+    pathlib.Path(f"{m.log}.connect-tempfail").touch()
+    with sk.create_connection(("127.0.0.1", p.port), timeout=10) as c:
+        assert smtp_lines(c)[0] == b"421 4.7.1 Service unavailable - try again later"
+        assert c.recv(100) == b""
 
 
 def test_tls_and_auth_macros(postern_factory, scripted):

@@ -8,6 +8,7 @@ Run with Debian's python3 (python3-milter):
 """
 
 import json
+import os
 import sys
 import threading
 import time
@@ -43,6 +44,10 @@ class Scripted(Milter.Base):
 
     def connect(self, hostname, family, hostaddr):
         record("connect", hostname=hostname, addr=str(hostaddr[0]), macros=self.macros())
+        # A test switches connection refusal on by creating LOG.connect-reject / .connect-tempfail.
+        for what, reply in (("reject", Milter.REJECT), ("tempfail", Milter.TEMPFAIL)):
+            if os.path.exists(f"{LOG}.connect-{what}"):
+                return reply
         return Milter.CONTINUE
 
     def hello(self, name):
