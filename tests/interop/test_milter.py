@@ -267,7 +267,10 @@ def test_connect_refused_and_bdat_over_unix_socket(postern_factory, scripted):
 def test_tls_and_auth_macros(postern_factory, scripted):
     m = scripted()
     p = postern_factory(milter_config([("scripted", m.port, "")]))
-    r = swaks_full("--server", f"127.0.0.1:{p.port}", "--tls", "--from", "s@example.org", "--to", "alice@mx.test",
+    r = p.cli("user", "add", "alice", "--password-stdin", input=b"milter pw\n")
+    assert r.returncode == 0, r.stderr
+    r = swaks_full("--server", f"127.0.0.1:{p.port}", "--tls", "--auth", "PLAIN", "--auth-user", "alice",
+                   "--auth-password", "milter pw", "--from", "alice@mx.test", "--to", "alice@mx.test",
                    "--header", "Subject: plain")
     assert r.returncode == 0, r.stdout + r.stderr
     p.wait_mail("alice")
@@ -277,7 +280,9 @@ def test_tls_and_auth_macros(postern_factory, scripted):
     assert "{tls_version}" not in helos[0]["macros"]
     assert helos[1]["macros"]["{tls_version}"].startswith("TLSv1.")
     assert helos[1]["macros"]["{verify}"] == "NO"
-    assert "{cipher}" in m.events("mail")[0]["macros"]
+    mail = m.events("mail")[0]["macros"]
+    assert "{cipher}" in mail
+    assert (mail["{auth_type}"], mail["{auth_authen}"]) == ("PLAIN", "alice")
 
 
 @pytest.mark.parametrize("action,expect", [
