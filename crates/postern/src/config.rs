@@ -669,6 +669,13 @@ pub struct Auth {
     pub ban_time: Duration,
     /// "refuse" (default: 454 4.7.0 to AUTH) or "disconnect" (421 4.7.0).
     pub ban_action: BanAction,
+    /// A password that verified (PLAIN, LOGIN) is remembered this long, in
+    /// memory only, as a keyed hash, so a client that logs in for every
+    /// message does not pay for argon2 each time (like Dovecot's auth
+    /// cache). A password change takes effect at once. "0s" turns it off.
+    /// Default "15m".
+    #[serde(deserialize_with = "duration")]
+    pub verified_cache_ttl: Duration,
 }
 
 impl Default for Auth {
@@ -685,6 +692,7 @@ impl Default for Auth {
             failure_window: Duration::from_secs(600),
             ban_time: Duration::from_secs(900),
             ban_action: BanAction::Refuse,
+            verified_cache_ttl: Duration::from_secs(900),
         }
     }
 }
@@ -1057,7 +1065,7 @@ mod tests {
             "certificate", "key", "client_ca_files", "crl_files", "smarthost_tls", "smarthost_implicit_tls",
             "smarthost_ca_files", "smarthost_server_name", "smarthost_client_certificate", "smarthost_client_key",
             "[auth]", "mechanisms", "plaintext_networks", "broken_auth_line", "sender_login_match", "external_identity",
-            "max_failures_per_ip", "max_failures_per_user", "delay_after", "failure_window", "ban_time", "ban_action",
+            "max_failures_per_ip", "max_failures_per_user", "verified_cache_ttl", "delay_after", "failure_window", "ban_time", "ban_action",
             "smarthost_username", "smarthost_password_file", "smarthost_auth_plaintext", "auth_mechanisms",
             "default_rules", "[mx]", "delay_warning", "nameservers", "domain_concurrency", "domain_backoff", "[[rule]]", "action", "message", "listener", "client", "client_file", "tls",
             "authenticated", "users", "cert_verified", "cert_ca", "cert_issuer", "cert_subject", "cert_san",

@@ -11,6 +11,7 @@ pub mod ca;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod loadgen;
 pub mod maillog;
 pub mod milter;
 pub mod policy;

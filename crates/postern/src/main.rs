@@ -94,6 +94,46 @@ enum Cmd {
         #[command(subcommand)]
         action: CaCmd,
     },
+    /// SMTP load generator for benchmarks (bench/run): sends N messages to any SMTP server and
+    /// prints the rate and p50/p99 time per message. Loopback use only; not for production servers.
+    Bench {
+        /// Server address, host:port.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: postern::config::Endpoint,
+        /// Messages to send in total.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Parallel clients.
+        #[arg(long, default_value_t = 20)]
+        concurrency: usize,
+        /// Message size in octets.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        /// STARTTLS before MAIL (the server certificate is not checked).
+        #[arg(long)]
+        starttls: bool,
+        /// AUTH PLAIN as this user (needs --password-file; needs --starttls unless the server allows plaintext).
+        #[arg(long, value_name = "USER", requires = "password_file")]
+        auth_user: Option<String>,
+        /// File whose first line is the AUTH password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Keep a client's connection for its next message (default: a new connection per message).
+        #[arg(long)]
+        reuse: bool,
+        /// Envelope sender.
+        #[arg(long, default_value = "load@src.test")]
+        from: String,
+        /// Envelope recipient.
+        #[arg(long, default_value = "rcpt@far.test")]
+        to: String,
+        /// Stop starting new messages after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        deadline: std::time::Duration,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -436,6 +476,49 @@ fn main() -> ExitCode {
             Ok(s) => code(ca_command(&s, action)),
             Err(c) => code(c),
         },
+        Cmd::Bench { server, messages, concurrency, size, starttls, auth_user, password_file, reuse, from, to, deadline, json } => {
+            let auth = match (auth_user, password_file) {
+                (Some(u), Some(f)) => match std::fs::read_to_string(&f) {
+                    Ok(t) => Some((u, t.lines().next().unwrap_or("").to_string())),
+                    Err(e) => {
+                        eprintln!("postern: {}: {e}", f.display());
+                        return code(exit::USAGE);
+                    }
+                },
+                _ => None,
+            };
+            let plan = postern::loadgen::Plan { server, messages, concurrency, size, starttls, auth, reuse, from, to, deadline };
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("postern: cannot start runtime: {e}");
+                    return code(exit::TEMPFAIL);
+                }
+            };
+            match rt.block_on(postern::loadgen::run(plan)) {
+                Ok(r) if json => {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                    code(if r.failed == 0 { exit::OK } else { exit::TEMPFAIL })
+                }
+                Ok(r) => {
+                    println!(
+                        "accepted {} failed {} in {:.2} s: {:.0} msg/s, p50 {:.1} ms, p99 {:.1} ms{}",
+                        r.accepted,
+                        r.failed,
+                        r.seconds,
+                        r.rate,
+                        r.p50_ms,
+                        r.p99_ms,
+                        r.first_error.map(|e| format!(" (first error: {e})")).unwrap_or_default()
+                    );
+                    code(if r.failed == 0 { exit::OK } else { exit::TEMPFAIL })
+                }
+                Err(e) => {
+                    eprintln!("postern: bench: {e}");
+                    code(exit::TEMPFAIL)
+                }
+            }
+        }
         Cmd::Aliases => match load(&src) {
             Ok(s) => {
                 println!("postern: {} aliases, nothing to rebuild", s.aliases.len());

@@ -525,8 +525,11 @@ impl Session {
         let db = self.ctx.users.get();
         match need {
             Need::CheckPassword { authcid, password } => {
-                // argon2 is deliberately slow: off the async threads.
-                let ok = tokio::task::spawn_blocking(move || db.verify(&authcid, &password)).await.unwrap_or(false);
+                // argon2 is deliberately slow: off the async threads (a
+                // cache hit is quick, but the check happens there too).
+                let users = self.ctx.users.clone();
+                let ttl = self.settings().config.auth.verified_cache_ttl;
+                let ok = tokio::task::spawn_blocking(move || users.verify_cached(&db, &authcid, &password, ttl)).await.unwrap_or(false);
                 Provide::PasswordOk(ok)
             }
             Need::Secret { authcid } => Provide::Secret(db.plain(&authcid)),

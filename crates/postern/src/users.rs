@@ -358,12 +358,80 @@ pub fn read_bdb_hash(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
 pub struct UserStore {
     path: PathBuf,
     cache: Mutex<(Option<SystemTime>, Arc<UserDb>)>,
+    verified: VerifiedCache,
+}
+
+/// Passwords that verified recently, as HMAC-SHA-256 tags under a key that
+/// lives only in this process: a tag covers the user, the stored hash and
+/// the password, so a changed password (new stored hash) never matches an
+/// old entry. Only successes are kept; failures always pay the full cost.
+struct VerifiedCache {
+    key: [u8; 32],
+    tags: Mutex<std::collections::HashMap<[u8; 32], std::time::Instant>>,
+}
+
+/// Entries kept at most; when full, expired ones go, then everything.
+const VERIFIED_CACHE_MAX: usize = 10_000;
+
+impl VerifiedCache {
+    fn tag(&self, user: &str, stored: &str, password: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        for part in [user.as_bytes(), stored.as_bytes(), password.as_bytes()] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    fn hit(&self, tag: &[u8; 32], ttl: std::time::Duration) -> bool {
+        let tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        tags.get(tag).is_some_and(|t| t.elapsed() < ttl)
+    }
+
+    fn insert(&self, tag: [u8; 32], ttl: std::time::Duration) {
+        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
+        if tags.len() >= VERIFIED_CACHE_MAX {
+            tags.retain(|_, t| t.elapsed() < ttl);
+            if tags.len() >= VERIFIED_CACHE_MAX {
+                tags.clear();
+            }
+        }
+        tags.insert(tag, std::time::Instant::now());
+    }
 }
 
 impl UserStore {
     /// A store over `DATA/users.json`.
     pub fn new(data_dir: &Path) -> UserStore {
-        UserStore { path: data_dir.join("users.json"), cache: Mutex::new((None, Arc::new(UserDb::default()))) }
+        UserStore {
+            path: data_dir.join("users.json"),
+            cache: Mutex::new((None, Arc::new(UserDb::default()))),
+            verified: VerifiedCache { key: rand::random(), tags: Mutex::new(Default::default()) },
+        }
+    }
+
+    /// Checks a password like [`UserDb::verify`], answering from the
+    /// verified-password cache when it can (`ttl` zero: never). Blocking on
+    /// a miss (argon2): call from a blocking thread.
+    pub fn verify_cached(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
+        let name = name.to_ascii_lowercase();
+        let stored = match db.users.get(&name) {
+            Some(rec) => rec.argon2.as_deref().or(rec.imported_hash.as_deref()).or(rec.plain.as_deref()).unwrap_or(""),
+            None => return db.verify(&name, password),
+        };
+        if ttl.is_zero() {
+            return db.verify(&name, password);
+        }
+        let tag = self.verified.tag(&name, stored, password);
+        if self.verified.hit(&tag, ttl) {
+            return true;
+        }
+        let ok = db.verify(&name, password);
+        if ok {
+            self.verified.insert(tag, ttl);
+        }
+        ok
     }
 
     /// The file.
@@ -392,6 +460,29 @@ impl UserStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verified_cache_follows_password_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = UserStore::new(dir.path());
+        let ttl = std::time::Duration::from_secs(60);
+        let mut db = UserDb { version: 1, users: BTreeMap::new() };
+        db.set_password("bob", "first", false).unwrap();
+        assert!(!store.verify_cached(&db, "bob", "wrong", ttl));
+        assert!(store.verify_cached(&db, "Bob", "first", ttl));
+        assert_eq!(store.verified.tags.lock().unwrap().len(), 1, "only the success is cached");
+        assert!(store.verify_cached(&db, "bob", "first", ttl));
+        // A new password: the old one no longer verifies, cached or not.
+        db.set_password("bob", "second", false).unwrap();
+        assert!(!store.verify_cached(&db, "bob", "first", ttl));
+        assert!(store.verify_cached(&db, "bob", "second", ttl));
+        // Deleted user, zero TTL.
+        let mut gone = db.clone();
+        gone.users.remove("bob");
+        assert!(!store.verify_cached(&gone, "bob", "second", ttl));
+        assert!(store.verify_cached(&db, "bob", "second", std::time::Duration::ZERO));
+        assert!(!store.verify_cached(&db, "bob", "first", std::time::Duration::ZERO));
+    }
 
     #[test]
     fn set_verify_scram_plain() {

@@ -58,7 +58,12 @@ pub struct Dest {
     pub credentials: Option<(String, String)>,
     /// Allow AUTH without TLS.
     pub auth_plaintext: bool,
+    /// SASL mechanisms to use, best first ([`AUTH_ORDER`] for smarthosts).
+    pub auth_order: &'static [&'static str],
 }
+
+/// The SASL mechanisms a smarthost client uses, best first.
+pub const AUTH_ORDER: &[&str] = &["SCRAM-SHA-256", "PLAIN", "LOGIN"];
 
 /// An open, greeted connection.
 pub struct Conn {
@@ -150,7 +155,7 @@ impl Conn {
             return Err(format!("4.7.0 refusing to send credentials to {ep} without TLS (smarthost_auth_plaintext = false)"));
         }
         let offered: Vec<String> = self.auth_mechs.clone();
-        let pick = ["SCRAM-SHA-256", "PLAIN", "LOGIN"].into_iter().find(|m| offered.iter().any(|o| o == m));
+        let pick = d.auth_order.iter().copied().find(|m| offered.iter().any(|o| o == m));
         let Some(mech) = pick else {
             return Err(format!("4.7.0 {ep} offers no usable AUTH mechanism (offered: {})", offered.join(" ")));
         };
@@ -281,7 +286,7 @@ impl Conn {
 
     /// One transaction. `Err` means the connection is unusable and every
     /// recipient without an outcome is deferred.
-    async fn transaction(&mut self, msg: &Message, rcpts: &[String]) -> Result<Vec<Outcome>, ConnError> {
+    pub async fn transaction(&mut self, msg: &Message, rcpts: &[String]) -> Result<Vec<Outcome>, ConnError> {
         if msg.smtputf8 && !self.ext.contains("SMTPUTF8") {
             let o = Outcome::Failed("553 5.6.7 next hop does not support SMTPUTF8".into());
             return Ok(vec![o; rcpts.len()]);
@@ -413,7 +418,8 @@ impl Conn {
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred("4.0.0 no reply".into()))).collect())
     }
 
-    async fn quit(mut self) {
+    /// Ends the session politely (QUIT, then the reply), best effort.
+    pub async fn quit(mut self) {
         if self.send(b"QUIT\r\n").await.is_ok() {
             let _ = self.reply(Duration::from_secs(5)).await;
         }
@@ -468,6 +474,7 @@ impl Lmtp {
                 server_name: host_of(ep),
                 credentials: None,
                 auth_plaintext: false,
+                auth_order: AUTH_ORDER,
             },
         })
     }
@@ -510,6 +517,7 @@ impl Smarthost {
             server_name,
             credentials: None,
             auth_plaintext: false,
+            auth_order: AUTH_ORDER,
         }))
     }
 }
@@ -567,6 +575,7 @@ impl Smarthost {
             server_name,
             credentials,
             auth_plaintext: r.smarthost_auth_plaintext,
+            auth_order: AUTH_ORDER,
         }))
     }
 

@@ -168,6 +168,7 @@ impl MxDelivery {
                     server_name: host.to_string(),
                     credentials: None,
                     auth_plaintext: false,
+                    auth_order: super::client::AUTH_ORDER,
                 }))
             })
             .clone()
