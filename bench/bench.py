@@ -7,6 +7,7 @@ their default durability (postern fsyncs every message before 250; Postfix
 fsyncs its queue file before 250).
 """
 
+import json
 import os
 import pwd
 import shutil
@@ -51,10 +52,13 @@ def rss_kb(pid):
     return 0
 
 
+BENCH_USER, BENCH_PASSWORD = "load", "bench password"
+
+
 class Postern:
     name = "postern"
 
-    def __init__(self, sink_port, max_conn=2000):
+    def __init__(self, sink_port, max_conn=2000, auth=False):
         self.dir = tempfile.mkdtemp(prefix="bench-postern-")
         self.port = free_port()
         cfg = os.path.join(self.dir, "postern.toml")
@@ -72,6 +76,10 @@ concurrency = 20
 [log]
 mail_log = "{self.dir}/mail.log"
 """)
+        if auth:  # W3: AUTH needs TLS, which the listener offers with its generated certificate
+            subprocess.run([POSTERN, "--config", cfg, "--data-dir", os.path.join(self.dir, "data"), "user", "add",
+                            BENCH_USER, "--password-stdin"], input=(BENCH_PASSWORD + "\n").encode(), check=True,
+                           capture_output=True)
         self.proc = subprocess.Popen([POSTERN, "serve", "--config", cfg, "--data-dir", os.path.join(self.dir, "data")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
@@ -95,7 +103,7 @@ mail_log = "{self.dir}/mail.log"
 class Postfix:
     name = "postfix"
 
-    def __init__(self, sink_port):
+    def __init__(self, sink_port, auth=False):
         self.dir = tempfile.mkdtemp(prefix="bench-postfix-")
         os.chmod(self.dir, 0o755)
         self.port = free_port()
@@ -124,6 +132,8 @@ smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtp_tls_security_level = none
 """)
+        if auth:
+            self.tls_auth(pw)
         lines = []
         for line in open("/usr/share/postfix/master.cf.dist").read().splitlines():
             if line.startswith("smtp      inet"):
@@ -140,6 +150,31 @@ smtp_tls_security_level = none
         wait_port(self.port)
         self.master = int(open(os.path.join(self.dir, "data", "master.pid")).read().split()[0]) if os.path.exists(
             os.path.join(self.dir, "data", "master.pid")) else int(open(os.path.join(self.dir, "queue", "pid", "master.pid")).read().split()[0])
+
+    def tls_auth(self, pw):
+        """W3: STARTTLS with a self-signed P-256 certificate (like postern's default) and
+        Cyrus SASL PLAIN from a sasldb, the classic sendmail/Postfix set-up."""
+        d = self.dir
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem", "-days", "30", "-subj", "/CN=bench.test"],
+                       check=True, capture_output=True)
+        os.mkdir(f"{d}/sasl")
+        open(f"{d}/sasl/smtpd.conf", "w").write(
+            f"pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: {d}/sasldb2\n")
+        subprocess.run(["saslpasswd2", "-p", "-c", "-f", f"{d}/sasldb2", "-u", "bench.test", BENCH_USER],
+                       input=BENCH_PASSWORD.encode(), check=True, capture_output=True)
+        os.chown(f"{d}/sasldb2", pw.pw_uid, pw.pw_gid)
+        with open(os.path.join(d, "main.cf"), "a") as f:
+            f.write(f"""smtpd_tls_cert_file = {d}/cert.pem
+smtpd_tls_key_file = {d}/key.pem
+smtpd_tls_security_level = may
+smtpd_tls_auth_only = yes
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = {d}/sasl
+smtpd_sasl_local_domain = bench.test
+""")
 
     def flush(self):
         subprocess.run(["postqueue", "-c", self.dir, "-f"], capture_output=True)
@@ -212,6 +247,42 @@ def workload(system_cls, n, size, conc, timeout=300):
             sink.wait()
 
 
+def loadgen(system_cls, n, conc, auth, timeout=600):
+    """W3 (and latency figures): `postern bench` as the client for both systems, a new
+    connection per message; with auth: STARTTLS + AUTH PLAIN each time."""
+    sink_port = free_port()
+    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", "-M", str(n), f"127.0.0.1:{sink_port}", "1024"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(sink_port)
+    system = system_cls(sink_port, auth=auth)
+    pwfile = os.path.join(system.dir, "bench-password")
+    open(pwfile, "w").write(BENCH_PASSWORD + "\n")
+    try:
+        cpu0 = system.cpu()
+        t0 = time.time()
+        cmd = [POSTERN, "bench", "--server", f"127.0.0.1:{system.port}", "--messages", str(n), "--concurrency",
+               str(conc), "--size", "4096", "--json", "--deadline", f"{timeout}s"]
+        if auth:
+            cmd += ["--starttls", "--auth-user", BENCH_USER, "--password-file", pwfile]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60)
+        report = json.loads(out.stdout)
+        try:
+            sink.wait(timeout)
+            t_e2e = time.time() - t0
+            arrived = report["failed"] == 0
+        except subprocess.TimeoutExpired:
+            t_e2e, arrived = float("nan"), False
+        cpu = system.cpu() - cpu0
+        return {"accept_rate": report["rate"], "e2e_rate": n / t_e2e if arrived else 0.0,
+                "cpu_per_1k": cpu * 1000 / n, "rss_kb": system.rss(), "all_arrived": arrived,
+                "p50": report["p50_ms"], "p99": report["p99_ms"], "error": report.get("first_error")}
+    finally:
+        system.stop()
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+
+
 def drain(system_cls, n, timeout=900):
     """W5: n messages queued while the sink is down, then the sink comes up."""
     sink_port = free_port()
@@ -264,40 +335,65 @@ def idle_connections(n=10000, timeout=120):
         system.stop()
 
 
+def show(label, name, r):
+    extra = f"  p50 {r['p50']:.1f} ms p99 {r['p99']:.1f} ms" if "p50" in r else ""
+    if r.get("error"):
+        extra += f"  first error: {r['error']}"
+    print(f"{label:10} {name:8} {r['accept_rate']:9.0f} {r['e2e_rate']:9.0f} {r['cpu_per_1k']:9.2f} "
+          f"{r['rss_kb'] / 1024:7.1f} {r['all_arrived']}{extra}", flush=True)
+
+
+def ratio_line(label, a, b):
+    if not b["e2e_rate"]:
+        return None
+    ratio = a["e2e_rate"] / b["e2e_rate"]
+    print(f"{label:10} ratio    e2e {ratio:.2f}  cpu {a['cpu_per_1k'] / max(b['cpu_per_1k'], 1e-9):.2f}", flush=True)
+    return ratio
+
+
 def main():
+    """bench.py [--quick] [--only w1,w2,w3,w4,w5]"""
     quick = "--quick" in sys.argv
-    if "--w45" in sys.argv:  # only W4 and W5
-        sys.argv.remove("--w45")
-        globals()["RUNS_OVERRIDE"] = []
-    runs = [("W1", 4096, 20, 2000 if quick else 10000)]
-    if not quick:
-        runs = [("W1-c1", 4096, 1, 2000), ("W1", 4096, 20, 10000), ("W1-c100", 4096, 100, 10000),
-                ("W2-100k", 100 * 1024, 20, 2000), ("W2-1M", 1024 * 1024, 20, 300)]
-    runs = globals().get("RUNS_OVERRIDE", runs)
+    only = {"w1"} if quick else {"w1", "w2", "w3", "w4", "w5"}
+    if "--w45" in sys.argv:  # older spelling of --only w4,w5
+        only = {"w4", "w5"}
+    if "--only" in sys.argv:
+        only = set(sys.argv[sys.argv.index("--only") + 1].lower().split(","))
+    runs = []
+    if "w1" in only:
+        runs += [("W1", 4096, 20, 2000)] if quick else [("W1-c1", 4096, 1, 2000), ("W1", 4096, 20, 10000),
+                                                        ("W1-c100", 4096, 100, 10000)]
+    if "w2" in only:
+        runs += [("W2-100k", 100 * 1024, 20, 2000), ("W2-1M", 1024 * 1024, 20, 300)]
     print(f"{'workload':10} {'system':8} {'accept/s':>9} {'e2e/s':>9} {'cpu s/1k':>9} {'rss MB':>7} arrived")
     ratios = {}
     for name, size, conc, n in runs:
         res = {}
         for cls in (Postern, Postfix):
-            r = workload(cls, n, size, conc)
-            res[cls.name] = r
-            print(f"{name:10} {cls.name:8} {r['accept_rate']:9.0f} {r['e2e_rate']:9.0f} {r['cpu_per_1k']:9.2f} "
-                  f"{r['rss_kb'] / 1024:7.1f} {r['all_arrived']}", flush=True)
-        if res["postfix"]["e2e_rate"]:
-            ratios[name] = res["postern"]["e2e_rate"] / res["postfix"]["e2e_rate"]
-            print(f"{name:10} ratio    e2e {ratios[name]:.2f}  cpu {res['postern']['cpu_per_1k'] / max(res['postfix']['cpu_per_1k'], 1e-9):.2f}")
-    if not quick:
+            res[cls.name] = workload(cls, n, size, conc)
+            show(name, cls.name, res[cls.name])
+        ratios[name] = ratio_line(name, res["postern"], res["postfix"])
+    if "w3" in only:
+        # W1-lat: W1's traffic with the latency-measuring client (a connection per message).
+        for label, auth in (("W1-lat", False), ("W3", True)):
+            res = {}
+            for cls in (Postern, Postfix):
+                res[cls.name] = loadgen(cls, 3000, 20, auth)
+                show(label, cls.name, res[cls.name])
+            ratios[label] = ratio_line(label, res["postern"], res["postfix"])
+    if "w4" in only:
         held, per = idle_connections()
         print(f"W4         postern  {held} idle connections after EHLO, {per:.1f} KB RSS each "
               f"(Postfix: one smtpd process per connection, limited by default_process_limit=200 here)")
+    if "w5" in only:
         rates = {}
         for cls in (Postern, Postfix):
-            rate, ok = drain(cls, 20000)
+            rate, ok = drain(cls, 50000)
             rates[cls.name] = rate
             print(f"W5         {cls.name:8} drain {rate:9.0f} msg/s  all arrived {ok}", flush=True)
         if rates.get("postfix"):
             print(f"W5         ratio    drain {rates['postern'] / rates['postfix']:.2f}")
-    print(f"W1 ratio: {ratios.get('W1', 0):.2f}")
+    print(f"W1 ratio: {ratios.get('W1') or 0:.2f}")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,13 @@ pub fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
 /// Runs the plan.
 pub async fn run(plan: Plan) -> Result<Report, String> {
     let tls = if plan.starttls {
-        Some(Arc::new(ClientTls::build(OutboundTls::Encrypt, &[], None).map_err(|e| e.to_string())?))
+        let mut t = ClientTls::build(OutboundTls::Encrypt, &[], None).map_err(|e| e.to_string())?;
+        // Every message pays a full handshake, as a fleet of distinct
+        // clients would: no session resumption.
+        let mut cfg = (*t.config).clone();
+        cfg.resumption = rustls::client::Resumption::disabled();
+        t.config = Arc::new(cfg);
+        Some(Arc::new(t))
     } else {
         None
     };

@@ -525,11 +525,16 @@ impl Session {
         let db = self.ctx.users.get();
         match need {
             Need::CheckPassword { authcid, password } => {
-                // argon2 is deliberately slow: off the async threads (a
-                // cache hit is quick, but the check happens there too).
                 let users = self.ctx.users.clone();
                 let ttl = self.settings().config.auth.verified_cache_ttl;
-                let ok = tokio::task::spawn_blocking(move || users.verify_cached(&db, &authcid, &password, ttl)).await.unwrap_or(false);
+                if users.verified_recently(&db, &authcid, &password, ttl) {
+                    return Provide::PasswordOk(true);
+                }
+                // argon2 is deliberately slow: off the async threads, a
+                // few at a time.
+                let Ok(_permit) = users.slow_checks.acquire().await else { return Provide::PasswordOk(false) };
+                let u = users.clone();
+                let ok = tokio::task::spawn_blocking(move || u.verify_and_remember(&db, &authcid, &password, ttl)).await.unwrap_or(false);
                 Provide::PasswordOk(ok)
             }
             Need::Secret { authcid } => Provide::Secret(db.plain(&authcid)),

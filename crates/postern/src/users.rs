@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use argon2::Argon2;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -114,10 +114,42 @@ fn argon2_hash(password: &str) -> Result<String, UserError> {
     Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| err(e.to_string()))
 }
 
+/// Work memory for argon2 checks, reused: allocating 19 MiB per check
+/// makes glibc raise its mmap threshold and then keep that memory in every
+/// thread's arena (hundreds of MB after a burst of logins).
+static ARGON2_MEMORY: Mutex<Vec<Vec<argon2::Block>>> = Mutex::new(Vec::new());
+
+/// Verifies an argon2 PHC string, with pooled work memory.
+fn verify_argon2(hash: &str, password: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let Ok(h) = PasswordHash::new(hash) else { return false };
+    let (Ok(algorithm), Ok(params)) = (argon2::Algorithm::try_from(h.algorithm), argon2::Params::try_from(&h)) else { return false };
+    let version = match h.version.map(argon2::Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let (Some(expected), Some(salt)) = (h.hash, h.salt) else { return false };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    let n = params.block_count();
+    let mut blocks = {
+        let mut pool = ARGON2_MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+        pool.iter().position(|b| b.len() >= n).map(|i| pool.swap_remove(i))
+    }
+    .unwrap_or_else(|| vec![argon2::Block::default(); n]);
+    let mut out = vec![0u8; expected.len()];
+    let ok = Argon2::new(algorithm, version, params).hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut blocks[..n]).is_ok();
+    let mut pool = ARGON2_MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    if pool.len() < std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) {
+        pool.push(blocks);
+    }
+    ok && bool::from(out.ct_eq(expected.as_bytes()))
+}
+
 /// Verifies a password against a PHC/crypt string we understand.
 pub fn verify_hash(hash: &str, password: &str) -> bool {
     if hash.starts_with("$argon2") {
-        PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        verify_argon2(hash, password)
     } else if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
         bcrypt::verify(password, hash).unwrap_or(false)
     } else if hash.starts_with("$6$") {
@@ -359,6 +391,10 @@ pub struct UserStore {
     path: PathBuf,
     cache: Mutex<(Option<SystemTime>, Arc<UserDb>)>,
     verified: VerifiedCache,
+    /// Slow password checks (argon2: 19 MiB and tens of milliseconds each)
+    /// run at most this many at once, one per CPU, so a burst of logins
+    /// cannot take all memory or starve the other sessions.
+    pub slow_checks: tokio::sync::Semaphore,
 }
 
 /// Passwords that verified recently, as HMAC-SHA-256 tags under a key that
@@ -408,30 +444,42 @@ impl UserStore {
             path: data_dir.join("users.json"),
             cache: Mutex::new((None, Arc::new(UserDb::default()))),
             verified: VerifiedCache { key: rand::random(), tags: Mutex::new(Default::default()) },
+            slow_checks: tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         }
     }
 
-    /// Checks a password like [`UserDb::verify`], answering from the
-    /// verified-password cache when it can (`ttl` zero: never). Blocking on
-    /// a miss (argon2): call from a blocking thread.
-    pub fn verify_cached(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
+    /// The cache tag for a user's password, `None` for unknown users or a
+    /// zero `ttl` (no caching).
+    fn verified_tag(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> Option<[u8; 32]> {
+        let rec = db.users.get(name)?;
+        let stored = rec.argon2.as_deref().or(rec.imported_hash.as_deref()).or(rec.plain.as_deref()).unwrap_or("");
+        (!ttl.is_zero()).then(|| self.verified.tag(name, stored, password))
+    }
+
+    /// Quick: did this password verify for this user within `ttl`?
+    pub fn verified_recently(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
         let name = name.to_ascii_lowercase();
-        let stored = match db.users.get(&name) {
-            Some(rec) => rec.argon2.as_deref().or(rec.imported_hash.as_deref()).or(rec.plain.as_deref()).unwrap_or(""),
-            None => return db.verify(&name, password),
-        };
-        if ttl.is_zero() {
-            return db.verify(&name, password);
-        }
-        let tag = self.verified.tag(&name, stored, password);
-        if self.verified.hit(&tag, ttl) {
-            return true;
-        }
+        self.verified_tag(db, &name, password, ttl).is_some_and(|t| self.verified.hit(&t, ttl))
+    }
+
+    /// Checks a password like [`UserDb::verify`] and remembers a success
+    /// for `ttl`. Blocking (argon2): call from a blocking thread, holding a
+    /// [`UserStore::slow_checks`] permit.
+    pub fn verify_and_remember(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
+        let name = name.to_ascii_lowercase();
         let ok = db.verify(&name, password);
         if ok {
-            self.verified.insert(tag, ttl);
+            if let Some(tag) = self.verified_tag(db, &name, password, ttl) {
+                self.verified.insert(tag, ttl);
+            }
         }
         ok
+    }
+
+    /// [`verified_recently`](Self::verified_recently), else
+    /// [`verify_and_remember`](Self::verify_and_remember) (blocking).
+    pub fn verify_cached(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
+        self.verified_recently(db, name, password, ttl) || self.verify_and_remember(db, name, password, ttl)
     }
 
     /// The file.
