@@ -53,6 +53,8 @@ def rss_kb(pid):
 
 
 BENCH_USER, BENCH_PASSWORD = "load", "bench password"
+# queue.sync for postern: "fsync" (default) or "syncfs" (bench.py --sync syncfs).
+SYNC = sys.argv[sys.argv.index("--sync") + 1] if "--sync" in sys.argv else "fsync"
 
 
 class Postern:
@@ -73,6 +75,7 @@ max_connections_per_ip = {max_conn}
 max_connections = {max_conn}
 [queue]
 concurrency = 20
+sync = "{SYNC}"
 [log]
 mail_log = "{self.dir}/mail.log"
 """)

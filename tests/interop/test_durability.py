@@ -17,10 +17,12 @@ import pytest
 from conftest import BASE_CONFIG, free_port, smarthost_config, wait_for
 
 
-def test_crash_kill9_loses_nothing(postern_factory, sink):
+@pytest.mark.parametrize("sync", ["fsync", "syncfs"])
+def test_crash_kill9_loses_nothing(postern_factory, sink, sync):
     """A few hundred messages in parallel while the server is killed with
-    SIGKILL at random points: every message that got 250 is delivered."""
-    p = postern_factory(smarthost_config(sink.port))
+    SIGKILL at random points: every message that got 250 is delivered
+    (with either queue.sync mode)."""
+    p = postern_factory(smarthost_config(sink.port).replace("[queue]", f'[queue]\nsync = "{sync}"'))
     total = 300
     acked = set()
     lock = threading.Lock()

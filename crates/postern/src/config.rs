@@ -757,6 +757,12 @@ pub struct Queue {
     /// Refuse new mail with 452 4.3.1 when the queue's file system has less
     /// free space than this, in bytes. Default 104857600 (100 MiB).
     pub min_free_space: u64,
+    /// How a message is made durable before its 250: "fsync" (default:
+    /// fdatasync each new file, fsync the directories, directory fsyncs
+    /// shared by concurrent sessions) or "syncfs" (one syncfs(2) of the
+    /// queue's file system shared by all sessions: fewer device flushes;
+    /// best when the queue has a file system of its own). Read at start.
+    pub sync: crate::spool::SyncMode,
 }
 
 impl Default for Queue {
@@ -768,6 +774,7 @@ impl Default for Queue {
             delay_warning: Duration::from_secs(4 * 3600),
             concurrency: 20,
             min_free_space: 100 * 1024 * 1024,
+            sync: crate::spool::SyncMode::Fsync,
         }
     }
 }
@@ -1070,7 +1077,7 @@ mod tests {
             "default_rules", "[mx]", "delay_warning", "nameservers", "domain_concurrency", "domain_backoff", "[[rule]]", "action", "message", "listener", "client", "client_file", "tls",
             "authenticated", "users", "cert_verified", "cert_ca", "cert_issuer", "cert_subject", "cert_san",
             "cert_sha256", "cert_spki_sha256", "sender", "rcpt", "[[route]]", "transport", "next_hop",
-            "[[milter]]", "milters", "socket", "default_action", "connect_timeout", "command_timeout", "eom_timeout",
+            "[[milter]]", "milters", "sync", "socket", "default_action", "connect_timeout", "command_timeout", "eom_timeout",
         ] {
             assert!(EXAMPLE.contains(key), "example.toml does not mention {key}");
         }

@@ -159,7 +159,7 @@ pub fn prepare_data_dir(settings: &Settings) -> Result<Spool, String> {
     std::fs::create_dir_all(d).map_err(|e| format!("{}: cannot create data directory: {e}", d.display()))?;
     std::fs::create_dir_all(&settings.maildir_root)
         .map_err(|e| format!("{}: cannot create Maildir root: {e}", settings.maildir_root.display()))?;
-    Spool::open(&d.join("queue")).map_err(|e| e.to_string())
+    Spool::open(&d.join("queue")).map(|s| s.with_sync(settings.config.queue.sync)).map_err(|e| e.to_string())
 }
 
 /// Switches to `user` when running as root (after binding).
