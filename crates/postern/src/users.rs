@@ -476,11 +476,7 @@ impl UserStore {
         ok
     }
 
-    /// [`verified_recently`](Self::verified_recently), else
-    /// [`verify_and_remember`](Self::verify_and_remember) (blocking).
-    pub fn verify_cached(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
-        self.verified_recently(db, name, password, ttl) || self.verify_and_remember(db, name, password, ttl)
-    }
+
 
     /// The file.
     pub fn path(&self) -> &Path {
@@ -513,6 +509,11 @@ mod tests {
     fn verified_cache_follows_password_changes() {
         let dir = tempfile::tempdir().unwrap();
         let store = UserStore::new(dir.path());
+        impl UserStore {
+            fn verify_cached(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
+                self.verified_recently(db, name, password, ttl) || self.verify_and_remember(db, name, password, ttl)
+            }
+        }
         let ttl = std::time::Duration::from_secs(60);
         let mut db = UserDb { version: 1, users: BTreeMap::new() };
         db.set_password("bob", "first", false).unwrap();
