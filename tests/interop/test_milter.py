@@ -361,13 +361,19 @@ def test_opendkim_signs_submitted_mail(postern_factory, sink, tmp_path):
 
     proc, port, record = opendkim_instance(tmp_path)
     try:
-        p = postern_factory(milter_config([("opendkim", port, "")], extra=f'[relay]\nsmarthost = "127.0.0.1:{sink.port}"\n'))
+        cfg = milter_config([("opendkim", port, "")], extra=f'[relay]\nsmarthost = "127.0.0.1:{sink.port}"\n')
+        p = postern_factory(cfg.replace("[local]\n", '[local]\nsendmail_milters = ["opendkim"]\n'))
         msg = (b"From: Sender <sender@example.org>\r\nTo: far@far.example\r\nSubject: signed by opendkim\r\n"
                b"Date: Fri, 04 Dec 2026 10:00:00 +0000\r\nMessage-ID: <dkim-test@example.org>\r\n\r\n"
                b"A body line.\r\nAnother line.\r\n")
         with smtplib.SMTP("127.0.0.1", p.port, timeout=20) as s:
             s.sendmail("sender@example.org", ["far@far.example"], msg)
         data = sink.wait()[0]["data"]
+        # Mail from the sendmail command (cron, scripts) is signed too.
+        r = p.cli("sendmail", "-f", "sender@example.org", "far@far.example",
+                  input=b"From: Cron <sender@example.org>\nSubject: from cron\n\nnightly report\n")
+        assert r.returncode == 0, r.stderr
+        local = sink.wait(2)[1]["data"]
     finally:
         proc.kill()
         proc.wait(5)
@@ -381,6 +387,33 @@ def test_opendkim_signs_submitted_mail(postern_factory, sink, tmp_path):
         return record
 
     assert dkim.verify(data, dnsfunc=dns), "dkimpy does not accept opendkim's signature"
+    assert b"DKIM-Signature:" in local and dkim.verify(local, dnsfunc=dns), local[:1500]
     tampered = data.replace(b"A body line.", b"A changed line.")
     assert not dkim.verify(tampered, dnsfunc=dns)
     assert re.search(r'milter client=\S+ id=\S+ milter=opendkim stage=eom action=insert_header detail="DKIM-Signature at 0"', p.log())
+
+
+def test_sendmail_command_goes_through_milters(postern_factory, scripted):
+    m = scripted()
+    cfg = milter_config([("scripted", m.port, "")], listener_milters=[])
+    p = postern_factory(cfg.replace("[local]\n", '[local]\nsendmail_milters = ["scripted"]\n'))
+    r = p.cli("sendmail", "alice", input=b"Subject: add-header change-header\n\nlocal body\n")
+    assert r.returncode == 0, r.stderr
+    got = parse(p.wait_mail("alice")[0])
+    assert got["X-Milter-Added"] and got["Subject"] == "changed by milter"
+    conn = m.events("connect")[0]
+    assert conn["macros"]["{daemon_name}"] == "sendmail" and conn["addr"] == "127.0.0.1"
+    assert m.events("rcpt")[0]["rcpt"] == "<alice@mx.test>"
+    # A refusal is the command's exit status (69 = EX_UNAVAILABLE, 75 = EX_TEMPFAIL), nothing queued.
+    r = p.cli("sendmail", "alice", input=b"Subject: reject-eom\n\nx\n")
+    assert r.returncode == 69 and b"550 5.7.1 Content refused by milter" in r.stderr, r
+    r = p.cli("sendmail", "alice", input=b"Subject: tempfail-eom\n\nx\n")
+    assert r.returncode == 75, r
+    r = p.cli("sendmail", "alice", input=b"Subject: quarantine\n\nx\n")
+    assert r.returncode == 0
+    listing = json.loads(p.cli("queue", "list", "--json").stdout)
+    assert [e["place"] for e in listing] == ["hold"], listing
+    # The SMTP listener has no milters here: SMTP mail is not filtered.
+    with smtplib.SMTP("127.0.0.1", p.port, timeout=20) as s:
+        s.sendmail("s@example.org", ["alice@mx.test"], b"Subject: reject-eom\r\n\r\nx\r\n")
+    assert len(p.wait_mail("alice", 2)) == 2

@@ -524,6 +524,10 @@ pub struct Local {
     /// TLS to a TCP LMTP server: "none" (default), "may", "encrypt", "verify"
     /// (CAs: the system bundle and the built-in CA).
     pub lmtp_tls: OutboundTls,
+    /// Milters (names of `[[milter]]` entries) for mail queued with the
+    /// `sendmail` command, e.g. a DKIM signer (Postfix `non_smtpd_milters`).
+    /// Default: none.
+    pub sendmail_milters: Vec<String>,
 }
 
 impl Default for Local {
@@ -536,6 +540,7 @@ impl Default for Local {
             maildir_root: None,
             lmtp: None,
             lmtp_tls: OutboundTls::None,
+            sendmail_milters: Vec::new(),
         }
     }
 }
@@ -980,6 +985,11 @@ impl Config {
                 }
             }
         }
+        for name in &self.local.sendmail_milters {
+            if !self.milters.iter().any(|m| &m.name == name) {
+                return invalid(format!("key `local.sendmail_milters`: no [[milter]] named {name:?}"));
+            }
+        }
         if self.mx.domain_concurrency < 1 {
             return invalid("key `mx.domain_concurrency`: must be at least 1".into());
         }
@@ -1077,7 +1087,7 @@ mod tests {
             "default_rules", "[mx]", "delay_warning", "nameservers", "domain_concurrency", "domain_backoff", "[[rule]]", "action", "message", "listener", "client", "client_file", "tls",
             "authenticated", "users", "cert_verified", "cert_ca", "cert_issuer", "cert_subject", "cert_san",
             "cert_sha256", "cert_spki_sha256", "sender", "rcpt", "[[route]]", "transport", "next_hop",
-            "[[milter]]", "milters", "sync", "socket", "default_action", "connect_timeout", "command_timeout", "eom_timeout",
+            "[[milter]]", "milters", "sync", "sendmail_milters", "socket", "default_action", "connect_timeout", "command_timeout", "eom_timeout",
         ] {
             assert!(EXAMPLE.contains(key), "example.toml does not mention {key}");
         }

@@ -741,6 +741,59 @@ where
     out
 }
 
+/// Replaces the draft's text with what the milters left.
+pub fn rewrite_draft(draft: &mut Draft, rw: &Rewrite) -> Result<(), crate::spool::SpoolError> {
+    let mut original = draft.reader()?;
+    draft.rewrite(|w| write_rewrite(w, rw, Some(&mut original)))
+}
+
+/// Runs a message queued without SMTP (the `sendmail` command) through
+/// milters the way Postfix runs `non_smtpd_milters`: CONNECT from
+/// localhost, HELO, MAIL, each RCPT, DATA, then the message. Recipients a
+/// milter refuses refuse the whole message (there is no SMTP dialogue to
+/// refuse one of them in).
+pub async fn filter_local(cfgs: &[Arc<MilterConfig>], hostname: &str, draft: &mut Draft, sender: &str, rcpts: &[String], max_size: u64) -> Outcome {
+    let decided = |verdict| Outcome { verdict, rewrite: None, quarantine: None, change_from: None, add_rcpts: Vec::new(), del_rcpts: Vec::new() };
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let id = draft.id.to_string();
+    let connect: Macros = vec![
+        ("j", hostname.to_string()),
+        ("_", "localhost [127.0.0.1]".into()),
+        ("v", concat!("postern ", env!("CARGO_PKG_VERSION")).to_string()),
+        ("{daemon_name}", "sendmail".into()),
+        ("{client_addr}", "127.0.0.1".into()),
+        ("{client_name}", "localhost".into()),
+    ];
+    let (mut m, v) = Milters::connect(cfgs, &ConnectInfo { hostname: "localhost", peer }, &connect, "local".into()).await;
+    let mail_args = vec![format!("<{sender}>")];
+    let mail_macros: Macros = vec![("{mail_addr}", sender.to_string()), ("{mail_mailer}", "local".into())];
+    let mut verdict = v;
+    if verdict == Verdict::Continue {
+        verdict = m.helo("localhost", &Vec::new()).await;
+    }
+    if verdict == Verdict::Continue {
+        verdict = m.mail(&mail_args, &mail_macros).await;
+    }
+    for r in rcpts {
+        if verdict != Verdict::Continue {
+            break;
+        }
+        verdict = m.rcpt(&[format!("<{r}>")], &vec![("{rcpt_addr}", r.clone())]).await;
+    }
+    m.queue_id = Some(id.clone());
+    if verdict == Verdict::Continue {
+        verdict = m.data(&vec![("i", id.clone())]).await;
+    }
+    let out = if verdict == Verdict::Continue {
+        let macros: Macros = vec![("i", id)];
+        m.message(draft, &macros, &macros, max_size).await
+    } else {
+        decided(verdict)
+    };
+    m.quit().await;
+    out
+}
+
 /// Writes a rewritten message: headers then the body (replacement, or the
 /// original from `body_offset` of `original`).
 pub fn write_rewrite(out: &mut dyn std::io::Write, rw: &Rewrite, original: Option<&mut std::fs::File>) -> std::io::Result<()> {

@@ -553,6 +553,21 @@ fn alias_target(s: &crate::settings::Settings, local: &str) -> bool {
 pub fn enqueue(spool: &Spool, sender: &str, rcpts: &[String], text: &[u8], client: &str) -> Result<QueueId, SpoolError> {
     let mut draft = spool.draft()?;
     draft.write(text);
+    enqueue_draft(spool, draft, sender, rcpts, client, text.iter().any(|&b| b >= 0x80), None)
+}
+
+/// Commits a written draft for `rcpts`; `eight_bit` when the text has
+/// octets above 127; on hold with the reason when `quarantine` is given (a
+/// milter's decision).
+pub fn enqueue_draft(
+    spool: &Spool,
+    draft: crate::spool::Draft,
+    sender: &str,
+    rcpts: &[String],
+    client: &str,
+    eight_bit: bool,
+    quarantine: Option<String>,
+) -> Result<QueueId, SpoolError> {
     let id = draft.id.clone();
     let env = Envelope {
         version: ENVELOPE_VERSION,
@@ -575,16 +590,17 @@ pub fn enqueue(spool: &Spool, sender: &str, rcpts: &[String], text: &[u8], clien
                 warned_at: 0,
             })
             .collect(),
-        size: text.len() as u64,
-        eight_bit: text.iter().any(|&b| b >= 0x80),
+        size: draft.written(),
+        eight_bit,
         smtputf8: sender.bytes().any(|b| b >= 0x80) || rcpts.iter().any(|r| r.bytes().any(|b| b >= 0x80)),
         client: client.to_string(),
         helo: None,
         ret: None,
         envid: None,
-        quarantine: None,
+        quarantine: quarantine.clone(),
     };
-    spool.commit(draft, &env)?;
+    let place = if quarantine.is_some() { Place::Hold } else { Place::Active };
+    spool.commit_to(draft, &env, place)?;
     Ok(id)
 }
 

@@ -29,6 +29,8 @@ pub mod exit {
     pub const DATAERR: i32 = 65;
     /// Addressee unknown.
     pub const NOUSER: i32 = 67;
+    /// Service unavailable (a milter refused the message).
+    pub const UNAVAILABLE: i32 = 69;
     /// Cannot create (queue) file.
     pub const CANTCREAT: i32 = 73;
     /// Temporary failure; try again.
@@ -316,7 +318,7 @@ pub fn run(settings: &Settings, args: &[String]) -> i32 {
             return exit::DATAERR;
         }
     };
-    let sender = match &o.sender {
+    let mut sender = match &o.sender {
         Some(s) if s.is_empty() || s == "<>" => String::new(),
         Some(s) => {
             let s = s.trim_start_matches('<').trim_end_matches('>');
@@ -335,7 +337,7 @@ pub fn run(settings: &Settings, args: &[String]) -> i32 {
     let (text, header_rcpts) = prepare(&text, &o, &sender, &settings.hostname, &crate::session::rfc5322_date(), &unique);
     let mut all = o.recipients.clone();
     all.extend(header_rcpts);
-    let rcpts = match resolve(settings, &all) {
+    let mut rcpts = match resolve(settings, &all) {
         Ok(r) if r.is_empty() => {
             eprintln!("postern sendmail: no recipients (give them as arguments, or use -t)");
             return exit::DATAERR;
@@ -353,7 +355,16 @@ pub fn run(settings: &Settings, args: &[String]) -> i32 {
             return exit::CANTCREAT;
         }
     };
-    match crate::queue::enqueue(&spool, &sender, &rcpts, &text, "local") {
+    let queued = if settings.config.local.sendmail_milters.is_empty() {
+        crate::queue::enqueue(&spool, &sender, &rcpts, &text, "local")
+    } else {
+        match filtered(settings, &spool, &text, &mut sender, &mut rcpts) {
+            Ok(Some(q)) => q,
+            Ok(None) => return exit::OK,
+            Err(code) => return code,
+        }
+    };
+    match queued {
         Ok(id) => {
             crate::maillog::event(
                 "queued",
@@ -372,6 +383,69 @@ pub fn run(settings: &Settings, args: &[String]) -> i32 {
             exit::CANTCREAT
         }
     }
+}
+
+/// Queues through `local.sendmail_milters`. `Ok(None)`: a milter
+/// discarded the message; `Err(code)`: refused (reason printed).
+fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String, rcpts: &mut Vec<String>) -> Result<Option<Result<crate::spool::QueueId, crate::spool::SpoolError>>, i32> {
+    use crate::milter::{filter_local, rewrite_draft, Verdict};
+    let cfgs: Vec<std::sync::Arc<crate::config::Milter>> = settings
+        .config
+        .local
+        .sendmail_milters
+        .iter()
+        .filter_map(|n| settings.config.milters.iter().find(|m| &m.name == n))
+        .map(|m| std::sync::Arc::new(m.clone()))
+        .collect();
+    let mut draft = spool.draft().map_err(|e| {
+        eprintln!("postern sendmail: {e}");
+        if e.is_no_space() { exit::TEMPFAIL } else { exit::CANTCREAT }
+    })?;
+    draft.write(text);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+        eprintln!("postern sendmail: cannot start runtime: {e}");
+        exit::TEMPFAIL
+    })?;
+    let max = settings.config.limits.max_message_size;
+    let out = rt.block_on(filter_local(&cfgs, &settings.hostname, &mut draft, sender, rcpts, max));
+    match out.verdict {
+        Verdict::Continue => {}
+        Verdict::Discard => {
+            crate::maillog::event("discarded", &[("id", draft.id.as_str()), ("from", sender), ("client", "local")]);
+            return Ok(None);
+        }
+        Verdict::Reject(r) | Verdict::Close(r) => {
+            eprintln!("postern sendmail: refused by a milter: {}", r.summary());
+            return Err(if r.is_permanent() { exit::UNAVAILABLE } else { exit::TEMPFAIL });
+        }
+    }
+    let mut eight_bit = text.iter().any(|&b| b >= 0x80);
+    if let Some(rw) = &out.rewrite {
+        if let Err(e) = rewrite_draft(&mut draft, rw) {
+            eprintln!("postern sendmail: {e}");
+            return Err(exit::CANTCREAT);
+        }
+        eight_bit |= rw.body.as_ref().is_some_and(|b| b.iter().any(|&c| c >= 0x80));
+    }
+    let bare = |a: &str| a.trim().trim_start_matches('<').trim_end_matches('>').to_string();
+    if let Some((from, _)) = &out.change_from {
+        *sender = bare(from);
+    }
+    for d in &out.del_rcpts {
+        rcpts.retain(|r| !r.eq_ignore_ascii_case(&bare(d)));
+    }
+    for (a, _) in &out.add_rcpts {
+        let a = bare(a);
+        if Mailbox::parse(&a, true).is_ok() && !rcpts.iter().any(|r| r.eq_ignore_ascii_case(&a)) {
+            rcpts.push(a);
+        }
+    }
+    if rcpts.is_empty() {
+        crate::maillog::event("discarded", &[("id", draft.id.as_str()), ("from", sender), ("client", "local"), ("reason", "milters removed every recipient")]);
+        return Ok(None);
+    }
+    let quarantine = out.quarantine.map(|(m, reason)| format!("quarantined by milter {m}: {reason}"));
+    Ok(Some(crate::queue::enqueue_draft(spool, draft, sender, rcpts, "local", eight_bit, quarantine)))
 }
 
 #[cfg(test)]

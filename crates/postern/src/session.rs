@@ -1374,8 +1374,7 @@ impl Session {
             return Ok(out.verdict);
         }
         if let Some(rw) = &out.rewrite {
-            let rewritten = draft.reader().and_then(|mut orig| draft.rewrite(|w| milter::write_rewrite(w, rw, Some(&mut orig))));
-            if let Err(e) = rewritten {
+            if let Err(e) = milter::rewrite_draft(draft, rw) {
                 tracing::error!("milter: rewriting the message failed: {e}");
                 let r = if e.is_no_space() { codes::insufficient_storage() } else { codes::local_error() };
                 return Ok(Verdict::Reject(r));
