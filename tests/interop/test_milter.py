@@ -13,30 +13,18 @@ import subprocess
 
 import pytest
 
-from conftest import free_port, require, wait_for, wait_port, swaks_full
+from conftest import BASE_CONFIG, free_port, require, wait_for, wait_port, swaks_full
 
 SCRIPTED = pathlib.Path(__file__).parent / "milters" / "scripted.py"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3 with python3-milter (pymilter on libmilter)
 
 
 def milter_config(milters, listener_milters=None, extra=""):
-    """milters: list of (name, port, extra keys)."""
+    """BASE_CONFIG with milters: a list of (name, port or socket, extra keys)."""
     names = listener_milters if listener_milters is not None else [m[0] for m in milters]
-    text = f"""
-hostname = "mx.test"
-[[listener]]
-address = "127.0.0.1:{{port}}"
-milters = {json.dumps(names)}
-[local]
-domains = ["mx.test", "localhost"]
-users = ["alice", "bob", "carol"]
-[queue]
-retry_min = "1s"
-retry_max = "2s"
-[limits]
-shutdown_timeout = "5s"
-{extra}
-"""
+    listener = 'address = "127.0.0.1:{port}"\n'
+    assert listener in BASE_CONFIG
+    text = BASE_CONFIG.replace(listener, listener + f"milters = {json.dumps(names)}\n") + extra
     for name, port, keys in milters:
         socket = port if isinstance(port, str) else f"inet:127.0.0.1:{port}"
         text += f'\n[[milter]]\nname = "{name}"\nsocket = "{socket}"\n{keys}\n'

@@ -307,9 +307,12 @@ pub enum MilterError {
     Malformed(&'static str),
 }
 
+/// One packet cut out of a buffer: command octet, data, octets consumed.
+pub type Frame<'a> = (u8, &'a [u8], usize);
+
 /// Cuts one packet out of `buf`: `Ok(Some((command, data, consumed)))`,
 /// `Ok(None)` when more bytes are needed.
-pub fn parse_frame(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>, MilterError> {
+pub fn parse_frame(buf: &[u8]) -> Result<Option<Frame<'_>>, MilterError> {
     if buf.len() < 4 {
         return Ok(None);
     }
