@@ -142,7 +142,7 @@ impl Filter {
             done_msg: false,
         };
         Command::OptNeg { version: wire::VERSION, actions: action::ALL, protocol: proto::OFFERED }.encode(&mut f.wbuf);
-        f.send().await?;
+        f.send(f.cfg.connect_timeout).await?;
         match f.read(deadline).await? {
             Response::OptNeg { version, actions, protocol } => {
                 if version < 2 {
@@ -159,10 +159,12 @@ impl Filter {
         }
     }
 
-    async fn send(&mut self) -> Result<(), Failure> {
-        let r = self.io.write_all(&self.wbuf).await;
+    /// Writes what is buffered; a milter that stops reading gets the
+    /// command timeout like one that stops answering.
+    async fn send(&mut self, timeout: Duration) -> Result<(), Failure> {
+        let r = tokio::time::timeout(timeout, self.io.write_all(&self.wbuf)).await;
         self.wbuf.clear();
-        r?;
+        r.map_err(|_| Failure::Timeout)??;
         Ok(())
     }
 
@@ -203,7 +205,7 @@ impl Filter {
             }
         }
         cmd.encode(&mut self.wbuf);
-        self.send().await?;
+        self.send(timeout).await?;
         if !reply_expected {
             return Ok(None);
         }

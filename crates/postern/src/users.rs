@@ -505,21 +505,25 @@ impl UserStore {
 mod tests {
     use super::*;
 
+    /// What the session does: the cache, else the full check.
+    struct CachedStore(UserStore);
+
+    impl CachedStore {
+        fn verify_cached(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
+            self.0.verified_recently(db, name, password, ttl) || self.0.verify_and_remember(db, name, password, ttl)
+        }
+    }
+
     #[test]
     fn verified_cache_follows_password_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = UserStore::new(dir.path());
-        impl UserStore {
-            fn verify_cached(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
-                self.verified_recently(db, name, password, ttl) || self.verify_and_remember(db, name, password, ttl)
-            }
-        }
+        let store = CachedStore(UserStore::new(dir.path()));
         let ttl = std::time::Duration::from_secs(60);
         let mut db = UserDb { version: 1, users: BTreeMap::new() };
         db.set_password("bob", "first", false).unwrap();
         assert!(!store.verify_cached(&db, "bob", "wrong", ttl));
         assert!(store.verify_cached(&db, "Bob", "first", ttl));
-        assert_eq!(store.verified.tags.lock().unwrap().len(), 1, "only the success is cached");
+        assert_eq!(store.0.verified.tags.lock().unwrap().len(), 1, "only the success is cached");
         assert!(store.verify_cached(&db, "bob", "first", ttl));
         // A new password: the old one no longer verifies, cached or not.
         db.set_password("bob", "second", false).unwrap();
