@@ -129,7 +129,9 @@ def test_every_modification_is_applied(postern_factory, scripted):
     assert mail["macros"]["{mail_addr}"] == "sender@example.org"
     rcpts = [e["rcpt"] for e in m.events("rcpt")]
     assert rcpts == ["<alice@mx.test>", "<bob@mx.test>"]
-    assert m.events("rcpt")[0]["macros"]["{rcpt_addr}"] == "alice@mx.test"
+    rcpt_macros = m.events("rcpt")[0]["macros"]
+    assert rcpt_macros["{rcpt_addr}"] == "alice@mx.test" and rcpt_macros["{rcpt_mailer}"] == "local"
+    assert "{rcpt_host}" not in rcpt_macros, "the milter asked (SETSYMLIST) for two RCPT macros only"
     # One log line per modification, naming the milter and the queue id.
     log = p.log()
     for action in ("add_header", "insert_header", "change_header", "delete_header", "change_from", "add_rcpt", "delete_rcpt"):

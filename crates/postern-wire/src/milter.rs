@@ -119,6 +119,20 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stage for an `SMFIM_*` index.
+    pub fn from_index(i: u32) -> Option<Stage> {
+        Some(match i {
+            0 => Stage::Connect,
+            1 => Stage::Helo,
+            2 => Stage::Mail,
+            3 => Stage::Rcpt,
+            4 => Stage::Data,
+            5 => Stage::Eom,
+            6 => Stage::Eoh,
+            _ => return None,
+        })
+    }
+
     /// The command octet the macros of this stage are attached to.
     fn command(self) -> u8 {
         match self {
@@ -251,8 +265,9 @@ fn push_str(out: &mut Vec<u8>, s: &[u8]) {
 /// What a milter answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// Option negotiation reply.
-    OptNeg { version: u32, actions: u32, protocol: u32 },
+    /// Option negotiation reply, with the macros the milter wants per
+    /// stage (`SMFIR_SETSYMLIST` data; empty: whatever the MTA sends).
+    OptNeg { version: u32, actions: u32, protocol: u32, macros: Vec<(Stage, Vec<String>)> },
     /// Accept: no more from this milter for this message (or connection).
     Accept,
     /// Go on.
@@ -359,8 +374,18 @@ impl Response {
             b'O' => {
                 let (version, rest) = u32_at(data, "option negotiation")?;
                 let (actions, rest) = u32_at(rest, "option negotiation")?;
-                let (protocol, _macros) = u32_at(rest, "option negotiation")?;
-                Response::OptNeg { version, actions, protocol }
+                let (protocol, mut rest) = u32_at(rest, "option negotiation")?;
+                let mut macros = Vec::new();
+                while !rest.is_empty() {
+                    let (stage, after) = u32_at(rest, "macro list")?;
+                    let end = after.iter().position(|&b| b == 0).unwrap_or(after.len());
+                    let names = String::from_utf8_lossy(&after[..end]).split_whitespace().map(str::to_string).collect();
+                    if let Some(stage) = Stage::from_index(stage) {
+                        macros.push((stage, names));
+                    }
+                    rest = after.get(end + 1..).unwrap_or(&[]);
+                }
+                Response::OptNeg { version, actions, protocol, macros }
             }
             b'a' => Response::Accept,
             b'c' => Response::Continue,
@@ -592,6 +617,11 @@ mod tests {
         assert_eq!((c, d, n), (b'c', &[][..], 5));
         let cases: Vec<(u8, &[u8], Response)> = vec![
             (b'a', b"", Response::Accept),
+            (
+                b'O',
+                b"\0\0\0\x06\0\0\0\x01\0\0\0\0\0\0\0\x02{auth_authen} i\0\0\0\0\x09junk\0",
+                Response::OptNeg { version: 6, actions: 1, protocol: 0, macros: vec![(Stage::Mail, vec!["{auth_authen}".into(), "i".into()])] },
+            ),
             (b'q', b"virus\0", Response::Quarantine("virus".into())),
             (b'h', b"X-A\0v\0", Response::AddHeader { name: "X-A".into(), value: "v".into() }),
             (b'i', b"\0\0\0\x01X-B\0w\0", Response::InsertHeader { index: 1, name: "X-B".into(), value: "w".into() }),

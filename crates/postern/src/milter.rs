@@ -29,6 +29,11 @@ use crate::config::{Endpoint, Milter as MilterConfig, MilterDefault};
 use crate::maillog;
 use crate::spool::Draft;
 
+/// Modifications accepted from one milter for one message; more is a
+/// protocol error (replacement body chunks count too, each up to 1 MiB,
+/// and are capped by `limits.max_message_size` as well).
+const MAX_MODIFICATIONS: usize = 10_000;
+
 /// Macros for one stage: `(name, value)`, e.g. `("{client_addr}", "192.0.2.1")`.
 pub type Macros = Vec<(&'static str, String)>;
 
@@ -106,6 +111,8 @@ struct Filter {
     actions: u32,
     /// Steps it does not want and replies it will not send.
     protocol: u32,
+    /// Macros it asked for, per stage (none listed: all we have).
+    wanted: Vec<(Stage, Vec<String>)>,
     /// Accepted at CONNECT/HELO: nothing more but QUIT.
     done_conn: bool,
     /// Accepted (or decided) for the current message.
@@ -138,13 +145,14 @@ impl Filter {
             wbuf: Vec::with_capacity(512),
             actions: 0,
             protocol: 0,
+            wanted: Vec::new(),
             done_conn: false,
             done_msg: false,
         };
         Command::OptNeg { version: wire::VERSION, actions: action::ALL, protocol: proto::OFFERED }.encode(&mut f.wbuf);
         f.send(f.cfg.connect_timeout).await?;
         match f.read(deadline).await? {
-            Response::OptNeg { version, actions, protocol } => {
+            Response::OptNeg { version, actions, protocol, macros } => {
                 if version < 2 {
                     return Err(Failure::Protocol(format!("milter speaks protocol version {version}")));
                 }
@@ -153,6 +161,9 @@ impl Filter {
                 }
                 f.actions = actions & action::ALL;
                 f.protocol = protocol;
+                if actions & action::SETSYMLIST != 0 {
+                    f.wanted = macros;
+                }
                 Ok(f)
             }
             other => Err(Failure::Protocol(format!("expected option negotiation, got {other:?}"))),
@@ -200,8 +211,17 @@ impl Filter {
         mut mods: Option<&mut Vec<Response>>,
     ) -> Result<Option<Response>, Failure> {
         if let Some((stage, m)) = macros {
-            if !m.is_empty() {
-                Command::Macros { stage, pairs: m }.encode(&mut self.wbuf);
+            let pairs: Macros = match self.wanted.iter().find(|(s, _)| *s == stage) {
+                // SMFIR_SETSYMLIST: only what was asked for ("{x}" or "x").
+                Some((_, names)) => m
+                    .iter()
+                    .filter(|(k, _)| names.iter().any(|n| n == k || n.trim_start_matches('{').trim_end_matches('}') == k.trim_start_matches('{').trim_end_matches('}')))
+                    .cloned()
+                    .collect(),
+                None => m.clone(),
+            };
+            if !pairs.is_empty() {
+                Command::Macros { stage, pairs: &pairs }.encode(&mut self.wbuf);
             }
         }
         cmd.encode(&mut self.wbuf);
@@ -216,6 +236,9 @@ impl Filter {
                 Response::Progress => deadline = Instant::now() + timeout,
                 r if r.is_final() => return Ok(Some(r)),
                 r => match mods.as_deref_mut() {
+                    Some(m) if m.len() >= MAX_MODIFICATIONS => {
+                        return Err(Failure::Protocol(format!("more than {MAX_MODIFICATIONS} modifications")))
+                    }
                     Some(m) => m.push(r),
                     None => return Err(Failure::Protocol(format!("{r:?} before end of message"))),
                 },

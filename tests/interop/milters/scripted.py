@@ -66,6 +66,13 @@ class Scripted(Milter.Base):
             return Milter.REJECT
         return Milter.CONTINUE
 
+    def negotiate(self, opts):
+        r = super().negotiate(opts)
+        # SMFIR_SETSYMLIST: only these macros at RCPT. (Called directly: pymilter's
+        # @symlist passes bytes where its C module wants str on Python 3.)
+        self._ctx.setsymlist(Milter.M_ENVRCPT, "{rcpt_addr} {rcpt_mailer}")
+        return r
+
     def envrcpt(self, rcpt, *params):
         record("rcpt", rcpt=rcpt, params=list(params), macros=self.macros())
         if rcpt.startswith("<milter-reject"):
@@ -144,7 +151,7 @@ class Scripted(Milter.Base):
 def main():
     Milter.factory = Scripted
     Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.CHGBODY | Milter.ADDRCPT | Milter.ADDRCPT_PAR
-                     | Milter.DELRCPT | Milter.QUARANTINE | Milter.CHGFROM)
+                     | Milter.DELRCPT | Milter.QUARANTINE | Milter.CHGFROM | Milter.SETSYMLIST)
     record("start")
     Milter.runmilter("scripted", SOCKET, 60)
 
