@@ -22,8 +22,9 @@ def test_swaks_local_delivery_to_maildir(postern):
     assert m["Delivered-To"] == "alice@mx.test"
     assert "by mx.test (postern) with ESMTP id" in m["Received"]
     assert b"hello from swaks" in msgs[0]
-    log = postern.log()
-    assert "queued id=" in log and "delivered id=" in log and "relay=maildir" in log
+    # The Maildir file appears just before the scheduler writes its log line.
+    log = wait_for(lambda: "delivered id=" in postern.log() and postern.log(), what="the delivered log line")
+    assert "queued id=" in log and "relay=maildir" in log
 
 
 def test_swaks_pipelining_and_postmaster(postern):
