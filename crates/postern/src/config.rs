@@ -929,6 +929,12 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The `[[milter]]` entries for a list of names, in that order (names
+    /// were checked at load).
+    pub fn milters_named(&self, names: &[String]) -> Vec<std::sync::Arc<Milter>> {
+        names.iter().filter_map(|n| self.milters.iter().find(|m| &m.name == n)).map(|m| std::sync::Arc::new(m.clone())).collect()
+    }
+
     /// Reads and parses a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();

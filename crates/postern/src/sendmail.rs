@@ -389,14 +389,7 @@ pub fn run(settings: &Settings, args: &[String]) -> i32 {
 /// discarded the message; `Err(code)`: refused (reason printed).
 fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String, rcpts: &mut Vec<String>) -> Result<Option<Result<crate::spool::QueueId, crate::spool::SpoolError>>, i32> {
     use crate::milter::{filter_local, rewrite_draft, Verdict};
-    let cfgs: Vec<std::sync::Arc<crate::config::Milter>> = settings
-        .config
-        .local
-        .sendmail_milters
-        .iter()
-        .filter_map(|n| settings.config.milters.iter().find(|m| &m.name == n))
-        .map(|m| std::sync::Arc::new(m.clone()))
-        .collect();
+    let cfgs = settings.config.milters_named(&settings.config.local.sendmail_milters);
     let mut draft = spool.draft().map_err(|e| {
         eprintln!("postern sendmail: {e}");
         if e.is_no_space() { exit::TEMPFAIL } else { exit::CANTCREAT }

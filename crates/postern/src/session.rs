@@ -812,11 +812,7 @@ impl Session {
         if names.is_empty() {
             return Verdict::Continue;
         }
-        let cfgs: Vec<Arc<crate::config::Milter>> = names
-            .iter()
-            .filter_map(|n| self.settings().config.milters.iter().find(|m| &m.name == n))
-            .map(|m| Arc::new(m.clone()))
-            .collect();
+        let cfgs = self.settings().config.milters_named(names);
         let s = self.settings();
         let ip = self.conn.peer.ip().to_string();
         let client_name = format!("[{ip}]");
