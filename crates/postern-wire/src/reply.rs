@@ -227,6 +227,56 @@ pub mod codes {
         no_valid_recipients, 554, 5, 5, 1, "No valid recipients");
     reply!(/// 555 5.5.4 unsupported parameter
         unknown_parameter, 555, 5, 5, 4, "MAIL FROM/RCPT TO parameters not recognized or not implemented");
+    reply!(/// 220 2.0.0 after STARTTLS (RFC 3207 §4)
+        ready_for_tls, 220, 2, 0, 0, "Ready to start TLS");
+    reply!(/// 235 2.7.0 AUTH succeeded (RFC 4954 §6)
+        auth_ok, 235, 2, 7, 0, "Authentication successful");
+    reply!(/// 421 4.5.0 a BDAT command we cannot parse: the octet count is lost
+        bdat_unrecoverable, 421, 4, 5, 0, "Cannot recover from bad BDAT, closing connection");
+    reply!(/// 421 4.5.0 a non-BDAT line between chunks (RFC 3030 §2)
+        bdat_expected, 421, 4, 5, 0, "Expected BDAT, closing connection");
+    reply!(/// 421 4.7.0 AUTH throttle, `ban_action = "disconnect"`
+        auth_banned_closing, 421, 4, 7, 0, "Too many authentication failures, closing connection");
+    reply!(/// 451 4.7.1 a milter's tempfail (sendmail's text)
+        milter_tempfail, 451, 4, 7, 1, "Service unavailable - try again later");
+    reply!(/// 421 4.7.0 a milter asked to close the connection
+        milter_closing, 421, 4, 7, 0, "Service unavailable, closing connection");
+    reply!(/// 454 4.7.0 AUTH throttle, `ban_action = "refuse"`
+        auth_banned, 454, 4, 7, 0, "Too many authentication failures, try again later");
+    reply!(/// 454 4.7.0 STARTTLS without a certificate (RFC 3207 §4)
+        tls_unavailable, 454, 4, 7, 0, "TLS not available");
+    reply!(/// 500 5.5.6 an AUTH response line over 12288 octets (RFC 4954 §4)
+        auth_line_too_long, 500, 5, 5, 6, "Authentication exchange line is too long");
+    reply!(/// 501 5.7.0 the client sent `*` (RFC 4954 §4)
+        auth_cancelled, 501, 5, 7, 0, "Authentication cancelled");
+    reply!(/// 501 5.5.2 bad base64 or a malformed SASL message (RFC 4954 §4)
+        auth_malformed, 501, 5, 5, 2, "Malformed authentication data");
+    reply!(/// 504 5.5.4 unknown or unusable mechanism (RFC 4954 §6)
+        auth_unknown_mechanism, 504, 5, 5, 4, "Unrecognized authentication type");
+    reply!(/// 530 5.7.0 TLS required before MAIL (RFC 3207 §4)
+        tls_required, 530, 5, 7, 0, "Must issue a STARTTLS command first");
+    reply!(/// 530 5.7.0 submission without AUTH (RFC 4954 §6, RFC 6409 §4.3)
+        auth_required, 530, 5, 7, 0, "Authentication required");
+    reply!(/// 535 5.7.8 wrong credentials (RFC 4954 §6)
+        auth_invalid, 535, 5, 7, 8, "Authentication credentials invalid");
+    reply!(/// 538 5.7.11 mechanism needs TLS (RFC 4954 §6)
+        encryption_required, 538, 5, 7, 11, "Encryption required for requested authentication mechanism");
+    reply!(/// 550 5.6.0 bare CR or LF in the message (SMTP smuggling defence)
+        bare_newline, 550, 5, 6, 0, "Message contains bare CR or LF; lines must end with CRLF");
+    reply!(/// 550 5.6.0 a line over the limit (RFC 5321 §4.5.3.1.6); text names the limit
+        line_in_message_too_long, 550, 5, 6, 0, "Message has a line that is too long");
+    reply!(/// 550 5.7.1 a milter refused a command
+        milter_rejected, 550, 5, 7, 1, "Command rejected");
+    reply!(/// 550 5.7.1 a milter refused the message
+        milter_rejected_content, 550, 5, 7, 1, "Message content rejected");
+    reply!(/// 554 5.7.1 a milter refused the connection
+        milter_rejected_connection, 554, 5, 7, 1, "Connection rejected");
+    reply!(/// 553 5.6.7 a UTF-8 address without SMTPUTF8 (RFC 6531 §3.4)
+        utf8_needs_smtputf8, 553, 5, 6, 7, "Non-ASCII address requires SMTPUTF8");
+    reply!(/// 553 5.7.1 `auth.sender_login_match`: the sender is not the user's
+        sender_not_owned, 553, 5, 7, 1, "Sender address not owned by user");
+    reply!(/// 450 4.7.1 a rule's temporary refusal; text from the rule
+        rule_tempfail, 450, 4, 7, 1, "Try again later");
 }
 
 #[cfg(test)]

@@ -18,14 +18,38 @@ use crate::config::{Auth, ExternalIdentity, Listener};
 use crate::tls::ClientCertIdentity;
 use crate::users::UserDb;
 
-/// An authenticated identity. Built only by the session after a SASL
-/// exchange succeeded; the relay path takes it as proof.
+/// An authenticated identity: proof that a SASL exchange succeeded. The
+/// fields are private, so the relay decision (which trusts it) can only get
+/// one from [`Authenticated::from_exchange`] or, for `postern explain`'s
+/// what-if questions, [`Authenticated::dangerous_assume`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authenticated {
+    user: String,
+    mechanism: Mechanism,
+}
+
+impl Authenticated {
+    /// The identity a successful SASL exchange established.
+    pub(crate) fn from_exchange(user: &str, mechanism: Mechanism) -> Authenticated {
+        Authenticated { user: user.to_ascii_lowercase(), mechanism }
+    }
+
+    /// An identity nobody proved: only for `postern explain` and tests,
+    /// which ask "what if this user had authenticated". Never on a path that
+    /// handles a connection.
+    pub fn dangerous_assume(user: &str) -> Authenticated {
+        Authenticated { user: user.to_ascii_lowercase(), mechanism: Mechanism::Plain }
+    }
+
     /// The user (lower-case).
-    pub user: String,
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// The mechanism used.
-    pub mechanism: Mechanism,
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
 }
 
 /// True if any listener may offer a mechanism that needs a

@@ -123,7 +123,7 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
         ),
     };
     let full = env.ret.as_deref() == Some("FULL") && kind == Action::Failed;
-    let boundary = format!("{}.{}/{}", env.id, crate::spool::now_unix(), hostname);
+    let boundary = format!("{}.{}/{}", env.id, crate::time::now_unix(), hostname);
     let mut m = String::new();
     m.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"));
     m.push_str(&format!("To: <{}>\r\n", env.sender));

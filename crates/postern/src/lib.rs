@@ -22,5 +22,6 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod spool;
+pub mod time;
 pub mod tls;
 pub mod users;

@@ -816,7 +816,7 @@ fn explain(
         }
         None => None,
     };
-    let who = auth.map(|u| postern::auth::Authenticated { user: u.to_ascii_lowercase(), mechanism: postern_wire::sasl::Mechanism::Plain });
+    let who = auth.map(|u| postern::auth::Authenticated::dangerous_assume(&u));
     let db = postern::users::UserDb::load(&s.data_dir.join("users.json")).unwrap_or_default();
     let facts = Facts {
         listener: &listener,
@@ -846,7 +846,7 @@ fn explain(
         println!("decision: {decision}");
         println!("reply:    {reply}");
         println!("rule:     {} ({})", d.rule(), d.origin());
-        println!("facts:    listener={listener} client={ip} tls={} auth={} recipient={class}", facts.tls, who.as_ref().map(|a| a.user.as_str()).unwrap_or("-"));
+        println!("facts:    listener={listener} client={ip} tls={} auth={} recipient={class}", facts.tls, who.as_ref().map(|a| a.user()).unwrap_or("-"));
         if let Some(c) = cert_text {
             println!("cert:     {c}");
         }

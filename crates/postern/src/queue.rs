@@ -21,8 +21,9 @@ use crate::delivery::mx::MxDelivery;
 use crate::delivery::{route, Attempt, Message, Outcome, Route, Transport};
 use crate::maillog;
 use crate::server::Shared;
-use crate::session::rfc5322_date;
-use crate::spool::{now_unix, Envelope, Place, QueueId, RcptStatus, Recipient, Spool, SpoolError, ENVELOPE_VERSION};
+use crate::time::rfc5322_date;
+use crate::time::now_unix;
+use crate::spool::{Envelope, Place, QueueId, RcptStatus, Recipient, Spool, SpoolError, ENVELOPE_VERSION};
 
 /// The delay before attempt `attempts + 1`, given `attempts` made so far
 /// (≥ 1) and `jitter` in [0, 1).

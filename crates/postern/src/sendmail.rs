@@ -333,8 +333,8 @@ pub fn run(settings: &Settings, args: &[String]) -> i32 {
         }
         None => format!("{}@{}", login_name(), settings.hostname),
     };
-    let unique = format!("{}.{:08x}", crate::spool::now_unix(), rand::random::<u32>());
-    let (text, header_rcpts) = prepare(&text, &o, &sender, &settings.hostname, &crate::session::rfc5322_date(), &unique);
+    let unique = format!("{}.{:08x}", crate::time::now_unix(), rand::random::<u32>());
+    let (text, header_rcpts) = prepare(&text, &o, &sender, &settings.hostname, &crate::time::rfc5322_date(), &unique);
     let mut all = o.recipients.clone();
     all.extend(header_rcpts);
     let mut rcpts = match resolve(settings, &all) {

@@ -40,7 +40,8 @@ use crate::maillog;
 use crate::milter::{self, ConnectInfo, Macros, Milters, Outcome, Verdict};
 use crate::policy::{check_rcpt, Facts, RcptDecision};
 use crate::settings::Settings;
-use crate::spool::{now_unix, Draft, Envelope, Place, QueueId, RcptStatus, Recipient, Spool, ENVELOPE_VERSION};
+use crate::time::{now_unix, rfc5322_date};
+use crate::spool::{Draft, Envelope, Place, QueueId, RcptStatus, Recipient, Spool, ENVELOPE_VERSION};
 use crate::tls::{ServerTls, TlsInfo};
 
 /// What a session needs from the server.
@@ -628,7 +629,7 @@ impl Session {
                     }
                     let authcid = authcid.to_ascii_lowercase();
                     maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("user", &authcid), ("result", "ok")]);
-                    self.auth = Some(Authenticated { user: authcid, mechanism: mech });
+                    self.auth = Some(Authenticated::from_exchange(&authcid, mech));
                     self.reply(Reply::new(235, Enhanced(2, 7, 0), "Authentication successful"));
                     return Ok(());
                 }
@@ -858,8 +859,8 @@ impl Session {
     fn milter_macros_mail(&self, sender: &str) -> Macros {
         let mut m = self.milter_macros_helo();
         if let Some(a) = &self.auth {
-            m.push(("{auth_type}", a.mechanism.name().to_string()));
-            m.push(("{auth_authen}", a.user.clone()));
+            m.push(("{auth_type}", a.mechanism().name().to_string()));
+            m.push(("{auth_authen}", a.user().to_string()));
             m.push(("{auth_ssf}", "0".into()));
         }
         let host = sender.rsplit_once('@').map(|(_, d)| d.to_string()).unwrap_or_default();
@@ -944,9 +945,9 @@ impl Session {
             return None;
         }
         if let (Some(a), Path::Mailbox(m)) = (&self.auth, from) {
-            if self.settings().config.auth.sender_login_match && !self.owns_sender(&a.user, m) {
-                let r = Reply::new(553, Enhanced(5, 7, 1), format!("<{m}>: Sender address not owned by user {}", a.user));
-                let user = a.user.clone();
+            if self.settings().config.auth.sender_login_match && !self.owns_sender(a.user(), m) {
+                let r = Reply::new(553, Enhanced(5, 7, 1), format!("<{m}>: Sender address not owned by user {}", a.user()));
+                let user = a.user().to_string();
                 self.reject("MAIL", r, &[("from", &sender), ("user", &user)]);
                 return None;
             }
@@ -1567,10 +1568,6 @@ fn comment_safe(s: &str) -> String {
     s.chars().filter(|c| !c.is_control() && !matches!(c, '(' | ')' | '\\' | '"')).take(200).collect()
 }
 
-/// The current time in RFC 5322 §3.3 form.
-pub fn rfc5322_date() -> String {
-    chrono::Local::now().format("%a, %d %b %Y %H:%M:%S %z").to_string()
-}
 
 /// How long a greeting to an over-limit client may take before we give up.
 pub const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -715,13 +715,10 @@ fn parse_envelope(path: &Path, bytes: &[u8]) -> Result<Envelope, SpoolError> {
 }
 
 /// Seconds since the epoch.
-pub fn now_unix() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::now_unix;
 
     fn env(id: &QueueId) -> Envelope {
         Envelope {
