@@ -1,0 +1,291 @@
+//! DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030): the message into a spool
+//! draft, the end-of-data checks, the milters' end-of-message stage and the
+//! commit that must be on disk before the 250.
+//!
+//! May touch: the spool (drafts and commits, through `Spool`); the queue
+//! notifier. Implements RFC 5321 §4.1.1.4 and §4.5.2 (dot-stuffing, by
+//! `DataDecoder`), §4.5.3.1 (size and line limits), RFC 3030 (CHUNKING).
+
+use tokio::time::Instant;
+
+use postern_wire::command::Body;
+use postern_wire::data::{ChunkScanner, DataDecoder, DataFlags};
+use postern_wire::{codes, Reply};
+
+use super::trace::{build_envelope, received_header};
+use super::{Chunking, End, Greeted, Session, Socket, State, Txn};
+use crate::config::BareNewline;
+use crate::maillog;
+use crate::milter::Verdict;
+use crate::spool::{Draft, Place};
+
+impl<S: Socket> Session<S> {
+    /// Takes the transaction out of the state for DATA/BDAT, or replies why not.
+    fn take_txn(&mut self) -> Option<(Greeted, Txn)> {
+        match std::mem::replace(&mut self.state, State::Closed) {
+            State::Mail { greeted, txn } if !txn.rcpts.is_empty() => Some((greeted, txn)),
+            State::Mail { greeted, txn } => {
+                self.state = State::Mail { greeted, txn };
+                self.reply(codes::no_valid_recipients());
+                None
+            }
+            other => {
+                self.state = other;
+                self.reply(codes::bad_sequence().with_text("Need MAIL and RCPT first"));
+                None
+            }
+        }
+    }
+
+    /// Creates the spool draft and writes the `Received:` header.
+    fn start_draft(&self, greeted: &Greeted, txn: &Txn) -> Result<Draft, Reply> {
+        let mut draft = self.ctx.spool.draft().map_err(|e| {
+            tracing::warn!("spool: {e}");
+            if e.is_no_space() {
+                codes::insufficient_storage()
+            } else {
+                codes::local_error()
+            }
+        })?;
+        let header = received_header(self.settings(), &self.conn, greeted, txn, &draft.id, self.tls());
+        draft.write(header.as_bytes());
+        Ok(draft)
+    }
+
+    /// DATA: 354, then the message through the smuggling-safe decoder.
+    pub(super) async fn data(&mut self) -> Result<(), End> {
+        let Some((greeted, mut txn)) = self.take_txn() else { return Ok(()) };
+        if txn.params.body == Body::BinaryMime {
+            self.reply(codes::bad_sequence().with_text("BINARYMIME requires BDAT"));
+            self.enter(State::Mail { greeted, txn });
+            return Ok(());
+        }
+        let mut draft = match self.start_draft(&greeted, &txn) {
+            Ok(d) => d,
+            Err(r) => {
+                self.reject("DATA", r, &[("from", &txn.sender())]);
+                self.enter(State::Mail { greeted, txn });
+                return Ok(());
+            }
+        };
+        if let Some(r) = self.milter_data(&draft.id, &mut txn).await? {
+            self.reject("DATA", r, &[("from", &txn.sender())]);
+            self.enter(State::Ready { greeted });
+            return Ok(());
+        }
+        self.reply(codes::start_data());
+        let limits = &self.settings().config.limits;
+        let mut dec = DataDecoder::new(limits.max_line_length, limits.max_message_size);
+        let deadline = Instant::now() + limits.data_timeout;
+        let mut out = Vec::with_capacity(16 * 1024);
+        loop {
+            let fed = dec.feed(&self.rbuf, &mut out);
+            draft.write(&out);
+            out.clear();
+            self.rbuf.drain(..fed.consumed);
+            if fed.done {
+                break;
+            }
+            self.fill(deadline, false).await?;
+        }
+        self.finish_message(greeted, txn, draft, dec.flags(), "DATA").await
+    }
+
+    /// BDAT: one chunk; LAST commits.
+    pub(super) async fn bdat(&mut self, size: u64, last: bool) -> Result<(), End> {
+        let (greeted, txn, mut chunking) = match std::mem::replace(&mut self.state, State::Closed) {
+            State::Bdat { greeted, txn, chunking } => (greeted, txn, chunking),
+            State::Mail { greeted, mut txn } if !txn.rcpts.is_empty() => {
+                let max_line = self.settings().config.limits.max_line_length;
+                let (draft, failed) = match self.start_draft(&greeted, &txn) {
+                    Ok(d) => match self.milter_data(&d.id, &mut txn).await? {
+                        None => (Some(d), None),
+                        Some(r) => (None, Some(r)),
+                    },
+                    Err(r) => (None, Some(r)),
+                };
+                (greeted, txn, Chunking { draft, scanner: ChunkScanner::new(max_line), size: 0, failed })
+            }
+            other => {
+                // MAIL without recipients: the chunk is still on its way,
+                // read and drop it.
+                self.state = other;
+                let deadline = Instant::now() + self.settings().config.limits.data_timeout;
+                self.read_chunk(size, deadline, |_| {}).await?;
+                self.reply(codes::no_valid_recipients());
+                return Ok(());
+            }
+        };
+        let max = self.settings().config.limits.max_message_size;
+        let deadline = Instant::now() + self.settings().config.limits.data_timeout;
+        if chunking.failed.is_none() && chunking.size.saturating_add(size) > max {
+            chunking.failed = Some(codes::too_big());
+            chunking.draft = None;
+        }
+        {
+            let ch = &mut chunking;
+            self.read_chunk(size, deadline, |bytes| {
+                if ch.failed.is_none() {
+                    ch.scanner.scan(bytes);
+                    if let Some(d) = ch.draft.as_mut() {
+                        d.write(bytes);
+                    }
+                }
+            })
+            .await?;
+        }
+        chunking.size += size;
+        if !last {
+            let r = match &chunking.failed {
+                Some(r) => r.clone(),
+                None => codes::ok().with_text(format!("{size} octets received")),
+            };
+            self.reply(r);
+            self.enter(State::Bdat { greeted, txn, chunking });
+            return Ok(());
+        }
+        match (chunking.failed, chunking.draft) {
+            (None, Some(draft)) => {
+                let flags = chunking.scanner.finish();
+                return self.finish_message(greeted, txn, draft, flags, "BDAT").await;
+            }
+            (failed, _) => {
+                let r = failed.unwrap_or_else(codes::local_error);
+                if let Some(m) = self.milters.as_mut() {
+                    m.abort().await;
+                }
+                self.reject("BDAT", r, &[("from", &txn.sender())]);
+                self.enter(State::Ready { greeted });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `size` octets of chunk data, passing them to `sink`.
+    pub(super) async fn read_chunk(&mut self, size: u64, deadline: Instant, mut sink: impl FnMut(&[u8])) -> Result<(), End> {
+        let mut remaining = size;
+        loop {
+            let n = (remaining.min(self.rbuf.len() as u64)) as usize;
+            sink(&self.rbuf[..n]);
+            self.rbuf.drain(..n);
+            remaining -= n as u64;
+            if remaining == 0 {
+                return Ok(());
+            }
+            self.fill(deadline, false).await?;
+        }
+    }
+
+    /// What the decoder saw that refuses the message.
+    fn content_refusal(&self, flags: DataFlags) -> Option<Reply> {
+        let limits = &self.settings().config.limits;
+        if flags.too_big {
+            Some(codes::too_big())
+        } else if flags.bare_cr_lf && limits.bare_newline == BareNewline::Reject {
+            Some(codes::bare_newline())
+        } else if flags.long_line {
+            let max = limits.max_line_length;
+            Some(codes::line_in_message_too_long().with_text(format!("Message has a line longer than {max} octets (RFC 5321 4.5.3.1.6)")))
+        } else {
+            None
+        }
+    }
+
+    /// Checks what the decoder saw, runs the milters' end-of-message stage,
+    /// then commits to the spool and replies.
+    async fn finish_message(&mut self, greeted: Greeted, mut txn: Txn, mut draft: Draft, flags: DataFlags, verb: &str) -> Result<(), End> {
+        let sender = txn.sender();
+        if let Some(r) = self.content_refusal(flags) {
+            drop(draft); // removes the temp file: no debris
+            if let Some(m) = self.milters.as_mut() {
+                m.abort().await;
+            }
+            self.reject(verb, r, &[("from", &sender)]);
+            self.enter(State::Ready { greeted });
+            return Ok(());
+        }
+        let mut place = Place::Active;
+        let mut quarantine = None;
+        if txn.discard {
+            if let Some(m) = self.milters.as_mut() {
+                m.abort().await;
+            }
+            return self.discarded(greeted, draft, &sender);
+        }
+        if self.milters.is_some() {
+            let out = self.milter_message(&mut draft).await;
+            match self.apply_milters(out, &mut txn, &mut draft) {
+                Ok(Verdict::Continue) => {}
+                Ok(Verdict::Discard) => return self.discarded(greeted, draft, &sender),
+                Ok(Verdict::Reject(r)) => {
+                    drop(draft);
+                    self.reject(verb, r, &[("from", &sender)]);
+                    self.enter(State::Ready { greeted });
+                    return Ok(());
+                }
+                Ok(Verdict::Close(r)) => return self.milter_close(verb, r),
+                Err(q) => {
+                    place = Place::Hold;
+                    quarantine = Some(q.0);
+                }
+            }
+        }
+        self.commit(greeted, txn, draft, place, quarantine, verb).await
+    }
+
+    /// Commits the draft (fsync, on a blocking thread), then replies: the
+    /// 250 goes out only once the message is on disk.
+    async fn commit(&mut self, greeted: Greeted, txn: Txn, draft: Draft, place: Place, quarantine: Option<String>, verb: &str) -> Result<(), End> {
+        let id = draft.id.clone();
+        let sender = txn.sender();
+        let mut env = build_envelope(&id, &txn, draft.written(), &self.conn, &greeted.helo);
+        env.quarantine = quarantine;
+        let spool = self.ctx.spool.clone();
+        let env2 = env.clone();
+        let result = tokio::task::spawn_blocking(move || spool.commit_to(draft, &env2, place)).await;
+        match result {
+            Ok(Ok(())) => {
+                self.messages += 1;
+                let client = self.client_text();
+                maillog::event(
+                    "queued",
+                    &[
+                        ("id", id.as_str()),
+                        ("from", &sender),
+                        ("size", &env.size.to_string()),
+                        ("nrcpt", &env.recipients.len().to_string()),
+                        ("client", &client),
+                        ("helo", &greeted.helo.name),
+                    ],
+                );
+                if let Some(reason) = &env.quarantine {
+                    maillog::event("hold", &[("id", id.as_str()), ("reason", reason)]);
+                }
+                let _ = self.ctx.queued.send(id.clone());
+                self.reply(codes::ok().with_text(format!("Ok: queued as {id}")));
+            }
+            Ok(Err(e)) => {
+                tracing::error!("spool commit failed: {e}");
+                let r = if e.is_no_space() { codes::insufficient_storage() } else { codes::local_error() };
+                self.reject(verb, r, &[("from", &sender), ("error", &e.to_string())]);
+            }
+            Err(e) => {
+                tracing::error!("spool commit task failed: {e}");
+                self.reject(verb, codes::local_error(), &[("from", &sender)]);
+            }
+        }
+        self.enter(State::Ready { greeted });
+        Ok(())
+    }
+
+    /// A milter said "discard": the client hears the usual 250, nothing is queued.
+    fn discarded(&mut self, greeted: Greeted, draft: Draft, sender: &str) -> Result<(), End> {
+        let id = draft.id.clone();
+        drop(draft);
+        let client = self.client_text();
+        maillog::event("discarded", &[("id", id.as_str()), ("from", sender), ("client", &client)]);
+        self.reply(codes::ok().with_text(format!("Ok: queued as {id}")));
+        self.enter(State::Ready { greeted });
+        Ok(())
+    }
+}

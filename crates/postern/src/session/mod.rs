@@ -1,0 +1,512 @@
+//! The SMTP server session: one explicit state machine (RFC 5321) plus the
+//! driver that does its I/O.
+//!
+//! May touch: the client socket; the spool (through `Spool` only); the
+//! queue notifier; the milters of the listener. Implements RFC 5321 (§4.1
+//! commands, §4.4 `Received:`, §4.5.3 limits), RFC 1870 SIZE, RFC 2920
+//! PIPELINING, RFC 3030 CHUNKING, RFC 2034 ENHANCEDSTATUSCODES, RFC 6152
+//! 8BITMIME, RFC 6531 SMTPUTF8, RFC 3207 STARTTLS, RFC 4954 AUTH, RFC 3848
+//! protocol names.
+//!
+//! Layout (one file per verb group; each verb is check → filter → proceed):
+//! - `mod.rs` (here): [`State`], [`Session`], [`Session::enter`], the
+//!   driver (`fill`/`flush`/`main_loop`) and the dispatcher, which asks the
+//!   command table before any handler runs;
+//! - `table.rs`: the command table (what each verb needs: HELO, a
+//!   transaction or none, TLS, AUTH; what may come between BDAT chunks);
+//! - `helo.rs` (HELO/EHLO), `mail.rs` (MAIL/RCPT), `data.rs` (DATA/BDAT and
+//!   the commit), `auth.rs` (AUTH), `starttls.rs` (STARTTLS and the
+//!   implicit-TLS handshake);
+//! - `filter.rs`: the milter glue (macros, per-stage verdicts, applying
+//!   end-of-message changes); `trace.rs`: `Received:` and the envelope;
+//! - `stream.rs`: plain or TLS socket, generic so tests use `tokio::io::duplex`.
+//!
+//! Security facts live in the state: TLS facts inside the TLS stream
+//! variant, the AUTH identity inside [`Greeted`], which only exists after
+//! HELO/EHLO. STARTTLS enters [`State::Fresh`], so the reset RFC 3207 §4.2
+//! asks for (forget HELO and AUTH) happens by construction.
+//!
+//! Pipelining: replies are appended to a write buffer that is flushed
+//! whenever the session is about to wait for input, so a pipelined group
+//! gets its replies in order, in one write.
+
+mod auth;
+mod data;
+mod filter;
+mod helo;
+mod mail;
+mod starttls;
+mod stream;
+pub(crate) mod table;
+mod trace;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use postern_wire::command::{MailParams, RcptParams};
+use postern_wire::data::ChunkScanner;
+use postern_wire::line::{scan_line, LineScan};
+use postern_wire::{codes, parse_command, Command, Path, Reply};
+
+use crate::auth::{Authenticated, Throttle};
+use crate::config::{Listener, Role};
+use crate::maillog;
+use crate::milter::{Milters, Verdict};
+use crate::settings::Settings;
+use crate::spool::{Draft, QueueId, Spool};
+use crate::tls::{ServerTls, TlsInfo};
+use crate::users::UserStore;
+
+use self::stream::Stream;
+pub use self::stream::Socket;
+use self::table::{Gate, Phase, Refusal, Verb};
+
+/// What a session needs from the server.
+#[derive(Clone)]
+pub struct Context {
+    /// Settings at the time the connection was accepted.
+    pub settings: Arc<Settings>,
+    /// The queue.
+    pub spool: Spool,
+    /// Tells the scheduler about new messages.
+    pub queued: mpsc::UnboundedSender<QueueId>,
+    /// Becomes true when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Server TLS material at accept time (`None`: TLS unavailable).
+    pub tls: Option<Arc<ServerTls>>,
+    /// The listener's configuration.
+    pub listener: Arc<Listener>,
+    /// The user database.
+    pub users: Arc<UserStore>,
+    /// Brute-force counters, shared by all sessions.
+    pub throttle: Arc<Throttle>,
+}
+
+/// Facts about the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+}
+
+/// The client's HELO/EHLO.
+#[derive(Debug, Clone)]
+struct Helo {
+    name: String,
+    extended: bool,
+}
+
+/// What HELO/EHLO and AUTH established. It exists only after HELO/EHLO and
+/// is dropped by STARTTLS (which enters [`State::Fresh`]).
+#[derive(Debug, Clone)]
+struct Greeted {
+    helo: Helo,
+    /// The SMTP AUTH identity, once an exchange succeeded.
+    auth: Option<Authenticated>,
+}
+
+/// One accepted RCPT.
+#[derive(Debug, Clone)]
+struct Accepted {
+    original: String,
+    targets: Vec<String>,
+    params: RcptParams,
+}
+
+/// A mail transaction: MAIL done, zero or more RCPTs accepted.
+#[derive(Debug)]
+struct Txn {
+    from: Path,
+    params: MailParams,
+    rcpts: Vec<Accepted>,
+    /// A milter said "discard": answer as usual, queue nothing.
+    discard: bool,
+}
+
+impl Txn {
+    fn sender(&self) -> String {
+        match &self.from {
+            Path::Mailbox(m) => m.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+/// A BDAT sequence in progress (RFC 3030).
+#[derive(Debug)]
+struct Chunking {
+    /// Where the message goes; `None` if it could not be created.
+    draft: Option<Draft>,
+    scanner: ChunkScanner,
+    size: u64,
+    /// Set once a chunk failed: later chunks are read and discarded, and get
+    /// this reply, until LAST.
+    failed: Option<Reply>,
+}
+
+/// The session states.
+#[derive(Debug)]
+enum State {
+    /// Greeted (or TLS just started), waiting for HELO/EHLO.
+    Fresh,
+    /// Greeted with 554 (a milter refused the connection): only QUIT
+    /// (RFC 5321 §3.1: other commands get 503).
+    Refused,
+    /// HELO/EHLO done, no transaction.
+    Ready { greeted: Greeted },
+    /// MAIL accepted; RCPTs collect in the transaction.
+    Mail { greeted: Greeted, txn: Txn },
+    /// Between BDAT chunks.
+    Bdat { greeted: Greeted, txn: Txn, chunking: Chunking },
+    /// QUIT, 421 or connection loss.
+    Closed,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Fresh => "fresh",
+            State::Refused => "refused",
+            State::Ready { .. } => "ready",
+            State::Mail { .. } => "mail",
+            State::Bdat { .. } => "bdat",
+            State::Closed => "closed",
+        }
+    }
+
+    fn greeted(&self) -> Option<&Greeted> {
+        match self {
+            State::Ready { greeted } | State::Mail { greeted, .. } | State::Bdat { greeted, .. } => Some(greeted),
+            _ => None,
+        }
+    }
+
+    /// The command table's view of the state.
+    fn phase(&self) -> Phase {
+        match self {
+            State::Fresh | State::Closed => Phase::Fresh,
+            State::Refused => Phase::Refused,
+            State::Ready { .. } => Phase::Ready,
+            State::Mail { .. } => Phase::Mail,
+            State::Bdat { .. } => Phase::Bdat,
+        }
+    }
+}
+
+/// Why the session ended early.
+#[derive(Debug)]
+enum End {
+    /// The client closed or the socket failed.
+    Gone,
+    /// We closed (421, QUIT, timeout), reply already queued.
+    Closed,
+}
+
+/// A session.
+pub(crate) struct Session<S> {
+    io: Stream<S>,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    state: State,
+    errors: u32,
+    messages: u32,
+    skip_to_lf: bool,
+    ctx: Context,
+    conn: Conn,
+    /// The listener's milters (`None` when it has none).
+    milters: Option<Milters>,
+}
+
+/// Runs one SMTP session to the end.
+pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
+    let mut s = Session {
+        io: Stream::Plain(io),
+        rbuf: Vec::with_capacity(1024),
+        wbuf: Vec::with_capacity(512),
+        state: State::Fresh,
+        errors: 0,
+        messages: 0,
+        skip_to_lf: false,
+        ctx,
+        conn,
+        milters: None,
+    };
+    let peer = s.client_text();
+    maillog::event("connect", &[("client", &peer), ("listener", s.ctx.listener.role.name())]);
+    if s.ctx.listener.role.implicit_tls() && s.handshake().await.is_err() {
+        maillog::event("disconnect", &[("client", &peer), ("reason", "TLS handshake failed")]);
+        return;
+    }
+    let greeting = Reply::plain(220, vec![format!("{} ESMTP postern", s.ctx.settings.hostname).into()]);
+    match s.milter_connect().await {
+        Verdict::Reject(r) if r.code >= 500 => {
+            s.reject("CONNECT", Reply { code: 554, ..r }, &[]);
+            s.enter(State::Refused);
+        }
+        Verdict::Reject(r) | Verdict::Close(r) => {
+            // A greeting is 220, 554 or 421 (RFC 5321 §3.1, §4.2.5).
+            s.reject("CONNECT", Reply { code: 421, ..r }, &[]);
+            s.enter(State::Closed);
+        }
+        Verdict::Continue | Verdict::Discard => s.reply(greeting),
+    }
+    let _ = s.main_loop().await;
+    if let Some(m) = s.milters.take() {
+        m.quit().await;
+    }
+    let _ = s.flush().await;
+    let _ = s.io.shutdown().await;
+    maillog::event("disconnect", &[("client", &peer), ("messages", &s.messages.to_string()), ("errors", &s.errors.to_string())]);
+}
+
+impl<S: Socket> Session<S> {
+    fn settings(&self) -> &Settings {
+        &self.ctx.settings
+    }
+
+    /// The TLS facts, if TLS is active.
+    fn tls(&self) -> Option<&TlsInfo> {
+        self.io.tls()
+    }
+
+    /// The SMTP AUTH identity, if an exchange succeeded since HELO/EHLO.
+    fn auth(&self) -> Option<&Authenticated> {
+        self.state.greeted().and_then(|g| g.auth.as_ref())
+    }
+
+    /// A client certificate verified by a configured CA.
+    fn verified_cert(&self) -> bool {
+        self.tls().and_then(|t| t.client_cert.as_ref()).is_some_and(|c| c.verified.is_ok())
+    }
+
+    /// The one place where the state changes.
+    fn enter(&mut self, to: State) {
+        tracing::debug!(peer = %self.conn.peer, "session {} -> {}", self.state.name(), to.name());
+        self.state = to;
+    }
+
+    /// Back to "greeted, no transaction" (after a message, RSET or a
+    /// refused transaction); a session that was never greeted stays as it is.
+    fn end_transaction(&mut self) {
+        if let Some(greeted) = self.state.greeted().cloned() {
+            self.enter(State::Ready { greeted });
+        }
+    }
+
+    /// Queues a reply and counts errors.
+    fn reply(&mut self, r: Reply) {
+        if r.code >= 400 {
+            self.errors += 1;
+        }
+        tracing::trace!(peer = %self.conn.peer, "S: {}", r.summary());
+        r.encode(&mut self.wbuf);
+    }
+
+    /// Queues a refusal and writes a `reject` log line.
+    fn reject(&mut self, verb: &str, r: Reply, extra: &[(&str, &str)]) {
+        let client = self.client_text();
+        let summary = r.summary();
+        let mut fields: Vec<(&str, &str)> = vec![("client", &client), ("command", verb), ("reply", &summary)];
+        fields.extend_from_slice(extra);
+        maillog::event("reject", &fields);
+        self.reply(r);
+    }
+
+    /// Queues a reply that ends the session (421).
+    fn close_with(&mut self, r: Reply) -> Result<(), End> {
+        self.reply(r);
+        self.enter(State::Closed);
+        Err(End::Closed)
+    }
+
+    fn client_text(&self) -> String {
+        format!("[{}]:{}", self.conn.peer.ip(), self.conn.peer.port())
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if !self.wbuf.is_empty() {
+            let r = self.io.write_all(&self.wbuf).await;
+            self.wbuf.clear();
+            r.map_err(|_| End::Gone)?;
+            self.io.flush().await.map_err(|_| End::Gone)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes pending replies, then reads more input before `deadline`.
+    /// Shutdown is honoured only between commands (`interruptible`).
+    async fn fill(&mut self, deadline: Instant, interruptible: bool) -> Result<(), End> {
+        self.flush().await?;
+        // Read straight into the session buffer: an idle connection then
+        // costs its small buffer, not a large array held across the await.
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 64 * 1024 {
+            self.rbuf.shrink_to(2048);
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < 512 {
+            self.rbuf.reserve(4096);
+        }
+        let mut shutdown = self.ctx.shutdown.clone();
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, self.io.read_buf(&mut self.rbuf)) => r,
+            _ = shutdown.wait_for(|v| *v), if interruptible => {
+                return self.close_with(codes::shutting_down());
+            }
+        };
+        match read {
+            Err(_) => self.close_with(codes::timeout()),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                self.enter(State::Closed);
+                Err(End::Gone)
+            }
+            Ok(Ok(_)) => Ok(()),
+        }
+    }
+
+    async fn main_loop(&mut self) -> Result<(), End> {
+        let max_line = self.settings().config.limits.max_line_length;
+        let cmd_timeout = self.settings().config.limits.command_timeout;
+        loop {
+            if matches!(self.state, State::Closed) {
+                return Ok(());
+            }
+            if self.errors >= self.settings().config.limits.max_errors {
+                let _ = self.close_with(codes::too_many_errors());
+                return Ok(());
+            }
+            if self.skip_to_lf {
+                // Discarding the rest of an over-long line.
+                match self.rbuf.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        self.rbuf.drain(..=i);
+                        self.skip_to_lf = false;
+                    }
+                    None => {
+                        self.rbuf.clear();
+                        self.fill(Instant::now() + cmd_timeout, true).await?;
+                    }
+                }
+                continue;
+            }
+            match scan_line(&self.rbuf, max_line) {
+                LineScan::Line { end, next } => {
+                    let line: Vec<u8> = self.rbuf[..end].to_vec();
+                    self.rbuf.drain(..next);
+                    self.command(&line).await?;
+                }
+                LineScan::TooLong => {
+                    self.reply(codes::line_too_long());
+                    self.skip_to_lf = true;
+                }
+                LineScan::Partial => self.fill(Instant::now() + cmd_timeout, true).await?,
+            }
+        }
+    }
+
+    /// The command table's view of this session.
+    fn gate(&self) -> Gate {
+        let submission = matches!(self.ctx.listener.role, Role::Submission | Role::Submissions);
+        Gate {
+            phase: self.state.phase(),
+            tls: self.tls().is_some(),
+            authenticated: self.auth().is_some(),
+            listener_needs_tls: self.ctx.listener.tls_required(),
+            // RFC 6409 §4.3 / RFC 4954 §6: submission requires SMTP AUTH or
+            // a client certificate verified by a configured CA.
+            listener_needs_auth: submission && self.auth().is_none() && !self.verified_cert(),
+        }
+    }
+
+    /// One command line: parse, ask the table, run the verb's handler.
+    async fn command(&mut self, line: &[u8]) -> Result<(), End> {
+        tracing::trace!(peer = %self.conn.peer, "C: {}", String::from_utf8_lossy(line));
+        let cmd = match parse_command(line) {
+            Ok(c) => c,
+            Err(e) => {
+                let is_bdat = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"BDAT");
+                if is_bdat {
+                    // We cannot know how many octets follow: the stream is lost.
+                    self.reply(e.reply());
+                    return self.close_with(codes::bdat_unrecoverable());
+                }
+                if matches!(self.state, State::Bdat { .. }) {
+                    // The client's chunk framing is broken.
+                    return self.close_with(codes::bdat_expected());
+                }
+                self.reply(e.reply());
+                return Ok(());
+            }
+        };
+        let verb = Verb::of(&cmd);
+        if let Err(refusal) = table::check(verb, &self.gate()) {
+            if let (true, Command::Bdat { size, .. }) = (table::rule(verb).payload, &cmd) {
+                // The chunk is on its way: read and drop it, or the next
+                // "command" would be message data.
+                let deadline = Instant::now() + self.settings().config.limits.data_timeout;
+                self.read_chunk(*size, deadline, |_| {}).await?;
+            }
+            match refusal {
+                Refusal::Sequence(r) => self.reply(r),
+                Refusal::Policy(r) => {
+                    let from = match &cmd {
+                        Command::Mail { from: Path::Mailbox(m), .. } => m.to_string(),
+                        _ => String::new(),
+                    };
+                    self.reject(verb.name(), r, &[("from", &from)]);
+                }
+            }
+            return Ok(());
+        }
+        match cmd {
+            Command::Ehlo(name) => self.helo(name, true).await,
+            Command::Helo(name) => self.helo(name, false).await,
+            Command::Lhlo(_) => {
+                self.reply(codes::unknown_command().with_text("LHLO is for LMTP; use EHLO"));
+                Ok(())
+            }
+            Command::Mail { from, params } => self.mail(from, params).await,
+            Command::Rcpt { to, params } => self.rcpt(to, params).await,
+            Command::Data => self.data().await,
+            Command::Bdat { size, last } => self.bdat(size, last).await,
+            Command::Rset => {
+                if let Some(m) = self.milters.as_mut() {
+                    m.abort().await;
+                }
+                self.end_transaction();
+                self.reply(codes::ok());
+                Ok(())
+            }
+            Command::Noop => {
+                self.reply(codes::ok());
+                Ok(())
+            }
+            Command::Quit => self.close_with(codes::bye()),
+            Command::Vrfy(_) => {
+                self.reply(codes::cannot_vrfy());
+                Ok(())
+            }
+            Command::Expn(_) => {
+                self.reply(codes::not_implemented().with_text("EXPN is not available"));
+                Ok(())
+            }
+            Command::Help => {
+                self.reply(codes::help());
+                Ok(())
+            }
+            Command::StartTls => self.starttls().await,
+            Command::Auth { mechanism, initial } => self.auth_command(mechanism, initial).await,
+        }
+    }
+}
+
+/// How long a greeting to an over-limit client may take before we give up.
+pub const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
