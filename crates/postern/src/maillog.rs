@@ -18,6 +18,10 @@ enum Sink {
 
 static SINK: OnceLock<Mutex<Sink>> = OnceLock::new();
 
+/// Every line written, for unit tests that assert on the log.
+#[cfg(test)]
+pub(crate) static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
 /// Sets where the mail log goes: "-" for standard error, or a file path
 /// (opened for append). Called once at start-up.
 pub fn init(target: &str) -> std::io::Result<()> {
@@ -68,6 +72,11 @@ pub fn event(event: &str, fields: &[(&str, &str)]) {
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         format_event(event, fields)
     );
+    #[cfg(test)]
+    match CAPTURED.lock() {
+        Ok(mut g) => g.push(line.clone()),
+        Err(p) => p.into_inner().push(line.clone()),
+    }
     let sink = SINK.get_or_init(|| Mutex::new(Sink::Stderr));
     let mut guard = match sink.lock() {
         Ok(g) => g,

@@ -1,0 +1,211 @@
+//! The in-process harness: a real `Context` (settings from a TOML string,
+//! a spool, a user, the self-signed certificate) and a client speaking
+//! over `tokio::io::duplex`, optionally through a rustls client.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::client::TlsStream;
+
+use crate::auth::Throttle;
+use crate::config::Config;
+use crate::session::{run, Conn, Context};
+use crate::settings::{Settings, Source};
+use crate::spool::{QueueId, Spool};
+use crate::tls::{self, ServerTls};
+use crate::users::{UserDb, UserStore};
+
+const BASE: &str = r#"
+hostname = "mx.test"
+[[listener]]
+address = "127.0.0.1:0"
+role = "smtp"
+[[listener]]
+address = "127.0.0.1:0"
+role = "submission"
+[local]
+domains = ["mx.test"]
+users = ["alice", "bob"]
+[relay]
+networks = []
+"#;
+
+static NEXT_PORT: AtomicU16 = AtomicU16::new(41000);
+
+pub(super) fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+/// A context like the server builds for each connection.
+pub(super) struct Harness {
+    _dir: tempfile::TempDir,
+    settings: Arc<Settings>,
+    tls: Arc<ServerTls>,
+    users: Arc<UserStore>,
+    throttle: Arc<Throttle>,
+    spool: Spool,
+    queued: mpsc::UnboundedSender<QueueId>,
+    _queued_rx: mpsc::UnboundedReceiver<QueueId>,
+    shutdown: watch::Receiver<bool>,
+    _shutdown_tx: watch::Sender<bool>,
+    port: u16,
+}
+
+impl Harness {
+    /// `extra` is TOML appended to the base config (sections only).
+    pub(super) async fn new(extra: &str) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!("{BASE}\n{extra}");
+        let config = Config::parse(&text, "test.toml").expect("config");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let source = Source { config: None, data_dir: Some(data.clone()) };
+        let settings = Settings::from_config(config, &source).expect("settings");
+        tls::ensure_default_certificate(&settings).expect("certificate");
+        let server_tls = ServerTls::load(&settings).expect("server TLS");
+        let mut db = UserDb::load(&data.join("users.json")).expect("empty user db");
+        db.set_password("alice", "secret pw", false).expect("password");
+        db.save(&data.join("users.json")).expect("users.json");
+        let spool = Spool::open(&data.join("queue")).expect("spool");
+        let (queued, queued_rx) = mpsc::unbounded_channel();
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Harness {
+            _dir: dir,
+            settings: Arc::new(settings),
+            tls: Arc::new(server_tls),
+            users: Arc::new(UserStore::new(&data)),
+            throttle: Arc::new(Throttle::default()),
+            spool,
+            queued,
+            _queued_rx: queued_rx,
+            shutdown,
+            _shutdown_tx: shutdown_tx,
+            port: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// A session on the listener with this role, over a pipe.
+    pub(super) async fn connect(&self, role: &str) -> Client<DuplexStream> {
+        let listener = self.settings.config.listeners.iter().find(|l| l.role.name() == role).expect("listener role").clone();
+        let ctx = Context {
+            settings: self.settings.clone(),
+            spool: self.spool.clone(),
+            queued: self.queued.clone(),
+            shutdown: self.shutdown.clone(),
+            tls: Some(self.tls.clone()),
+            listener: Arc::new(listener),
+            users: self.users.clone(),
+            throttle: self.throttle.clone(),
+        };
+        let conn = Conn { peer: ([127, 0, 0, 1], self.port).into(), local: ([127, 0, 0, 1], 25).into() };
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(run(server, conn, ctx));
+        Client { io: client, buf: Vec::new(), cert: self.cert() }
+    }
+
+    /// A session after greeting, STARTTLS and the handshake (no EHLO yet).
+    pub(super) async fn connect_tls(&self, role: &str) -> Client<TlsStream<DuplexStream>> {
+        let mut c = self.connect(role).await;
+        c.expect("220 ").await;
+        c.send("STARTTLS").await;
+        c.expect("220 2.0.0").await;
+        c.starttls().await
+    }
+
+    fn cert(&self) -> Vec<u8> {
+        let (cert_path, _) = tls::server_paths(&self.settings);
+        std::fs::read(cert_path).expect("certificate file")
+    }
+
+    /// True if a mail log line of this test's client contains `text`.
+    pub(super) fn log_has(&self, text: &str) -> bool {
+        let me = format!("[127.0.0.1]:{}", self.port);
+        let lines = match crate::maillog::CAPTURED.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        lines.iter().any(|l| l.contains(&me) && l.contains(text))
+    }
+}
+
+/// The client side of a test session.
+pub(super) struct Client<T> {
+    io: T,
+    buf: Vec<u8>,
+    cert: Vec<u8>,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Client<T> {
+    /// Sends `text` and CRLF in one write (several lines = pipelining).
+    pub(super) async fn send(&mut self, text: &str) {
+        let data = format!("{text}\r\n");
+        self.io.write_all(data.as_bytes()).await.expect("write");
+        self.io.flush().await.expect("flush");
+    }
+
+    async fn line(&mut self) -> String {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                self.buf.drain(..i + 2);
+                return line;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(20), self.io.read(&mut chunk))
+                .await
+                .expect("timed out waiting for a reply")
+                .expect("read");
+            assert!(n > 0, "connection closed; buffered {:?}", String::from_utf8_lossy(&self.buf));
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads one whole reply (all its lines) and returns it, lines joined by "\n".
+    async fn reply(&mut self) -> String {
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line().await;
+            let last = l.as_bytes().get(3) != Some(&b'-');
+            lines.push(l);
+            if last {
+                return lines.join("\n");
+            }
+        }
+    }
+
+    /// Reads one reply and asserts that its first line starts with `prefix`.
+    pub(super) async fn expect(&mut self, prefix: &str) -> String {
+        let r = self.reply().await;
+        assert!(r.starts_with(prefix), "expected {prefix:?}, got {r:?}");
+        r
+    }
+
+    /// Reads one reply and asserts that its last line starts with `prefix`.
+    pub(super) async fn expect_last(&mut self, prefix: &str) -> String {
+        let r = self.reply().await;
+        let last = r.lines().last().unwrap_or("").replacen('-', " ", 1);
+        assert!(last.starts_with(prefix), "expected last line {prefix:?}, got {r:?}");
+        r
+    }
+
+    /// The TLS handshake over this connection (after "220 Ready").
+    pub(super) async fn starttls(self) -> Client<TlsStream<T>> {
+        assert!(self.buf.is_empty(), "unread plaintext before the handshake");
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(&self.cert).expect("certificate PEM");
+        roots.add(der).expect("root");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from("mx.test").expect("name");
+        let io = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, self.io).await.expect("TLS handshake");
+        Client { io, buf: Vec::new(), cert: self.cert }
+    }
+}
