@@ -1,9 +1,13 @@
 //! The operator's mail log: one stable, greppable line per event.
 //!
 //! Format: `<RFC 3339 UTC time> <event> key=value key="value with spaces"`.
-//! Events: connect, helo, reject, queued, attempt, delivered, deferred,
-//! failed, bounced, expired, disconnect, hold, release, delete, reload,
-//! start, stop. Separate from `tracing`, which is for debugging.
+//! Separate from `tracing`, which is for debugging. Every event has its
+//! own function below (and nothing else can write a line), so this list is
+//! the whole vocabulary; a unit test checks that it matches [`EVENTS`].
+//!
+//! Events: connect, helo, tls, auth, rcpt, reject, milter, queued, hold,
+//! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
+//! release, delete, disconnect, reload, start, stop, error.
 //!
 //! May touch: the mail log file or standard error.
 
@@ -65,8 +69,79 @@ pub fn format_event(event: &str, fields: &[(&str, &str)]) -> String {
     line
 }
 
-/// Writes one event.
+macro_rules! events {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        /// Every event name, in the order of the module documentation.
+        pub const EVENTS: &[&str] = &[$(stringify!($name)),*];
+        $(
+            $(#[$doc])*
+            pub fn $name(fields: &[(&str, &str)]) {
+                write(stringify!($name), fields)
+            }
+        )*
+    };
+}
+
+events! {
+    /// A client connected: `client`, `listener`.
+    connect,
+    /// HELO/EHLO: `client`, `helo`.
+    helo,
+    /// TLS handshake result or STARTTLS warning: `client`, `version`, `cipher`,
+    /// `client_cert_mode`, `cert_subject`, `cert_sha256`, `cert` | `error` | `warning`;
+    /// certificate generation, reload and expiry warnings.
+    tls,
+    /// AUTH: `client`, `mechanism`, `user`, `result` (ok, fail, refused, banned, ban), `reason`.
+    auth,
+    /// An accepted recipient: `client`, `from`, `to`, `result`, `rule`, `origin`.
+    rcpt,
+    /// A refused command: `client`, `command`, `reply`, and what it was about.
+    reject,
+    /// A milter decision or modification: `client`, `id`, `milter`, `stage`, `action` | `error`.
+    milter,
+    /// A message is on disk: `id`, `from`, `size`, `nrcpt`, `client` | `uid`, `helo`.
+    queued,
+    /// A message was put on hold: `id`, `reason` | `by`.
+    hold,
+    /// A milter discarded a message: `id`, `from`, `client`.
+    discarded,
+    /// A recipient was delivered: `id`, `to`, `relay`, `reply`, ...
+    delivered,
+    /// A delivery attempt failed temporarily: `id`, `to`, `relay`, `reply`, `next`.
+    deferred,
+    /// A recipient failed permanently: `id`, `to`, `relay`, `reply`.
+    failed,
+    /// A bounce was queued: `id`, `bounce_id`, ...
+    bounced,
+    /// A success or delay notice (DSN) was queued: `id`, `dsn_id`, `kind`, ...
+    dsn,
+    /// A message outlived `queue.max_lifetime`: `id`, ...
+    expired,
+    /// A finished message left the queue: `id`.
+    removed,
+    /// A held message was released: `id`, `by`.
+    release,
+    /// A message was deleted by the operator: `id`, `by`.
+    delete,
+    /// A client went away: `client`, `messages`, `errors` | `reason`.
+    disconnect,
+    /// Configuration or TLS reload: `result`, `error`.
+    reload,
+    /// The daemon started: version, listeners, ...
+    start,
+    /// The daemon stopped.
+    stop,
+    /// Something went wrong that is not a client's or a peer's fault: `error`, `action`.
+    error,
+}
+
+/// Writes one event. Use the per-event functions.
+#[doc(hidden)]
 pub fn event(event: &str, fields: &[(&str, &str)]) {
+    write(event, fields)
+}
+
+fn write(event: &str, fields: &[(&str, &str)]) {
     let line = format!(
         "{} {}\n",
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -91,6 +166,16 @@ pub fn event(event: &str, fields: &[(&str, &str)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The documented event list is exactly the set of event functions.
+    #[test]
+    fn documented_events_are_the_emitted_ones() {
+        let doc = include_str!("maillog.rs");
+        let start = doc.find("//! Events: ").map(|i| i + "//! Events: ".len()).unwrap_or(0);
+        let end = start + doc[start..].find(".\n").unwrap_or(0);
+        let listed: Vec<String> = doc[start..end].replace("//!", " ").split(',').map(|w| w.trim().to_string()).collect();
+        assert_eq!(listed, EVENTS.iter().map(|e| e.to_string()).collect::<Vec<_>>());
+    }
 
     #[test]
     fn quoting() {

@@ -78,12 +78,12 @@ impl<S: Socket> Session<S> {
             } else {
                 codes::auth_unknown_mechanism()
             };
-            maillog::event("auth", &[("client", &client), ("mechanism", &mechanism), ("result", "refused"), ("reply", &r.summary())]);
+            maillog::auth(&[("client", &client), ("mechanism", &mechanism), ("result", "refused"), ("reply", &r.summary())]);
             self.reply(r);
             return Ok(());
         };
         if self.ctx.throttle.check_ip(self.conn.peer.ip(), std::time::Instant::now(), &cfg) == ThrottleVerdict::Banned {
-            maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("result", "banned")]);
+            maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("result", "banned")]);
             return self.banned(cfg.ban_action);
         }
         let initial = match initial.as_deref().map(sasl::decode_response) {
@@ -117,7 +117,7 @@ impl<S: Socket> Session<S> {
                     };
                     user = Some(who.clone());
                     if self.ctx.throttle.check_user(&who, std::time::Instant::now(), &cfg) == ThrottleVerdict::Banned {
-                        maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("user", &who), ("result", "banned")]);
+                        maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("user", &who), ("result", "banned")]);
                         return self.banned(cfg.ban_action);
                     }
                     let p = self.sasl_lookup(need).await;
@@ -133,7 +133,7 @@ impl<S: Socket> Session<S> {
                         }
                     }
                     let identity = Authenticated::from_exchange(&authcid, mech);
-                    maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("user", identity.user()), ("result", "ok")]);
+                    maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("user", identity.user()), ("result", "ok")]);
                     if let State::Ready { greeted } = &mut self.state {
                         greeted.auth = Some(identity);
                     }
@@ -166,15 +166,13 @@ impl<S: Socket> Session<S> {
             _ => codes::auth_invalid(),
         };
         let reason = e.to_string();
-        maillog::event(
-            "auth",
-            &[("client", &client), ("ip", &ip), ("mechanism", mech.name()), ("user", user.unwrap_or("")), ("result", "fail"), ("reason", &reason)],
+        maillog::auth(&[("client", &client), ("ip", &ip), ("mechanism", mech.name()), ("user", user.unwrap_or("")), ("result", "fail"), ("reason", &reason)],
         );
         if *e != SaslError::Cancelled {
             let (delay, banned) = self.ctx.throttle.fail(self.conn.peer.ip(), user, std::time::Instant::now(), cfg);
             if banned {
                 let secs = cfg.ban_time.as_secs().to_string();
-                maillog::event("auth", &[("client", &client), ("ip", &ip), ("user", user.unwrap_or("")), ("result", "ban"), ("seconds", &secs)]);
+                maillog::auth(&[("client", &client), ("ip", &ip), ("user", user.unwrap_or("")), ("result", "ban"), ("seconds", &secs)]);
             }
             if !delay.is_zero() {
                 let _ = self.flush().await;

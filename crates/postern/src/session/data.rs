@@ -247,9 +247,7 @@ impl<S: Socket> Session<S> {
             Ok(Ok(())) => {
                 self.messages += 1;
                 let client = self.client_text();
-                maillog::event(
-                    "queued",
-                    &[
+                maillog::queued(&[
                         ("id", id.as_str()),
                         ("from", &sender),
                         ("size", &env.size.to_string()),
@@ -259,7 +257,7 @@ impl<S: Socket> Session<S> {
                     ],
                 );
                 if let Some(reason) = &env.quarantine {
-                    maillog::event("hold", &[("id", id.as_str()), ("reason", reason)]);
+                    maillog::hold(&[("id", id.as_str()), ("reason", reason)]);
                 }
                 let _ = self.ctx.queued.send(id.clone());
                 self.reply(codes::ok().with_text(format!("Ok: queued as {id}")));
@@ -283,7 +281,7 @@ impl<S: Socket> Session<S> {
         let id = draft.id.clone();
         drop(draft);
         let client = self.client_text();
-        maillog::event("discarded", &[("id", id.as_str()), ("from", sender), ("client", &client)]);
+        maillog::discarded(&[("id", id.as_str()), ("from", sender), ("client", &client)]);
         self.reply(codes::ok().with_text(format!("Ok: queued as {id}")));
         self.enter(State::Ready { greeted });
         Ok(())

@@ -18,7 +18,7 @@ impl<S: Socket> Session<S> {
     /// a new EHLO (only STARTTLS resets it).
     pub(super) async fn helo(&mut self, name: String, extended: bool) -> Result<(), End> {
         let client = self.client_text();
-        maillog::event("helo", &[("client", &client), ("helo", &name)]);
+        maillog::helo(&[("client", &client), ("helo", &name)]);
         if self.milters.is_some() {
             let macros = self.milter_macros_helo();
             if let Some(m) = self.milters.as_mut() {

@@ -242,9 +242,9 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
         milters: None,
     };
     let peer = s.client_text();
-    maillog::event("connect", &[("client", &peer), ("listener", s.ctx.listener.role.name())]);
+    maillog::connect(&[("client", &peer), ("listener", s.ctx.listener.role.name())]);
     if s.ctx.listener.role.implicit_tls() && s.handshake().await.is_err() {
-        maillog::event("disconnect", &[("client", &peer), ("reason", "TLS handshake failed")]);
+        maillog::disconnect(&[("client", &peer), ("reason", "TLS handshake failed")]);
         return;
     }
     let greeting = Reply::plain(220, vec![format!("{} ESMTP postern", s.ctx.settings.hostname).into()]);
@@ -266,7 +266,7 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
     }
     let _ = s.flush().await;
     let _ = s.io.shutdown().await;
-    maillog::event("disconnect", &[("client", &peer), ("messages", &s.messages.to_string()), ("errors", &s.errors.to_string())]);
+    maillog::disconnect(&[("client", &peer), ("messages", &s.messages.to_string()), ("errors", &s.errors.to_string())]);
 }
 
 impl<S: Socket> Session<S> {
@@ -318,7 +318,7 @@ impl<S: Socket> Session<S> {
         let summary = r.summary();
         let mut fields: Vec<(&str, &str)> = vec![("client", &client), ("command", verb), ("reply", &summary)];
         fields.extend_from_slice(extra);
-        maillog::event("reject", &fields);
+        maillog::reject(&fields);
         self.reply(r);
     }
 

@@ -32,9 +32,7 @@ impl<S: Socket> Session<S> {
                     None => (String::new(), "no certificate".to_string(), String::new()),
                 };
                 let mode_text = format!("{mode:?}").to_ascii_lowercase();
-                maillog::event(
-                    "tls",
-                    &[
+                maillog::tls(&[
                         ("client", &client),
                         ("version", &info.version),
                         ("cipher", &info.cipher),
@@ -48,12 +46,12 @@ impl<S: Socket> Session<S> {
                 Ok(())
             }
             Ok(Err(e)) => {
-                maillog::event("tls", &[("client", &client), ("error", &e.to_string())]);
+                maillog::tls(&[("client", &client), ("error", &e.to_string())]);
                 self.enter(State::Closed);
                 Err(End::Gone)
             }
             Err(_) => {
-                maillog::event("tls", &[("client", &client), ("error", "handshake timeout")]);
+                maillog::tls(&[("client", &client), ("error", "handshake timeout")]);
                 self.enter(State::Closed);
                 Err(End::Gone)
             }
@@ -74,7 +72,7 @@ impl<S: Socket> Session<S> {
         if !self.rbuf.is_empty() {
             let client = self.client_text();
             let bytes = self.rbuf.len().to_string();
-            maillog::event("tls", &[("client", &client), ("warning", "discarded plaintext pipelined after STARTTLS"), ("bytes", &bytes)]);
+            maillog::tls(&[("client", &client), ("warning", "discarded plaintext pipelined after STARTTLS"), ("bytes", &bytes)]);
             self.rbuf.clear();
         }
         self.skip_to_lf = false;
