@@ -193,3 +193,35 @@ fn read_client_files(config: &mut Config, data_dir: &Path) -> Vec<Problem> {
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_file_problems_join_the_config_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nets.txt"), "# ok\n10.0.0.0/8\n10.0.0.0/99\n").unwrap();
+        let cfg = dir.path().join("p.toml");
+        let text = "[[rule]]\naction = \"reject\"\nclient_file = \"missing.txt\"\n[[rule]]\naction = \"reject\"\nclient_file = \"nets.txt\"\n[local]\nsendmail_milters = [\"x\"]\n";
+        std::fs::write(&cfg, text).unwrap();
+        let source = Source { config: Some(cfg.clone()), data_dir: Some(dir.path().into()) };
+        let got = Settings::load(&source).unwrap_err().to_string();
+        let (c, d) = (cfg.display(), dir.path().display());
+        let want = [
+            format!("{c}:3:15: key `rule.client_file`: cannot read {d}/missing.txt: No such file or directory (os error 2)"),
+            format!("{c}:8:21: key `local.sendmail_milters`: no [[milter]] named \"x\""),
+            format!("{d}/nets.txt:3: bad prefix length \"99\""),
+        ];
+        assert_eq!(got.lines().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn client_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nets.txt"), "192.0.2.0/24 # docs\n").unwrap();
+        let config = Config::parse("[[rule]]\naction = \"reject\"\nclient_file = \"nets.txt\"\n", "t").unwrap();
+        let s = Settings::from_config(config, &Source { config: None, data_dir: Some(dir.path().into()) }).unwrap();
+        assert!(s.config.rules[0].get_ref().client_file_networks[0].contains("192.0.2.7".parse().unwrap()));
+    }
+}

@@ -142,7 +142,7 @@ pub(super) fn parse(text: &str, file: &str, more: impl FnOnce(&mut Config) -> Ve
         problems.push(Problem { file: file.into(), position: Some(position(text, span.start)), key: Some(path.dotted()), kind: e.into() });
         tainted.push(path);
     }
-    let Some(mut config) = config else { return Err(finish(problems)) };
+    let Some(mut config) = config else { return Err(finish(file, problems)) };
     config.rule_lines = rule_lines(text, &config);
     config.origin = origin.clone();
     if complete {
@@ -156,13 +156,14 @@ pub(super) fn parse(text: &str, file: &str, more: impl FnOnce(&mut Config) -> Ve
     if problems.is_empty() {
         Ok(config)
     } else {
-        Err(finish(problems))
+        Err(finish(file, problems))
     }
 }
 
-/// Problems in file order, each once.
-fn finish(mut problems: Vec<Problem>) -> ConfigError {
-    problems.sort_by_key(|p| p.position);
+/// Problems in file order, each once; those in other files (named by the
+/// config) after the config's own.
+fn finish(file: &str, mut problems: Vec<Problem>) -> ConfigError {
+    problems.sort_by_key(|p| (p.file != file, p.position));
     problems.dedup_by(|a, b| a.to_string() == b.to_string());
     ConfigError::Invalid(problems)
 }
