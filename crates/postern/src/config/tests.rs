@@ -182,8 +182,8 @@ fn every_problem_is_reported_at_once() {
             &["f.toml:1:1: key `milter`: missing field `socket`"],
         ),
         (
-            "[[rule]]\nname = \"x\"\n",
-            &["f.toml:1:1: key `rule`: [[rule]] needs `action`"],
+            "[[rule]]\nname = \"x\"\n[[rule]]\naction = \"relay\"\ncert_sha256 = [\"AB:CD\", \"sha256/xyz\"]\n",
+            &["f.toml:1:1: key `rule`: [[rule]] needs `action`", "f.toml:5:25: key `rule.cert_sha256`: \"sha256/xyz\" is not a hex SHA-256"],
         ),
     ];
     for (text, want) in table {

@@ -58,6 +58,10 @@ pub enum ValidationError {
     /// A domain that is not a valid domain name.
     #[error("bad domain {0:?}")]
     BadDomain(String),
+    /// A certificate pin (`cert_sha256`, `cert_spki_sha256`) that is not hex:
+    /// it could never match.
+    #[error("{0:?} is not a hex SHA-256 (hex digits, colons allowed)")]
+    BadPin(String),
     /// A local user name that cannot be a mailbox name.
     #[error("{0:?} is not a valid mailbox name (letters, digits, . _ - + =)")]
     BadMailboxName(String),
@@ -102,8 +106,16 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
     limits(c, &mut out);
     pairs(c, &mut out);
     for (i, r) in c.rules.iter().enumerate() {
-        if r.get_ref().action.is_none() {
+        let r = r.get_ref();
+        if r.action.is_none() {
             out.push(at(key("rule").index(i), ValidationError::RuleWithoutAction));
+        }
+        for (k, pins) in [("cert_sha256", &r.cert_sha256), ("cert_spki_sha256", &r.cert_spki_sha256)] {
+            for (j, pin) in pins.iter().flatten().enumerate() {
+                if pin.is_empty() || !pin.chars().all(|ch| ch.is_ascii_hexdigit() || ch == ':') {
+                    out.push(at(key("rule").index(i).key(k).index(j), ValidationError::BadPin(pin.clone())));
+                }
+            }
         }
     }
     routes(c, &mut out);
