@@ -60,7 +60,7 @@ pub fn plaintext_secret_mechanisms_enabled(c: &crate::config::Config) -> bool {
 
 /// Mechanisms configured for a listener, in order.
 pub fn listener_mechanisms(auth: &Auth, l: &Listener) -> Vec<Mechanism> {
-    l.auth_mechanisms.as_ref().unwrap_or(&auth.mechanisms).iter().filter_map(|m| Mechanism::parse(m)).collect()
+    l.auth_mechanisms.as_ref().unwrap_or(&auth.mechanisms).iter().map(|m| m.0).collect()
 }
 
 /// Mechanisms usable right now: empty before TLS unless the client is in a

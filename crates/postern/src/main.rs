@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use postern::config::{Config, EXAMPLE};
+use postern::config::EXAMPLE;
 use postern::sendmail::exit;
 use postern::settings::{Settings, Source};
 use postern::{queuecmd, sendmail, server};
@@ -439,10 +439,7 @@ fn main() -> ExitCode {
                     eprintln!("postern: no config file given (and {SYSTEM_CONFIG} does not exist); the embedded default is valid");
                     return code(exit::USAGE);
                 };
-                match Config::load(&file).map_err(|e| e.to_string()).and_then(|c| {
-                    Settings::from_config(c, &Source { config: Some(file.clone()), data_dir: src.data_dir.clone() })
-                        .map_err(|e| e.to_string())
-                }) {
+                match Settings::load(&Source { config: Some(file.clone()), data_dir: src.data_dir.clone() }) {
                     Ok(s) => {
                         let open: Vec<&str> = s
                             .config

@@ -7,8 +7,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::aliases::{is_local_name, Aliases};
-use crate::config::{Config, ConfigError};
+use crate::aliases::Aliases;
+use crate::config::{Config, ConfigError, KeyPath, Position, Problem, ProblemKind};
 
 /// Where the config comes from.
 #[derive(Debug, Clone)]
@@ -51,9 +51,6 @@ pub enum SettingsError {
     /// The aliases file is wrong.
     #[error(transparent)]
     Aliases(#[from] crate::aliases::AliasError),
-    /// Something else, named.
-    #[error("{0}")]
-    Other(String),
 }
 
 /// The machine's host name.
@@ -67,23 +64,30 @@ pub fn system_hostname() -> String {
 
 impl Settings {
     /// Loads the config named by `source` (or the embedded default).
+    /// The files the config names (`client_file`) are read as part of the
+    /// load, so their problems are reported with the config's own.
     pub fn load(source: &Source) -> Result<Settings, SettingsError> {
         let config = match &source.config {
-            Some(p) => Config::load(p)?,
+            Some(p) => Config::load_checked(p, |c| read_client_files(c, &data_dir_of(source, c)))?,
             None => Config::default(),
         };
-        Settings::from_config(config, source)
+        Settings::derive(config, source)
     }
 
-    /// Derives settings from a parsed config.
-    pub fn from_config(config: Config, source: &Source) -> Result<Settings, SettingsError> {
-        let file = source.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(default config)".into());
+    /// Derives settings from a parsed config, reading the files it names.
+    pub fn from_config(mut config: Config, source: &Source) -> Result<Settings, SettingsError> {
+        let data_dir = data_dir_of(source, &config);
+        let problems = read_client_files(&mut config, &data_dir);
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems).into());
+        }
+        Settings::derive(config, source)
+    }
+
+    /// Derives settings from a config whose files were read.
+    fn derive(config: Config, source: &Source) -> Result<Settings, SettingsError> {
         let hostname = config.hostname.clone().unwrap_or_else(system_hostname).to_ascii_lowercase();
-        let data_dir = source
-            .data_dir
-            .clone()
-            .or_else(|| config.data_dir.clone())
-            .unwrap_or_else(|| PathBuf::from("postern-data"));
+        let data_dir = data_dir_of(source, &config);
         let local_domains: HashSet<String> = match &config.local.domains {
             Some(d) => d.iter().map(|d| d.to_ascii_lowercase()).collect(),
             None => ["localhost".to_string(), hostname.clone()].into_iter().collect(),
@@ -96,33 +100,8 @@ impl Settings {
             .map(|d| d.to_ascii_lowercase())
             .filter(|d| !local_domains.contains(d))
             .collect();
-        let mut config = config;
-        for (i, rule) in config.rules.iter_mut().enumerate() {
-            let r = rule.get_mut();
-            if let Some(f) = r.client_file.clone() {
-                let path = resolve(&data_dir, &f);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| SettingsError::Other(format!("{file}: [[rule]] #{}: client_file {}: {e}", i + 1, path.display())))?;
-                for (n, line) in text.lines().enumerate() {
-                    let line = line.split('#').next().unwrap_or("").trim();
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let cidr = line.parse().map_err(|e| SettingsError::Other(format!("{}:{}: {e}", path.display(), n + 1)))?;
-                    r.client_file_networks.push(cidr);
-                }
-            }
-        }
-        let mut users = HashSet::from(["postmaster".to_string()]);
-        for u in &config.local.users {
-            let u = u.to_ascii_lowercase();
-            if !is_local_name(&u) {
-                return Err(SettingsError::Other(format!(
-                    "{file}: key `local.users`: {u:?} is not a valid mailbox name (letters, digits, . _ - + =)"
-                )));
-            }
-            users.insert(u);
-        }
+        let users: HashSet<String> =
+            ["postmaster".to_string()].into_iter().chain(config.local.users.iter().map(|u| u.to_ascii_lowercase())).collect();
         let aliases = match &config.local.aliases {
             Some(p) => Aliases::load(&resolve(&data_dir, p))?,
             None => {
@@ -162,5 +141,87 @@ fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
         p.to_path_buf()
     } else {
         data_dir.join(p)
+    }
+}
+
+/// The data directory: `--data-dir` / `POSTERN_DATA_DIR`, the config's
+/// `data_dir`, or `./postern-data`.
+fn data_dir_of(source: &Source, config: &Config) -> PathBuf {
+    source.data_dir.clone().or_else(|| config.data_dir.clone()).unwrap_or_else(|| PathBuf::from("postern-data"))
+}
+
+/// Reads every rule's `client_file` into its `client_file_networks`; returns
+/// every problem (unreadable files, bad lines) instead of stopping at one.
+fn read_client_files(config: &mut Config, data_dir: &Path) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut networks = Vec::new();
+    for (i, rule) in config.rules.iter().enumerate() {
+        let Some(f) = &rule.get_ref().client_file else {
+            networks.push(Vec::new());
+            continue;
+        };
+        let path = resolve(data_dir, f);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(source) => {
+                let at = KeyPath::root().key("rule").index(i).key("client_file");
+                problems.push(config.problem_at(&at, "rule.client_file", ProblemKind::Unreadable { path, source }));
+                networks.push(Vec::new());
+                continue;
+            }
+        };
+        let mut nets = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            match line.parse() {
+                Ok(cidr) => nets.push(cidr),
+                Err(e) => problems.push(Problem {
+                    file: path.display().to_string(),
+                    position: Some(Position { line: n + 1, column: None }),
+                    key: None,
+                    kind: ProblemKind::Value(e),
+                }),
+            }
+        }
+        networks.push(nets);
+    }
+    for (rule, nets) in config.rules.iter_mut().zip(networks) {
+        rule.get_mut().client_file_networks = nets;
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_file_problems_join_the_config_problems() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nets.txt"), "# ok\n10.0.0.0/8\n10.0.0.0/99\n").unwrap();
+        let cfg = dir.path().join("p.toml");
+        let text = "[[rule]]\naction = \"reject\"\nclient_file = \"missing.txt\"\n[[rule]]\naction = \"reject\"\nclient_file = \"nets.txt\"\n[local]\nsendmail_milters = [\"x\"]\n";
+        std::fs::write(&cfg, text).unwrap();
+        let source = Source { config: Some(cfg.clone()), data_dir: Some(dir.path().into()) };
+        let got = Settings::load(&source).unwrap_err().to_string();
+        let (c, d) = (cfg.display(), dir.path().display());
+        let want = [
+            format!("{c}:3:15: key `rule.client_file`: cannot read {d}/missing.txt: No such file or directory (os error 2)"),
+            format!("{c}:8:21: key `local.sendmail_milters`: no [[milter]] named \"x\""),
+            format!("{d}/nets.txt:3: bad prefix length \"99\""),
+        ];
+        assert_eq!(got.lines().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn client_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("nets.txt"), "192.0.2.0/24 # docs\n").unwrap();
+        let config = Config::parse("[[rule]]\naction = \"reject\"\nclient_file = \"nets.txt\"\n", "t").unwrap();
+        let s = Settings::from_config(config, &Source { config: None, data_dir: Some(dir.path().into()) }).unwrap();
+        assert!(s.config.rules[0].get_ref().client_file_networks[0].contains("192.0.2.7".parse().unwrap()));
     }
 }

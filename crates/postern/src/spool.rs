@@ -323,20 +323,8 @@ pub struct Spool {
     names: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
-/// How a commit is made durable before the 250 (`queue.sync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    /// fdatasync each new file, then fsync `messages/` and `active/`
-    /// (the directory fsyncs shared by concurrent commits).
-    #[default]
-    Fsync,
-    /// One `syncfs(2)` of the spool's file system, shared by every commit
-    /// under way: file data and directory entries in a single device
-    /// flush. Fastest when the spool has its own file system; on one shared
-    /// with heavy writers each flush also waits for their data.
-    Syncfs,
-}
+/// How a commit is made durable (`queue.sync`); a config type.
+pub use crate::config::SyncMode;
 
 /// A message being received: its text goes to `tmp/<id>.eml`.
 #[derive(Debug)]

@@ -1,0 +1,149 @@
+//! The typed configuration: one source of truth, validated once at load.
+//!
+//! May touch: the config file (read only). Every field has a doc comment with
+//! its meaning and default; `deny_unknown_fields` everywhere; errors name the
+//! file, line, column and key, and a load reports every problem it finds,
+//! not only the first. The commented example (`postern config example`,
+//! `example.toml`) is tested to parse and to mention every key.
+//!
+//! Layout: `schema.rs` and `schema_listener.rs` (the serde types),
+//! `values.rs` (values with their own syntax: `Cidr`, `Endpoint`,
+//! `MilterSocket`, durations, mechanism names), `load.rs` (TOML to `Config`,
+//! problem positions), `validate.rs` (cross-field checks), `error.rs`.
+
+mod error;
+mod load;
+mod schema;
+mod schema_listener;
+mod validate;
+mod values;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+pub use error::{ConfigError, Position, Problem, ProblemKind};
+pub use load::KeyPath;
+pub use schema::{
+    Auth, BanAction, BareNewline, ExternalIdentity, Limits, Local, LocalDelivery, Log, Milter, MilterDefault, Mx, OutboundTls,
+    Queue, RcptClass, Relay, Route, Rule, RuleAction, SyncMode, Tls,
+};
+pub use schema_listener::{ClientCertMode, Listener, Role};
+pub use validate::ValidationError;
+pub use values::{AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
+
+/// The commented example configuration, printed by `postern config example`.
+pub const EXAMPLE: &str = include_str!("example.toml");
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The name this server uses in its greeting, EHLO, `Received:` and
+    /// bounces. Default: the machine's host name.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Directory for all state (queue, mailboxes, generated keys). Default
+    /// `./postern-data`; `--data-dir` and `POSTERN_DATA_DIR` override it.
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// When started as root: the user to switch to after binding the
+    /// listeners. Default: none (postern warns when it keeps running as root).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Listening sockets. Default: one `smtp` listener on 127.0.0.1:2525.
+    #[serde(default = "schema_listener::default_listeners", rename = "listener")]
+    pub listeners: Vec<Listener>,
+    /// Limits on what clients control.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Local domains and local delivery.
+    #[serde(default)]
+    pub local: Local,
+    /// Who may relay, and where relayed mail goes.
+    #[serde(default)]
+    pub relay: Relay,
+    /// Queue timing.
+    #[serde(default)]
+    pub queue: Queue,
+    /// Server TLS: certificate, key, client-certificate CAs.
+    #[serde(default)]
+    pub tls: Tls,
+    /// SMTP AUTH (SASL).
+    #[serde(default)]
+    pub auth: Auth,
+    /// Relay rules, first match wins (then the built-in defaults).
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<toml::Spanned<Rule>>,
+    /// Direct MX delivery (when no smarthost is set).
+    #[serde(default)]
+    pub mx: Mx,
+    /// Per-domain routes (transport map).
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+    /// 1-based config line of each rule (filled at parse time).
+    #[serde(skip)]
+    pub rule_lines: Vec<usize>,
+    /// The operator's mail log.
+    #[serde(default)]
+    pub log: Log,
+    /// Mail filters (milters), referred to by name from `listener.milters`.
+    #[serde(default, rename = "milter")]
+    pub milters: Vec<Milter>,
+    /// The file and text this config was loaded from (to place problems
+    /// found later, e.g. in files it names).
+    #[serde(skip)]
+    origin: load::Origin,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The embedded default is the empty file: every field has a default.
+        toml::from_str("").expect("empty config is valid")
+    }
+}
+
+impl Config {
+    /// Parses a config from text; `file` names it in errors. Every problem
+    /// found is in the error.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        load::parse(text, file, |_| Vec::new())
+    }
+
+    /// Like [`Config::parse`], then runs `more` (checks that need more than
+    /// the text, e.g. files relative to the data directory) on a config
+    /// that parsed, and reports its problems with the others.
+    pub fn parse_checked(text: &str, file: &str, more: impl FnOnce(&mut Config) -> Vec<Problem>) -> Result<Config, ConfigError> {
+        load::parse(text, file, more)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_checked(path, |_| Vec::new())
+    }
+
+    /// Reads a config file and parses it with [`Config::parse_checked`].
+    pub fn load_checked(path: &Path, more: impl FnOnce(&mut Config) -> Vec<Problem>) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        load::parse(&text, &file, more)
+    }
+
+    /// A problem about the key at `at` (placed at that key in the file this
+    /// config came from, or at its nearest ancestor there); `key` is the key
+    /// the message names.
+    pub fn problem_at(&self, at: &KeyPath, key: &str, kind: ProblemKind) -> Problem {
+        let file = if self.origin.file.is_empty() { "(default config)" } else { &self.origin.file };
+        let origin = load::Origin { file: file.to_string(), text: self.origin.text.clone() };
+        origin.problem(at, key.to_string(), kind)
+    }
+
+    /// The `[[milter]]` entries for a list of names, in that order (names
+    /// were checked at load).
+    pub fn milters_named(&self, names: &[String]) -> Vec<Arc<Milter>> {
+        names.iter().filter_map(|n| self.milters.iter().find(|m| &m.name == n)).map(|m| Arc::new(m.clone())).collect()
+    }
+}

@@ -1,0 +1,545 @@
+//! The config schema: the serde structs and enums of every table but
+//! `[[listener]]` (in `schema_listener.rs`), each field with its meaning and
+//! default. Strings with a fixed set of values are enums, so a wrong value is
+//! a load error naming file, line and key.
+//!
+//! May touch: nothing (types only).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use postern_wire::sasl::Mechanism;
+use serde::Deserialize;
+
+use super::values::{duration, socket_addrs, AuthMechanism, Cidr, Endpoint, MilterSocket};
+
+/// What to do when a milter cannot be reached, times out or breaks the
+/// protocol (Postfix `milter_default_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MilterDefault {
+    /// Answer 451 4.7.1 to MAIL, RCPT, DATA and end of data (default): mail waits.
+    Tempfail,
+    /// Go on without this milter.
+    Accept,
+    /// Answer 550 5.7.1.
+    Reject,
+}
+
+/// One mail filter speaking the sendmail milter protocol.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Milter {
+    /// The name used in `listener.milters` and in the mail log.
+    pub name: String,
+    /// Where it listens: `inet:host:port` (Postfix form), `inet:port@host`
+    /// (sendmail form), `inet6:...`, or `unix:/path` (`local:/path`).
+    pub socket: MilterSocket,
+    /// "tempfail" (default), "accept" or "reject" when the milter fails.
+    #[serde(default = "default_milter_action")]
+    pub default_action: MilterDefault,
+    /// Time to connect and negotiate. Default "10s".
+    #[serde(default = "default_milter_connect", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time for each reply before end of message. Default "30s".
+    #[serde(default = "default_milter_command", deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Time for the reply to end of message (progress replies restart it). Default "5m".
+    #[serde(default = "default_milter_eom", deserialize_with = "duration")]
+    pub eom_timeout: Duration,
+}
+
+fn default_milter_action() -> MilterDefault {
+    MilterDefault::Tempfail
+}
+fn default_milter_connect() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_milter_command() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_milter_eom() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// Take mail for a local or relay domain. Never relays: for other
+    /// domains an `accept` rule does not match.
+    Accept,
+    /// Accept the recipient whatever its domain (permits relaying).
+    Relay,
+    /// Refuse with 550 5.7.1 and `message`.
+    Reject,
+    /// Refuse for now with 450 4.7.1 and `message`.
+    Tempfail,
+}
+
+/// Recipient classes for rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RcptClass {
+    /// A local domain (or bare `<Postmaster>`).
+    Local,
+    /// A relay domain (`relay.domains` or a `[[route]]` domain).
+    Relay,
+    /// Anything else.
+    Other,
+}
+
+/// One relay rule. Every criterion given must match (lists match if any
+/// element does); the first matching rule decides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// A name for logs and `explain`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `accept`, `relay`, `reject` or `tempfail`.
+    pub action: Option<RuleAction>,
+    /// Reply text for reject/tempfail.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Listener names (or roles) this rule applies to.
+    #[serde(default)]
+    pub listener: Option<Vec<String>>,
+    /// Client networks (CIDR).
+    #[serde(default)]
+    pub client: Option<Vec<Cidr>>,
+    /// A file of client networks, one CIDR per line, `#` comments.
+    #[serde(default)]
+    pub client_file: Option<PathBuf>,
+    /// TLS present (true) or absent (false).
+    #[serde(default)]
+    pub tls: Option<bool>,
+    /// Authenticated with SMTP AUTH (true) or not (false).
+    #[serde(default)]
+    pub authenticated: Option<bool>,
+    /// Authenticated as one of these users.
+    #[serde(default)]
+    pub users: Option<Vec<String>>,
+    /// A client certificate verified by a configured CA (true) or none/unverified (false).
+    #[serde(default)]
+    pub cert_verified: Option<bool>,
+    /// Verified by the CA with this subject DN (e.g. "CN=postern CA").
+    #[serde(default)]
+    pub cert_ca: Option<String>,
+    /// Issuer DN of a verified certificate: exact, or a pattern with `*`.
+    #[serde(default)]
+    pub cert_issuer: Option<String>,
+    /// Subject DN of a verified certificate: exact, or a pattern with `*`.
+    #[serde(default)]
+    pub cert_subject: Option<String>,
+    /// SANs of a verified certificate: "DNS:name", "email:addr" (`*` allowed).
+    #[serde(default)]
+    pub cert_san: Option<Vec<String>>,
+    /// SHA-256 of the certificate (pins; verification by a CA not needed).
+    #[serde(default)]
+    pub cert_sha256: Option<Vec<String>>,
+    /// SHA-256 of the certificate's SubjectPublicKeyInfo (pins a key).
+    #[serde(default)]
+    pub cert_spki_sha256: Option<Vec<String>>,
+    /// Sender addresses ("a@example.org"), domains ("@example.org" or
+    /// "example.org") or "<>" for the null sender.
+    #[serde(default)]
+    pub sender: Option<Vec<String>>,
+    /// Recipient classes: "local", "relay", "other".
+    #[serde(default)]
+    pub rcpt: Option<Vec<RcptClass>>,
+    /// Networks read from `client_file` at load time.
+    #[serde(skip)]
+    pub client_file_networks: Vec<Cidr>,
+}
+
+/// How mail for some domains is delivered (transport map).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// The domains (lower-case match). These are also relay domains.
+    pub domains: Vec<String>,
+    /// "smtp" (to `next_hop`, STARTTLS when offered), "lmtp", "maildir" or "mx".
+    pub transport: String,
+    /// `host:port` or `unix:/path` for smtp and lmtp.
+    #[serde(default)]
+    pub next_hop: Option<Endpoint>,
+}
+
+/// How to treat bare CR or LF inside DATA (SMTP smuggling defence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareNewline {
+    /// Refuse the message with 550 5.6.0 (default).
+    Reject,
+    /// Accept it, storing bare CR/LF as CRLF.
+    Normalize,
+}
+
+/// Limits on everything a client controls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message accepted, in bytes (declared SIZE and actual). Default 26214400 (25 MiB).
+    pub max_message_size: u64,
+    /// Recipients per message; more get 452 4.5.3. Default 1000.
+    pub max_recipients: usize,
+    /// Longest command or text line including CRLF (RFC 5321 §4.5.3.1). Default 1000.
+    pub max_line_length: usize,
+    /// Idle time allowed while waiting for a command. Default "5m" (RFC 5321 §4.5.3.2).
+    #[serde(deserialize_with = "duration")]
+    pub command_timeout: Duration,
+    /// Time allowed for the whole DATA/BDAT transfer of one message. Default "10m".
+    #[serde(deserialize_with = "duration")]
+    pub data_timeout: Duration,
+    /// Protocol errors before the session is closed with 421. Default 20.
+    pub max_errors: u32,
+    /// Concurrent connections in total. Default 200.
+    pub max_connections: usize,
+    /// Concurrent connections from one client IP address. Default 20.
+    pub max_connections_per_ip: usize,
+    /// Bare CR or LF inside DATA: "reject" (default) or "normalize".
+    pub bare_newline: BareNewline,
+    /// Grace period for open sessions at shutdown. Default "30s".
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 1000,
+            max_line_length: 1000,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            max_errors: 20,
+            max_connections: 200,
+            max_connections_per_ip: 20,
+            bare_newline: BareNewline::Reject,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How local mail is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LocalDelivery {
+    /// Maildir under `maildir_root/<user>/` (default).
+    Maildir,
+    /// LMTP to `lmtp` (e.g. Dovecot).
+    Lmtp,
+}
+
+/// Local domains, users and delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Local {
+    /// Domains delivered here. Default: `localhost` and the host name.
+    pub domains: Option<Vec<String>>,
+    /// Mailbox names accepted besides aliases. `postmaster` is always accepted.
+    pub users: Vec<String>,
+    /// Path of an aliases file (`name: target, target`). Default: `DATA/aliases` if it exists.
+    pub aliases: Option<PathBuf>,
+    /// "maildir" (default) or "lmtp".
+    pub delivery: LocalDelivery,
+    /// Root of the Maildirs. Default `DATA/mail`.
+    pub maildir_root: Option<PathBuf>,
+    /// LMTP server: `host:port` or `unix:/path`. Required when delivery = "lmtp".
+    pub lmtp: Option<Endpoint>,
+    /// TLS to a TCP LMTP server: "none" (default), "may", "encrypt", "verify"
+    /// (CAs: the system bundle and the built-in CA).
+    pub lmtp_tls: OutboundTls,
+    /// Milters (names of `[[milter]]` entries) for mail queued with the
+    /// `sendmail` command, e.g. a DKIM signer (Postfix `non_smtpd_milters`).
+    /// Default: none.
+    pub sendmail_milters: Vec<String>,
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Local {
+            domains: None,
+            users: Vec::new(),
+            aliases: None,
+            delivery: LocalDelivery::Maildir,
+            maildir_root: None,
+            lmtp: None,
+            lmtp_tls: OutboundTls::None,
+            sendmail_milters: Vec::new(),
+        }
+    }
+}
+
+/// Relaying.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// Client networks allowed to relay (like Postfix `mynetworks`). Default loopback only.
+    pub networks: Vec<Cidr>,
+    /// Append the built-in rules after `[[rule]]`s: local and relay domains
+    /// accepted from anyone; relay.networks, authenticated users and
+    /// clients with a CA-verified certificate relay. Default true.
+    pub default_rules: bool,
+    /// Domains we accept from anyone and forward (backup MX, gateway). Default none.
+    pub domains: Vec<String>,
+    /// Send all non-local mail to this host: `host:port`. Default none.
+    pub smarthost: Option<Endpoint>,
+    /// TLS to the smarthost: "none", "may" (default), "encrypt", "verify".
+    pub smarthost_tls: OutboundTls,
+    /// The smarthost speaks implicit TLS (port 465 style) instead of STARTTLS.
+    pub smarthost_implicit_tls: bool,
+    /// CA certificates (PEM) for "verify". Default: the system bundle
+    /// `/etc/ssl/certs/ca-certificates.crt` plus the built-in CA if any.
+    pub smarthost_ca_files: Vec<PathBuf>,
+    /// Name to send as SNI and to verify. Default: the smarthost's host.
+    pub smarthost_server_name: Option<String>,
+    /// Client certificate chain (PEM) to present to the smarthost.
+    pub smarthost_client_certificate: Option<PathBuf>,
+    /// Key for `smarthost_client_certificate` (PEM).
+    pub smarthost_client_key: Option<PathBuf>,
+    /// User name for SMTP AUTH at the smarthost (PLAIN, LOGIN or
+    /// SCRAM-SHA-256, whichever it offers, best first).
+    pub smarthost_username: Option<String>,
+    /// File holding the smarthost password (first line; keep it 0600).
+    pub smarthost_password_file: Option<PathBuf>,
+    /// Allow AUTH to the smarthost without TLS. Default false.
+    pub smarthost_auth_plaintext: bool,
+}
+
+impl Default for Relay {
+    fn default() -> Self {
+        Relay {
+            networks: Cidr::loopback(),
+            default_rules: true,
+            domains: Vec::new(),
+            smarthost: None,
+            smarthost_tls: OutboundTls::May,
+            smarthost_implicit_tls: false,
+            smarthost_ca_files: Vec::new(),
+            smarthost_server_name: None,
+            smarthost_client_certificate: None,
+            smarthost_client_key: None,
+            smarthost_username: None,
+            smarthost_password_file: None,
+            smarthost_auth_plaintext: false,
+        }
+    }
+}
+
+/// Server-side TLS material. Paths are relative to the data directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// Server certificate chain (PEM, leaf first). Default: `DATA/tls/server.crt`,
+    /// a self-signed certificate generated on first start.
+    pub certificate: Option<PathBuf>,
+    /// The certificate's private key (PEM). Default `DATA/tls/server.key`.
+    pub key: Option<PathBuf>,
+    /// CA certificates (PEM) that verify client certificates. Default: the
+    /// built-in CA (`DATA/ca/ca.crt`) when `postern ca init` has made one.
+    pub client_ca_files: Option<Vec<PathBuf>>,
+    /// Certificate revocation lists (PEM) honoured when verifying client
+    /// certificates. Default: `DATA/ca/crl.pem` when it exists.
+    pub crl_files: Option<Vec<PathBuf>>,
+}
+
+/// How EXTERNAL maps a verified client certificate to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalIdentity {
+    /// The subject's common name is the user name.
+    Cn,
+    /// A SAN e-mail address: its local part, or a user listing it in `addresses`.
+    Email,
+    /// The certificate's SHA-256 is listed in the user's `certificates`.
+    Fingerprint,
+}
+
+/// What to do once a client or user has failed too often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BanAction {
+    /// Answer AUTH with 454 4.7.0 until the ban ends.
+    Refuse,
+    /// Answer 421 4.7.0 and close the connection.
+    Disconnect,
+}
+
+/// SMTP AUTH settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Mechanisms offered, in order. Default ["SCRAM-SHA-256-PLUS",
+    /// "SCRAM-SHA-256", "PLAIN", "LOGIN"]. Also: "CRAM-MD5" (stores a
+    /// plaintext-equivalent secret), "DIGEST-MD5", "SCRAM-SHA-1", "EXTERNAL".
+    /// An unknown name is a load error.
+    pub mechanisms: Vec<AuthMechanism>,
+    /// Networks where AUTH is allowed before TLS (e.g. ["127.0.0.0/8"]).
+    /// Default none: AUTH before TLS gets 538 5.7.11.
+    pub plaintext_networks: Vec<Cidr>,
+    /// Also send the old `250-AUTH=LOGIN PLAIN` line (Postfix's
+    /// broken_sasl_auth_clients). Default false.
+    pub broken_auth_line: bool,
+    /// An authenticated user may only use MAIL FROM addresses mapped to it
+    /// (its `addresses`, or name@local-domain); others get 553 5.7.1. Default false.
+    pub sender_login_match: bool,
+    /// EXTERNAL identity mapping: "cn" (default), "email" or "fingerprint".
+    pub external_identity: ExternalIdentity,
+    /// Failures from one client IP within `failure_window` before a ban. Default 5.
+    pub max_failures_per_ip: u32,
+    /// Failures for one user within `failure_window` before a ban. Default 10.
+    pub max_failures_per_user: u32,
+    /// Replies to failed AUTH are delayed (1 s per failure beyond this, at
+    /// most 5 s) once a client has this many failures. Default 2.
+    pub delay_after: u32,
+    /// Window in which failures are counted. Default "10m".
+    #[serde(deserialize_with = "duration")]
+    pub failure_window: Duration,
+    /// How long a ban lasts. Default "15m".
+    #[serde(deserialize_with = "duration")]
+    pub ban_time: Duration,
+    /// "refuse" (default: 454 4.7.0 to AUTH) or "disconnect" (421 4.7.0).
+    pub ban_action: BanAction,
+    /// A password that verified (PLAIN, LOGIN) is remembered this long, in
+    /// memory only, as a keyed hash, so a client that logs in for every
+    /// message does not pay for argon2 each time (like Dovecot's auth
+    /// cache). A password change takes effect at once. "0s" turns it off.
+    /// Default "15m".
+    #[serde(deserialize_with = "duration")]
+    pub verified_cache_ttl: Duration,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            mechanisms: [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::Plain, Mechanism::Login].into_iter().map(AuthMechanism).collect(),
+            plaintext_networks: Vec::new(),
+            broken_auth_line: false,
+            sender_login_match: false,
+            external_identity: ExternalIdentity::Cn,
+            max_failures_per_ip: 5,
+            max_failures_per_user: 10,
+            delay_after: 2,
+            failure_window: Duration::from_secs(600),
+            ban_time: Duration::from_secs(900),
+            ban_action: BanAction::Refuse,
+            verified_cache_ttl: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Outbound TLS policy for a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboundTls {
+    /// Never use TLS.
+    None,
+    /// STARTTLS when offered, any certificate (default).
+    May,
+    /// TLS required, certificate not checked.
+    Encrypt,
+    /// TLS required and the certificate must verify for the host name.
+    Verify,
+}
+
+/// Direct delivery to the Internet (MX).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Mx {
+    /// Name servers (`address:port`). Default: the system's (/etc/resolv.conf).
+    #[serde(deserialize_with = "socket_addrs")]
+    pub nameservers: Vec<SocketAddr>,
+    /// The SMTP port of MX hosts. Default 25 (tests use another).
+    pub port: u16,
+    /// TLS to MX hosts: "none", "may" (default), "encrypt", "verify".
+    pub tls: OutboundTls,
+    /// Deliveries at once per destination domain. Default 10.
+    pub domain_concurrency: usize,
+    /// After every MX host of a domain failed, wait this long before trying
+    /// that domain again (other domains are not held up). Default "1m".
+    #[serde(deserialize_with = "duration")]
+    pub domain_backoff: Duration,
+}
+
+impl Default for Mx {
+    fn default() -> Self {
+        Mx { nameservers: Vec::new(), port: 25, tls: OutboundTls::May, domain_concurrency: 10, domain_backoff: Duration::from_secs(60) }
+    }
+}
+
+/// Queue timing and concurrency.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// First retry delay; doubles each attempt. Default "5m".
+    #[serde(deserialize_with = "duration")]
+    pub retry_min: Duration,
+    /// Longest retry delay. Default "1h".
+    #[serde(deserialize_with = "duration")]
+    pub retry_max: Duration,
+    /// After this long in the queue, undelivered recipients bounce. Default "5d".
+    #[serde(deserialize_with = "duration")]
+    pub max_lifetime: Duration,
+    /// Warn the sender (RFC 3464 "delayed") when mail is still undelivered
+    /// after this long, then again every interval. "0s" turns it off. Default "4h".
+    #[serde(deserialize_with = "duration")]
+    pub delay_warning: Duration,
+    /// Deliveries in progress at once. Default 20.
+    pub concurrency: usize,
+    /// Refuse new mail with 452 4.3.1 when the queue's file system has less
+    /// free space than this, in bytes. Default 104857600 (100 MiB).
+    pub min_free_space: u64,
+    /// How a message is made durable before its 250: "fsync" (default:
+    /// fdatasync each new file, fsync the directories, directory fsyncs
+    /// shared by concurrent sessions) or "syncfs" (one syncfs(2) of the
+    /// queue's file system shared by all sessions: fewer device flushes;
+    /// best when the queue has a file system of its own). Read at start.
+    pub sync: SyncMode,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            retry_min: Duration::from_secs(300),
+            retry_max: Duration::from_secs(3600),
+            max_lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: Duration::from_secs(4 * 3600),
+            concurrency: 20,
+            min_free_space: 100 * 1024 * 1024,
+            sync: SyncMode::Fsync,
+        }
+    }
+}
+
+/// How a commit is made durable before the 250 (`queue.sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fdatasync each new file, then fsync `messages/` and `active/`
+    /// (the directory fsyncs shared by concurrent commits).
+    #[default]
+    Fsync,
+    /// One `syncfs(2)` of the spool's file system, shared by every commit
+    /// under way: file data and directory entries in a single device
+    /// flush. Fastest when the spool has its own file system; on one shared
+    /// with heavy writers each flush also waits for their data.
+    Syncfs,
+}
+
+/// The operator's mail log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Where the mail log goes: "-" for standard error (default) or a file path.
+    pub mail_log: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { mail_log: "-".into() }
+    }
+}
+

@@ -1,0 +1,226 @@
+//! Cross-field checks, run once at load on a config that parsed. Every
+//! check runs: the result is the list of every problem, each with the place
+//! in the file it is about.
+//!
+//! May touch: nothing (pure). RFCs: 5321 §4.5.3.1 (line length).
+
+use super::load::KeyPath;
+use super::schema::LocalDelivery;
+use super::Config;
+
+/// A cross-field problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    /// `listener = []`: nothing would listen.
+    #[error("at least one listener is needed")]
+    NoListener,
+    /// Two listeners bind the same address.
+    #[error("{0} is bound by another listener too")]
+    DuplicateAddress(std::net::SocketAddr),
+    /// `local.delivery = "lmtp"` without `local.lmtp`.
+    #[error("required when local.delivery = \"lmtp\"")]
+    LmtpRequired,
+    /// `limits.max_line_length` below the RFC minimum.
+    #[error("must be at least 512 (RFC 5321 §4.5.3.1)")]
+    LineTooShort,
+    /// A count that must be positive is 0.
+    #[error("must be at least 1")]
+    Zero,
+    /// One key of a pair that must be given together is missing.
+    #[error("goes together with `{0}`, which is missing")]
+    Unpaired(&'static str),
+    /// A `[[rule]]` without `action`.
+    #[error("[[rule]] needs `action` (accept, relay, reject, tempfail)")]
+    RuleWithoutAction,
+    /// A `[[route]]` transport that does not exist.
+    #[error("{0:?} is not smtp, lmtp, maildir or mx")]
+    UnknownTransport(String),
+    /// A `[[route]]` whose transport needs `next_hop` has none.
+    #[error("required for transport {0:?}")]
+    NextHopRequired(String),
+    /// Two `[[milter]]` entries with one name.
+    #[error("{0:?} is defined twice")]
+    DuplicateMilter(String),
+    /// A listener names a milter that is not defined.
+    #[error("listener {listener:?}: no [[milter]] named {name:?}")]
+    UnknownListenerMilter {
+        /// The listener's label.
+        listener: String,
+        /// The milter name.
+        name: String,
+    },
+    /// `local.sendmail_milters` names a milter that is not defined.
+    #[error("no [[milter]] named {0:?}")]
+    UnknownMilter(String),
+    /// `queue.retry_min` above `queue.retry_max`.
+    #[error("must not exceed queue.retry_max")]
+    RetryOrder,
+    /// A domain that is not a valid domain name.
+    #[error("bad domain {0:?}")]
+    BadDomain(String),
+    /// A certificate pin (`cert_sha256`, `cert_spki_sha256`) that is not hex:
+    /// it could never match.
+    #[error("{0:?} is not a hex SHA-256 (hex digits, colons allowed)")]
+    BadPin(String),
+    /// A local user name that cannot be a mailbox name.
+    #[error("{0:?} is not a valid mailbox name (letters, digits, . _ - + =)")]
+    BadMailboxName(String),
+}
+
+/// A problem and where it is: `at` is located in the file, `key` is named.
+#[derive(Debug)]
+pub(super) struct Issue {
+    /// Where in the file (the nearest existing key is used when absent).
+    pub(super) at: KeyPath,
+    /// The key named in the message.
+    pub(super) key: String,
+    /// The problem.
+    pub(super) error: ValidationError,
+}
+
+impl Issue {
+    /// True if this issue would only echo a problem already reported at
+    /// `tainted` (a key taken out or a value replaced by a placeholder).
+    pub(super) fn echoes(&self, tainted: &KeyPath) -> bool {
+        if *tainted == self.at {
+            return true;
+        }
+        let t = tainted.dotted();
+        let simple = t.split('.').count() == tainted.len();
+        simple && (t == self.key || matches!(self.error, ValidationError::Unpaired(other) if other == t))
+    }
+}
+
+fn at(path: KeyPath, error: ValidationError) -> Issue {
+    Issue { key: path.dotted(), at: path, error }
+}
+
+fn key(k: &str) -> KeyPath {
+    KeyPath::root().keys(k)
+}
+
+/// Runs every check.
+pub(super) fn check(c: &Config) -> Vec<Issue> {
+    let mut out = Vec::new();
+    listeners(c, &mut out);
+    limits(c, &mut out);
+    pairs(c, &mut out);
+    for (i, r) in c.rules.iter().enumerate() {
+        let r = r.get_ref();
+        if r.action.is_none() {
+            out.push(at(key("rule").index(i), ValidationError::RuleWithoutAction));
+        }
+        for (k, pins) in [("cert_sha256", &r.cert_sha256), ("cert_spki_sha256", &r.cert_spki_sha256)] {
+            for (j, pin) in pins.iter().flatten().enumerate() {
+                if pin.is_empty() || !pin.chars().all(|ch| ch.is_ascii_hexdigit() || ch == ':') {
+                    out.push(at(key("rule").index(i).key(k).index(j), ValidationError::BadPin(pin.clone())));
+                }
+            }
+        }
+    }
+    routes(c, &mut out);
+    milters(c, &mut out);
+    domains(c, &mut out);
+    for (i, u) in c.local.users.iter().enumerate() {
+        if !crate::aliases::is_local_name(&u.to_ascii_lowercase()) {
+            out.push(at(key("local.users").index(i), ValidationError::BadMailboxName(u.to_ascii_lowercase())));
+        }
+    }
+    out
+}
+
+fn listeners(c: &Config, out: &mut Vec<Issue>) {
+    if c.listeners.is_empty() {
+        out.push(at(key("listener"), ValidationError::NoListener));
+    }
+    for (i, l) in c.listeners.iter().enumerate() {
+        if c.listeners[..i].iter().any(|o| o.address == l.address) {
+            out.push(at(key("listener").index(i).key("address"), ValidationError::DuplicateAddress(l.address)));
+        }
+    }
+}
+
+fn limits(c: &Config, out: &mut Vec<Issue>) {
+    if c.local.delivery == LocalDelivery::Lmtp && c.local.lmtp.is_none() {
+        out.push(Issue { at: key("local.delivery"), key: "local.lmtp".into(), error: ValidationError::LmtpRequired });
+    }
+    if c.limits.max_line_length < 512 {
+        out.push(at(key("limits.max_line_length"), ValidationError::LineTooShort));
+    }
+    let counts = [
+        ("limits.max_recipients", c.limits.max_recipients),
+        ("limits.max_connections", c.limits.max_connections),
+        ("queue.concurrency", c.queue.concurrency),
+        ("mx.domain_concurrency", c.mx.domain_concurrency),
+    ];
+    for (k, v) in counts {
+        if v < 1 {
+            out.push(at(key(k), ValidationError::Zero));
+        }
+    }
+    if c.queue.retry_min > c.queue.retry_max {
+        out.push(at(key("queue.retry_min"), ValidationError::RetryOrder));
+    }
+}
+
+fn pairs(c: &Config, out: &mut Vec<Issue>) {
+    let r = &c.relay;
+    let pairs = [
+        ("relay.smarthost_client_certificate", r.smarthost_client_certificate.is_some(), "relay.smarthost_client_key", r.smarthost_client_key.is_some()),
+        ("relay.smarthost_username", r.smarthost_username.is_some(), "relay.smarthost_password_file", r.smarthost_password_file.is_some()),
+        ("tls.certificate", c.tls.certificate.is_some(), "tls.key", c.tls.key.is_some()),
+    ];
+    for (a, has_a, b, has_b) in pairs {
+        if has_a && !has_b {
+            out.push(at(key(a), ValidationError::Unpaired(b)));
+        } else if has_b && !has_a {
+            out.push(at(key(b), ValidationError::Unpaired(a)));
+        }
+    }
+}
+
+// `[[route]] transport` stays a string here; it becomes an enum elsewhere.
+fn routes(c: &Config, out: &mut Vec<Issue>) {
+    for (i, r) in c.routes.iter().enumerate() {
+        let needs_hop = matches!(r.transport.as_str(), "smtp" | "lmtp");
+        if !matches!(r.transport.as_str(), "smtp" | "lmtp" | "maildir" | "mx") {
+            out.push(at(key("route").index(i).key("transport"), ValidationError::UnknownTransport(r.transport.clone())));
+        }
+        if needs_hop && r.next_hop.is_none() {
+            let issue = ValidationError::NextHopRequired(r.transport.clone());
+            out.push(Issue { at: key("route").index(i).key("transport"), key: "route.next_hop".into(), error: issue });
+        }
+    }
+}
+
+fn milters(c: &Config, out: &mut Vec<Issue>) {
+    for (i, m) in c.milters.iter().enumerate() {
+        if c.milters[..i].iter().any(|o| o.name == m.name) {
+            out.push(at(key("milter").index(i).key("name"), ValidationError::DuplicateMilter(m.name.clone())));
+        }
+    }
+    let known = |name: &String| c.milters.iter().any(|m| &m.name == name);
+    for (i, l) in c.listeners.iter().enumerate() {
+        for (j, name) in l.milters.iter().enumerate() {
+            if !known(name) {
+                let e = ValidationError::UnknownListenerMilter { listener: l.label().to_string(), name: name.clone() };
+                out.push(at(key("listener").index(i).key("milters").index(j), e));
+            }
+        }
+    }
+    for (j, name) in c.local.sendmail_milters.iter().enumerate() {
+        if !known(name) {
+            out.push(at(key("local.sendmail_milters").index(j), ValidationError::UnknownMilter(name.clone())));
+        }
+    }
+}
+
+fn domains(c: &Config, out: &mut Vec<Issue>) {
+    let local = c.local.domains.iter().flatten().enumerate().map(|(i, d)| (key("local.domains").index(i), d));
+    let relay = c.relay.domains.iter().enumerate().map(|(i, d)| (key("relay.domains").index(i), d));
+    for (path, d) in local.chain(relay) {
+        if postern_wire::address::check_domain(d).is_err() {
+            out.push(at(path, ValidationError::BadDomain(d.to_string())));
+        }
+    }
+}
