@@ -41,6 +41,17 @@ pub enum Kind {
     Client,
 }
 
+impl Kind {
+    /// The name used in `index.json` and `postern ca list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ca => "ca",
+            Kind::Server => "server",
+            Kind::Client => "client",
+        }
+    }
+}
+
 /// One issued certificate in `index.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Issued {
