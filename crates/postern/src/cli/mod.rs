@@ -513,3 +513,23 @@ pub fn run(argv: Vec<String>) -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faces_by_program_name() {
+        assert_eq!(Face::of("/usr/sbin/sendmail"), Face::Sendmail);
+        assert_eq!(Face::of("mailq"), Face::Mailq);
+        assert_eq!(Face::of("/usr/bin/newaliases"), Face::Newaliases);
+        assert_eq!(Face::of("/usr/local/bin/postern"), Face::Postern);
+        assert_eq!(Face::of("sendmail.postfix"), Face::Postern);
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

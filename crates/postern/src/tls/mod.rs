@@ -149,3 +149,6 @@ fn algorithms() -> WebPkiSupportedAlgorithms {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
+
+#[cfg(test)]
+mod tests;
