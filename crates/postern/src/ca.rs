@@ -18,15 +18,90 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::tls::{sha256_hex, write_private};
+use crate::tls::{sha256_hex, write_private, TlsError};
 
-/// A CA error with a readable message.
+/// A CA error; each names the file, the input or the step.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CaError(pub String);
-
-fn err(s: impl Into<String>) -> CaError {
-    CaError(s.into())
+pub enum CaError {
+    /// `index.json` is missing or unreadable: the CA is not initialised.
+    #[error("{}: {source} (run `postern ca init` first)", path.display())]
+    NotInitialised {
+        /// `DATA/ca/index.json`.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `index.json` is not valid JSON of the expected shape.
+    #[error("{}: {source}", path.display())]
+    Index {
+        /// `DATA/ca/index.json`.
+        path: PathBuf,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// The index could not be serialised.
+    #[error("{0}")]
+    Serialize(#[source] serde_json::Error),
+    /// A CA file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// An I/O error on an issued file or the CRL.
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    /// The CA key or certificate is not usable PEM.
+    #[error("{}: {source}", path.display())]
+    CaPem {
+        /// `ca.key` or `ca.crt`.
+        path: PathBuf,
+        /// What rcgen said.
+        source: rcgen::Error,
+    },
+    /// `ca init` when a CA key already exists.
+    #[error("{} exists: the CA is already initialised", .0.display())]
+    Exists(PathBuf),
+    /// A certificate name that cannot be a file name.
+    #[error("name {0:?}: use letters, digits, . _ - + = (it becomes a file name)")]
+    BadName(String),
+    /// A subject alternative name rcgen does not accept.
+    #[error("SAN {san}: {source}")]
+    BadSan {
+        /// The SAN as given.
+        san: String,
+        /// What rcgen said.
+        source: rcgen::Error,
+    },
+    /// Generating a key or signing a certificate failed.
+    #[error("{0}")]
+    Sign(#[source] rcgen::Error),
+    /// Reading or writing TLS material (certificates, keys, 0600 files).
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// A certificate p12-keystore cannot take.
+    #[error("{0:?}")]
+    P12Certificate(p12_keystore::error::Error),
+    /// Writing the PKCS#12 bundle failed.
+    #[error("PKCS#12: {0:?}")]
+    Pkcs12(p12_keystore::error::Error),
+    /// `ca revoke` with a serial that was never issued.
+    #[error("no issued certificate with serial {0}")]
+    NoSerial(String),
+    /// Signing or encoding the CRL failed.
+    #[error("CRL: {0}")]
+    Crl(#[source] rcgen::Error),
+    /// Generating an RSA key failed.
+    #[error("RSA key generation: {0:?}")]
+    RsaGenerate(Box<dyn std::error::Error + Send + Sync>),
+    /// Encoding an RSA key as PKCS#8 failed.
+    #[error("RSA key encoding: {0}")]
+    RsaEncode(#[source] rsa::pkcs8::Error),
+    /// rcgen refused the RSA key.
+    #[error("RSA key: {0}")]
+    RsaKey(#[source] rcgen::Error),
 }
 
 /// What kind of certificate was issued.
@@ -39,6 +114,17 @@ pub enum Kind {
     Server,
     /// A TLS client certificate.
     Client,
+}
+
+impl Kind {
+    /// The name used in `index.json` and `postern ca list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ca => "ca",
+            Kind::Server => "server",
+            Kind::Client => "client",
+        }
+    }
 }
 
 /// One issued certificate in `index.json`.
@@ -109,31 +195,31 @@ impl Ca {
 
     fn load_index(&self) -> Result<Index, CaError> {
         let p = self.index_path();
-        let text = std::fs::read_to_string(&p).map_err(|e| err(format!("{}: {e} (run `postern ca init` first)", p.display())))?;
-        serde_json::from_str(&text).map_err(|e| err(format!("{}: {e}", p.display())))
+        let text = std::fs::read_to_string(&p).map_err(|source| CaError::NotInitialised { path: p.clone(), source })?;
+        serde_json::from_str(&text).map_err(|source| CaError::Index { path: p, source })
     }
 
     fn save_index(&self, idx: &Index) -> Result<(), CaError> {
         let p = self.index_path();
         let tmp = p.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(idx).map_err(|e| err(e.to_string()))?)
+        std::fs::write(&tmp, serde_json::to_vec_pretty(idx).map_err(CaError::Serialize)?)
             .and_then(|_| std::fs::rename(&tmp, &p))
-            .map_err(|e| err(format!("{}: {e}", p.display())))
+            .map_err(|source| CaError::File { path: p, source })
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, CaError> {
-        let key_pem = std::fs::read_to_string(self.key_path()).map_err(|e| err(format!("{}: {e}", self.key_path().display())))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| err(format!("{}: {e}", self.key_path().display())))?;
-        let cert_pem = std::fs::read_to_string(self.cert_path()).map_err(|e| err(format!("{}: {e}", self.cert_path().display())))?;
-        Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| err(format!("{}: {e}", self.cert_path().display())))
+        let key_pem = std::fs::read_to_string(self.key_path()).map_err(|source| CaError::File { path: self.key_path(), source })?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|source| CaError::CaPem { path: self.key_path(), source })?;
+        let cert_pem = std::fs::read_to_string(self.cert_path()).map_err(|source| CaError::File { path: self.cert_path(), source })?;
+        Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|source| CaError::CaPem { path: self.cert_path(), source })
     }
 
     /// Creates the CA (refuses to overwrite one).
     pub fn init(&self, name: &str, days: i64, rsa: bool) -> Result<Issued, CaError> {
         if self.key_path().exists() {
-            return Err(err(format!("{} exists: the CA is already initialised", self.key_path().display())));
+            return Err(CaError::Exists(self.key_path()));
         }
-        std::fs::create_dir_all(self.issued_dir()).map_err(|e| err(format!("{}: {e}", self.dir.display())))?;
+        std::fs::create_dir_all(self.issued_dir()).map_err(|source| CaError::File { path: self.dir.clone(), source })?;
         let key = new_key(rsa)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -144,9 +230,9 @@ impl Ca {
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(days);
         params.serial_number = Some(SerialNumber::from(1u64));
-        let cert = params.self_signed(&key).map_err(|e| err(e.to_string()))?;
-        write_private(&self.key_path(), key.serialize_pem().as_bytes()).map_err(|e| err(e.to_string()))?;
-        std::fs::write(self.cert_path(), cert.pem()).map_err(|e| err(format!("{}: {e}", self.cert_path().display())))?;
+        let cert = params.self_signed(&key).map_err(CaError::Sign)?;
+        write_private(&self.key_path(), key.serialize_pem().as_bytes())?;
+        std::fs::write(self.cert_path(), cert.pem()).map_err(|source| CaError::File { path: self.cert_path(), source })?;
         let issued = Issued {
             serial: "01".into(),
             kind: Kind::Ca,
@@ -165,7 +251,7 @@ impl Ca {
     /// record and the paths of the certificate and key.
     pub fn issue(&self, kind: Kind, name: &str, sans: &[String], days: i64, rsa: bool) -> Result<(Issued, PathBuf, PathBuf), CaError> {
         if !crate::aliases::is_local_name(&name.to_ascii_lowercase()) && !name.contains('@') {
-            return Err(err(format!("name {name:?}: use letters, digits, . _ - + = (it becomes a file name)")));
+            return Err(CaError::BadName(name.to_string()));
         }
         let safe: String = name.chars().map(|c| if c == '@' { '_' } else { c }).collect();
         let issuer = self.issuer()?;
@@ -182,11 +268,11 @@ impl Ca {
         }
         for s in &all_sans {
             let san = if s.contains('@') {
-                SanType::Rfc822Name(s.clone().try_into().map_err(|e| err(format!("SAN {s}: {e}")))?)
+                SanType::Rfc822Name(s.clone().try_into().map_err(|source| CaError::BadSan { san: s.clone(), source })?)
             } else if let Ok(ip) = s.parse() {
                 SanType::IpAddress(ip)
             } else {
-                SanType::DnsName(s.clone().try_into().map_err(|e| err(format!("SAN {s}: {e}")))?)
+                SanType::DnsName(s.clone().try_into().map_err(|source| CaError::BadSan { san: s.clone(), source })?)
             };
             params.subject_alt_names.push(san);
         }
@@ -200,12 +286,12 @@ impl Ca {
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(days);
         params.serial_number = Some(SerialNumber::from(serial));
-        let cert = params.signed_by(&key, &issuer).map_err(|e| err(e.to_string()))?;
+        let cert = params.signed_by(&key, &issuer).map_err(CaError::Sign)?;
         let crt_path = self.issued_dir().join(format!("{safe}.crt"));
         let key_path = self.issued_dir().join(format!("{safe}.key"));
-        std::fs::create_dir_all(self.issued_dir()).map_err(|e| err(e.to_string()))?;
-        std::fs::write(&crt_path, cert.pem()).map_err(|e| err(format!("{}: {e}", crt_path.display())))?;
-        write_private(&key_path, key.serialize_pem().as_bytes()).map_err(|e| err(e.to_string()))?;
+        std::fs::create_dir_all(self.issued_dir()).map_err(CaError::Io)?;
+        std::fs::write(&crt_path, cert.pem()).map_err(|source| CaError::File { path: crt_path.clone(), source })?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
         let issued = Issued {
             serial: format!("{serial:02X}"),
             kind,
@@ -226,12 +312,12 @@ impl Ca {
     pub fn pkcs12(&self, crt: &Path, key: &Path, password: &str, out: &Path) -> Result<(), CaError> {
         let chain: Vec<_> = [crt, &self.cert_path()]
             .iter()
-            .map(|p| crate::tls::load_certs(p).map_err(|e| err(e.to_string())).map(|mut v| v.remove(0)))
+            .map(|p| crate::tls::load_certs(p).map_err(CaError::Tls).map(|mut v| v.remove(0)))
             .collect::<Result<_, _>>()?;
-        let key = crate::tls::load_key(key).map_err(|e| err(e.to_string()))?;
+        let key = crate::tls::load_key(key)?;
         let certs: Vec<p12_keystore::Certificate> = chain
             .iter()
-            .map(|c| p12_keystore::Certificate::from_der(c.as_ref()).map_err(|e| err(format!("{e:?}"))))
+            .map(|c| p12_keystore::Certificate::from_der(c.as_ref()).map_err(CaError::P12Certificate))
             .collect::<Result<_, _>>()?;
         let local_id = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(chain[0].as_ref()))[..20].to_vec();
         let mut ks = p12_keystore::KeyStore::new();
@@ -244,8 +330,8 @@ impl Ca {
             .encryption_algorithm(p12_keystore::EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc)
             .mac_algorithm(p12_keystore::MacAlgorithm::HmacSha1)
             .write()
-            .map_err(|e| err(format!("PKCS#12: {e:?}")))?;
-        write_private(out, &der).map_err(|e| err(e.to_string()))
+            .map_err(CaError::Pkcs12)?;
+        Ok(write_private(out, &der)?)
     }
 
     /// Everything issued.
@@ -261,7 +347,7 @@ impl Ca {
             .issued
             .iter_mut()
             .find(|i| i.serial.trim_start_matches('0') == want && i.kind != Kind::Ca)
-            .ok_or_else(|| err(format!("no issued certificate with serial {serial}")))?;
+            .ok_or_else(|| CaError::NoSerial(serial.to_string()))?;
         if entry.revoked.is_none() {
             entry.revoked = Some(rfc3339(OffsetDateTime::now_utc()));
         }
@@ -298,10 +384,10 @@ impl Ca {
             key_identifier_method: KeyIdMethod::Sha256,
         };
         idx.next_crl = idx.next_crl.max(1) + 1;
-        let crl = params.signed_by(&issuer).map_err(|e| err(format!("CRL: {e}")))?;
-        let pem = crl.pem().map_err(|e| err(format!("CRL: {e}")))?;
+        let crl = params.signed_by(&issuer).map_err(CaError::Crl)?;
+        let pem = crl.pem().map_err(CaError::Crl)?;
         let tmp = self.crl_path().with_extension("pem.tmp");
-        std::fs::write(&tmp, pem).and_then(|_| std::fs::rename(&tmp, self.crl_path())).map_err(|e| err(e.to_string()))?;
+        std::fs::write(&tmp, pem).and_then(|_| std::fs::rename(&tmp, self.crl_path())).map_err(CaError::Io)?;
         self.save_index(&idx)
     }
 }
@@ -309,13 +395,13 @@ impl Ca {
 /// A new key pair: ECDSA P-256, or RSA with `rsa`.
 fn new_key(rsa: bool) -> Result<KeyPair, CaError> {
     if !rsa {
-        return KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| err(e.to_string()));
+        return KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Sign);
     }
     use rsa::pkcs8::EncodePrivateKey;
     use rsa::Generate;
-    let k = rsa::PrivateKey::try_generate().map_err(|e| err(format!("RSA key generation: {e:?}")))?;
-    let pem = k.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).map_err(|e| err(format!("RSA key encoding: {e}")))?;
-    KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(|e| err(format!("RSA key: {e}")))
+    let k = rsa::PrivateKey::try_generate().map_err(|e| CaError::RsaGenerate(Box::new(e)))?;
+    let pem = k.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).map_err(CaError::RsaEncode)?;
+    KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).map_err(CaError::RsaKey)
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -14,7 +14,19 @@ use crate::config::{Endpoint, OutboundTls};
 use crate::delivery::client::{Conn, Dest};
 use crate::delivery::{Dsn, Message, Outcome};
 use crate::spool::QueueId;
-use crate::tls::ClientTls;
+use crate::tls::{ClientTls, TlsError};
+
+/// Why a run could not start or finish (a refused message is not an
+/// error: it is counted in [`Report::failed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    /// The STARTTLS client configuration could not be built.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// A client task panicked or was cancelled.
+    #[error("{0}")]
+    Worker(#[from] tokio::task::JoinError),
+}
 
 /// What to send, and how.
 #[derive(Debug, Clone)]
@@ -82,9 +94,9 @@ pub fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
 }
 
 /// Runs the plan.
-pub async fn run(plan: Plan) -> Result<Report, String> {
+pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
     let tls = if plan.starttls {
-        let mut t = ClientTls::build(OutboundTls::Encrypt, &[], None).map_err(|e| e.to_string())?;
+        let mut t = ClientTls::build(OutboundTls::Encrypt, &[], None)?;
         // Every message pays a full handshake, as a fleet of distinct
         // clients would: no session resumption.
         let mut cfg = (*t.config).clone();
@@ -169,7 +181,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
     let mut failed = 0;
     let mut first_error = None;
     for w in workers {
-        let (t, f, e) = w.await.map_err(|e| e.to_string())?;
+        let (t, f, e) = w.await?;
         times.extend(t);
         failed += f;
         if first_error.is_none() {

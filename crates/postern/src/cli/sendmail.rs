@@ -7,36 +7,111 @@
 //!
 //! May touch: standard input, the spool, the control socket.
 //!
-//! Exit codes are sysexits(3): 0 ok, 64 usage, 65 data error, 67 unknown
-//! user, 73 cannot create queue file, 75 temporary failure, 78 config error.
+//! Exit codes are sysexits(3) (see [`super::sysexits`]): 0 ok, 64 usage,
+//! 65 data error, 67 unknown user, 73 cannot create queue file, 75
+//! temporary failure, 78 config error. `-bp` is not handled here:
+//! [`parse_args`] returns [`Mode::ListQueue`] and the dispatcher lists the
+//! queue, as it does for `mailq`.
 
 use std::io::Read;
 
+use postern_wire::address::AddressError;
 use postern_wire::data::normalize_crlf;
-use postern_wire::Mailbox;
+use postern_wire::{Mailbox, Reply};
 
+use super::sysexits as exit;
 use crate::policy::local_targets;
 use crate::settings::Settings;
-use crate::spool::Spool;
+use crate::spool::{QueueId, Spool, SpoolError};
 
-/// sysexits(3) codes.
-pub mod exit {
-    /// Success.
-    pub const OK: i32 = 0;
-    /// Command line usage error.
-    pub const USAGE: i32 = 64;
-    /// Data format error (no recipients, message too big).
-    pub const DATAERR: i32 = 65;
-    /// Addressee unknown.
-    pub const NOUSER: i32 = 67;
-    /// Service unavailable (a milter refused the message).
-    pub const UNAVAILABLE: i32 = 69;
-    /// Cannot create (queue) file.
-    pub const CANTCREAT: i32 = 73;
-    /// Temporary failure; try again.
-    pub const TEMPFAIL: i32 = 75;
-    /// Configuration error.
-    pub const CONFIG: i32 = 78;
+/// Why a submission failed. Each variant knows its sysexits code
+/// ([`SendmailError::exit_code`]); the face prints `postern sendmail: {error}`.
+#[derive(Debug, thiserror::Error)]
+pub enum SendmailError {
+    /// An option that takes a value (`-f`, `-F`, `-N`, ...) had none.
+    #[error("option {0} needs a value")]
+    MissingValue(String),
+    /// A `-b` mode other than `-bm` and `-bp`.
+    #[error("unsupported mode -b{0}")]
+    UnsupportedMode(String),
+    /// An option this face does not know.
+    #[error("unknown option {0}")]
+    UnknownOption(String),
+    /// Standard input could not be read.
+    #[error("reading standard input: {0}")]
+    Input(#[source] std::io::Error),
+    /// The message is larger than `limits.max_message_size` (the limit, in bytes).
+    #[error("message larger than limits.max_message_size ({0} bytes)")]
+    TooBig(u64),
+    /// The `-f`/`-r` sender is not a valid address.
+    #[error("sender {address}: bad address: {reason}")]
+    BadSender {
+        /// The sender as given, without angle brackets.
+        address: String,
+        /// What the address parser said.
+        reason: AddressError,
+    },
+    /// A recipient is not a valid address.
+    #[error("{address}: bad address: {reason}")]
+    BadRecipient {
+        /// The recipient as given.
+        address: String,
+        /// What the address parser said.
+        reason: AddressError,
+    },
+    /// A recipient in a local domain that is neither a user nor an alias.
+    #[error("<{0}>: no such local user")]
+    NoSuchUser(Mailbox),
+    /// No recipient on the command line, nor in the headers with `-t`.
+    #[error("no recipients (give them as arguments, or use -t)")]
+    NoRecipients,
+    /// The spool directory could not be opened.
+    #[error("{0}")]
+    SpoolOpen(#[source] SpoolError),
+    /// Writing or committing the message to the spool failed.
+    #[error("{0}")]
+    Queue(#[source] SpoolError),
+    /// Applying a milter's rewrite to the draft failed.
+    #[error("{0}")]
+    Rewrite(#[source] SpoolError),
+    /// The runtime for the milter conversation could not be started.
+    #[error("cannot start runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// A milter (`local.sendmail_milters`) refused the message.
+    #[error("refused by a milter: {}", .0.summary())]
+    MilterRefused(Reply),
+}
+
+impl SendmailError {
+    /// The sysexits(3) code the face exits with.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SendmailError::MissingValue(_) | SendmailError::UnsupportedMode(_) | SendmailError::UnknownOption(_) | SendmailError::BadSender { .. } => exit::USAGE,
+            SendmailError::Input(_) | SendmailError::TooBig(_) | SendmailError::BadRecipient { .. } | SendmailError::NoRecipients => exit::DATAERR,
+            SendmailError::NoSuchUser(_) => exit::NOUSER,
+            SendmailError::Queue(e) if e.is_no_space() => exit::TEMPFAIL,
+            SendmailError::SpoolOpen(_) | SendmailError::Queue(_) | SendmailError::Rewrite(_) => exit::CANTCREAT,
+            SendmailError::Runtime(_) => exit::TEMPFAIL,
+            SendmailError::MilterRefused(r) if r.is_permanent() => exit::UNAVAILABLE,
+            SendmailError::MilterRefused(_) => exit::TEMPFAIL,
+        }
+    }
+
+    /// True for command-line errors, after which the face prints [`HELP`].
+    pub fn is_usage(&self) -> bool {
+        matches!(self, SendmailError::MissingValue(_) | SendmailError::UnsupportedMode(_) | SendmailError::UnknownOption(_))
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `--help` / `-h`: print [`HELP`].
+    Help,
+    /// `-bm` (the default): read a message from standard input and queue it.
+    Submit(Options),
+    /// `-bp`: list the queue, like `mailq`.
+    ListQueue,
 }
 
 /// Parsed sendmail options.
@@ -50,8 +125,6 @@ pub struct Options {
     pub sender: Option<String>,
     /// `-F`: full name for a generated From: header.
     pub full_name: Option<String>,
-    /// `-bp`: list the queue (mailq).
-    pub list_queue: bool,
     /// Command-line recipients.
     pub recipients: Vec<String>,
 }
@@ -74,16 +147,20 @@ Exit codes (sysexits): 0 queued, 64 usage, 65 bad message or no recipients,
 67 unknown local user, 73 cannot write the queue, 75 try again, 78 config.";
 
 /// Parses sendmail-style arguments (not clap: `-oi`, `-fADDR` and `-f ADDR`
-/// forms do not fit a modern parser).
-pub fn parse_args(args: &[String]) -> Result<Options, String> {
+/// forms do not fit a modern parser). `--help` or `-h` anywhere wins.
+pub fn parse_args(args: &[String]) -> Result<Mode, SendmailError> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        return Ok(Mode::Help);
+    }
     let mut o = Options::default();
+    let mut list_queue = false;
     let mut i = 0;
-    let value = |i: &mut usize, flag: &str, rest: &str| -> Result<String, String> {
+    let value = |i: &mut usize, flag: &str, rest: &str| -> Result<String, SendmailError> {
         if !rest.is_empty() {
             return Ok(rest.to_string());
         }
         *i += 1;
-        args.get(*i).cloned().ok_or_else(|| format!("option {flag} needs a value"))
+        args.get(*i).cloned().ok_or_else(|| SendmailError::MissingValue(flag.to_string()))
     };
     while i < args.len() {
         let a = &args[i];
@@ -106,26 +183,26 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
             "-F" => o.full_name = Some(value(&mut i, flag, rest)?),
             "-b" => match rest {
                 "m" => {}
-                "p" => o.list_queue = true,
-                _ => return Err(format!("unsupported mode -b{rest}")),
+                "p" => list_queue = true,
+                _ => return Err(SendmailError::UnsupportedMode(rest.to_string())),
             },
             "-v" => {}
             "-N" | "-R" | "-V" | "-B" | "-L" => {
                 value(&mut i, flag, rest)?;
             }
-            _ => return Err(format!("unknown option {a}")),
+            _ => return Err(SendmailError::UnknownOption(a.clone())),
         }
         i += 1;
     }
-    Ok(o)
+    Ok(if list_queue { Mode::ListQueue } else { Mode::Submit(o) })
 }
 
 /// Reads the message: stops at a lone `.` line unless `ignore_dots`.
-pub fn read_message(input: impl Read, ignore_dots: bool, max: u64) -> Result<Vec<u8>, String> {
+pub fn read_message(input: impl Read, ignore_dots: bool, max: u64) -> Result<Vec<u8>, SendmailError> {
     let mut raw = Vec::new();
-    input.take(max + 1).read_to_end(&mut raw).map_err(|e| format!("reading standard input: {e}"))?;
+    input.take(max + 1).read_to_end(&mut raw).map_err(SendmailError::Input)?;
     if raw.len() as u64 > max {
-        return Err(format!("message larger than limits.max_message_size ({max} bytes)"));
+        return Err(SendmailError::TooBig(max));
     }
     let mut text = normalize_crlf(&raw);
     if !ignore_dots {
@@ -272,16 +349,19 @@ pub fn prepare(text: &[u8], o: &Options, sender: &str, hostname: &str, date: &st
     (out, header_rcpts)
 }
 
+
 /// Resolves recipients to delivery addresses (aliases expanded). Bare
 /// names get the host name. Errors name the bad address.
-pub fn resolve(settings: &Settings, rcpts: &[String]) -> Result<Vec<String>, (i32, String)> {
+pub fn resolve(settings: &Settings, rcpts: &[String]) -> Result<Vec<String>, SendmailError> {
     let mut out: Vec<String> = Vec::new();
     for r in rcpts.iter().flat_map(|r| r.split(',')).map(str::trim).filter(|r| !r.is_empty()) {
         let full = if r.contains('@') { r.to_string() } else { format!("{r}@{}", settings.hostname) };
-        let m = Mailbox::parse(&full, true).map_err(|e| (exit::DATAERR, format!("{r}: bad address: {e}")))?;
+        let m = Mailbox::parse(&full, true).map_err(|reason| SendmailError::BadRecipient { address: r.to_string(), reason })?;
         let targets = if settings.is_local_domain(&m.domain) {
-            local_targets(settings, &m.local.to_ascii_lowercase(), &m.domain)
-                .ok_or_else(|| (exit::NOUSER, format!("<{m}>: no such local user")))?
+            match local_targets(settings, &m.local.to_ascii_lowercase(), &m.domain) {
+                Some(t) => t,
+                None => return Err(SendmailError::NoSuchUser(m)),
+            }
         } else {
             vec![m.to_string()]
         };
@@ -294,130 +374,81 @@ pub fn resolve(settings: &Settings, rcpts: &[String]) -> Result<Vec<String>, (i3
     Ok(out)
 }
 
-/// Runs the sendmail face; returns the exit code.
-pub fn run(settings: &Settings, args: &[String]) -> i32 {
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{HELP}");
-        return exit::OK;
-    }
-    let o = match parse_args(args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("postern sendmail: {e}\n{HELP}");
-            return exit::USAGE;
-        }
-    };
-    if o.list_queue {
-        return crate::queuecmd::list(settings, false);
-    }
-    let max = settings.config.limits.max_message_size;
-    let text = match read_message(std::io::stdin().lock(), o.ignore_dots, max) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("postern sendmail: {e}");
-            return exit::DATAERR;
-        }
-    };
-    let mut sender = match &o.sender {
-        Some(s) if s.is_empty() || s == "<>" => String::new(),
+/// The envelope sender: `-f`/`-r` (`<>` or empty for the null sender; a
+/// bare name gets the host name), else the login name at the host name.
+pub fn envelope_sender(settings: &Settings, given: Option<&str>) -> Result<String, SendmailError> {
+    match given {
+        Some(s) if s.is_empty() || s == "<>" => Ok(String::new()),
         Some(s) => {
             let s = s.trim_start_matches('<').trim_end_matches('>');
             let full = if s.contains('@') { s.to_string() } else { format!("{s}@{}", settings.hostname) };
-            match Mailbox::parse(&full, true) {
-                Ok(m) => m.to_string(),
-                Err(e) => {
-                    eprintln!("postern sendmail: sender {s}: bad address: {e}");
-                    return exit::USAGE;
-                }
-            }
+            Mailbox::parse(&full, true).map(|m| m.to_string()).map_err(|reason| SendmailError::BadSender { address: s.to_string(), reason })
         }
-        None => format!("{}@{}", login_name(), settings.hostname),
-    };
-    let unique = format!("{}.{:08x}", crate::time::now_unix(), rand::random::<u32>());
-    let (text, header_rcpts) = prepare(&text, &o, &sender, &settings.hostname, &crate::time::rfc5322_date(), &unique);
-    let mut all = o.recipients.clone();
-    all.extend(header_rcpts);
-    let mut rcpts = match resolve(settings, &all) {
-        Ok(r) if r.is_empty() => {
-            eprintln!("postern sendmail: no recipients (give them as arguments, or use -t)");
-            return exit::DATAERR;
-        }
-        Ok(r) => r,
-        Err((code, e)) => {
-            eprintln!("postern sendmail: {e}");
-            return code;
-        }
-    };
-    let spool = match Spool::open(&settings.data_dir.join("queue")) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("postern sendmail: {e}");
-            return exit::CANTCREAT;
-        }
-    };
-    let queued = if settings.config.local.sendmail_milters.is_empty() {
-        crate::queue::enqueue(&spool, &sender, &rcpts, &text, "local")
-    } else {
-        match filtered(settings, &spool, &text, &mut sender, &mut rcpts) {
-            Ok(Some(q)) => q,
-            Ok(None) => return exit::OK,
-            Err(code) => return code,
-        }
-    };
-    match queued {
-        Ok(id) => {
-            crate::maillog::event(
-                "queued",
-                &[("id", id.as_str()), ("from", &sender), ("size", &text.len().to_string()), ("nrcpt", &rcpts.len().to_string()), ("client", "local"), ("uid", &nix::unistd::getuid().to_string())],
-            );
-            // Best effort: a daemon that is not running finds it at start-up.
-            let _ = crate::control::request(&settings.data_dir, &format!("kick {id}"));
-            exit::OK
-        }
-        Err(e) if e.is_no_space() => {
-            eprintln!("postern sendmail: {e}");
-            exit::TEMPFAIL
-        }
-        Err(e) => {
-            eprintln!("postern sendmail: {e}");
-            exit::CANTCREAT
-        }
+        None => Ok(format!("{}@{}", login_name(), settings.hostname)),
     }
 }
 
-/// Queues through `local.sendmail_milters`. `Ok(None)`: a milter
-/// discarded the message; `Err(code)`: refused (reason printed).
-fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String, rcpts: &mut Vec<String>) -> Result<Option<Result<crate::spool::QueueId, crate::spool::SpoolError>>, i32> {
+/// What became of a submitted message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// Committed to the queue under this id.
+    Queued(QueueId),
+    /// A milter discarded it, or removed every recipient (logged).
+    Discarded,
+}
+
+/// Reads a message from `input` and queues it as `o` says: the `-bm` mode.
+/// Logs `queued` and asks a running daemon to try it now.
+pub fn submit(settings: &Settings, o: &Options, input: impl Read) -> Result<Submitted, SendmailError> {
+    let max = settings.config.limits.max_message_size;
+    let text = read_message(input, o.ignore_dots, max)?;
+    let mut sender = envelope_sender(settings, o.sender.as_deref())?;
+    let unique = format!("{}.{:08x}", crate::time::now_unix(), rand::random::<u32>());
+    let (text, header_rcpts) = prepare(&text, o, &sender, &settings.hostname, &crate::time::rfc5322_date(), &unique);
+    let mut all = o.recipients.clone();
+    all.extend(header_rcpts);
+    let mut rcpts = resolve(settings, &all)?;
+    if rcpts.is_empty() {
+        return Err(SendmailError::NoRecipients);
+    }
+    let spool = Spool::open(&settings.data_dir.join("queue")).map_err(SendmailError::SpoolOpen)?;
+    let id = if settings.config.local.sendmail_milters.is_empty() {
+        crate::queue::enqueue(&spool, &sender, &rcpts, &text, "local").map_err(SendmailError::Queue)?
+    } else {
+        match filtered(settings, &spool, &text, &mut sender, &mut rcpts)? {
+            Submitted::Queued(id) => id,
+            Submitted::Discarded => return Ok(Submitted::Discarded),
+        }
+    };
+    crate::maillog::event(
+        "queued",
+        &[("id", id.as_str()), ("from", &sender), ("size", &text.len().to_string()), ("nrcpt", &rcpts.len().to_string()), ("client", "local"), ("uid", &nix::unistd::getuid().to_string())],
+    );
+    // Best effort: a daemon that is not running finds it at start-up.
+    let _ = crate::control::request(&settings.data_dir, &format!("kick {id}"));
+    Ok(Submitted::Queued(id))
+}
+
+/// Queues through `local.sendmail_milters`.
+fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String, rcpts: &mut Vec<String>) -> Result<Submitted, SendmailError> {
     use crate::milter::{filter_local, rewrite_draft, Verdict};
     let cfgs = settings.config.milters_named(&settings.config.local.sendmail_milters);
-    let mut draft = spool.draft().map_err(|e| {
-        eprintln!("postern sendmail: {e}");
-        if e.is_no_space() { exit::TEMPFAIL } else { exit::CANTCREAT }
-    })?;
+    let mut draft = spool.draft().map_err(SendmailError::Queue)?;
     draft.write(text);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
-        eprintln!("postern sendmail: cannot start runtime: {e}");
-        exit::TEMPFAIL
-    })?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SendmailError::Runtime)?;
     let max = settings.config.limits.max_message_size;
     let out = rt.block_on(filter_local(&cfgs, &settings.hostname, &mut draft, sender, rcpts, max));
     match out.verdict {
         Verdict::Continue => {}
         Verdict::Discard => {
             crate::maillog::event("discarded", &[("id", draft.id.as_str()), ("from", sender), ("client", "local")]);
-            return Ok(None);
+            return Ok(Submitted::Discarded);
         }
-        Verdict::Reject(r) | Verdict::Close(r) => {
-            eprintln!("postern sendmail: refused by a milter: {}", r.summary());
-            return Err(if r.is_permanent() { exit::UNAVAILABLE } else { exit::TEMPFAIL });
-        }
+        Verdict::Reject(r) | Verdict::Close(r) => return Err(SendmailError::MilterRefused(r)),
     }
     let mut eight_bit = text.iter().any(|&b| b >= 0x80);
     if let Some(rw) = &out.rewrite {
-        if let Err(e) = rewrite_draft(&mut draft, rw) {
-            eprintln!("postern sendmail: {e}");
-            return Err(exit::CANTCREAT);
-        }
+        rewrite_draft(&mut draft, rw).map_err(SendmailError::Rewrite)?;
         eight_bit |= rw.body.as_ref().is_some_and(|b| b.iter().any(|&c| c >= 0x80));
     }
     let bare = |a: &str| a.trim().trim_start_matches('<').trim_end_matches('>').to_string();
@@ -435,10 +466,10 @@ fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String
     }
     if rcpts.is_empty() {
         crate::maillog::event("discarded", &[("id", draft.id.as_str()), ("from", sender), ("client", "local"), ("reason", "milters removed every recipient")]);
-        return Ok(None);
+        return Ok(Submitted::Discarded);
     }
     let quarantine = out.quarantine.map(|(m, reason)| format!("quarantined by milter {m}: {reason}"));
-    Ok(Some(crate::queue::enqueue_draft(spool, draft, sender, rcpts, "local", eight_bit, quarantine)))
+    crate::queue::enqueue_draft(spool, draft, sender, rcpts, "local", eight_bit, quarantine).map(Submitted::Queued).map_err(SendmailError::Queue)
 }
 
 #[cfg(test)]
@@ -449,20 +480,30 @@ mod tests {
         s.split_whitespace().map(String::from).collect()
     }
 
+    fn submit(s: &str) -> Options {
+        match parse_args(&args(s)).unwrap() {
+            Mode::Submit(o) => o,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
     #[test]
     fn option_table() {
-        let o = parse_args(&args("-t -oi -f me@x.example -F Me a@b")).unwrap();
+        let o = submit("-t -oi -f me@x.example -F Me a@b");
         assert!(o.from_headers && o.ignore_dots);
         assert_eq!(o.sender.as_deref(), Some("me@x.example"));
         assert_eq!(o.full_name.as_deref(), Some("Me"));
         assert_eq!(o.recipients, vec!["a@b"]);
-        let o = parse_args(&args("-fme@x -i -oem -v -- -weird@x")).unwrap();
+        let o = submit("-fme@x -i -oem -v -- -weird@x");
         assert_eq!(o.sender.as_deref(), Some("me@x"));
         assert_eq!(o.recipients, vec!["-weird@x"]);
         assert!(parse_args(&args("-f")).is_err());
         assert!(parse_args(&args("-q")).is_err());
         assert!(parse_args(&args("-bs")).is_err());
-        assert!(parse_args(&args("-bp")).unwrap().list_queue);
+        assert_eq!(parse_args(&args("-bp")).unwrap(), Mode::ListQueue);
+        assert!(parse_args(&args("-bp -q")).is_err());
+        assert_eq!(parse_args(&args("-f x -h")).unwrap(), Mode::Help);
+        assert_eq!(parse_args(&args("-f")).unwrap_err().exit_code(), exit::USAGE);
     }
 
     #[test]

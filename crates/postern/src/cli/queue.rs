@@ -1,6 +1,7 @@
-//! `postern queue …` (and `mailq`): list, show, flush, delete, hold,
-//! release. Reads the spool directly; flush and release ask a running
-//! daemon (control socket) to act now.
+//! `postern queue …` (and `mailq`, `sendmail -bp`): list, show, flush,
+//! delete, hold, release, bounce. Reads the spool directly; flush, release
+//! and bounce ask a running daemon (control socket) to act now. Each
+//! command prints its result and returns a sysexits(3) code.
 //!
 //! May touch: the spool, the control socket, standard output.
 
@@ -9,14 +10,34 @@ use serde_json::json;
 use crate::bounce::unix_to_rfc5322;
 use crate::control;
 use crate::maillog;
-use crate::sendmail::exit;
+use super::sysexits as exit;
 use crate::settings::Settings;
 use crate::spool::{Envelope, Place, QueueId, RcptStatus, Spool};
 
-/// sysexits EX_UNAVAILABLE: the daemon is not running.
-const UNAVAILABLE: i32 = 69;
-/// sysexits EX_NOINPUT: no such message.
-const NOINPUT: i32 = 66;
+/// What `queue delete|hold|release|bounce` does to each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Remove the message without a bounce.
+    Delete,
+    /// Move it to `hold/`: kept, never tried.
+    Hold,
+    /// Move it back to `active/` and try it now.
+    Release,
+    /// Fail every pending recipient (the scheduler then bounces) and try now.
+    Bounce,
+}
+
+impl Change {
+    /// The word used in the mail log, the JSON output and the messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Change::Delete => "delete",
+            Change::Hold => "hold",
+            Change::Release => "release",
+            Change::Bounce => "bounce",
+        }
+    }
+}
 
 fn open(settings: &Settings) -> Result<Spool, i32> {
     let root = settings.data_dir.join("queue");
@@ -114,7 +135,7 @@ pub fn show(settings: &Settings, id: &str, as_json: bool) -> i32 {
         Ok(x) => x,
         Err(e) => {
             eprintln!("postern: {e}");
-            return NOINPUT;
+            return exit::NOINPUT;
         }
     };
     let body = spool.read_body(&id).unwrap_or_default();
@@ -160,7 +181,7 @@ pub fn flush(settings: &Settings, id: Option<&str>, as_json: bool) -> i32 {
     let code = match &answer {
         Ok(a) if a.starts_with("ok") => exit::OK,
         Ok(_) => exit::TEMPFAIL,
-        Err(_) => UNAVAILABLE,
+        Err(_) => exit::UNAVAILABLE,
     };
     match (answer, as_json) {
         (Ok(a), true) if code == exit::OK => println!("{}", json!({"result": a})),
@@ -176,8 +197,9 @@ pub fn flush(settings: &Settings, id: Option<&str>, as_json: bool) -> i32 {
     code
 }
 
-/// `queue delete|hold|release ID...`.
-pub fn change(settings: &Settings, action: &str, ids: &[String], as_json: bool) -> i32 {
+/// `queue delete|hold|release|bounce ID...`.
+pub fn change(settings: &Settings, change: Change, ids: &[String], as_json: bool) -> i32 {
+    let action = change.as_str();
     let spool = match open(settings) {
         Ok(s) => s,
         Err(c) => return c,
@@ -189,9 +211,9 @@ pub fn change(settings: &Settings, action: &str, ids: &[String], as_json: bool) 
             Ok(i) => i,
             Err(c) => return c,
         };
-        let r = match action {
-            "delete" => spool.remove(&id).map(|_| true),
-            "bounce" => spool.load(&id).and_then(|(mut env, place)| {
+        let r = match change {
+            Change::Delete => spool.remove(&id).map(|_| true),
+            Change::Bounce => spool.load(&id).and_then(|(mut env, place)| {
                 let mut changed = false;
                 for r in env.recipients.iter_mut().filter(|r| r.status == RcptStatus::Pending) {
                     r.status = RcptStatus::Failed;
@@ -204,15 +226,15 @@ pub fn change(settings: &Settings, action: &str, ids: &[String], as_json: bool) 
                 }
                 Ok(changed)
             }),
-            "hold" => spool.move_to(&id, Place::Hold),
-            _ => spool.move_to(&id, Place::Active),
+            Change::Hold => spool.move_to(&id, Place::Hold),
+            Change::Release => spool.move_to(&id, Place::Active),
         };
         match r {
             Ok(changed) => {
                 if changed {
                     maillog::event(action, &[("id", id.as_str()), ("by", "cli")]);
                 }
-                if action == "release" || action == "bounce" {
+                if matches!(change, Change::Release | Change::Bounce) {
                     let _ = control::request(&settings.data_dir, &format!("kick {id}"));
                 }
                 results.push(json!({"id": id, "action": action, "changed": changed}));
@@ -225,7 +247,7 @@ pub fn change(settings: &Settings, action: &str, ids: &[String], as_json: bool) 
                 if !as_json {
                     eprintln!("postern: {e}");
                 }
-                code = NOINPUT;
+                code = exit::NOINPUT;
             }
         }
     }

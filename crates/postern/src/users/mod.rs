@@ -10,6 +10,16 @@
 //! carry a foreign hash (bcrypt, SHA512-CRYPT, SHA256-CRYPT, argon2) that is
 //! verified natively until the password is next set.
 
+//!
+//! Layout: this file (the database, password checks, the server's
+//! [`UserStore`] with its verified-password cache), [`sasldb`] (Cyrus
+//! sasldb2 / Berkeley DB import), [`import`] (passwd-file import).
+
+pub mod import;
+pub mod sasldb;
+#[cfg(test)]
+mod tests;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,13 +37,55 @@ use postern_wire::sasl::{ScramHash, ScramKeys};
 /// SCRAM iteration count for new keys (RFC 7677 §4 recommends ≥ 4096).
 pub const SCRAM_ITERATIONS: u32 = 4096;
 
-/// A user-database error with a readable message.
+/// A user-database error; each names the file or the step.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UserError(pub String);
-
-fn err(s: impl Into<String>) -> UserError {
-    UserError(s.into())
+pub enum UserError {
+    /// A file (the database or an import source) could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `users.json` is not valid JSON of the expected shape.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// `users.json` has a format version this build does not know.
+    #[error("{}: unknown version {version}", path.display())]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+    },
+    /// Writing `users.json` (temp file, fsync, rename) failed.
+    #[error("{}: {source}", path.display())]
+    Write {
+        /// The file written.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The database could not be serialised.
+    #[error("{0}")]
+    Serialize(#[source] serde_json::Error),
+    /// Hashing a password failed.
+    #[error("{0}")]
+    Hash(argon2::password_hash::Error),
+    /// A sasldb2 file is not a Berkeley DB hash file we can read.
+    #[error("{}: {source}", path.display())]
+    Sasldb {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: sasldb::BdbError,
+    },
 }
 
 /// SCRAM keys as stored (base64).
@@ -110,8 +162,8 @@ pub struct UserDb {
 static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn argon2_hash(password: &str) -> Result<String, UserError> {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| err(e.to_string()))?;
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| err(e.to_string()))
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(UserError::Hash)?;
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(UserError::Hash)
 }
 
 /// Work memory for argon2 checks, reused: allocating 19 MiB per check
@@ -166,14 +218,14 @@ impl UserDb {
     pub fn load(path: &Path) -> Result<UserDb, UserError> {
         match std::fs::read(path) {
             Ok(b) => {
-                let db: UserDb = serde_json::from_slice(&b).map_err(|e| err(format!("{}: {e}", path.display())))?;
+                let db: UserDb = serde_json::from_slice(&b).map_err(|source| UserError::Parse { path: path.to_path_buf(), source })?;
                 if db.version != 1 {
-                    return Err(err(format!("{}: unknown version {}", path.display(), db.version)));
+                    return Err(UserError::Version { path: path.to_path_buf(), version: db.version });
                 }
                 Ok(db)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UserDb { version: 1, users: BTreeMap::new() }),
-            Err(e) => Err(err(format!("{}: {e}", path.display()))),
+            Err(source) => Err(UserError::Read { path: path.to_path_buf(), source }),
         }
     }
 
@@ -187,11 +239,11 @@ impl UserDb {
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|e| err(format!("{}: {e}", tmp.display())))?;
-        let mut bytes = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
+            .map_err(|source| UserError::Write { path: tmp.clone(), source })?;
+        let mut bytes = serde_json::to_vec_pretty(self).map_err(UserError::Serialize)?;
         bytes.push(b'\n');
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|e| err(format!("{}: {e}", tmp.display())))?;
-        std::fs::rename(&tmp, path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|source| UserError::Write { path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, path).map_err(|source| UserError::Write { path: path.to_path_buf(), source })?;
         if let Some(dir) = path.parent() {
             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         }
@@ -260,130 +312,6 @@ impl UserDb {
         }
         n
     }
-
-    /// Imports a Cyrus `sasldb2` (Berkeley DB hash file): every
-    /// `user\0realm\0userPassword` entry. Returns the imported names.
-    pub fn import_sasldb(&mut self, path: &Path, keep_plain: bool) -> Result<Vec<String>, UserError> {
-        let data = std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        let pairs = read_bdb_hash(&data).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        let mut names = Vec::new();
-        for (k, v) in pairs {
-            let parts: Vec<&[u8]> = k.split(|&b| b == 0).collect();
-            if parts.len() != 3 || parts[2] != b"userPassword" {
-                continue;
-            }
-            let (Ok(user), Ok(pw)) = (std::str::from_utf8(parts[0]), std::str::from_utf8(&v)) else { continue };
-            self.set_password(user, pw, keep_plain)?;
-            names.push(user.to_ascii_lowercase());
-        }
-        Ok(names)
-    }
-
-    /// Imports a Dovecot/htpasswd passwd-file: `user:{SCHEME}hash:...` or
-    /// `user:$2y$...`. Hashes we can verify natively are kept as
-    /// `imported_hash`; lines with other schemes are reported.
-    pub fn import_passwd_file(&mut self, path: &Path) -> Result<(Vec<String>, Vec<String>), UserError> {
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
-        let mut ok = Vec::new();
-        let mut skipped = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut f = line.splitn(3, ':');
-            let (Some(user), Some(hash)) = (f.next(), f.next()) else {
-                skipped.push(format!("{}:{}: no `user:hash`", path.display(), i + 1));
-                continue;
-            };
-            let hash = match hash.strip_prefix('{').and_then(|h| h.split_once('}')) {
-                Some((scheme, rest)) => match scheme.to_ascii_uppercase().as_str() {
-                    "BLF-CRYPT" | "SHA512-CRYPT" | "SHA256-CRYPT" | "ARGON2ID" | "ARGON2I" | "CRYPT" => rest.to_string(),
-                    other => {
-                        skipped.push(format!("{}:{}: {user}: scheme {{{other}}} is not supported", path.display(), i + 1));
-                        continue;
-                    }
-                },
-                None => hash.to_string(),
-            };
-            if !["$2a$", "$2b$", "$2y$", "$6$", "$5$", "$argon2"].iter().any(|p| hash.starts_with(p)) {
-                skipped.push(format!("{}:{}: {user}: hash format not supported", path.display(), i + 1));
-                continue;
-            }
-            let rec = self.users.entry(user.to_ascii_lowercase()).or_default();
-            *rec = UserRecord { imported_hash: Some(hash), addresses: rec.addresses.clone(), certificates: rec.certificates.clone(), ..Default::default() };
-            ok.push(user.to_ascii_lowercase());
-        }
-        Ok((ok, skipped))
-    }
-}
-
-/// Reads every key/data pair of a Berkeley DB hash file (format version 8
-/// or 9, as written by libdb 4.x/5.x for Cyrus sasldb2). Hand-written: no
-/// crate reads Berkeley DB, and an importer must not need libdb. Only
-/// on-page items are read (sasldb values are short); overflow items are
-/// skipped.
-pub fn read_bdb_hash(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-    const HASH_MAGIC: u32 = 0x0006_1561;
-    if data.len() < 512 {
-        return Err("too short for a Berkeley DB file".into());
-    }
-    let le = u32::from_le_bytes([data[12], data[13], data[14], data[15]]);
-    let be = u32::from_be_bytes([data[12], data[13], data[14], data[15]]);
-    let little = if le == HASH_MAGIC {
-        true
-    } else if be == HASH_MAGIC {
-        false
-    } else {
-        return Err("not a Berkeley DB hash database".into());
-    };
-    let u16_at = |b: &[u8], o: usize| -> Option<usize> {
-        let x = [*b.get(o)?, *b.get(o + 1)?];
-        Some(if little { u16::from_le_bytes(x) } else { u16::from_be_bytes(x) } as usize)
-    };
-    let u32_at = |b: &[u8], o: usize| -> usize {
-        let x = [data[o], data[o + 1], data[o + 2], data[o + 3]];
-        let _ = b;
-        (if little { u32::from_le_bytes(x) } else { u32::from_be_bytes(x) }) as usize
-    };
-    let pagesize = u32_at(data, 20);
-    if !(512..=65536).contains(&pagesize) || !pagesize.is_power_of_two() {
-        return Err(format!("bad page size {pagesize}"));
-    }
-    let mut out = Vec::new();
-    for page in data.chunks(pagesize).skip(1) {
-        if page.len() < 26 {
-            continue;
-        }
-        let kind = page[25];
-        if kind != 13 && kind != 2 {
-            continue; // not a hash page (P_HASH / P_HASH_UNSORTED)
-        }
-        let entries = u16_at(page, 20).unwrap_or(0);
-        let mut offsets = Vec::with_capacity(entries);
-        for i in 0..entries {
-            match u16_at(page, 26 + 2 * i) {
-                Some(o) if o < page.len() => offsets.push(o),
-                _ => return Err("corrupt hash page index".into()),
-            }
-        }
-        let item = |i: usize| -> Option<&[u8]> {
-            let start = offsets[i];
-            let end = if i == 0 { page.len() } else { offsets[i - 1] };
-            if start >= end || page[start] != 1 {
-                return None; // not H_KEYDATA (overflow or duplicate set)
-            }
-            Some(&page[start + 1..end])
-        };
-        let mut i = 0;
-        while i + 1 < entries {
-            if let (Some(k), Some(v)) = (item(i), item(i + 1)) {
-                out.push((k.to_vec(), v.to_vec()));
-            }
-            i += 2;
-        }
-    }
-    Ok(out)
 }
 
 /// The user database as the server sees it: re-read when the file changes.
@@ -476,8 +404,6 @@ impl UserStore {
         ok
     }
 
-
-
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -498,107 +424,5 @@ impl UserStore {
             }
         }
         g.1.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What the session does: the cache, else the full check.
-    struct CachedStore(UserStore);
-
-    impl CachedStore {
-        fn verify_cached(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
-            self.0.verified_recently(db, name, password, ttl) || self.0.verify_and_remember(db, name, password, ttl)
-        }
-    }
-
-    #[test]
-    fn verified_cache_follows_password_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CachedStore(UserStore::new(dir.path()));
-        let ttl = std::time::Duration::from_secs(60);
-        let mut db = UserDb { version: 1, users: BTreeMap::new() };
-        db.set_password("bob", "first", false).unwrap();
-        assert!(!store.verify_cached(&db, "bob", "wrong", ttl));
-        assert!(store.verify_cached(&db, "Bob", "first", ttl));
-        assert_eq!(store.0.verified.tags.lock().unwrap().len(), 1, "only the success is cached");
-        assert!(store.verify_cached(&db, "bob", "first", ttl));
-        // A new password: the old one no longer verifies, cached or not.
-        db.set_password("bob", "second", false).unwrap();
-        assert!(!store.verify_cached(&db, "bob", "first", ttl));
-        assert!(store.verify_cached(&db, "bob", "second", ttl));
-        // Deleted user, zero TTL.
-        let mut gone = db.clone();
-        gone.users.remove("bob");
-        assert!(!store.verify_cached(&gone, "bob", "second", ttl));
-        assert!(store.verify_cached(&db, "bob", "second", std::time::Duration::ZERO));
-        assert!(!store.verify_cached(&db, "bob", "first", std::time::Duration::ZERO));
-    }
-
-    #[test]
-    fn set_verify_scram_plain() {
-        let mut db = UserDb { version: 1, users: BTreeMap::new() };
-        db.set_password("Alice", "pa ss:wörd", false).unwrap();
-        assert!(db.verify("alice", "pa ss:wörd"));
-        assert!(!db.verify("alice", "pa ss:word"));
-        assert!(!db.verify("nobody", "x"));
-        assert!(db.scram("alice", ScramHash::Sha256).is_some());
-        assert_eq!(db.plain("alice"), None);
-        db.set_password("alice", "x", true).unwrap();
-        assert_eq!(db.plain("alice").as_deref(), Some("x"));
-        assert_eq!(db.drop_plain(), 1);
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("users.json");
-        db.save(&p).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(UserDb::load(&p).unwrap(), db);
-    }
-
-    #[test]
-    fn foreign_hashes() {
-        let bc = bcrypt::hash("secret", 4).unwrap();
-        assert!(verify_hash(&bc, "secret") && !verify_hash(&bc, "other"));
-        let params = sha_crypt::Sha512Params::new(5000).unwrap();
-        let s6 = sha_crypt::sha512_simple("secret", &params).unwrap();
-        assert!(verify_hash(&s6, "secret") && !verify_hash(&s6, "nope"));
-        let a2 = argon2_hash("secret").unwrap();
-        assert!(verify_hash(&a2, "secret"));
-        assert!(!verify_hash("{PLAIN}secret", "secret"));
-    }
-
-    #[test]
-    fn passwd_file_import() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("passwd");
-        let bc = bcrypt::hash("b-pass", 4).unwrap();
-        std::fs::write(&p, format!("bob:{{BLF-CRYPT}}{bc}::::\ncarl:{{PLAIN}}x\n# comment\ndan:{bc}\n")).unwrap();
-        let mut db = UserDb { version: 1, users: BTreeMap::new() };
-        let (ok, skipped) = db.import_passwd_file(&p).unwrap();
-        assert_eq!(ok, vec!["bob", "dan"]);
-        assert_eq!(skipped.len(), 1);
-        assert!(db.verify("bob", "b-pass"));
-    }
-}
-
-#[cfg(test)]
-mod sasldb_tests {
-    /// `tests/fixtures/sasldb2` was made by Debian's saslpasswd2 (Cyrus SASL
-    /// 2.1.28, Berkeley DB 5.3): alice@mx.test = "pa ss:wörd", bob@mx.test = "x".
-    #[test]
-    fn reads_a_real_sasldb2() {
-        let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sasldb2")).unwrap();
-        let mut pairs = super::read_bdb_hash(&data).unwrap();
-        pairs.sort();
-        assert_eq!(
-            pairs,
-            vec![
-                (b"alice\0mx.test\0userPassword".to_vec(), "pa ss:wörd".as_bytes().to_vec()),
-                (b"bob\0mx.test\0userPassword".to_vec(), b"x".to_vec()),
-            ]
-        );
-        assert!(super::read_bdb_hash(b"not a database at all, too short").is_err());
     }
 }

@@ -1,0 +1,41 @@
+//! `postern config example|check`: print the commented example
+//! configuration, or validate a file and warn about open relays.
+//!
+//! May touch: the configuration file named (read), standard output.
+
+use super::sysexits as exit;
+use super::{ConfigCmd, SYSTEM_CONFIG};
+use crate::config::EXAMPLE;
+use crate::settings::{Settings, Source};
+
+/// Runs `postern config ACTION`; returns the exit code.
+pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
+    match action {
+        ConfigCmd::Example => {
+            print!("{EXAMPLE}");
+            exit::OK
+        }
+        ConfigCmd::Check { file } => {
+            let Some(file) = file.or_else(|| src.config.clone()) else {
+                eprintln!("postern: no config file given (and {SYSTEM_CONFIG} does not exist); the embedded default is valid");
+                return exit::USAGE;
+            };
+            // Settings::load reports every problem of the file at once,
+            // including those of files it names (client_file).
+            match Settings::load(&Source { config: Some(file.clone()), data_dir: src.data_dir.clone() }) {
+                Ok(s) => {
+                    let open: Vec<&str> = s.config.listeners.iter().map(|l| l.label()).filter(|l| crate::policy::is_open_relay(&s, l)).collect();
+                    for l in &open {
+                        eprintln!("{}: warning: OPEN RELAY: listener {l:?} relays mail from any client to any domain (see `postern explain`)", file.display());
+                    }
+                    println!("{}: ok{}", file.display(), if open.is_empty() { "" } else { " (with warnings)" });
+                    exit::OK
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    exit::CONFIG
+                }
+            }
+        }
+    }
+}

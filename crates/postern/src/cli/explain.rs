@@ -1,0 +1,111 @@
+//! `postern explain`: the relay decision for one recipient, computed by the
+//! same code the server runs (`policy::check_rcpt`), with the rule that
+//! made it.
+//!
+//! May touch: the client CA and CRL files and the certificate named (read),
+//! `DATA/users.json` (read), standard output.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use postern_wire::address::parse_path;
+use postern_wire::Path;
+
+use super::sysexits as exit;
+use crate::policy::{check_rcpt, classify, Facts, RcptDecision};
+use crate::settings::Settings;
+
+/// The facts of the session to explain, as given on the command line.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// Listener name or role; the first listener when `None`.
+    pub listener: Option<String>,
+    /// Client IP address.
+    pub ip: IpAddr,
+    /// The client uses TLS.
+    pub tls: bool,
+    /// The client's certificate chain (PEM); implies TLS.
+    pub cert: Option<PathBuf>,
+    /// The SMTP AUTH user, if any.
+    pub auth: Option<String>,
+    /// MAIL FROM (`<>` for the null sender; angle brackets optional).
+    pub from: String,
+    /// RCPT TO (angle brackets optional).
+    pub rcpt: String,
+}
+
+/// Prints the decision for `q` (text, or one JSON object); returns the exit code.
+pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
+    let listener = q.listener.clone().unwrap_or_else(|| s.config.listeners.first().map(|l| l.label().to_string()).unwrap_or_default());
+    let wrap = |a: &str| if a.starts_with('<') { a.to_string() } else { format!("<{a}>") };
+    let sender = match parse_path(&wrap(&q.from), true, false, true) {
+        Ok((Path::Mailbox(m), _)) => Some(m),
+        Ok(_) => None,
+        Err(e) => {
+            eprintln!("postern explain: --from {}: {e}", q.from);
+            return exit::USAGE;
+        }
+    };
+    let rcpt_path = match parse_path(&wrap(&q.rcpt), false, true, true) {
+        Ok((p, _)) => p,
+        Err(e) => {
+            eprintln!("postern explain: --rcpt {}: {e}", q.rcpt);
+            return exit::USAGE;
+        }
+    };
+    let identity = match &q.cert {
+        Some(p) => {
+            let chain = match crate::tls::load_certs(p) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("postern explain: {e}");
+                    return exit::USAGE;
+                }
+            };
+            match crate::tls::CertVerifier::load(s) {
+                Ok(v) => v.identify(&chain),
+                Err(e) => {
+                    eprintln!("postern explain: {e}");
+                    return exit::CONFIG;
+                }
+            }
+        }
+        None => None,
+    };
+    let who = q.auth.as_deref().map(crate::auth::Authenticated::dangerous_assume);
+    let db = crate::users::UserDb::load(&s.data_dir.join("users.json")).unwrap_or_default();
+    let facts = Facts {
+        listener: &listener,
+        client_ip: q.ip,
+        tls: q.tls || q.cert.is_some(),
+        authenticated: who.as_ref(),
+        cert: identity.as_ref(),
+        sender: sender.as_ref(),
+        rcpt: &rcpt_path,
+        user_db: Some(&db),
+    };
+    let class = format!("{:?}", classify(s, &rcpt_path)).to_ascii_lowercase();
+    let d = check_rcpt(s, &facts);
+    let (decision, reply) = match &d {
+        RcptDecision::Accept { action, .. } => (format!("{action:?}").to_ascii_lowercase(), "250 2.1.5 Recipient ok".to_string()),
+        RcptDecision::Reject { reply, .. } => ("reject".to_string(), reply.summary()),
+    };
+    let cert_text = identity.as_ref().map(|c| format!("{} ({})", c.cert.subject, c.verdict()));
+    if json {
+        let v = serde_json::json!({
+            "decision": decision, "reply": reply, "rule": d.rule(), "origin": d.origin(),
+            "recipient_class": class, "listener": listener, "client": q.ip.to_string(),
+            "certificate": cert_text,
+        });
+        println!("{v}");
+    } else {
+        println!("decision: {decision}");
+        println!("reply:    {reply}");
+        println!("rule:     {} ({})", d.rule(), d.origin());
+        println!("facts:    listener={listener} client={} tls={} auth={} recipient={class}", q.ip, facts.tls, who.as_ref().map(|a| a.user()).unwrap_or("-"));
+        if let Some(c) = cert_text {
+            println!("cert:     {c}");
+        }
+    }
+    exit::OK
+}

@@ -1,0 +1,535 @@
+//! The command-line faces of the one `postern` binary: the clap grammar of
+//! `postern SUBCOMMAND` and the dispatch to each face, plus the classic
+//! faces chosen by the program name (`sendmail`, `mailq`, `newaliases`).
+//! The faces use the library (settings, spool, config, policy, control
+//! socket), never the SMTP session or server internals.
+//!
+//! May touch: standard input/output, whatever each face's module header
+//! names (the spool, the control socket, `DATA/users.json`, `DATA/ca/`).
+//!
+//! Exit codes are sysexits(3), from [`sysexits`].
+
+pub mod bench;
+pub mod ca;
+pub mod config;
+pub mod explain;
+pub mod queue;
+pub mod sendmail;
+pub mod sysexits;
+pub mod user;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::settings::{Settings, Source};
+use sysexits as exit;
+
+/// Where the config is looked for when neither --config nor POSTERN_CONFIG is given.
+const SYSTEM_CONFIG: &str = "/etc/postern/postern.toml";
+
+#[derive(Parser)]
+#[command(name = "postern", version, about = "postern: a mail transfer agent (ESMTP server, queue, local and relay delivery)",
+    long_about = "postern: a mail transfer agent (ESMTP server, queue, local and relay delivery).\n\n\
+Configuration: --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.toml if it exists, \
+else the embedded default (SMTP on 127.0.0.1:2525, local domains localhost and the host name, \
+Maildirs under DATA/mail, loopback clients may relay). State lives in the data directory: \
+--data-dir, else $POSTERN_DATA_DIR, else `data_dir` in the config, else ./postern-data.\n\n\
+Invoked as `sendmail` it is `postern sendmail`; as `mailq`, `postern queue list`; as `newaliases`, it checks the aliases file.")]
+struct Cli {
+    /// Configuration file (TOML). See `postern config example`.
+    #[arg(long, short = 'c', global = true, env = "POSTERN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: queue, Maildirs, control socket.
+    #[arg(long, global = true, env = "POSTERN_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the mail server (SIGTERM/SIGINT: drain and stop; SIGHUP: reload the config).
+    Serve,
+    /// Queue a message from standard input, like /usr/sbin/sendmail (`postern sendmail --help`).
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        /// sendmail options and recipients: -t, -i, -oi, -f ADDR, -F NAME, -bp, rcpt...
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Inspect and manage the queue.
+    Queue {
+        #[command(subcommand)]
+        action: QueueCmd,
+    },
+    /// Print or check configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
+    /// Check the aliases file (like `newaliases`; postern reads it directly, nothing to rebuild).
+    Aliases,
+    /// Explain the relay decision for one recipient, with the same code the server runs.
+    Explain {
+        /// Listener name or role (default: the first listener).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Client IP address.
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        /// The client uses TLS.
+        #[arg(long)]
+        tls: bool,
+        /// The client's certificate (PEM chain); implies --tls. Verified against the configured client CAs.
+        #[arg(long, value_name = "PEM")]
+        cert: Option<PathBuf>,
+        /// The client authenticated (SMTP AUTH) as this user.
+        #[arg(long, value_name = "USER")]
+        auth: Option<String>,
+        /// MAIL FROM address ("<>" for the null sender).
+        #[arg(long, value_name = "ADDR", default_value = "<>")]
+        from: String,
+        /// RCPT TO address.
+        #[arg(long, value_name = "ADDR")]
+        rcpt: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage SMTP AUTH users (DATA/users.json; the server picks up changes without restart).
+    User {
+        #[command(subcommand)]
+        action: UserCmd,
+    },
+    /// The built-in certificate authority for client and server certificates (files in DATA/ca).
+    Ca {
+        #[command(subcommand)]
+        action: CaCmd,
+    },
+    /// SMTP load generator for benchmarks (bench/run): sends N messages to any SMTP server and
+    /// prints the rate and p50/p99 time per message. Loopback use only; not for production servers.
+    Bench {
+        /// Server address, host:port.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: crate::config::Endpoint,
+        /// Messages to send in total.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Parallel clients.
+        #[arg(long, default_value_t = 20)]
+        concurrency: usize,
+        /// Message size in octets.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        /// STARTTLS before MAIL (the server certificate is not checked).
+        #[arg(long)]
+        starttls: bool,
+        /// AUTH PLAIN as this user (needs --password-file; needs --starttls unless the server allows plaintext).
+        #[arg(long, value_name = "USER", requires = "password_file")]
+        auth_user: Option<String>,
+        /// File whose first line is the AUTH password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// Keep a client's connection for its next message (default: a new connection per message).
+        #[arg(long)]
+        reuse: bool,
+        /// Envelope sender.
+        #[arg(long, default_value = "load@src.test")]
+        from: String,
+        /// Envelope recipient.
+        #[arg(long, default_value = "rcpt@far.test")]
+        to: String,
+        /// Stop starting new messages after this long.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        deadline: std::time::Duration,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user (prompts twice for the password, or reads one line with --password-stdin).
+    Add {
+        /// User name (also a local mailbox).
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// MAIL FROM addresses this user may use (auth.sender_login_match); repeatable.
+        #[arg(long)]
+        address: Vec<String>,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user.
+    Del {
+        /// User name.
+        name: String,
+    },
+    /// List users and what each can log in with.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a password (exit 0 if it matches, 1 if not).
+    Verify {
+        /// User name.
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Let a client certificate (by SHA-256 fingerprint) log in as NAME with EXTERNAL.
+    Cert {
+        /// User name.
+        name: String,
+        /// SHA-256 of the certificate (hex, as in the mail log's cert_sha256).
+        sha256: String,
+    },
+    /// Import users from a Cyrus/sendmail sasldb2 (Berkeley DB); passwords are re-hashed.
+    ImportSasldb {
+        /// The sasldb2 file (e.g. /etc/sasldb2).
+        file: PathBuf,
+    },
+    /// Import a Dovecot/htpasswd passwd-file (bcrypt, SHA512-CRYPT, SHA256-CRYPT, argon2 hashes are verified natively).
+    ImportPasswd {
+        /// The passwd-file.
+        file: PathBuf,
+    },
+    /// Remove every stored plaintext-equivalent secret (after disabling CRAM-MD5).
+    PurgePlain,
+}
+
+#[derive(Subcommand)]
+enum CaCmd {
+    /// Create the CA: DATA/ca/ca.key (ECDSA P-256) and ca.crt. The server then trusts it for client certificates.
+    Init {
+        /// The CA's common name.
+        #[arg(long, default_value = "postern CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+        /// RSA key instead of ECDSA P-256 (for old clients).
+        #[arg(long)]
+        rsa: bool,
+    },
+    /// Issue a certificate signed by the CA, into DATA/ca/issued/.
+    Issue {
+        #[command(subcommand)]
+        kind: IssueKind,
+    },
+    /// List issued certificates with serials and revocation state.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a certificate by serial (hex) and rewrite DATA/ca/crl.pem; the server honours it at once.
+    Revoke {
+        /// Serial number as shown by `ca list`.
+        serial: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum IssueKind {
+    /// A TLS server certificate (NAME is also a DNS SAN unless --san is given).
+    Server {
+        /// Common name and file name.
+        name: String,
+        /// Subject alternative names (DNS names, IP addresses or e-mail addresses); repeatable.
+        #[arg(long)]
+        san: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// RSA key instead of ECDSA P-256 (for old clients).
+        #[arg(long)]
+        rsa: bool,
+    },
+    /// A TLS client certificate, plus NAME.p12 (PKCS#12 for Outlook, Thunderbird, macOS Keychain).
+    Client {
+        /// Common name and file name.
+        name: String,
+        /// Subject alternative names (e-mail addresses, DNS names); repeatable.
+        #[arg(long)]
+        san: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// RSA key instead of ECDSA P-256 (for old clients).
+        #[arg(long)]
+        rsa: bool,
+        /// Password for the PKCS#12 bundle (default: generated and printed).
+        #[arg(long, env = "POSTERN_P12_PASSWORD")]
+        p12_password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// List queued messages (same as `mailq`). `!` after the id marks a held message.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: envelope, per-recipient state and text.
+    Show {
+        /// Queue id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to try all (or one) queued messages now.
+    Flush {
+        /// Queue id; all messages when omitted.
+        id: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete messages from the queue without bouncing them.
+    Delete {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put messages on hold: kept, never tried, until released.
+    Hold {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return messages to their senders now (pending recipients fail with a bounce).
+    Bounce {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release held messages and try them now.
+    Release {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print a complete, commented example configuration.
+    Example,
+    /// Validate a configuration file (default: --config, $POSTERN_CONFIG or /etc/postern/postern.toml).
+    Check {
+        /// The file to check.
+        file: Option<PathBuf>,
+    },
+}
+/// The face a program name selects: a `sendmail`, `mailq` or `newaliases`
+/// symlink acts like that program; any other name is `postern`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    /// `postern SUBCOMMAND ...`: [`run`].
+    Postern,
+    /// `sendmail [options] [recipient ...]`: [`sendmail_face`].
+    Sendmail,
+    /// `mailq [--json]`: [`mailq_face`].
+    Mailq,
+    /// `newaliases`: [`newaliases_face`].
+    Newaliases,
+}
+
+impl Face {
+    /// The face for `argv[0]` (its last path component).
+    pub fn of(argv0: &str) -> Face {
+        match argv0.rsplit('/').next().unwrap_or(argv0) {
+            "sendmail" => Face::Sendmail,
+            "mailq" => Face::Mailq,
+            "newaliases" => Face::Newaliases,
+            _ => Face::Postern,
+        }
+    }
+}
+
+/// Settings for the classic faces, which take no `--config`: from
+/// `$POSTERN_CONFIG` / `$POSTERN_DATA_DIR`, else the defaults.
+fn env_settings() -> Result<Settings, i32> {
+    let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    load(&source(var("POSTERN_CONFIG"), var("POSTERN_DATA_DIR")))
+}
+
+/// `sendmail ARGS...` (invoked through a `sendmail` symlink). Returns the exit code.
+pub fn sendmail_face(args: &[String]) -> i32 {
+    env_settings().map_or_else(|c| c, |s| sendmail_command(&s, args))
+}
+
+/// `mailq [--json]` (invoked through a `mailq` symlink). Returns the exit code.
+pub fn mailq_face(args: &[String]) -> i32 {
+    env_settings().map_or_else(|c| c, |s| queue::list(&s, args.iter().any(|a| a == "--json")))
+}
+
+/// `newaliases` (invoked through a symlink): checks the aliases file. Returns the exit code.
+pub fn newaliases_face() -> i32 {
+    env_settings().map_or_else(|c| c, |s| aliases_command(&s))
+}
+
+fn source(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Source {
+    let config = config.or_else(|| {
+        let p = PathBuf::from(SYSTEM_CONFIG);
+        p.exists().then_some(p)
+    });
+    Source { config, data_dir }
+}
+
+fn load(src: &Source) -> Result<Settings, i32> {
+    Settings::load(src).map_err(|e| {
+        eprintln!("postern: {e}");
+        exit::CONFIG
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_DEBUG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// A multi-threaded tokio runtime, or the exit code after saying why not.
+fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("postern: cannot start runtime: {e}");
+        exit::TEMPFAIL
+    })
+}
+
+/// `postern sendmail ...` and the `sendmail` face: `-bp` lists the queue
+/// (as `mailq`), anything else submits a message from standard input.
+fn sendmail_command(s: &Settings, args: &[String]) -> i32 {
+    use sendmail::{Mode, HELP};
+    match sendmail::parse_args(args) {
+        Ok(Mode::Help) => {
+            println!("{HELP}");
+            exit::OK
+        }
+        Ok(Mode::ListQueue) => queue::list(s, false),
+        Ok(Mode::Submit(o)) => match sendmail::submit(s, &o, std::io::stdin().lock()) {
+            Ok(_) => exit::OK,
+            Err(e) => {
+                eprintln!("postern sendmail: {e}");
+                e.exit_code()
+            }
+        },
+        Err(e) => {
+            eprintln!("postern sendmail: {e}\n{HELP}");
+            e.exit_code()
+        }
+    }
+}
+
+fn aliases_command(s: &Settings) -> i32 {
+    println!("postern: {} aliases, nothing to rebuild", s.aliases.len());
+    exit::OK
+}
+
+/// Loads the settings and runs `f` on them; a config error is printed and exits 78.
+fn with_settings(src: &Source, f: impl FnOnce(&Settings) -> i32) -> i32 {
+    match load(src) {
+        Ok(s) => f(&s),
+        Err(c) => c,
+    }
+}
+
+/// `postern serve`: runs the daemon until SIGTERM/SIGINT.
+fn serve(src: Source) -> i32 {
+    init_tracing();
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(c) => return c,
+    };
+    match rt.block_on(crate::server::serve(src)) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            exit::CONFIG
+        }
+    }
+}
+
+/// Runs `postern [OPTIONS] COMMAND ...` (`argv[0]` included); clap prints
+/// help and usage errors and exits by itself. Returns the exit code.
+pub fn run(argv: Vec<String>) -> i32 {
+    let cli = Cli::parse_from(argv);
+    let src = source(cli.config, cli.data_dir);
+    match cli.command {
+        Cmd::Serve => serve(src),
+        Cmd::Sendmail { args } => with_settings(&src, |s| sendmail_command(s, &args)),
+        Cmd::Queue { action } => with_settings(&src, |s| match action {
+            QueueCmd::List { json } => queue::list(s, json),
+            QueueCmd::Show { id, json } => queue::show(s, &id, json),
+            QueueCmd::Flush { id, json } => queue::flush(s, id.as_deref(), json),
+            QueueCmd::Delete { ids, json } => queue::change(s, queue::Change::Delete, &ids, json),
+            QueueCmd::Hold { ids, json } => queue::change(s, queue::Change::Hold, &ids, json),
+            QueueCmd::Release { ids, json } => queue::change(s, queue::Change::Release, &ids, json),
+            QueueCmd::Bounce { ids, json } => queue::change(s, queue::Change::Bounce, &ids, json),
+        }),
+        Cmd::Config { action } => config::run(action, &src),
+        Cmd::Aliases => with_settings(&src, aliases_command),
+        Cmd::Explain { listener, ip, tls, cert, auth, from, rcpt, json } => {
+            with_settings(&src, |s| explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt }, json))
+        }
+        Cmd::User { action } => with_settings(&src, |s| user::run(s, action)),
+        Cmd::Ca { action } => with_settings(&src, |s| ca::run(s, action)),
+        Cmd::Bench { server, messages, concurrency, size, starttls, auth_user, password_file, reuse, from, to, deadline, json } => {
+            let auth = match bench::login(auth_user, password_file) {
+                Ok(a) => a,
+                Err(c) => return c,
+            };
+            let plan = crate::loadgen::Plan { server, messages, concurrency, size, starttls, auth, reuse, from, to, deadline };
+            runtime().map_or_else(|c| c, |rt| bench::run(&rt, plan, json))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faces_by_program_name() {
+        assert_eq!(Face::of("/usr/sbin/sendmail"), Face::Sendmail);
+        assert_eq!(Face::of("mailq"), Face::Mailq);
+        assert_eq!(Face::of("/usr/bin/newaliases"), Face::Newaliases);
+        assert_eq!(Face::of("/usr/local/bin/postern"), Face::Postern);
+        assert_eq!(Face::of("sendmail.postfix"), Face::Postern);
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

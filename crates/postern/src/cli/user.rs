@@ -1,0 +1,252 @@
+//! `postern user …`: manage SMTP AUTH users in `DATA/users.json` (the
+//! server re-reads the file when it changes, no restart needed).
+//!
+//! May touch: `DATA/users.json`, the terminal or standard input (passwords),
+//! the sasldb2 / passwd files named for import (read), standard output.
+
+use std::path::Path;
+
+use super::sysexits as exit;
+use super::UserCmd;
+use crate::settings::Settings;
+use crate::users::{UserDb, UserError};
+
+/// Why reading a password failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    /// Standard input could not be read.
+    #[error("reading password: {0}")]
+    Stdin(#[source] std::io::Error),
+    /// The terminal could not be read (no terminal: use `--password-stdin`).
+    #[error("reading password: {0} (use --password-stdin)")]
+    Terminal(#[source] std::io::Error),
+    /// The second prompt could not be read.
+    #[error("reading password: {0}")]
+    Again(#[source] std::io::Error),
+    /// The two prompts got different passwords.
+    #[error("passwords differ")]
+    Differ,
+    /// An empty password is never stored.
+    #[error("empty password")]
+    Empty,
+}
+
+/// Why a `postern user` command failed (printed as `postern user: {error}`, exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum UserCmdError {
+    /// The name is not usable as a local mailbox.
+    #[error("{0:?} is not a valid user name (letters, digits, . _ - + =)")]
+    InvalidName(String),
+    /// `user add` for a user that exists.
+    #[error("user {0} exists (use `postern user passwd`)")]
+    Exists(String),
+    /// No user by that name.
+    #[error("no user {0}")]
+    NoSuchUser(String),
+    /// `user cert` with something that is not a SHA-256 fingerprint.
+    #[error("expected a SHA-256 fingerprint (64 hex digits)")]
+    BadFingerprint,
+    /// The password could not be read.
+    #[error("{0}")]
+    Password(#[from] PasswordError),
+    /// The user database refused the change (hashing, import).
+    #[error("{0}")]
+    Db(#[from] UserError),
+}
+
+/// Reads a password from one line of standard input, or from the terminal
+/// (prompting twice when `twice`).
+pub fn read_password(stdin: bool, twice: bool) -> Result<String, PasswordError> {
+    if stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map_err(PasswordError::Stdin)?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        return if pw.is_empty() { Err(PasswordError::Empty) } else { Ok(pw) };
+    }
+    let pw = rpassword::prompt_password("Password: ").map_err(PasswordError::Terminal)?;
+    if twice {
+        let again = rpassword::prompt_password("Again: ").map_err(PasswordError::Again)?;
+        if again != pw {
+            return Err(PasswordError::Differ);
+        }
+    }
+    if pw.is_empty() {
+        return Err(PasswordError::Empty);
+    }
+    Ok(pw)
+}
+
+/// What a successful command leaves to do.
+enum Done {
+    /// The database changed: write it back.
+    Save,
+    /// Nothing changed.
+    Nothing,
+    /// Nothing changed; exit with this code (a password that does not match).
+    Exit(i32),
+}
+
+/// Runs `postern user ACTION`; returns the exit code.
+pub(super) fn run(s: &Settings, action: UserCmd) -> i32 {
+    let path = s.data_dir.join("users.json");
+    let mut db = match UserDb::load(&path) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("postern user: {e}");
+            return exit::CONFIG;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&s.data_dir) {
+        eprintln!("postern user: {}: {e}", s.data_dir.display());
+        return exit::CANTCREAT;
+    }
+    match change(s, &path, &mut db, action) {
+        Ok(Done::Save) => match db.save(&path) {
+            Ok(()) => exit::OK,
+            Err(e) => {
+                eprintln!("postern user: {e}");
+                exit::CANTCREAT
+            }
+        },
+        Ok(Done::Nothing) => exit::OK,
+        Ok(Done::Exit(code)) => code,
+        Err(e) => {
+            eprintln!("postern user: {e}");
+            1
+        }
+    }
+}
+
+fn change(s: &Settings, path: &Path, db: &mut UserDb, action: UserCmd) -> Result<Done, UserCmdError> {
+    let cram = crate::auth::plaintext_secret_mechanisms_enabled(&s.config);
+    let warn_plain = || {
+        if cram {
+            eprintln!("postern user: warning: CRAM-MD5/DIGEST-MD5 is enabled, so a plaintext-equivalent secret is stored in {}", path.display());
+        }
+    };
+    match action {
+        UserCmd::Add { name, password_stdin, address } => {
+            let lower = name.to_ascii_lowercase();
+            if !crate::aliases::is_local_name(&lower) {
+                return Err(UserCmdError::InvalidName(name));
+            }
+            if db.users.contains_key(&lower) {
+                return Err(UserCmdError::Exists(name));
+            }
+            let pw = read_password(password_stdin, true)?;
+            db.set_password(&name, &pw, cram)?;
+            if let Some(r) = db.users.get_mut(&lower) {
+                r.addresses = address;
+            }
+            warn_plain();
+            println!("user {lower} added");
+            Ok(Done::Save)
+        }
+        UserCmd::Passwd { name, password_stdin } => {
+            if !db.users.contains_key(&name.to_ascii_lowercase()) {
+                return Err(UserCmdError::NoSuchUser(name));
+            }
+            let pw = read_password(password_stdin, true)?;
+            db.set_password(&name, &pw, cram)?;
+            warn_plain();
+            println!("password of {} changed", name.to_ascii_lowercase());
+            Ok(Done::Save)
+        }
+        UserCmd::Del { name } => match db.users.remove(&name.to_ascii_lowercase()) {
+            Some(_) => {
+                println!("user {} deleted", name.to_ascii_lowercase());
+                Ok(Done::Save)
+            }
+            None => Err(UserCmdError::NoSuchUser(name)),
+        },
+        UserCmd::List { json } => {
+            list(db, json);
+            Ok(Done::Nothing)
+        }
+        UserCmd::Verify { name, password_stdin } => {
+            let pw = read_password(password_stdin, false)?;
+            if db.verify(&name, &pw) {
+                println!("ok");
+                Ok(Done::Nothing)
+            } else {
+                eprintln!("postern user: password does not match (or no such user)");
+                Ok(Done::Exit(1))
+            }
+        }
+        UserCmd::Cert { name, sha256 } => {
+            let Some(r) = db.users.get_mut(&name.to_ascii_lowercase()) else {
+                return Err(UserCmdError::NoSuchUser(name));
+            };
+            let fp = sha256.replace(':', "").to_ascii_lowercase();
+            if fp.len() != 64 || !fp.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(UserCmdError::BadFingerprint);
+            }
+            if !r.certificates.contains(&fp) {
+                r.certificates.push(fp);
+            }
+            println!("certificate added for {}", name.to_ascii_lowercase());
+            Ok(Done::Save)
+        }
+        UserCmd::ImportSasldb { file } => {
+            let names = db.import_sasldb(&file, cram)?;
+            warn_plain();
+            println!("imported {} user(s): {}", names.len(), names.join(" "));
+            Ok(Done::Save)
+        }
+        UserCmd::ImportPasswd { file } => {
+            let (ok, skipped) = db.import_passwd_file(&file)?;
+            for sk in &skipped {
+                eprintln!("postern user: skipped {sk}");
+            }
+            println!("imported {} user(s): {}", ok.len(), ok.join(" "));
+            Ok(Done::Save)
+        }
+        UserCmd::PurgePlain => {
+            let n = db.drop_plain();
+            println!("removed {n} plaintext-equivalent secret(s)");
+            Ok(if n > 0 { Done::Save } else { Done::Nothing })
+        }
+    }
+}
+
+/// `user list [--json]`.
+fn list(db: &UserDb, json: bool) {
+    if json {
+        let v: Vec<_> = db
+            .users
+            .iter()
+            .map(|(n, r)| {
+                serde_json::json!({
+                    "name": n,
+                    "argon2": r.argon2.is_some(),
+                    "scram": r.scram_sha256.is_some(),
+                    "plaintext_secret": r.plain.is_some(),
+                    "imported_hash": r.imported_hash.is_some(),
+                    "addresses": r.addresses,
+                    "certificates": r.certificates,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    for (n, r) in &db.users {
+        let mut how = Vec::new();
+        if r.argon2.is_some() {
+            how.push("password");
+        }
+        if r.scram_sha256.is_some() {
+            how.push("scram");
+        }
+        if r.plain.is_some() {
+            how.push("cram-md5");
+        }
+        if r.imported_hash.is_some() {
+            how.push("imported-hash");
+        }
+        if !r.certificates.is_empty() {
+            how.push("certificate");
+        }
+        println!("{n}\t{}\t{}", how.join(","), r.addresses.join(","));
+    }
+}
