@@ -61,6 +61,25 @@ def test_sendmail_without_daemon_waits_in_queue(postern_factory):
     wait_for(lambda: p.queue_files()["active"] == [], what="queue to drain")
 
 
+def test_sendmail_bp_is_mailq_and_newaliases_face(postern_factory, tmp_path):
+    p = postern_factory(start=False)
+    assert p.cli("sendmail", "alice", input=b"Subject: listed\n\nx\n").returncode == 0
+    mailq = p.cli("queue", "list")
+    bp = p.cli("sendmail", "-bp")
+    assert bp.returncode == 0 and bp.stdout == mailq.stdout and b"alice@mx.test" in bp.stdout, bp.stderr
+    link = tmp_path / "sendmail"
+    os.symlink(BIN, link)
+    assert p.cli("-bp", argv0=str(link)).stdout == mailq.stdout
+    # A usage error names the problem, then prints the option summary.
+    r = p.cli("sendmail", "-bx", input=b"")
+    assert r.returncode == 64, r.stderr
+    assert r.stderr.startswith(b"postern sendmail: unsupported mode -bx\nUsage: postern sendmail"), r.stderr
+    newaliases = tmp_path / "newaliases"
+    os.symlink(BIN, newaliases)
+    r = p.cli(argv0=str(newaliases))
+    assert r.returncode == 0 and b"nothing to rebuild" in r.stdout, r.stdout + r.stderr
+
+
 def test_queue_commands(postern_factory, sink):
     down = free_port()  # nothing listens here: the smarthost is "down"
     p = postern_factory(BASE_CONFIG + f'\n[relay]\nsmarthost = "127.0.0.1:{down}"\n')
