@@ -291,10 +291,36 @@ pub struct Route {
     /// The domains (lower-case match). These are also relay domains.
     pub domains: Vec<String>,
     /// "smtp" (to `next_hop`, STARTTLS when offered), "lmtp", "maildir" or "mx".
-    pub transport: String,
+    pub transport: RouteTransport,
     /// `host:port` or `unix:/path` for smtp and lmtp.
     #[serde(default)]
     pub next_hop: Option<Endpoint>,
+}
+
+/// How a `[[route]]` delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteTransport {
+    /// SMTP to `next_hop`, STARTTLS when offered.
+    Smtp,
+    /// LMTP to `next_hop`.
+    Lmtp,
+    /// Local Maildirs under `local.maildir_root`.
+    Maildir,
+    /// Direct MX delivery for the route's domains (`[mx]` settings).
+    Mx,
+}
+
+impl RouteTransport {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteTransport::Smtp => "smtp",
+            RouteTransport::Lmtp => "lmtp",
+            RouteTransport::Maildir => "maildir",
+            RouteTransport::Mx => "mx",
+        }
+    }
 }
 
 /// What a listener is for.
@@ -966,12 +992,9 @@ impl Config {
             }
         }
         for r in &self.routes {
-            let needs_hop = matches!(r.transport.as_str(), "smtp" | "lmtp");
-            if !matches!(r.transport.as_str(), "smtp" | "lmtp" | "maildir" | "mx") {
-                return invalid(format!("key `route.transport`: {:?} is not smtp, lmtp, maildir or mx", r.transport));
-            }
+            let needs_hop = matches!(r.transport, RouteTransport::Smtp | RouteTransport::Lmtp);
             if needs_hop && r.next_hop.is_none() {
-                return invalid(format!("key `route.next_hop`: required for transport {:?}", r.transport));
+                return invalid(format!("key `route.next_hop`: required for transport {:?}", r.transport.as_str()));
             }
         }
         for m in &self.auth.mechanisms {

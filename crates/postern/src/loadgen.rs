@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Endpoint, OutboundTls};
-use crate::delivery::client::{Conn, Dest};
+use crate::delivery::smtp::{Conn, Dest};
 use crate::delivery::{Dsn, Message, Outcome};
 use crate::spool::QueueId;
 use crate::tls::ClientTls;
@@ -137,7 +137,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                     None => Conn::open(&dest).await,
                 };
                 let result = match c {
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.reply().to_string()),
                     Ok(mut c) => match c.transaction(&msg, &rcpts).await {
                         Ok(o) if matches!(o.first(), Some(Outcome::Delivered(_))) => {
                             if plan.reuse {
@@ -148,7 +148,7 @@ pub async fn run(plan: Plan) -> Result<Report, String> {
                             Ok(())
                         }
                         Ok(o) => Err(format!("{:?}", o.first())),
-                        Err(e) => Err(e),
+                        Err(e) => Err(e.reply().to_string()),
                     },
                 };
                 match result {

@@ -356,7 +356,7 @@ pub fn run(settings: &Settings, args: &[String]) -> i32 {
         }
     };
     let queued = if settings.config.local.sendmail_milters.is_empty() {
-        crate::queue::enqueue(&spool, &sender, &rcpts, &text, "local")
+        crate::spool::enqueue(&spool, &sender, &rcpts, &text, "local")
     } else {
         match filtered(settings, &spool, &text, &mut sender, &mut rcpts) {
             Ok(Some(q)) => q,
@@ -438,7 +438,7 @@ fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String
         return Ok(None);
     }
     let quarantine = out.quarantine.map(|(m, reason)| format!("quarantined by milter {m}: {reason}"));
-    Ok(Some(crate::queue::enqueue_draft(spool, draft, sender, rcpts, "local", eight_bit, quarantine)))
+    Ok(Some(crate::spool::enqueue_draft(spool, draft, sender, rcpts, "local", eight_bit, quarantine)))
 }
 
 #[cfg(test)]

@@ -1,0 +1,3 @@
+//! Scheduler tests without a network.
+
+use super::*;
