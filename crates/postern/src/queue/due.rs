@@ -52,12 +52,6 @@ impl DueQueue {
     pub(super) fn earliest(&self) -> Option<u64> {
         self.order.iter().next().map(|(at, _)| *at)
     }
-
-    /// The due time of `id`, if it has one.
-    #[cfg(test)]
-    pub(super) fn get(&self, id: &QueueId) -> Option<u64> {
-        self.by_id.get(id).copied()
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! recipients routed to an LMTP socket that does not exist (so every
 //! attempt defers at once) and local Maildirs. Message age is set through
 //! the envelope's `created`, so no test sleeps.
+//!
+//! May touch: temporary directories (spool, Maildirs). No RFCs.
 
 use std::path::Path;
 

@@ -1,4 +1,6 @@
 //! Spool unit tests: commit, update, hold, remove, recovery, group commit.
+//!
+//! May touch: temporary directories. No RFCs.
 
 use super::*;
 use crate::time::now_unix;
