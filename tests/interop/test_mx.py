@@ -147,3 +147,27 @@ def test_null_mx_and_nxdomain_bounce(postern_factory, internet, domain, status):
     assert m.get_content_type() == "multipart/report"
     assert b"Status: " + status in raw, raw
     assert f"Final-Recipient: rfc822; user@{domain}".encode() in raw
+
+
+def test_route_transport_mx(postern_factory, internet):
+    """`[[route]] transport = "mx"` delivers by MX for the route's domains,
+    even with a smarthost configured for everything else (the smarthost
+    here is a dead port: mail sent there would only be deferred)."""
+    port, dns_port, sinks = internet
+    cfg = mx_config(port, dns_port) + f"""
+[relay]
+smarthost = "127.0.0.1:{free_port()}"
+
+[[route]]
+domains = ["good.test", "failover.test"]
+transport = "mx"
+"""
+    p = postern_factory(cfg)
+    with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
+        s.sendmail("alice@mx.test", ["user@good.test", "user@failover.test"], b"Subject: routed\r\n\r\nbody\r\n")
+    assert sinks["127.0.0.2"].wait(timeout=20)[0]["rcpt_tos"] == ["user@good.test"]
+    assert sinks["127.0.0.4"].wait(timeout=20)[0]["rcpt_tos"] == ["user@failover.test"]
+    log = wait_for(lambda: p.log().count("delivered id=") >= 2 and p.log(), what="two delivered log lines")
+    assert f"relay=mx:mx1.good.test[127.0.0.2]:{port}" in log
+    assert f"relay=mx:backup.failover.test[127.0.0.4]:{port}" in log
+    assert "not built yet" not in log

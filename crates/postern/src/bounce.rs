@@ -3,9 +3,18 @@
 //! original headers (`text/rfc822-headers`). Sent with the null sender
 //! (RFC 5321 §4.5.5); a message with the null sender never gets one.
 //!
-//! Pure: builds bytes; the scheduler queues them.
+//! Pure: builds bytes; the scheduler queues them. The `Status:` of each
+//! entry comes from its typed [`DeliveryReply`]; text is never re-parsed
+//! here.
+//!
+//! May touch: nothing. RFC 3461, RFC 3464, RFC 6522, RFC 3463.
 
-use crate::spool::{Envelope, RcptStatus};
+use std::collections::HashMap;
+
+use postern_wire::Enhanced;
+
+use crate::delivery::DeliveryReply;
+use crate::spool::{Envelope, RcptStatus, Recipient};
 
 /// RFC 3464 `Action:` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +30,8 @@ pub enum Action {
 }
 
 impl Action {
-    fn name(self) -> &'static str {
+    /// The RFC 3464 `Action:` value (also the mail log's `kind=`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
@@ -39,7 +49,7 @@ pub struct Failure {
     /// Original-Recipient (as given in RCPT TO).
     pub original: String,
     /// The last reply or reason.
-    pub diagnostic: String,
+    pub reply: DeliveryReply,
     /// DSN ORCPT (`type;address`), preferred for Original-Recipient.
     pub orcpt: Option<String>,
     /// Remote-MTA, if a remote host answered.
@@ -49,46 +59,48 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A report entry from an envelope recipient.
-    pub fn from_recipient(r: &crate::spool::Recipient, action: Action) -> Failure {
-        Failure {
-            address: r.address.clone(),
-            original: r.original.clone(),
-            diagnostic: r.last_reply.clone().unwrap_or_else(|| "5.0.0 delivery failed".into()),
-            orcpt: r.orcpt.clone(),
-            remote_mta: r.remote_mta.clone(),
-            action,
+    /// A report entry for `r` with the reply of this attempt.
+    pub fn new(r: &Recipient, reply: DeliveryReply, action: Action) -> Failure {
+        Failure { address: r.address.clone(), original: r.original.clone(), reply, orcpt: r.orcpt.clone(), remote_mta: r.remote_mta.clone(), action }
+    }
+
+    /// A report entry from an envelope recipient whose reply is known only
+    /// from the envelope on disk (a failure recorded before a restart, or
+    /// by `postern queue bounce`).
+    pub fn from_recipient(r: &Recipient, action: Action) -> Failure {
+        let reply = match &r.last_reply {
+            Some(t) => DeliveryReply::from_stored(t),
+            None => DeliveryReply::status_only(Enhanced(5, 0, 0), "delivery failed"),
+        };
+        Failure::new(r, reply, action)
+    }
+
+    /// The RFC 3464 `Status:` of this entry.
+    pub fn status(&self) -> Enhanced {
+        match self.action {
+            Action::Delivered | Action::Relayed => Enhanced(2, 0, 0),
+            Action::Delayed => match self.reply.status() {
+                s @ Enhanced(4, _, _) => s,
+                _ => Enhanced(4, 0, 0),
+            },
+            Action::Failed => self.reply.status(),
         }
     }
 }
 
 /// The failed recipients of `env` that still owe a bounce and asked for
-/// one (NOTIFY absent or containing FAILURE).
-pub fn owed(env: &Envelope) -> Vec<Failure> {
+/// one (NOTIFY absent or containing FAILURE). `fresh` holds the typed
+/// replies of this attempt by recipient index; others come from the envelope.
+pub fn owed(env: &Envelope, fresh: &HashMap<usize, DeliveryReply>) -> Vec<Failure> {
     env.recipients
         .iter()
-        .filter(|r| r.status == RcptStatus::Failed && !r.bounced && r.wants("FAILURE"))
-        .map(|r| Failure::from_recipient(r, Action::Failed))
+        .enumerate()
+        .filter(|(_, r)| r.status == RcptStatus::Failed && !r.bounced && r.wants("FAILURE"))
+        .map(|(i, r)| match fresh.get(&i) {
+            Some(reply) => Failure::new(r, reply.clone(), Action::Failed),
+            None => Failure::from_recipient(r, Action::Failed),
+        })
         .collect()
-}
-
-/// Extracts an RFC 3463 status (`5.1.1`) from a reply text; defaults to
-/// 5.0.0 (or 4.4.7 for expiry text, RFC 3463 "delivery time expired").
-pub fn status_of(diagnostic: &str) -> String {
-    for word in diagnostic.split_whitespace().take(3) {
-        let parts: Vec<&str> = word.split('.').collect();
-        if parts.len() == 3
-            && matches!(parts[0], "2" | "4" | "5")
-            && parts[1..].iter().all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()))
-        {
-            return word.to_string();
-        }
-    }
-    if diagnostic.contains("expired") {
-        "4.4.7".into()
-    } else {
-        "5.0.0".into()
-    }
 }
 
 /// Only the header section of a message (up to the first empty line).
@@ -139,7 +151,7 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
     m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
     m.push_str(&format!("This is the mail system at host {hostname}.\r\n\r\n{intro}\r\n\r\n"));
     for f in failures {
-        m.push_str(&format!("<{}>: {}\r\n", f.address, one_line(&f.diagnostic)));
+        m.push_str(&format!("<{}>: {}\r\n", f.address, one_line(&f.reply.to_string())));
     }
     m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"));
     m.push_str(&format!("Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\n", env.id));
@@ -156,20 +168,12 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
             }
             None => {}
         }
-        m.push_str(&format!("Action: {}\r\n", f.action.name()));
-        let status = match f.action {
-            Action::Delivered | Action::Relayed => "2.0.0".to_string(),
-            Action::Delayed => {
-                let s = status_of(&f.diagnostic);
-                if s.starts_with('4') { s } else { "4.0.0".into() }
-            }
-            Action::Failed => status_of(&f.diagnostic),
-        };
-        m.push_str(&format!("Status: {status}\r\n"));
+        m.push_str(&format!("Action: {}\r\n", f.action.as_str()));
+        m.push_str(&format!("Status: {}\r\n", f.status()));
         if let Some(r) = &f.remote_mta {
             m.push_str(&format!("Remote-MTA: dns; {}\r\n", one_line(r)));
         }
-        m.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", one_line(&f.diagnostic)));
+        m.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", one_line(&f.reply.to_string())));
         m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
     }
     if full {
@@ -201,14 +205,17 @@ pub fn unix_to_rfc5322(t: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::{QueueId, Recipient, ENVELOPE_VERSION};
+    use crate::spool::{QueueId, ENVELOPE_VERSION};
 
     #[test]
-    fn statuses() {
-        assert_eq!(status_of("550 5.1.1 <x@y>: unknown"), "5.1.1");
-        assert_eq!(status_of("4.4.1 connect failed"), "4.4.1");
-        assert_eq!(status_of("delivery time expired"), "4.4.7");
-        assert_eq!(status_of("weird"), "5.0.0");
+    fn statuses_come_from_the_typed_reply() {
+        let r = Recipient::pending("a@b.example", "a@b.example");
+        let f = |reply, action| Failure::new(&r, reply, action).status().to_string();
+        assert_eq!(f(DeliveryReply::new(550, Enhanced(5, 1, 1), "x"), Action::Failed), "5.1.1");
+        assert_eq!(f(DeliveryReply::new(550, Enhanced(5, 1, 1), "x"), Action::Delayed), "4.0.0");
+        assert_eq!(f(DeliveryReply::new(451, Enhanced(4, 3, 0), "x"), Action::Delayed), "4.3.0");
+        assert_eq!(f(crate::delivery::reply::made::expired("451 later"), Action::Failed), "4.4.7");
+        assert_eq!(f(DeliveryReply::new(250, Enhanced(2, 0, 0), "ok"), Action::Relayed), "2.0.0");
     }
 
     #[test]
@@ -240,7 +247,7 @@ mod tests {
             envid: None,
             quarantine: None,
         };
-        let f = owed(&env);
+        let f = owed(&env, &HashMap::new());
         let out = String::from_utf8(build("mx.example", &env, &f, b"Subject: hi\r\nX: y\r\n\r\nsecret body\r\n", "DATE")).unwrap();
         for want in [
             "multipart/report; report-type=delivery-status",

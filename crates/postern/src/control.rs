@@ -10,29 +10,40 @@
 //! ```
 //!
 //! May touch: the control socket (mode 0600: only the daemon's user, or
-//! root, may use it).
+//! root, may use it). What the commands do is the daemon's business: it
+//! hands [`serve`] an implementation of [`Control`], so this module knows
+//! nothing of the scheduler or the server state.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use crate::queue::Scheduler;
-use crate::server::Shared;
 use crate::spool::QueueId;
+
+/// What the control socket can ask of a running daemon.
+pub trait Control: Send + Sync + 'static {
+    /// Makes every queued message due now; returns how many there are.
+    fn flush_all(&self) -> usize;
+    /// Makes one message due now (after a flush, a release, a local submission).
+    fn kick(&self, id: QueueId);
+    /// Reloads the configuration; `false` (logged) if the new one is invalid.
+    fn reload(&self) -> bool;
+    /// Reloads certificates, CAs and CRLs; `false` (logged) if they are broken.
+    fn reload_tls(&self) -> bool;
+}
 
 /// Where the control socket lives.
 pub fn socket_path(data_dir: &Path) -> PathBuf {
     data_dir.join("control.sock")
 }
 
-/// Serves the control socket until shutdown.
-pub async fn serve(shared: Arc<Shared>, scheduler: Scheduler, mut shutdown: watch::Receiver<bool>) {
-    let path = socket_path(&shared.settings().data_dir);
+/// Serves the control socket at `path` until shutdown.
+pub async fn serve(path: PathBuf, control: Arc<dyn Control>, mut shutdown: watch::Receiver<bool>) {
     let _ = std::fs::remove_file(&path);
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
@@ -47,37 +58,36 @@ pub async fn serve(shared: Arc<Shared>, scheduler: Scheduler, mut shutdown: watc
             r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
             _ = shutdown.wait_for(|v| *v) => return,
         };
-        let shared = shared.clone();
-        let scheduler = scheduler.clone();
+        let control = control.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, shared, scheduler)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), handle(stream, control.as_ref())).await;
         });
     }
 }
 
-async fn handle(stream: UnixStream, shared: Arc<Shared>, scheduler: Scheduler) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, control: &dyn Control) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r).take(1024).read_line(&mut line).await?;
     let mut words = line.split_whitespace();
     let answer = match (words.next(), words.next()) {
-        (Some("flush"), None) => format!("ok {}", scheduler.rescan(true)),
+        (Some("flush"), None) => format!("ok {}", control.flush_all()),
         (Some("flush" | "kick"), Some(id)) => match QueueId::parse(id) {
             Some(id) => {
-                scheduler.kick(id);
+                control.kick(id);
                 "ok".to_string()
             }
             None => "error bad queue id".to_string(),
         },
         (Some("reload-tls"), None) => {
-            if shared.reload_tls() {
+            if control.reload_tls() {
                 "ok".to_string()
             } else {
                 "error invalid TLS material, see the mail log".to_string()
             }
         }
         (Some("reload"), None) => {
-            if shared.reload() {
+            if control.reload() {
                 "ok".to_string()
             } else {
                 "error invalid configuration, see the mail log".to_string()
@@ -99,5 +109,3 @@ pub fn request(data_dir: &Path, command: &str) -> std::io::Result<String> {
     std::io::BufReader::new(s).read_line(&mut answer)?;
     Ok(answer.trim().to_string())
 }
-
-use tokio::io::AsyncReadExt as _;

@@ -21,6 +21,7 @@ pub mod server;
 pub mod session;
 pub mod settings;
 pub mod spool;
+pub mod state;
 pub mod time;
 pub mod tls;
 pub mod users;

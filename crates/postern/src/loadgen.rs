@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Endpoint, OutboundTls};
-use crate::delivery::client::{Conn, Dest};
+use crate::delivery::smtp::{Conn, Dest};
 use crate::delivery::{Dsn, Message, Outcome};
 use crate::spool::QueueId;
 use crate::tls::{ClientTls, TlsError};
@@ -149,7 +149,7 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
                     None => Conn::open(&dest).await,
                 };
                 let result = match c {
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.reply().to_string()),
                     Ok(mut c) => match c.transaction(&msg, &rcpts).await {
                         Ok(o) if matches!(o.first(), Some(Outcome::Delivered(_))) => {
                             if plan.reuse {
@@ -160,7 +160,7 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
                             Ok(())
                         }
                         Ok(o) => Err(format!("{:?}", o.first())),
-                        Err(e) => Err(e),
+                        Err(e) => Err(e.reply().to_string()),
                     },
                 };
                 match result {

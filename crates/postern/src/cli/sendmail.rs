@@ -413,7 +413,7 @@ pub fn submit(settings: &Settings, o: &Options, input: impl Read) -> Result<Subm
     }
     let spool = Spool::open(&settings.data_dir.join("queue")).map_err(SendmailError::SpoolOpen)?;
     let id = if settings.config.local.sendmail_milters.is_empty() {
-        crate::queue::enqueue(&spool, &sender, &rcpts, &text, "local").map_err(SendmailError::Queue)?
+        crate::spool::enqueue(&spool, &sender, &rcpts, &text, "local").map_err(SendmailError::Queue)?
     } else {
         match filtered(settings, &spool, &text, &mut sender, &mut rcpts)? {
             Submitted::Queued(id) => id,
@@ -469,7 +469,7 @@ fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String
         return Ok(Submitted::Discarded);
     }
     let quarantine = out.quarantine.map(|(m, reason)| format!("quarantined by milter {m}: {reason}"));
-    crate::queue::enqueue_draft(spool, draft, sender, rcpts, "local", eight_bit, quarantine).map(Submitted::Queued).map_err(SendmailError::Queue)
+    crate::spool::enqueue_draft(spool, draft, sender, rcpts, "local", eight_bit, quarantine).map(Submitted::Queued).map_err(SendmailError::Queue)
 }
 
 #[cfg(test)]

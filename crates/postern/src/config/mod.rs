@@ -29,7 +29,7 @@ pub use error::{ConfigError, Position, Problem, ProblemKind};
 pub use load::KeyPath;
 pub use schema::{
     Auth, BanAction, BareNewline, ExternalIdentity, Limits, Local, LocalDelivery, Log, Milter, MilterDefault, Mx, OutboundTls,
-    Queue, RcptClass, Relay, Route, Rule, RuleAction, SyncMode, Tls,
+    Queue, RcptClass, Relay, Route, RouteTransport, Rule, RuleAction, SyncMode, Tls,
 };
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use validate::ValidationError;

@@ -161,10 +161,36 @@ pub struct Route {
     /// The domains (lower-case match). These are also relay domains.
     pub domains: Vec<String>,
     /// "smtp" (to `next_hop`, STARTTLS when offered), "lmtp", "maildir" or "mx".
-    pub transport: String,
+    pub transport: RouteTransport,
     /// `host:port` or `unix:/path` for smtp and lmtp.
     #[serde(default)]
     pub next_hop: Option<Endpoint>,
+}
+
+/// How a `[[route]]` delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteTransport {
+    /// SMTP to `next_hop`, STARTTLS when offered.
+    Smtp,
+    /// LMTP to `next_hop`.
+    Lmtp,
+    /// Local Maildirs under `local.maildir_root`.
+    Maildir,
+    /// Direct MX delivery for the route's domains (`[mx]` settings).
+    Mx,
+}
+
+impl RouteTransport {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteTransport::Smtp => "smtp",
+            RouteTransport::Lmtp => "lmtp",
+            RouteTransport::Maildir => "maildir",
+            RouteTransport::Mx => "mx",
+        }
+    }
 }
 
 /// How to treat bare CR or LF inside DATA (SMTP smuggling defence).

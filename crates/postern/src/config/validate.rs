@@ -5,7 +5,7 @@
 //! May touch: nothing (pure). RFCs: 5321 §4.5.3.1 (line length).
 
 use super::load::KeyPath;
-use super::schema::LocalDelivery;
+use super::schema::{LocalDelivery, RouteTransport};
 use super::Config;
 
 /// A cross-field problem.
@@ -32,12 +32,9 @@ pub enum ValidationError {
     /// A `[[rule]]` without `action`.
     #[error("[[rule]] needs `action` (accept, relay, reject, tempfail)")]
     RuleWithoutAction,
-    /// A `[[route]]` transport that does not exist.
-    #[error("{0:?} is not smtp, lmtp, maildir or mx")]
-    UnknownTransport(String),
     /// A `[[route]]` whose transport needs `next_hop` has none.
     #[error("required for transport {0:?}")]
-    NextHopRequired(String),
+    NextHopRequired(&'static str),
     /// Two `[[milter]]` entries with one name.
     #[error("{0:?} is defined twice")]
     DuplicateMilter(String),
@@ -183,12 +180,9 @@ fn pairs(c: &Config, out: &mut Vec<Issue>) {
 // `[[route]] transport` stays a string here; it becomes an enum elsewhere.
 fn routes(c: &Config, out: &mut Vec<Issue>) {
     for (i, r) in c.routes.iter().enumerate() {
-        let needs_hop = matches!(r.transport.as_str(), "smtp" | "lmtp");
-        if !matches!(r.transport.as_str(), "smtp" | "lmtp" | "maildir" | "mx") {
-            out.push(at(key("route").index(i).key("transport"), ValidationError::UnknownTransport(r.transport.clone())));
-        }
+        let needs_hop = matches!(r.transport, RouteTransport::Smtp | RouteTransport::Lmtp);
         if needs_hop && r.next_hop.is_none() {
-            let issue = ValidationError::NextHopRequired(r.transport.clone());
+            let issue = ValidationError::NextHopRequired(r.transport.as_str());
             out.push(Issue { at: key("route").index(i).key("transport"), key: "route.next_hop".into(), error: issue });
         }
     }

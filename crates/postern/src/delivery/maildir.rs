@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::reply::made;
 use super::{Attempt, BoxFuture, Message, Outcome, Transport};
 use crate::aliases::is_local_name;
 
@@ -36,8 +37,8 @@ impl Transport for Maildir {
             let n = rcpts.len();
             let outcomes = tokio::task::spawn_blocking(move || rcpts.iter().map(|r| deliver_one(&root, &host, &msg, r)).collect())
                 .await
-                .unwrap_or_else(|e| vec![Outcome::Deferred(format!("4.3.0 maildir delivery task failed: {e}")); n]);
-            Attempt { outcomes, tls: None, dsn: false }
+                .unwrap_or_else(|e| vec![Outcome::Deferred(made::maildir_task_failed(&e)); n]);
+            Attempt { outcomes, tls: None, dsn: false, relay: None }
         })
     }
 }
@@ -45,15 +46,13 @@ impl Transport for Maildir {
 fn deliver_one(root: &Path, host: &str, msg: &Message, rcpt: &str) -> Outcome {
     let user = rcpt.rsplit_once('@').map(|(l, _)| l).unwrap_or(rcpt).to_ascii_lowercase();
     if !is_local_name(&user) {
-        return Outcome::Failed(format!("550 5.1.3 <{rcpt}>: mailbox name not allowed"));
+        return Outcome::Failed(made::mailbox_name_not_allowed(rcpt));
     }
     let dir = root.join(&user);
     match write_maildir(&dir, host, msg, rcpt) {
-        Ok(file) => Outcome::Delivered(format!("250 2.0.0 delivered to maildir {}", file.display())),
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => {
-            Outcome::Deferred(format!("452 4.2.2 <{rcpt}>: mailbox full or disk full: {e}"))
-        }
-        Err(e) => Outcome::Deferred(format!("451 4.3.0 <{rcpt}>: cannot write maildir {}: {e}", dir.display())),
+        Ok(file) => Outcome::Delivered(made::delivered_to_maildir(&file)),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => Outcome::Deferred(made::mailbox_full(rcpt, &e)),
+        Err(e) => Outcome::Deferred(made::maildir_write_failed(rcpt, &dir, &e)),
     }
 }
 

@@ -1,21 +1,33 @@
 //! Delivery behind one trait. A [`Transport`] takes one message and some of
-//! its recipients and returns one [`Outcome`] per recipient, in order.
+//! its recipients and returns one [`Outcome`] per recipient, in order, each
+//! carrying a typed [`DeliveryReply`].
 //!
 //! Transports: [`maildir::Maildir`] (local, RFC-less but qmail's maildir(5)),
-//! [`client::Lmtp`] (RFC 2033) and [`client::Smarthost`] (RFC 5321 client).
-//! The scheduler (`queue.rs`) decides when; routing ([`route`]) decides which.
+//! [`lmtp::Lmtp`] (RFC 2033), [`pool::Smarthost`] (RFC 5321 client with a
+//! connection pool, over [`smtp::Conn`]) and [`mx::MxDelivery`] (RFC 5321
+//! §5.1). The scheduler (`queue/`) decides when; routing ([`route`]) decides
+//! which, and [`Transports`] builds (or reuses) the transport of a route.
+//!
+//! May touch: through the transports, the network and the Maildir root.
 
-pub mod client;
+pub mod lmtp;
 pub mod maildir;
 pub mod mx;
+pub mod pool;
+pub mod reply;
+pub mod smtp;
+mod transports;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::LocalDelivery;
+use crate::config::{LocalDelivery, RouteTransport};
 use crate::settings::Settings;
 use crate::spool::QueueId;
+
+pub use reply::DeliveryReply;
+pub use transports::{SetupError, Transports};
 
 /// A boxed future (the trait is used as `dyn`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -23,25 +35,25 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What a delivery attempt did for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Delivered; the text is the remote reply or a local description.
-    Delivered(String),
+    /// Delivered; the remote reply or a local description.
+    Delivered(DeliveryReply),
     /// Temporary failure: try again later.
-    Deferred(String),
+    Deferred(DeliveryReply),
     /// Permanent failure: bounce.
-    Failed(String),
+    Failed(DeliveryReply),
 }
 
 impl Outcome {
-    /// The reply or reason text.
-    pub fn text(&self) -> &str {
+    /// The reply or reason.
+    pub fn reply(&self) -> &DeliveryReply {
         match self {
-            Outcome::Delivered(t) | Outcome::Deferred(t) | Outcome::Failed(t) => t,
+            Outcome::Delivered(r) | Outcome::Deferred(r) | Outcome::Failed(r) => r,
         }
     }
 
     /// Maps a peer's reply: 2xx delivered, 4xx deferred, 5xx failed.
     pub fn from_reply(r: &postern_wire::Reply) -> Outcome {
-        let t = r.summary();
+        let t = DeliveryReply::from_wire(r);
         if r.is_positive() {
             Outcome::Delivered(t)
         } else if r.is_permanent() {
@@ -63,12 +75,15 @@ pub struct Attempt {
     pub tls: Option<String>,
     /// The next hop speaks DSN (RFC 3461): success notices are its job.
     pub dsn: bool,
+    /// Where the mail went, for `relay=`, when more precise than
+    /// [`Transport::name`] (MX delivery names the host that took it).
+    pub relay: Option<String>,
 }
 
 impl Attempt {
     /// Every recipient gets the same outcome.
     pub fn all(o: Outcome, n: usize, tls: Option<String>) -> Attempt {
-        Attempt { outcomes: vec![o; n], tls, dsn: false }
+        Attempt { outcomes: vec![o; n], tls, dsn: false, relay: None }
     }
 }
 
@@ -117,17 +132,29 @@ pub enum Route {
     Lmtp,
     /// Non-local, through the smarthost.
     Smarthost,
-    /// Non-local and no smarthost: MX delivery to this domain.
+    /// Non-local and no smarthost, or a `[[route]]` with `transport = "mx"`:
+    /// MX delivery to this domain.
     Mx(String),
-    /// A `[[route]]` entry (index into `config.routes`).
+    /// A `[[route]]` entry (index into `config.routes`) with a next hop or Maildir.
     Custom(usize),
+}
+
+impl Route {
+    /// Local delivery (Maildir or LMTP by `local.delivery`): success
+    /// notices are ours to send, and there is no Remote-MTA.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Route::Maildir | Route::Lmtp)
+    }
 }
 
 /// Decides the route of one recipient address. Pure.
 pub fn route(s: &Settings, address: &str) -> Route {
     let domain = address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
     if let Some(i) = s.config.routes.iter().position(|r| r.domains.iter().any(|d| d.eq_ignore_ascii_case(&domain))) {
-        return Route::Custom(i);
+        return match s.config.routes[i].transport {
+            RouteTransport::Mx => Route::Mx(domain),
+            _ => Route::Custom(i),
+        };
     }
     if s.is_local_domain(&domain) {
         return match s.config.local.delivery {
@@ -173,5 +200,13 @@ mod tests {
         assert_eq!(route(&s, "a@BACKUP.example"), Route::Custom(0));
         assert_eq!(route(&s, "a@other.example"), Route::Smarthost);
         assert!(s.relay_domains.contains("backup.example"));
+        let cfg = Config::parse(
+            "[relay]\nsmarthost=\"relay.example:25\"\n[[route]]\ndomains=[\"direct.example\"]\ntransport=\"mx\"\n",
+            "t",
+        )
+        .unwrap();
+        let s = Settings::from_config(cfg, &src).unwrap();
+        assert_eq!(route(&s, "a@Direct.example"), Route::Mx("direct.example".into()));
+        assert_eq!(route(&s, "a@other.example"), Route::Smarthost);
     }
 }

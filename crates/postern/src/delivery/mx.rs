@@ -11,6 +11,9 @@
 //! domain is put on a short backoff so a dead domain is not hammered and
 //! its queue does not hold up other domains; at most `mx.domain_concurrency`
 //! deliveries run per domain at once.
+//!
+//! [`MxDelivery`] is a [`Transport`]: used for non-local domains when no
+//! smarthost is set, and for `[[route]] transport = "mx"` domains.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -23,10 +26,74 @@ use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 use tokio::sync::Semaphore;
 
-use super::client::{Dest, Smarthost};
-use super::{Attempt, Message, Outcome};
+use postern_wire::Enhanced;
+
+use super::pool::Smarthost;
+use super::reply::made;
+use super::smtp::{Dest, AUTH_ORDER};
+use super::{Attempt, BoxFuture, DeliveryReply, Message, Outcome, Transport};
 use crate::config::Endpoint;
+use crate::settings::Settings;
 use crate::tls::ClientTls;
+
+/// Why MX delivery could not be set up, or a domain could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum MxError {
+    /// The system resolver configuration could not be read.
+    #[error("DNS configuration: {0}")]
+    DnsConfig(String),
+    /// The outbound TLS configuration could not be built.
+    #[error("{0}")]
+    Tls(String),
+    /// The MX lookup failed (not NXDOMAIN: a server failure or timeout).
+    #[error("DNS lookup of MX {domain}: {reason}")]
+    MxLookup {
+        /// The domain.
+        domain: String,
+        /// The resolver's error.
+        reason: String,
+    },
+    /// The address lookup of an MX host failed.
+    #[error("DNS lookup of {host}: {reason}")]
+    HostLookup {
+        /// The MX host.
+        host: String,
+        /// The resolver's error.
+        reason: String,
+    },
+    /// Every host failed recently; the domain is left alone for `mx.domain_backoff`.
+    #[error("{domain} is backing off after: {why}")]
+    BackingOff {
+        /// The domain.
+        domain: String,
+        /// The last error of the failed attempt.
+        why: String,
+    },
+    /// The per-domain semaphore is closed.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// No address of any MX host took a session.
+    #[error("no MX host of {domain} reachable; last: {last}")]
+    Unreachable {
+        /// The domain.
+        domain: String,
+        /// The last host's error.
+        last: String,
+    },
+}
+
+impl MxError {
+    /// The reply recorded for the recipients (deferred).
+    pub fn reply(&self) -> DeliveryReply {
+        let status = match self {
+            MxError::DnsConfig(_) | MxError::Tls(_) => Enhanced(4, 3, 5),
+            MxError::MxLookup { .. } => Enhanced(4, 4, 3),
+            MxError::ShuttingDown => Enhanced(4, 3, 0),
+            MxError::HostLookup { .. } | MxError::BackingOff { .. } | MxError::Unreachable { .. } => Enhanced(4, 4, 1),
+        };
+        DeliveryReply::status_only(status, self.to_string())
+    }
+}
 
 /// Where mail for a domain can go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +113,9 @@ pub struct MxResolver {
 
 impl MxResolver {
     /// System configuration, or these name servers (UDP and TCP).
-    pub fn new(nameservers: &[SocketAddr]) -> Result<MxResolver, String> {
+    pub fn new(nameservers: &[SocketAddr]) -> Result<MxResolver, MxError> {
         let builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| format!("DNS configuration: {e}"))?
+            TokioResolver::builder_tokio().map_err(|e| MxError::DnsConfig(e.to_string()))?
         } else {
             let mut group = Vec::new();
             for a in nameservers {
@@ -66,7 +133,7 @@ impl MxResolver {
     }
 
     /// MX hosts of a domain, best first (random among equal preferences).
-    pub async fn hosts(&self, domain: &str) -> Result<Hosts, String> {
+    pub async fn hosts(&self, domain: &str) -> Result<Hosts, MxError> {
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
         match self.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
@@ -80,14 +147,14 @@ impl MxResolver {
             }
             Err(e) if e.is_nx_domain() => Ok(Hosts::NoDomain),
             Err(e) if e.is_no_records_found() => Ok(Hosts::Try(vec![domain.to_string()])), // implicit MX
-            Err(e) => Err(format!("4.4.3 DNS lookup of MX {domain}: {e}")),
+            Err(e) => Err(MxError::MxLookup { domain: domain.to_string(), reason: e.to_string() }),
         }
     }
 
     /// Addresses of a host, IPv6 and IPv4.
-    pub async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+    pub async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, MxError> {
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        self.resolver.lookup_ip(fqdn.as_str()).await.map(|l| l.iter().collect()).map_err(|e| format!("DNS lookup of {host}: {e}"))
+        self.resolver.lookup_ip(fqdn.as_str()).await.map(|l| l.iter().collect()).map_err(|e| MxError::HostLookup { host: host.to_string(), reason: e.to_string() })
     }
 }
 
@@ -129,13 +196,13 @@ pub struct MxDelivery {
 
 impl MxDelivery {
     /// Builds it from settings.
-    pub fn new(s: &crate::settings::Settings) -> Result<MxDelivery, String> {
+    pub fn new(s: &Settings) -> Result<MxDelivery, MxError> {
         let m = &s.config.mx;
         let tls = if m.tls == crate::config::OutboundTls::None {
             None
         } else {
             let cas: Vec<std::path::PathBuf> = [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE)].into_iter().filter(|p| p.exists()).collect();
-            Some(Arc::new(ClientTls::build(m.tls, &cas, None).map_err(|e| e.to_string())?))
+            Some(Arc::new(ClientTls::build(m.tls, &cas, None).map_err(|e| MxError::Tls(e.to_string()))?))
         };
         Ok(MxDelivery {
             resolver: MxResolver::new(&m.nameservers)?,
@@ -168,7 +235,7 @@ impl MxDelivery {
                     server_name: host.to_string(),
                     credentials: None,
                     auth_plaintext: false,
-                    auth_order: super::client::AUTH_ORDER,
+                    auth_order: AUTH_ORDER,
                 }))
             })
             .clone()
@@ -176,12 +243,12 @@ impl MxDelivery {
 
     /// Delivers to recipients that all share `domain`. Returns the attempt
     /// and the host that took it (for `relay=`).
-    pub async fn deliver(&self, domain: &str, msg: &Message, rcpts: &[String]) -> (String, Attempt) {
+    pub async fn deliver_domain(&self, domain: &str, msg: &Message, rcpts: &[String]) -> (String, Attempt) {
         let n = rcpts.len();
-        let defer = |t: String| Attempt::all(Outcome::Deferred(t), n, None);
+        let defer = |e: MxError| Attempt::all(Outcome::Deferred(e.reply()), n, None);
         if let Some((until, why)) = self.dead.lock().ok().and_then(|d| d.get(domain).cloned()) {
             if Instant::now() < until {
-                return (format!("mx:{domain}"), defer(format!("4.4.1 {domain} is backing off after: {why}")));
+                return (format!("mx:{domain}"), defer(MxError::BackingOff { domain: domain.to_string(), why }));
             }
         }
         let sem = {
@@ -191,7 +258,7 @@ impl MxDelivery {
             };
             m.entry(domain.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.concurrency))).clone()
         };
-        let Ok(_permit) = sem.acquire_owned().await else { return (format!("mx:{domain}"), defer("4.3.0 shutting down".into())) };
+        let Ok(_permit) = sem.acquire_owned().await else { return (format!("mx:{domain}"), defer(MxError::ShuttingDown)) };
         // Domain literals ([192.0.2.1]) go straight to the address.
         let hosts = if let Some(lit) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
             Ok(Hosts::Try(vec![lit.trim_start_matches("ipv6:").to_string()]))
@@ -201,11 +268,11 @@ impl MxDelivery {
         let hosts = match hosts {
             Ok(Hosts::Try(h)) => h,
             Ok(Hosts::NullMx) => {
-                let o = Outcome::Failed(format!("556 5.1.10 {domain} does not accept mail (null MX, RFC 7505)"));
+                let o = Outcome::Failed(made::null_mx(domain));
                 return (format!("mx:{domain}"), Attempt::all(o, n, None));
             }
             Ok(Hosts::NoDomain) => {
-                let o = Outcome::Failed(format!("550 5.1.2 domain {domain} does not exist (NXDOMAIN)"));
+                let o = Outcome::Failed(made::no_such_domain(domain));
                 return (format!("mx:{domain}"), Attempt::all(o, n, None));
             }
             Err(e) => return (format!("mx:{domain}"), defer(e)),
@@ -217,7 +284,7 @@ impl MxDelivery {
                 Err(_) => match self.resolver.addrs(&host).await {
                     Ok(a) => a,
                     Err(e) => {
-                        last = e;
+                        last = e.to_string();
                         continue;
                     }
                 },
@@ -230,14 +297,49 @@ impl MxDelivery {
                         }
                         return (format!("mx:{host}[{ip}]:{}", self.port), a);
                     }
-                    Err(e) => last = format!("{host}[{ip}]: {e}"),
+                    Err(e) => last = format!("{host}[{ip}]: {}", e.reply()),
                 }
             }
         }
         if let Ok(mut d) = self.dead.lock() {
             d.insert(domain.to_string(), (Instant::now() + self.backoff, last.clone()));
         }
-        (format!("mx:{domain}"), defer(format!("4.4.1 no MX host of {domain} reachable; last: {last}")))
+        (format!("mx:{domain}"), defer(MxError::Unreachable { domain: domain.to_string(), last }))
+    }
+}
+
+impl Transport for MxDelivery {
+    fn name(&self) -> String {
+        "mx".into()
+    }
+
+    /// Delivers domain by domain (a `[[route]]` may list several); the
+    /// attempt's `relay` names the host of each, comma-separated.
+    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Attempt> {
+        Box::pin(async move {
+            let mut domains: Vec<(String, Vec<usize>)> = Vec::new();
+            for (i, r) in rcpts.iter().enumerate() {
+                let d = r.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+                match domains.iter_mut().find(|(x, _)| *x == d) {
+                    Some((_, v)) => v.push(i),
+                    None => domains.push((d, vec![i])),
+                }
+            }
+            let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
+            let (mut relays, mut tls, mut dsn) = (Vec::new(), None, true);
+            for (domain, idx) in domains {
+                let sub: Vec<String> = idx.iter().map(|&i| rcpts[i].clone()).collect();
+                let (relay, a) = self.deliver_domain(&domain, msg, &sub).await;
+                relays.push(relay);
+                tls = tls.or(a.tls);
+                dsn &= a.dsn;
+                for (&i, o) in idx.iter().zip(a.outcomes) {
+                    outcomes[i] = Some(o);
+                }
+            }
+            let outcomes = outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred(made::no_outcome()))).collect();
+            Attempt { outcomes, tls, dsn, relay: Some(relays.join(",")) }
+        })
     }
 }
 

@@ -1,25 +1,28 @@
-//! SMTP (RFC 5321) and LMTP (RFC 2033) client transports.
+//! The SMTP (RFC 5321) and LMTP (RFC 2033) client: one connection
+//! ([`Conn`]): connect, greeting, EHLO/LHLO, STARTTLS (RFC 3207), AUTH
+//! (RFC 4954), transactions. The transports built on it are in `pool.rs`
+//! (smarthost, routes, MX hosts) and `lmtp.rs`.
 //!
 //! One client speaks both: LMTP differs only in LHLO and in returning one
 //! reply per accepted recipient after the final dot (RFC 2033 §4.2). With
 //! PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one write.
-//! The smarthost transport keeps idle connections for reuse.
 //!
 //! May touch: outbound TCP or unix-domain sockets to the configured peers.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
 use postern_wire::data::dot_stuff;
 use postern_wire::reply::parse_reply_lines;
-use postern_wire::Reply;
+use postern_wire::{Enhanced, Reply};
 
-use super::{Attempt, BoxFuture, Message, Outcome, Transport};
+use super::reply::made;
+use super::{Attempt, DeliveryReply, Message, Outcome};
 use crate::config::{Endpoint, OutboundTls};
 use crate::tls::{client_summary, ClientTls};
 
@@ -29,11 +32,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 /// The final reply after DATA may take longer (§4.5.3.2.6: 10 minutes).
 const FINAL_TIMEOUT: Duration = Duration::from_secs(600);
-/// An idle pooled connection older than this is closed, not reused.
-const POOL_IDLE: Duration = Duration::from_secs(30);
-/// Idle connections kept per destination (the queue runs up to
-/// `queue.concurrency` deliveries at once; keep enough to reuse them all).
-const MAX_IDLE: usize = 64;
 /// Longest reply line we accept from a peer.
 const MAX_REPLY_LINE: usize = 4096;
 
@@ -78,19 +76,145 @@ pub struct Conn {
     auth_note: String,
 }
 
-/// Why a connection-level step failed: deferred for every recipient.
-type ConnError = String;
+/// Why a connection-level step failed: every recipient without an
+/// outcome is deferred (or, for 5.7.8, failed) with [`ConnError::reply`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    /// TCP or unix-socket connect failed or timed out.
+    #[error("connect to {ep}: {reason}")]
+    Connect {
+        /// The peer.
+        ep: Endpoint,
+        /// "timed out" or the OS error.
+        reason: String,
+    },
+    /// The policy wants TLS but no client TLS material was configured.
+    #[error("TLS to {0} is not configured")]
+    TlsNotConfigured(Endpoint),
+    /// The configured TLS server name is not a valid name.
+    #[error("bad TLS server name {name:?}: {reason}")]
+    BadServerName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS handshake failed or timed out.
+    #[error("TLS handshake with {ep}: {reason}")]
+    Handshake {
+        /// The peer.
+        ep: Endpoint,
+        /// "timed out" or the TLS error.
+        reason: String,
+    },
+    /// The greeting was not 220.
+    #[error("{ep} greeted with {reply}")]
+    Greeting {
+        /// The peer.
+        ep: Endpoint,
+        /// Its greeting.
+        reply: String,
+    },
+    /// EHLO/LHLO was refused.
+    #[error("{ep} refused {verb}: {reply}")]
+    HelloRefused {
+        /// The peer.
+        ep: Endpoint,
+        /// "EHLO" or "LHLO".
+        verb: &'static str,
+        /// Its reply.
+        reply: String,
+    },
+    /// TLS is required and the peer does not offer STARTTLS.
+    #[error("TLS required but {0} does not offer STARTTLS")]
+    NoStartTls(Endpoint),
+    /// TLS is required and the peer refused STARTTLS.
+    #[error("{ep} refused STARTTLS: {reply}")]
+    StartTlsRefused {
+        /// The peer.
+        ep: Endpoint,
+        /// Its reply.
+        reply: String,
+    },
+    /// Credentials would go out in plaintext.
+    #[error("refusing to send credentials to {0} without TLS (smarthost_auth_plaintext = false)")]
+    CredentialsWithoutTls(Endpoint),
+    /// No offered AUTH mechanism is one we use.
+    #[error("{ep} offers no usable AUTH mechanism (offered: {offered})")]
+    NoAuthMechanism {
+        /// The peer.
+        ep: Endpoint,
+        /// What it offered, space-separated.
+        offered: String,
+    },
+    /// The peer rejected our AUTH; `permanent` for a 5xx (5.7.8).
+    #[error("AUTH {mech} at {ep} failed: {reply}")]
+    AuthFailed {
+        /// The mechanism.
+        mech: &'static str,
+        /// The peer.
+        ep: Endpoint,
+        /// Its reply.
+        reply: String,
+        /// 5xx: the credentials are wrong, not a passing problem.
+        permanent: bool,
+    },
+    /// A SASL challenge did not decode, or SCRAM failed on our side.
+    #[error("{0}")]
+    Sasl(String),
+    /// The peer failed SCRAM server authentication.
+    #[error("{0} failed SCRAM server authentication (wrong server key)")]
+    ScramServer(Endpoint),
+    /// Writing to the peer failed.
+    #[error("write: {0}")]
+    Write(std::io::Error),
+    /// Reading from the peer failed.
+    #[error("read: {0}")]
+    Read(std::io::Error),
+    /// No reply in time.
+    #[error("timeout waiting for reply")]
+    ReplyTimeout,
+    /// The peer closed the connection.
+    #[error("connection closed by peer")]
+    Closed,
+    /// The peer's reply lines did not form a reply.
+    #[error("malformed reply: {0:?}")]
+    MalformedReply(String),
+}
+
+impl ConnError {
+    /// The RFC 3463 status this error stands for.
+    pub fn status(&self) -> Enhanced {
+        match self {
+            ConnError::Connect { .. } => Enhanced(4, 4, 1),
+            ConnError::TlsNotConfigured(_) | ConnError::BadServerName { .. } => Enhanced(4, 7, 0),
+            ConnError::Handshake { .. } => Enhanced(4, 7, 5),
+            ConnError::Greeting { .. } | ConnError::HelloRefused { .. } => Enhanced(4, 4, 2),
+            ConnError::NoStartTls(_) | ConnError::StartTlsRefused { .. } => Enhanced(4, 7, 4),
+            ConnError::CredentialsWithoutTls(_) | ConnError::NoAuthMechanism { .. } => Enhanced(4, 7, 0),
+            ConnError::AuthFailed { permanent: true, .. } => Enhanced(5, 7, 8),
+            ConnError::AuthFailed { permanent: false, .. } | ConnError::Sasl(_) | ConnError::ScramServer(_) => Enhanced(4, 7, 0),
+            ConnError::Write(_) | ConnError::Read(_) | ConnError::ReplyTimeout | ConnError::Closed => Enhanced(4, 4, 2),
+            ConnError::MalformedReply(_) => Enhanced(4, 5, 0),
+        }
+    }
+
+    /// The reply recorded for the recipients it affects.
+    pub fn reply(&self) -> DeliveryReply {
+        DeliveryReply::status_only(self.status(), self.to_string())
+    }
+}
 
 /// TLS handshake as a client; returns the stream and a log summary.
 async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, String), ConnError> {
     let ep = &d.endpoint;
-    let tls = d.tls.as_ref().ok_or_else(|| format!("4.7.0 TLS to {ep} is not configured"))?;
-    let name = ServerName::try_from(d.server_name.clone()).map_err(|e| format!("4.7.0 bad TLS server name {:?}: {e}", d.server_name))?;
+    let tls = d.tls.as_ref().ok_or_else(|| ConnError::TlsNotConfigured(ep.clone()))?;
+    let name = ServerName::try_from(d.server_name.clone()).map_err(|e| ConnError::BadServerName { name: d.server_name.clone(), reason: e.to_string() })?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, io))
         .await
-        .map_err(|_| format!("4.7.5 TLS handshake with {ep}: timed out"))?
-        .map_err(|e| format!("4.7.5 TLS handshake with {ep}: {e}"))?;
+        .map_err(|_| ConnError::Handshake { ep: ep.clone(), reason: "timed out".into() })?
+        .map_err(|e| ConnError::Handshake { ep: ep.clone(), reason: e.to_string() })?;
     let conn = stream.get_ref().1;
     let verified = match tls.policy {
         OutboundTls::Verify => "verified".to_string(),
@@ -113,7 +237,7 @@ impl Conn {
         let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), auth_mechs: Vec::new(), lmtp: d.lmtp, tls: tls_note, auth_note: String::new() };
         let greeting = c.reply(REPLY_TIMEOUT).await?;
         if greeting.code != 220 {
-            return Err(format!("4.4.2 {ep} greeted with {}", greeting.summary()));
+            return Err(ConnError::Greeting { ep: ep.clone(), reply: greeting.summary() });
         }
         c.hello(ep, &d.helo).await?;
         let policy = d.tls.as_ref().map(|t| t.policy).unwrap_or(OutboundTls::None);
@@ -124,7 +248,7 @@ impl Conn {
         let must = matches!(policy, OutboundTls::Encrypt | OutboundTls::Verify);
         if !c.ext.contains("STARTTLS") {
             if must {
-                return Err(format!("4.7.4 TLS required but {ep} does not offer STARTTLS"));
+                return Err(ConnError::NoStartTls(ep.clone()));
             }
             c.authenticate(d).await?;
             return Ok(c);
@@ -133,7 +257,7 @@ impl Conn {
         let r = c.reply(REPLY_TIMEOUT).await?;
         if r.code != 220 {
             if must {
-                return Err(format!("4.7.4 {ep} refused STARTTLS: {}", r.summary()));
+                return Err(ConnError::StartTlsRefused { ep: ep.clone(), reply: r.summary() });
             }
             c.authenticate(d).await?;
             return Ok(c);
@@ -152,26 +276,24 @@ impl Conn {
         let Some((user, password)) = &d.credentials else { return Ok(()) };
         let ep = &d.endpoint;
         if self.tls == "none" && !d.auth_plaintext {
-            return Err(format!("4.7.0 refusing to send credentials to {ep} without TLS (smarthost_auth_plaintext = false)"));
+            return Err(ConnError::CredentialsWithoutTls(ep.clone()));
         }
         let offered: Vec<String> = self.auth_mechs.clone();
         let pick = d.auth_order.iter().copied().find(|m| offered.iter().any(|o| o == m));
         let Some(mech) = pick else {
-            return Err(format!("4.7.0 {ep} offers no usable AUTH mechanism (offered: {})", offered.join(" ")));
+            return Err(ConnError::NoAuthMechanism { ep: ep.clone(), offered: offered.join(" ") });
         };
         use postern_wire::sasl::{client_plain, decode_response, encode_challenge, ScramClient};
         let expect = |r: &Reply, code: u16| -> Result<(), ConnError> {
             if r.code == code {
                 Ok(())
-            } else if r.is_permanent() {
-                Err(format!("5.7.8 AUTH {mech} at {ep} failed: {}", r.summary()))
             } else {
-                Err(format!("4.7.0 AUTH {mech} at {ep} failed: {}", r.summary()))
+                Err(ConnError::AuthFailed { mech, ep: ep.clone(), reply: r.summary(), permanent: r.is_permanent() })
             }
         };
         let challenge = |r: &Reply| -> Result<String, ConnError> {
             let text = r.lines.first().map(|l| l.to_string()).unwrap_or_default();
-            decode_response(&text).map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| format!("4.7.0 bad challenge from {ep}: {e}"))
+            decode_response(&text).map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| ConnError::Sasl(format!("bad challenge from {ep}: {e}")))
         };
         match mech {
             "PLAIN" => {
@@ -195,12 +317,12 @@ impl Conn {
                 self.send(format!("AUTH SCRAM-SHA-256 {}\r\n", encode_challenge(first.as_bytes())).as_bytes()).await?;
                 let r = self.reply(REPLY_TIMEOUT).await?;
                 expect(&r, 334)?;
-                let fin = scram.final_message(&challenge(&r)?).map_err(|e| format!("4.7.0 SCRAM with {ep}: {e}"))?;
+                let fin = scram.final_message(&challenge(&r)?).map_err(|e| ConnError::Sasl(format!("SCRAM with {ep}: {e}")))?;
                 self.send(format!("{}\r\n", encode_challenge(fin.as_bytes())).as_bytes()).await?;
                 let r = self.reply(REPLY_TIMEOUT).await?;
                 if r.code == 334 {
                     if !scram.verify_server(&challenge(&r)?) {
-                        return Err(format!("4.7.0 {ep} failed SCRAM server authentication (wrong server key)"));
+                        return Err(ConnError::ScramServer(ep.clone()));
                     }
                     self.send(b"\r\n").await?;
                     let r = self.reply(REPLY_TIMEOUT).await?;
@@ -219,7 +341,7 @@ impl Conn {
         self.send(format!("{verb} {helo}\r\n").as_bytes()).await?;
         let r = self.reply(REPLY_TIMEOUT).await?;
         if r.code != 250 {
-            return Err(format!("4.4.2 {ep} refused {verb}: {}", r.summary()));
+            return Err(ConnError::HelloRefused { ep: ep.clone(), verb, reply: r.summary() });
         }
         self.ext = r.lines.iter().skip(1).filter_map(|l| l.split_whitespace().next()).map(|k| k.to_ascii_uppercase()).collect();
         self.auth_mechs = r
@@ -238,16 +360,16 @@ async fn connect(ep: &Endpoint) -> Result<Box<dyn Io>, ConnError> {
             Endpoint::Tcp(h, p) => {
                 let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((h.as_str(), *p)))
                     .await
-                    .map_err(|_| format!("4.4.1 connect to {ep}: timed out"))?
-                    .map_err(|e| format!("4.4.1 connect to {ep}: {e}"))?;
+                    .map_err(|_| ConnError::Connect { ep: ep.clone(), reason: "timed out".into() })?
+                    .map_err(|e| ConnError::Connect { ep: ep.clone(), reason: e.to_string() })?;
                 let _ = s.set_nodelay(true);
                 Box::new(s)
             }
             Endpoint::Unix(path) => Box::new(
                 tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
                     .await
-                    .map_err(|_| format!("4.4.1 connect to {ep}: timed out"))?
-                    .map_err(|e| format!("4.4.1 connect to {ep}: {e}"))?,
+                    .map_err(|_| ConnError::Connect { ep: ep.clone(), reason: "timed out".into() })?
+                    .map_err(|e| ConnError::Connect { ep: ep.clone(), reason: e.to_string() })?,
             ),
         };
         Ok(io)
@@ -256,22 +378,22 @@ async fn connect(ep: &Endpoint) -> Result<Box<dyn Io>, ConnError> {
 impl Conn {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         let w = self.io.get_mut();
-        w.write_all(bytes).await.map_err(|e| format!("4.4.2 write: {e}"))?;
-        w.flush().await.map_err(|e| format!("4.4.2 write: {e}"))
+        w.write_all(bytes).await.map_err(ConnError::Write)?;
+        w.flush().await.map_err(ConnError::Write)
     }
 
     /// Reads one (possibly multi-line) reply.
     async fn reply(&mut self, timeout: Duration) -> Result<Reply, ConnError> {
-        tokio::time::timeout(timeout, self.read_reply()).await.map_err(|_| "4.4.2 timeout waiting for reply".to_string())?
+        tokio::time::timeout(timeout, self.read_reply()).await.map_err(|_| ConnError::ReplyTimeout)?
     }
 
     async fn read_reply(&mut self) -> Result<Reply, ConnError> {
         let mut lines: Vec<String> = Vec::new();
         loop {
             let mut raw = Vec::new();
-            let n = (&mut self.io).take(MAX_REPLY_LINE as u64).read_until(b'\n', &mut raw).await.map_err(|e| format!("4.4.2 read: {e}"))?;
+            let n = (&mut self.io).take(MAX_REPLY_LINE as u64).read_until(b'\n', &mut raw).await.map_err(ConnError::Read)?;
             if n == 0 {
-                return Err("4.4.2 connection closed by peer".into());
+                return Err(ConnError::Closed);
             }
             let line = String::from_utf8_lossy(&raw).trim_end_matches(['\r', '\n']).to_string();
             let last = line.as_bytes().get(3) != Some(&b'-');
@@ -281,14 +403,14 @@ impl Conn {
             }
         }
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        parse_reply_lines(&refs).ok_or_else(|| format!("4.5.0 malformed reply: {:?}", lines.join(" / ")))
+        parse_reply_lines(&refs).ok_or_else(|| ConnError::MalformedReply(lines.join(" / ")))
     }
 
     /// One transaction. `Err` means the connection is unusable and every
     /// recipient without an outcome is deferred.
     pub async fn transaction(&mut self, msg: &Message, rcpts: &[String]) -> Result<Vec<Outcome>, ConnError> {
         if msg.smtputf8 && !self.ext.contains("SMTPUTF8") {
-            let o = Outcome::Failed("553 5.6.7 next hop does not support SMTPUTF8".into());
+            let o = Outcome::Failed(made::no_smtputf8());
             return Ok(vec![o; rcpts.len()]);
         }
         let mut mail = format!("MAIL FROM:<{}>", msg.sender);
@@ -305,7 +427,7 @@ impl Conn {
         // 7 bit (that would rewrite MIME structure and break signatures):
         // such mail bounces with 5.6.3 instead (documented).
         if !self.ext.contains("8BITMIME") && !self.lmtp && msg.body.iter().any(|&b| b >= 0x80) {
-            let o = Outcome::Failed("554 5.6.3 next hop does not support 8BITMIME; postern does not convert to 7 bit".into());
+            let o = Outcome::Failed(made::no_8bitmime());
             return Ok(vec![o; rcpts.len()]);
         }
         let dsn = self.ext.contains("DSN");
@@ -387,7 +509,7 @@ impl Conn {
             }
             self.send(b"RSET\r\n").await?;
             self.reply(REPLY_TIMEOUT).await?;
-            return Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred("4.0.0 no reply".into()))).collect());
+            return Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred(made::no_reply()))).collect());
         }
         let data_reply = self.reply(REPLY_TIMEOUT).await?;
         if data_reply.code != 354 {
@@ -415,7 +537,7 @@ impl Conn {
                 }
             }
         }
-        Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred("4.0.0 no reply".into()))).collect())
+        Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred(made::no_reply()))).collect())
     }
 
     /// Ends the session politely (QUIT, then the reply), best effort.
@@ -427,214 +549,11 @@ impl Conn {
 }
 
 /// Runs a transaction, deferring everyone on a connection-level error.
-async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String]) -> Result<Attempt, Attempt> {
+pub(super) async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String]) -> Result<Attempt, Attempt> {
     let tls = Some(if conn.auth_note.is_empty() { conn.tls.clone() } else { format!("{}, auth {}", conn.tls, conn.auth_note) });
     let dsn = conn.ext.contains("DSN");
     match conn.transaction(msg, rcpts).await {
-        Ok(outcomes) => Ok(Attempt { outcomes, tls, dsn }),
-        Err(e) => Err(Attempt::all(Outcome::Deferred(e), rcpts.len(), tls)),
+        Ok(outcomes) => Ok(Attempt { outcomes, tls, dsn, relay: None }),
+        Err(e) => Err(Attempt::all(Outcome::Deferred(e.reply()), rcpts.len(), tls)),
     }
 }
-
-/// LMTP delivery to a local mail store (e.g. Dovecot).
-pub struct Lmtp {
-    dest: Dest,
-}
-
-/// CA files for "verify" when none are configured: the system bundle and the built-in CA.
-fn default_cas(s: &crate::settings::Settings) -> Vec<std::path::PathBuf> {
-    [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE), s.data_dir.join("ca/ca.crt")].into_iter().filter(|p| p.exists()).collect()
-}
-
-fn host_of(ep: &Endpoint) -> String {
-    match ep {
-        Endpoint::Tcp(h, _) => h.clone(),
-        Endpoint::Unix(_) => "localhost".into(),
-    }
-}
-
-impl Lmtp {
-    /// Builds the LMTP transport (TLS only over TCP, per `local.lmtp_tls`).
-    pub fn from_settings(s: &crate::settings::Settings, ep: &Endpoint) -> Result<Lmtp, String> {
-        let policy = if matches!(ep, Endpoint::Unix(_)) { OutboundTls::None } else { s.config.local.lmtp_tls };
-        let tls = if policy == OutboundTls::None {
-            None
-        } else {
-            Some(Arc::new(
-                ClientTls::build(policy, &default_cas(s), None).map_err(|e| format!("4.7.0 LMTP TLS setup: {e}"))?,
-            ))
-        };
-        Ok(Lmtp {
-            dest: Dest {
-                endpoint: ep.clone(),
-                lmtp: true,
-                helo: s.hostname.clone(),
-                tls,
-                implicit_tls: false,
-                server_name: host_of(ep),
-                credentials: None,
-                auth_plaintext: false,
-                auth_order: AUTH_ORDER,
-            },
-        })
-    }
-}
-
-impl Transport for Lmtp {
-    fn name(&self) -> String {
-        format!("lmtp:{}", self.dest.endpoint)
-    }
-
-    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Attempt> {
-        Box::pin(async move {
-            let mut conn = match Conn::open(&self.dest).await {
-                Ok(c) => c,
-                Err(e) => return Attempt::all(Outcome::Deferred(e), rcpts.len(), None),
-            };
-            let out = deliver_on(&mut conn, msg, rcpts).await;
-            match out {
-                Ok(o) => {
-                    conn.quit().await;
-                    o
-                }
-                Err(o) => o,
-            }
-        })
-    }
-}
-
-impl Smarthost {
-    /// An SMTP next hop from a `[[route]]`: STARTTLS when offered, no AUTH.
-    pub fn for_route(s: &crate::settings::Settings, endpoint: Endpoint) -> Result<Smarthost, String> {
-        let tls = ClientTls::build(OutboundTls::May, &default_cas(s), None).map_err(|e| e.to_string())?;
-        let server_name = host_of(&endpoint);
-        Ok(Smarthost::new(Dest {
-            endpoint,
-            lmtp: false,
-            helo: s.hostname.clone(),
-            tls: Some(Arc::new(tls)),
-            implicit_tls: false,
-            server_name,
-            credentials: None,
-            auth_plaintext: false,
-            auth_order: AUTH_ORDER,
-        }))
-    }
-}
-
-/// SMTP to a configured smarthost, reusing idle connections.
-pub struct Smarthost {
-    dest: Dest,
-    idle: Mutex<Vec<(Instant, Conn)>>,
-}
-
-impl Smarthost {
-    /// A smarthost transport with an empty pool.
-    pub fn new(dest: Dest) -> Smarthost {
-        Smarthost { dest, idle: Mutex::new(Vec::new()) }
-    }
-
-    /// Builds the transport from `relay.smarthost*` settings (loads TLS material).
-    pub fn from_settings(s: &crate::settings::Settings) -> Result<Smarthost, String> {
-        let r = &s.config.relay;
-        let endpoint = r.smarthost.clone().ok_or("relay.smarthost is not configured")?;
-        let policy = if r.smarthost_implicit_tls && r.smarthost_tls == OutboundTls::None { OutboundTls::Encrypt } else { r.smarthost_tls };
-        let tls = if policy == OutboundTls::None {
-            None
-        } else {
-            let mut cas: Vec<std::path::PathBuf> = r.smarthost_ca_files.iter().map(|p| s.resolve(p)).collect();
-            if cas.is_empty() {
-                cas = default_cas(s);
-            }
-            let cert = match (&r.smarthost_client_certificate, &r.smarthost_client_key) {
-                (Some(c), Some(k)) => Some((s.resolve(c), s.resolve(k))),
-                _ => None,
-            };
-            let t = ClientTls::build(policy, &cas, cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).map_err(|e| e.to_string())?;
-            Some(Arc::new(t))
-        };
-        let server_name = r.smarthost_server_name.clone().unwrap_or_else(|| host_of(&endpoint));
-        let credentials = match (&r.smarthost_username, &r.smarthost_password_file) {
-            (Some(u), Some(f)) => {
-                let f = s.resolve(f);
-                let text = std::fs::read_to_string(&f).map_err(|e| format!("relay.smarthost_password_file {}: {e}", f.display()))?;
-                let pw = text.lines().next().unwrap_or("").to_string();
-                if pw.is_empty() {
-                    return Err(format!("relay.smarthost_password_file {}: empty", f.display()));
-                }
-                Some((u.clone(), pw))
-            }
-            _ => None,
-        };
-        Ok(Smarthost::new(Dest {
-            endpoint,
-            lmtp: false,
-            helo: s.hostname.clone(),
-            tls,
-            implicit_tls: r.smarthost_implicit_tls,
-            server_name,
-            credentials,
-            auth_plaintext: r.smarthost_auth_plaintext,
-            auth_order: AUTH_ORDER,
-        }))
-    }
-
-    fn take_idle(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some((since, c)) = idle.pop() {
-            if since.elapsed() < POOL_IDLE {
-                return Some(c);
-            }
-        }
-        None
-    }
-
-    fn put_idle(&self, c: Conn) {
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE {
-                idle.push((Instant::now(), c));
-            }
-        }
-    }
-}
-
-impl Transport for Smarthost {
-    fn name(&self) -> String {
-        format!("smtp:{}", self.dest.endpoint)
-    }
-
-    fn deliver<'a>(&'a self, msg: &'a Message, rcpts: &'a [String]) -> BoxFuture<'a, Attempt> {
-        Box::pin(async move {
-            match self.try_deliver(msg, rcpts).await {
-                Ok(a) => a,
-                Err(e) => Attempt::all(Outcome::Deferred(e), rcpts.len(), None),
-            }
-        })
-    }
-}
-
-impl Smarthost {
-    /// Delivers, or returns `Err` when no session could be opened
-    /// (connection refused, timeout, 4xx/5xx greeting): MX delivery then
-    /// tries the next host.
-    pub async fn try_deliver(&self, msg: &Message, rcpts: &[String]) -> Result<Attempt, String> {
-        // A reused connection may have been closed by the peer; on a
-        // connection-level error retry once on a fresh one.
-        if let Some(mut c) = self.take_idle() {
-            if let Ok(o) = deliver_on(&mut c, msg, rcpts).await {
-                self.put_idle(c);
-                return Ok(o);
-            }
-        }
-        let mut c = Conn::open(&self.dest).await?;
-        match deliver_on(&mut c, msg, rcpts).await {
-            Ok(o) => {
-                self.put_idle(c);
-                Ok(o)
-            }
-            Err(o) => Ok(o),
-        }
-    }
-}
-
-use tokio::io::AsyncReadExt as _;

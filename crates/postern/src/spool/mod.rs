@@ -1,5 +1,8 @@
 //! The queue on disk. This module is the only one that touches the spool
-//! directory, and the only one that calls fsync on it.
+//! directory, and the only one that calls fsync on it. Files: `envelope.rs`
+//! (the envelope format, `enqueue`), `groupsync.rs` (shared fsyncs),
+//! `recover.rs` (listing, start-up recovery); ids, drafts, commit and the
+//! other file operations are here.
 //!
 //! May touch: `DATA/queue/` (read/write). Layout and durability rules are in
 //! `docs/queue-format.md`:
@@ -24,8 +27,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// The envelope format version written by this code.
-pub const ENVELOPE_VERSION: u32 = 1;
+mod envelope;
+mod groupsync;
+mod recover;
+
+pub use envelope::{enqueue, enqueue_draft, Envelope, RcptStatus, Recipient, ENVELOPE_VERSION};
+use envelope::{envelope_bytes, parse_envelope};
+use groupsync::GroupSync;
 
 /// A queue id: 16 upper-case hex digits, time-ordered.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -59,115 +67,6 @@ impl QueueId {
 impl std::fmt::Display for QueueId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
-    }
-}
-
-/// Delivery state of one recipient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RcptStatus {
-    /// Not yet delivered; will be tried at `next_attempt`.
-    Pending,
-    /// Delivered; nothing more to do.
-    Delivered,
-    /// Failed permanently (or expired); a bounce is owed unless `bounced`.
-    Failed,
-}
-
-/// One recipient of a queued message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Recipient {
-    /// Where to deliver: the address after alias expansion.
-    pub address: String,
-    /// The address the client gave in RCPT TO (before aliases).
-    pub original: String,
-    /// Delivery state.
-    pub status: RcptStatus,
-    /// Delivery attempts made so far.
-    #[serde(default)]
-    pub attempts: u32,
-    /// The last reply or error text from a delivery attempt.
-    #[serde(default)]
-    pub last_reply: Option<String>,
-    /// Unix time of the next attempt, for pending recipients.
-    #[serde(default)]
-    pub next_attempt: u64,
-    /// True once a bounce for this failed recipient has been queued.
-    #[serde(default)]
-    pub bounced: bool,
-    /// DSN `NOTIFY=` (RFC 3461 §4.1), upper-case, e.g. "SUCCESS,FAILURE" or "NEVER".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<String>,
-    /// DSN `ORCPT=` (RFC 3461 §4.2), e.g. "rfc822;user@example.org".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub orcpt: Option<String>,
-    /// The host that took (or last refused) this recipient, for DSNs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remote_mta: Option<String>,
-    /// Unix time of the last delay warning sent for this recipient (0: none).
-    #[serde(default)]
-    pub warned_at: u64,
-}
-
-impl Recipient {
-    /// Does the sender want notices of this kind ("SUCCESS", "FAILURE",
-    /// "DELAY")? Without NOTIFY, failures and delays are reported (RFC 3461 §4.1).
-    pub fn wants(&self, kind: &str) -> bool {
-        match &self.notify {
-            None => kind != "SUCCESS",
-            Some(n) => n.split(',').any(|k| k == kind),
-        }
-    }
-}
-
-/// The envelope: everything about a queued message except its text.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Envelope {
-    /// Format version ([`ENVELOPE_VERSION`]).
-    pub version: u32,
-    /// The queue id; also the file names.
-    pub id: QueueId,
-    /// Unix time the message was accepted.
-    pub created: u64,
-    /// The reverse-path; empty for the null sender `<>`.
-    pub sender: String,
-    /// Recipients with their states.
-    pub recipients: Vec<Recipient>,
-    /// Size of the message file in octets.
-    pub size: u64,
-    /// True if the message was declared 8BITMIME.
-    #[serde(default)]
-    pub eight_bit: bool,
-    /// True if the message needs SMTPUTF8 downstream.
-    #[serde(default)]
-    pub smtputf8: bool,
-    /// How it arrived: `[ip]:port` of the SMTP client, or `local` for sendmail.
-    #[serde(default)]
-    pub client: String,
-    /// The HELO/EHLO name the client used, if any.
-    #[serde(default)]
-    pub helo: Option<String>,
-    /// DSN `RET=` ("FULL" or "HDRS").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ret: Option<String>,
-    /// DSN `ENVID=`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub envid: Option<String>,
-    /// Why the message was put on hold when it arrived (a milter's
-    /// quarantine reason); released with `postern queue release`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quarantine: Option<String>,
-}
-
-impl Envelope {
-    /// True when no recipient is pending and every failure has its bounce.
-    pub fn is_finished(&self) -> bool {
-        self.recipients.iter().all(|r| r.status == RcptStatus::Delivered || (r.status == RcptStatus::Failed && r.bounced))
-    }
-
-    /// The earliest next attempt among pending recipients.
-    pub fn next_attempt(&self) -> Option<u64> {
-        self.recipients.iter().filter(|r| r.status == RcptStatus::Pending).map(|r| r.next_attempt).min()
     }
 }
 
@@ -245,67 +144,6 @@ fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<(), SpoolError> {
         f.sync_data().map_err(io_err("fsync", path))?;
     }
     Ok(())
-}
-
-/// Group commit for directory fsyncs: concurrent commits that renamed
-/// their files before a directory fsync started share that fsync instead of
-/// each doing their own (the fsync still happens before any of them says 250).
-#[derive(Debug, Default)]
-struct GroupSync {
-    state: std::sync::Mutex<SyncState>,
-    done: std::sync::Condvar,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    /// Renames announced so far (a ticket per commit).
-    requested: u64,
-    /// All tickets up to this one are durable.
-    completed: u64,
-    /// A leader is running the fsyncs.
-    running: bool,
-    /// The last fsync error, reported to the tickets it covered.
-    failed_up_to: u64,
-    error: Option<String>,
-}
-
-impl GroupSync {
-    /// Makes a commit durable once its renames are done: the first caller
-    /// to find no flush running becomes the leader and runs `flush` for
-    /// every commit announced so far; the others wait for it.
-    fn sync(&self, flush: &dyn Fn() -> Result<(), SpoolError>) -> Result<(), SpoolError> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.requested += 1;
-        let ticket = st.requested;
-        loop {
-            if st.completed >= ticket {
-                return match (&st.error, st.failed_up_to >= ticket) {
-                    (Some(e), true) => Err(SpoolError::Io { what: "sync", path: PathBuf::new(), source: io::Error::other(e.clone()) }),
-                    _ => Ok(()),
-                };
-            }
-            if !st.running {
-                // Become the leader for everything requested so far.
-                st.running = true;
-                let covers = st.requested;
-                drop(st);
-                let result = flush();
-                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.running = false;
-                st.completed = covers;
-                match result {
-                    Ok(()) => {}
-                    Err(e) => {
-                        st.failed_up_to = covers;
-                        st.error = Some(e.to_string());
-                    }
-                }
-                self.done.notify_all();
-                continue;
-            }
-            st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-    }
 }
 
 /// The spool directory.
@@ -626,188 +464,7 @@ impl Spool {
         sync_dir(dest.parent().unwrap_or(&self.root))?;
         Ok(true)
     }
-
-    /// Lists every envelope with its place, oldest first. Corrupt envelopes
-    /// are reported in the second list and left alone for the operator.
-    pub fn list(&self) -> Result<(Vec<(Envelope, Place)>, Vec<SpoolError>), SpoolError> {
-        let mut out = Vec::new();
-        let mut bad = Vec::new();
-        for (d, place) in [("active", Place::Active), ("hold", Place::Hold)] {
-            let dir = self.dir(d);
-            for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
-                let entry = entry.map_err(io_err("read directory", &dir))?;
-                let path = entry.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                    continue;
-                }
-                match fs::read(&path).map_err(io_err("read", &path)).and_then(|b| parse_envelope(&path, &b)) {
-                    Ok(env) => out.push((env, place)),
-                    Err(e) => bad.push(e),
-                }
-            }
-        }
-        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        Ok((out, bad))
-    }
-
-    /// Start-up recovery: empties `tmp/` (nothing there was ever
-    /// acknowledged) and removes bodies without an envelope, and envelopes
-    /// without a body (both can only be left by a crash before the 250).
-    /// Returns how many files were removed.
-    pub fn recover(&self) -> Result<usize, SpoolError> {
-        let mut removed = 0;
-        let tmp = self.dir("tmp");
-        for entry in fs::read_dir(&tmp).map_err(io_err("read directory", &tmp))?.flatten() {
-            if fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        let (envs, _) = self.list()?;
-        let known: std::collections::HashSet<String> = envs.iter().map(|(e, _)| e.id.0.clone()).collect();
-        let msgs = self.dir("messages");
-        for entry in fs::read_dir(&msgs).map_err(io_err("read directory", &msgs))?.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let id = name.trim_end_matches(".eml");
-            if !known.contains(id) && fs::remove_file(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        for (env, place) in envs {
-            if !self.body_path(&env.id).exists() {
-                let p = self.env_path(&env.id, place);
-                // Cannot happen with our commit order unless files were
-                // removed by hand; keep the envelope aside for the operator.
-                let aside = p.with_extension("json.nobody");
-                if fs::rename(&p, &aside).is_ok() {
-                    removed += 1;
-                }
-            }
-        }
-        Ok(removed)
-    }
 }
 
-fn envelope_bytes(env: &Envelope) -> Vec<u8> {
-    let mut v = serde_json::to_vec_pretty(env).expect("envelope serialises");
-    v.push(b'\n');
-    v
-}
-
-fn parse_envelope(path: &Path, bytes: &[u8]) -> Result<Envelope, SpoolError> {
-    let env: Envelope =
-        serde_json::from_slice(bytes).map_err(|e| SpoolError::Corrupt { path: path.to_path_buf(), message: e.to_string() })?;
-    if env.version != ENVELOPE_VERSION {
-        return Err(SpoolError::Corrupt { path: path.to_path_buf(), message: format!("unknown version {}", env.version) });
-    }
-    Ok(env)
-}
-
-/// Seconds since the epoch.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::time::now_unix;
-
-    fn env(id: &QueueId) -> Envelope {
-        Envelope {
-            version: ENVELOPE_VERSION,
-            id: id.clone(),
-            created: now_unix(),
-            sender: "a@b.example".into(),
-            recipients: vec![Recipient {
-                address: "c@d.example".into(),
-                original: "c@d.example".into(),
-                status: RcptStatus::Pending,
-                attempts: 0,
-                last_reply: None,
-                next_attempt: 0,
-                bounced: false,
-                notify: None,
-                orcpt: None,
-                remote_mta: None,
-                warned_at: 0,
-            }],
-            size: 5,
-            eight_bit: false,
-            smtputf8: false,
-            client: "local".into(),
-            helo: None,
-            ret: None,
-            envid: None,
-            quarantine: None,
-        }
-    }
-
-    #[test]
-    fn commit_load_update_hold_remove() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let mut d = spool.draft().unwrap();
-        d.write(b"hello");
-        let id = d.id.clone();
-        let mut e = env(&id);
-        spool.commit(d, &e).unwrap();
-        assert_eq!(spool.read_body(&id).unwrap(), b"hello");
-        assert_eq!(spool.load(&id).unwrap(), (e.clone(), Place::Active));
-        assert!(fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
-
-        e.recipients[0].attempts = 1;
-        spool.update(&e, Place::Active).unwrap();
-        assert_eq!(spool.load(&id).unwrap().0.recipients[0].attempts, 1);
-
-        assert!(spool.move_to(&id, Place::Hold).unwrap());
-        assert!(matches!(spool.update(&e, Place::Active), Err(SpoolError::NotFound(_))));
-        assert_eq!(spool.load(&id).unwrap().1, Place::Hold);
-        assert_eq!(spool.list().unwrap().0.len(), 1);
-        spool.remove(&id).unwrap();
-        assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
-        assert!(!spool.body_path(&id).exists());
-    }
-
-    #[test]
-    fn dropped_draft_leaves_nothing_and_recover_cleans() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let mut d = spool.draft().unwrap();
-        d.write(b"partial");
-        drop(d);
-        assert!(fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
-        fs::write(dir.path().join("tmp/junk.eml"), b"x").unwrap();
-        fs::write(dir.path().join("messages/0000000000000000.eml"), b"orphan").unwrap();
-        assert_eq!(spool.recover().unwrap(), 2);
-    }
-
-    #[test]
-    fn group_commit_from_many_threads() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(dir.path()).unwrap();
-        let handles: Vec<_> = (0..16)
-            .map(|_| {
-                let spool = spool.clone();
-                std::thread::spawn(move || {
-                    for _ in 0..10 {
-                        let mut d = spool.draft().unwrap();
-                        d.write(b"x");
-                        let e = env(&d.id);
-                        spool.commit(d, &e).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-        assert_eq!(spool.list().unwrap().0.len(), 160);
-        let st = spool.group.state.lock().unwrap();
-        assert_eq!((st.requested, st.completed), (160, 160));
-    }
-
-    #[test]
-    fn ids_are_unique_and_parse() {
-        let a = QueueId::generate();
-        let b = QueueId::generate();
-        assert_ne!(a, b);
-        assert_eq!(QueueId::parse(&a.as_str().to_lowercase()), Some(a));
-        assert_eq!(QueueId::parse("../../etc/passwd"), None);
-    }
-}
+mod tests;

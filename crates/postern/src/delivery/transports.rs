@@ -1,0 +1,168 @@
+//! From a [`Route`] to a [`Transport`]: builds transports from the current
+//! settings and keeps the ones worth keeping (connection pools, MX state),
+//! rebuilding them when the settings they depend on change.
+//!
+//! May touch: reads TLS material, CA files and the smarthost password file
+//! when a transport is built. No RFCs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use postern_wire::Enhanced;
+
+use super::lmtp::Lmtp;
+use super::maildir::Maildir;
+use super::mx::{MxDelivery, MxError};
+use super::pool::Smarthost;
+use super::{DeliveryReply, Route, Transport};
+use crate::config::RouteTransport;
+use crate::settings::Settings;
+
+/// Why no transport could be built for a route: every recipient of the
+/// group is deferred with [`SetupError::reply`].
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A smarthost route, but `relay.smarthost` is unset.
+    #[error("relay.smarthost is not configured")]
+    SmarthostNotConfigured,
+    /// The smarthost's TLS material or password file is unusable.
+    #[error("smarthost TLS setup: {0}")]
+    SmarthostSetup(String),
+    /// `local.delivery = "lmtp"` without `local.lmtp`.
+    #[error("local.lmtp is not configured")]
+    LmtpNotConfigured,
+    /// The LMTP client TLS configuration could not be built.
+    #[error("LMTP TLS setup: {0}")]
+    LmtpTls(String),
+    /// A `[[route]]` SMTP next hop's TLS configuration could not be built.
+    #[error("{0}")]
+    RouteTls(String),
+    /// The `[[route]]` the recipient was routed by is gone after a reload.
+    #[error("route vanished after reload")]
+    RouteVanished,
+    /// A `[[route]]` smtp/lmtp entry without `next_hop` (config validation prevents it).
+    #[error("route has no next_hop")]
+    NoNextHop,
+    /// MX delivery could not be set up (resolver or TLS configuration).
+    #[error("{0}")]
+    Mx(#[from] MxError),
+}
+
+impl SetupError {
+    /// The reply recorded for the recipients (deferred).
+    pub fn reply(&self) -> DeliveryReply {
+        let status = match self {
+            SetupError::SmarthostSetup(_) | SetupError::LmtpTls(_) | SetupError::RouteTls(_) => Enhanced(4, 7, 0),
+            SetupError::SmarthostNotConfigured
+            | SetupError::LmtpNotConfigured
+            | SetupError::RouteVanished
+            | SetupError::NoNextHop
+            | SetupError::Mx(_) => Enhanced(4, 3, 5),
+        };
+        DeliveryReply::status_only(status, self.to_string())
+    }
+
+    /// What the mail log's `relay=` says when there is no transport.
+    pub fn relay(&self) -> &'static str {
+        match self {
+            SetupError::LmtpNotConfigured | SetupError::LmtpTls(_) => "lmtp",
+            SetupError::RouteTls(_) => "smtp",
+            SetupError::Mx(_) => "mx",
+            SetupError::SmarthostNotConfigured | SetupError::SmarthostSetup(_) | SetupError::RouteVanished | SetupError::NoNextHop => "none",
+        }
+    }
+}
+
+/// The transports in use, rebuilt when their settings change.
+#[derive(Default)]
+pub struct Transports {
+    /// The smarthost, keyed by the settings it was built from.
+    smarthost: Mutex<Option<(String, Arc<Smarthost>)>>,
+    /// `[[route]]` SMTP next hops, by endpoint.
+    routes: Mutex<HashMap<String, Arc<Smarthost>>>,
+    /// MX delivery, keyed by the `[mx]` settings and host name.
+    mx: Mutex<Option<(String, Arc<MxDelivery>)>>,
+}
+
+impl Transports {
+    /// The transport for `route` under the settings `s`.
+    pub fn for_route(&self, s: &Settings, route: &Route) -> Result<Arc<dyn Transport>, SetupError> {
+        Ok(match route {
+            Route::Maildir => Arc::new(Maildir { root: s.maildir_root.clone(), hostname: s.hostname.clone() }),
+            Route::Lmtp => {
+                let ep = s.config.local.lmtp.as_ref().ok_or(SetupError::LmtpNotConfigured)?;
+                Arc::new(Lmtp::from_settings(s, ep)?)
+            }
+            Route::Smarthost => self.smarthost(s)?,
+            Route::Mx(_) => self.mx(s)?,
+            Route::Custom(i) => {
+                let r = s.config.routes.get(*i).ok_or(SetupError::RouteVanished)?;
+                match (r.transport, &r.next_hop) {
+                    (RouteTransport::Maildir, _) => Arc::new(Maildir { root: s.maildir_root.clone(), hostname: s.hostname.clone() }),
+                    (RouteTransport::Lmtp, Some(ep)) => Arc::new(Lmtp::from_settings(s, ep)?),
+                    (RouteTransport::Smtp, Some(ep)) => {
+                        let key = ep.to_string();
+                        if let Some(t) = lock(&self.routes).get(&key) {
+                            return Ok(t.clone());
+                        }
+                        let t = Arc::new(Smarthost::for_route(s, ep.clone())?);
+                        lock(&self.routes).insert(key, t.clone());
+                        t
+                    }
+                    // `route()` sends mx routes to Route::Mx; kept for a reload race.
+                    (RouteTransport::Mx, _) => self.mx(s)?,
+                    (RouteTransport::Lmtp | RouteTransport::Smtp, None) => return Err(SetupError::NoNextHop),
+                }
+            }
+        })
+    }
+
+    /// The smarthost transport for the current settings; rebuilt (new
+    /// pool, new TLS material) when the relevant settings change.
+    fn smarthost(&self, s: &Settings) -> Result<Arc<Smarthost>, SetupError> {
+        let r = &s.config.relay;
+        let ep = r.smarthost.as_ref().ok_or(SetupError::SmarthostNotConfigured)?;
+        let key = format!(
+            "{ep}|{}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
+            s.hostname,
+            r.smarthost_tls,
+            r.smarthost_implicit_tls,
+            r.smarthost_ca_files,
+            r.smarthost_server_name,
+            r.smarthost_client_certificate,
+            r.smarthost_client_key,
+            r.smarthost_username,
+            r.smarthost_password_file,
+            r.smarthost_auth_plaintext
+        );
+        if let Some((k, t)) = lock(&self.smarthost).as_ref() {
+            if *k == key {
+                return Ok(t.clone());
+            }
+        }
+        let t = Arc::new(Smarthost::from_settings(s)?);
+        *lock(&self.smarthost) = Some((key, t.clone()));
+        Ok(t)
+    }
+
+    /// The MX delivery state for the current `[mx]` settings.
+    fn mx(&self, s: &Settings) -> Result<Arc<MxDelivery>, SetupError> {
+        let key = format!("{:?}|{}", s.config.mx, s.hostname);
+        let mut g = lock(&self.mx);
+        if let Some((k, m)) = g.as_ref() {
+            if *k == key {
+                return Ok(m.clone());
+            }
+        }
+        let m = Arc::new(MxDelivery::new(s)?);
+        *g = Some((key, m.clone()));
+        Ok(m)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}

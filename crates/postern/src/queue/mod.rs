@@ -1,0 +1,163 @@
+//! The scheduler: decides when each queued message is tried, runs delivery
+//! attempts with bounded concurrency (`attempt.rs`), records per-recipient
+//! results in the envelope, sends DSNs (`dsn.rs`), bounces failures and
+//! expired mail, and removes finished messages.
+//!
+//! Dependencies point one way: `queue -> {state, delivery, bounce, spool}`.
+//!
+//! May touch: the spool (through `Spool`), transports. Retry timing is the
+//! pure function [`retry_delay`] (`retry.rs`).
+
+mod attempt;
+mod due;
+mod dsn;
+mod retry;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+
+use crate::delivery::Transports;
+use crate::maillog;
+use crate::spool::{Place, QueueId, Spool};
+use crate::state::SettingsHandle;
+use crate::time::now_unix;
+use crate::users::UserStore;
+use due::DueQueue;
+
+pub use retry::retry_delay;
+
+/// The scheduler handle.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: SettingsHandle,
+    users: Arc<UserStore>,
+    spool: Spool,
+    queued: mpsc::UnboundedSender<QueueId>,
+    /// Next attempt (unix seconds) of each message we know about.
+    due: Mutex<DueQueue>,
+    running: Mutex<HashSet<QueueId>>,
+    wake: Notify,
+    transports: Transports,
+}
+
+impl Scheduler {
+    /// A scheduler over `spool`, reading the current settings from
+    /// `settings` at every attempt and local mailboxes from `users`;
+    /// notices it queues are announced on `queued`.
+    pub fn new(settings: SettingsHandle, users: Arc<UserStore>, spool: Spool, queued: mpsc::UnboundedSender<QueueId>) -> Scheduler {
+        Scheduler {
+            inner: Arc::new(Inner {
+                settings,
+                users,
+                spool,
+                queued,
+                due: Mutex::new(DueQueue::default()),
+                running: Mutex::new(HashSet::new()),
+                wake: Notify::new(),
+                transports: Transports::default(),
+            }),
+        }
+    }
+
+    /// Re-reads the active queue from disk; with `force`, everything is due now.
+    /// Returns how many messages were scheduled.
+    pub fn rescan(&self, force: bool) -> usize {
+        let (list, bad) = match self.inner.spool.list() {
+            Ok(x) => x,
+            Err(e) => {
+                maillog::event("error", &[("error", &e.to_string())]);
+                return 0;
+            }
+        };
+        for e in bad {
+            maillog::event("error", &[("error", &e.to_string()), ("action", "left in place")]);
+        }
+        let mut due = lock(&self.inner.due);
+        let mut n = 0;
+        for (env, place) in list {
+            if place != Place::Active {
+                continue;
+            }
+            if force {
+                due.insert(env.id.clone(), 0);
+            } else {
+                due.insert_if_absent(env.id.clone(), env.next_attempt().unwrap_or(0));
+            }
+            n += 1;
+        }
+        drop(due);
+        self.inner.wake.notify_one();
+        n
+    }
+
+    /// Makes one message due now (after a flush or release).
+    pub fn kick(&self, id: QueueId) {
+        lock(&self.inner.due).insert(id, 0);
+        self.inner.wake.notify_one();
+    }
+
+    /// The scheduling loop.
+    pub async fn run(self, mut queued: mpsc::UnboundedReceiver<QueueId>, mut shutdown: watch::Receiver<bool>) {
+        self.rescan(false);
+        let concurrency = self.inner.settings.current().config.queue.concurrency;
+        let sem = Arc::new(Semaphore::new(concurrency));
+        loop {
+            while let Ok(id) = queued.try_recv() {
+                lock(&self.inner.due).insert(id, 0);
+            }
+            let now = now_unix();
+            let ready: Vec<QueueId> = {
+                let due = lock(&self.inner.due);
+                let running = lock(&self.inner.running);
+                due.ready(now, sem.available_permits(), &running)
+            };
+            for id in ready {
+                let Ok(permit) = sem.clone().try_acquire_owned() else { break };
+                lock(&self.inner.due).remove(&id);
+                lock(&self.inner.running).insert(id.clone());
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let next = me.attempt(&id).await;
+                    lock(&me.inner.running).remove(&id);
+                    if let Some(at) = next {
+                        lock(&me.inner.due).insert(id, at);
+                    }
+                    drop(permit);
+                    me.inner.wake.notify_one();
+                });
+            }
+            let sleep = {
+                let next = lock(&self.inner.due).earliest();
+                match next {
+                    Some(at) if at <= now => Duration::from_millis(200), // waiting for a permit
+                    Some(at) => Duration::from_secs((at - now).min(60)),
+                    None => Duration::from_secs(60),
+                }
+            };
+            tokio::select! {
+                Some(id) = queued.recv() => { lock(&self.inner.due).insert(id, 0); }
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.wait_for(|v| *v) => break,
+            }
+        }
+        // Let attempts in flight finish briefly; anything cut short is retried after restart.
+        let _ = tokio::time::timeout(Duration::from_secs(3), sem.acquire_many(concurrency as u32)).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}

@@ -1,0 +1,243 @@
+//! The daemon's composition root: loads the config, prepares the data
+//! directory, binds the listeners, drops privileges, and wires the shared
+//! state ([`crate::state`]), the scheduler, the control socket and the
+//! accept loops together; handles signals (SIGTERM/SIGINT: drain and stop;
+//! SIGHUP: reload the configuration).
+//!
+//! Dependencies point one way: `server -> {state, control, queue, session}`.
+//!
+//! May touch: listening sockets, the data directory (creates it), process
+//! credentials (setuid/setgid after bind, `privdrop`), the control socket.
+
+mod listener;
+mod privdrop;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::config::Listener;
+use crate::control::{self, Control};
+use crate::maillog;
+use crate::queue::Scheduler;
+use crate::settings::{Settings, Source};
+use crate::spool::{QueueId, Spool};
+use crate::state::Shared;
+use crate::tls::{self, ServerTls};
+use crate::users::UserDb;
+
+/// Why the daemon could not start (or run). Printed by `postern serve`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration could not be loaded or is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The mail log could not be opened.
+    #[error("mail log {path}: {source}")]
+    MailLog {
+        /// The configured `log.mail_log`.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A directory of the data directory could not be created.
+    #[error("{}: cannot create {what}: {source}", path.display())]
+    DataDir {
+        /// "data directory" or "Maildir root".
+        what: &'static str,
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The spool could not be opened or recovered.
+    #[error("{0}")]
+    Spool(#[from] crate::spool::SpoolError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The default certificate could not be generated.
+    #[error("{0}")]
+    DefaultCertificate(String),
+    /// The server TLS material could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// Dropping privileges failed.
+    #[error(transparent)]
+    Privileges(#[from] privdrop::PrivilegeError),
+    /// A socket or signal handler could not be set up.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Creates the data directory layout; returns the spool.
+pub fn prepare_data_dir(settings: &Settings) -> Result<Spool, ServerError> {
+    let d = &settings.data_dir;
+    std::fs::create_dir_all(d).map_err(|source| ServerError::DataDir { what: "data directory", path: d.clone(), source })?;
+    std::fs::create_dir_all(&settings.maildir_root)
+        .map_err(|source| ServerError::DataDir { what: "Maildir root", path: settings.maildir_root.clone(), source })?;
+    Ok(Spool::open(&d.join("queue"))?.with_sync(settings.config.queue.sync))
+}
+
+/// Binds every listener.
+async fn bind_all(listeners: &[Listener]) -> Result<Vec<(TcpListener, Listener)>, ServerError> {
+    let mut out = Vec::new();
+    for l in listeners {
+        let sock = TcpListener::bind(l.address).await.map_err(|source| ServerError::Bind { addr: l.address, source })?;
+        out.push((sock, l.clone()));
+    }
+    Ok(out)
+}
+
+/// What the control socket drives: the scheduler and the shared state.
+struct Daemon {
+    shared: Arc<Shared>,
+    scheduler: Scheduler,
+}
+
+impl Control for Daemon {
+    fn flush_all(&self) -> usize {
+        self.scheduler.rescan(true)
+    }
+
+    fn kick(&self, id: QueueId) {
+        self.scheduler.kick(id);
+    }
+
+    fn reload(&self) -> bool {
+        self.shared.reload()
+    }
+
+    fn reload_tls(&self) -> bool {
+        self.shared.reload_tls()
+    }
+}
+
+/// A running server (listeners, scheduler, control socket).
+pub struct Running {
+    /// The bound listener addresses, in config order.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Shared state (settings, reload).
+    pub shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    done_rx: mpsc::Receiver<()>,
+    accepts: JoinSet<()>,
+    sched_task: tokio::task::JoinHandle<()>,
+    control_task: tokio::task::JoinHandle<()>,
+}
+
+/// Loads the config, prepares the data directory, binds, drops privileges
+/// and starts everything. Used by `serve` and by the in-process tests.
+pub async fn start(source: Source) -> Result<Running, ServerError> {
+    let settings = Settings::load(&source).map_err(|e| ServerError::Config(e.to_string()))?;
+    maillog::init(&settings.config.log.mail_log)
+        .map_err(|source| ServerError::MailLog { path: settings.config.log.mail_log.clone(), source })?;
+    let spool = prepare_data_dir(&settings)?;
+    let bound = bind_all(&settings.config.listeners).await?;
+    // Keys are read before dropping privileges (they may be root-only);
+    // reloads later run as the unprivileged user (see docs/tls.md).
+    if let Some(fp) = tls::ensure_default_certificate(&settings).map_err(|e| ServerError::DefaultCertificate(e.to_string()))? {
+        maillog::event("tls", &[("generated", "self-signed server certificate"), ("sha256", &fp)]);
+    }
+    let server_tls = ServerTls::load(&settings).map_err(|e| ServerError::Tls(e.to_string()))?;
+    maillog::event("tls", &[("certificate_sha256", &server_tls.fingerprint)]);
+    privdrop::drop_privileges(&settings)?;
+    let recovered = spool.recover()?;
+    if recovered > 0 {
+        maillog::event("start", &[("recovered_files", &recovered.to_string())]);
+    }
+    warn_plaintext_secrets(&settings);
+    let control_path = control::socket_path(&settings.data_dir);
+    let shared = Arc::new(Shared::new(settings, source, server_tls));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (queued_tx, queued_rx) = mpsc::unbounded_channel();
+    let scheduler = Scheduler::new(shared.settings.clone(), shared.users.clone(), spool.clone(), queued_tx.clone());
+    let sched_task = tokio::spawn(scheduler.clone().run(queued_rx, shutdown_rx.clone()));
+    let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler });
+    let control_task = tokio::spawn(control::serve(control_path, daemon, shutdown_rx.clone()));
+    tokio::spawn(listener::watch_tls_files(shared.clone(), shutdown_rx.clone()));
+    let mut addrs = Vec::new();
+    for (sock, l) in &bound {
+        let addr = sock.local_addr()?;
+        addrs.push(addr);
+        maillog::event("start", &[("listener", l.role.name()), ("address", &addr.to_string())]);
+    }
+    // mini-redis style drain: every session holds a clone of `done_tx`;
+    // when all are dropped, `done_rx.recv()` returns None.
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
+    let slots = listener::Slots::default();
+    let mut accepts = JoinSet::new();
+    for (sock, l) in bound {
+        accepts.spawn(listener::accept_loop(
+            sock,
+            l,
+            listener::Wiring {
+                shared: shared.clone(),
+                slots: slots.clone(),
+                spool: spool.clone(),
+                queued: queued_tx.clone(),
+                shutdown: shutdown_rx.clone(),
+                done: done_tx.clone(),
+            },
+        ));
+    }
+    drop(done_tx);
+    Ok(Running { addrs, shared, shutdown_tx, done_rx, accepts, sched_task, control_task })
+}
+
+impl Running {
+    /// Stops accepting, lets sessions finish within `limits.shutdown_timeout`,
+    /// stops the scheduler and removes the control socket.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        let grace = self.shared.settings().config.limits.shutdown_timeout;
+        while self.accepts.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(grace, self.done_rx.recv()).await;
+        if drained.is_err() {
+            maillog::event("stop", &[("warning", "sessions still open after shutdown_timeout; closing them")]);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.sched_task).await;
+        self.control_task.abort();
+        let _ = std::fs::remove_file(control::socket_path(&self.shared.settings().data_dir));
+        maillog::event("stop", &[("result", "clean")]);
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the config.
+pub async fn serve(source: Source) -> Result<(), ServerError> {
+    let running = start(source).await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => { running.shared.reload(); }
+        }
+    }
+    maillog::event("stop", &[("reason", "signal")]);
+    running.stop().await;
+    Ok(())
+}
+
+/// Warns when the user database holds plaintext-equivalent secrets
+/// although CRAM-MD5 is not enabled (`postern user passwd` drops them).
+fn warn_plaintext_secrets(s: &Settings) {
+    let cram = crate::auth::plaintext_secret_mechanisms_enabled(&s.config);
+    if let Ok(db) = UserDb::load(&s.data_dir.join("users.json")) {
+        let n = db.users.values().filter(|u| u.plain.is_some()).count();
+        if n > 0 && !cram {
+            maillog::event("auth", &[("warning", "plaintext-equivalent secrets stored but CRAM-MD5/DIGEST-MD5 are disabled; run `postern user purge-plain`"), ("users", &n.to_string())]);
+        } else if n > 0 {
+            maillog::event("auth", &[("warning", "CRAM-MD5/DIGEST-MD5 enabled: plaintext-equivalent secrets are stored in users.json"), ("users", &n.to_string())]);
+        }
+    }
+}

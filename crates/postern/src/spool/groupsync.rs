@@ -1,0 +1,72 @@
+//! Group commit: concurrent commits share one directory fsync (or one
+//! `syncfs`) instead of each doing their own; no commit returns before a
+//! flush that started after its renames has completed.
+//!
+//! May touch: nothing itself; runs the flush it is given.
+
+use std::io;
+use std::path::PathBuf;
+
+use super::SpoolError;
+
+/// Group commit for directory fsyncs: concurrent commits that renamed
+/// their files before a directory fsync started share that fsync instead of
+/// each doing their own (the fsync still happens before any of them says 250).
+#[derive(Debug, Default)]
+pub(super) struct GroupSync {
+    pub(super) state: std::sync::Mutex<SyncState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct SyncState {
+    /// Renames announced so far (a ticket per commit).
+    pub(super) requested: u64,
+    /// All tickets up to this one are durable.
+    pub(super) completed: u64,
+    /// A leader is running the fsyncs.
+    running: bool,
+    /// The last fsync error, reported to the tickets it covered.
+    failed_up_to: u64,
+    error: Option<String>,
+}
+
+impl GroupSync {
+    /// Makes a commit durable once its renames are done: the first caller
+    /// to find no flush running becomes the leader and runs `flush` for
+    /// every commit announced so far; the others wait for it.
+    pub(super) fn sync(&self, flush: &dyn Fn() -> Result<(), SpoolError>) -> Result<(), SpoolError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.requested += 1;
+        let ticket = st.requested;
+        loop {
+            if st.completed >= ticket {
+                return match (&st.error, st.failed_up_to >= ticket) {
+                    (Some(e), true) => Err(SpoolError::Io { what: "sync", path: PathBuf::new(), source: io::Error::other(e.clone()) }),
+                    _ => Ok(()),
+                };
+            }
+            if !st.running {
+                // Become the leader for everything requested so far.
+                st.running = true;
+                let covers = st.requested;
+                drop(st);
+                let result = flush();
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.running = false;
+                st.completed = covers;
+                match result {
+                    Ok(()) => {}
+                    Err(e) => {
+                        st.failed_up_to = covers;
+                        st.error = Some(e.to_string());
+                    }
+                }
+                self.done.notify_all();
+                continue;
+            }
+            st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+

@@ -1,0 +1,98 @@
+//! Spool unit tests: commit, update, hold, remove, recovery, group commit.
+//!
+//! May touch: temporary directories. No RFCs.
+
+use super::*;
+use crate::time::now_unix;
+
+fn env(id: &QueueId) -> Envelope {
+    Envelope {
+        version: ENVELOPE_VERSION,
+        id: id.clone(),
+        created: now_unix(),
+        sender: "a@b.example".into(),
+        recipients: vec![Recipient::pending("c@d.example", "c@d.example")],
+        size: 5,
+        eight_bit: false,
+        smtputf8: false,
+        client: "local".into(),
+        helo: None,
+        ret: None,
+        envid: None,
+        quarantine: None,
+    }
+}
+
+#[test]
+fn commit_load_update_hold_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut d = spool.draft().unwrap();
+    d.write(b"hello");
+    let id = d.id.clone();
+    let mut e = env(&id);
+    spool.commit(d, &e).unwrap();
+    assert_eq!(spool.read_body(&id).unwrap(), b"hello");
+    assert_eq!(spool.load(&id).unwrap(), (e.clone(), Place::Active));
+    assert!(fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
+
+    e.recipients[0].attempts = 1;
+    spool.update(&e, Place::Active).unwrap();
+    assert_eq!(spool.load(&id).unwrap().0.recipients[0].attempts, 1);
+
+    assert!(spool.move_to(&id, Place::Hold).unwrap());
+    assert!(matches!(spool.update(&e, Place::Active), Err(SpoolError::NotFound(_))));
+    assert_eq!(spool.load(&id).unwrap().1, Place::Hold);
+    assert_eq!(spool.list().unwrap().0.len(), 1);
+    spool.remove(&id).unwrap();
+    assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
+    assert!(!spool.body_path(&id).exists());
+}
+
+#[test]
+fn dropped_draft_leaves_nothing_and_recover_cleans() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut d = spool.draft().unwrap();
+    d.write(b"partial");
+    drop(d);
+    assert!(fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
+    fs::write(dir.path().join("tmp/junk.eml"), b"x").unwrap();
+    fs::write(dir.path().join("messages/0000000000000000.eml"), b"orphan").unwrap();
+    assert_eq!(spool.recover().unwrap(), 2);
+}
+
+#[test]
+fn group_commit_from_many_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let spool = spool.clone();
+            std::thread::spawn(move || {
+                for _ in 0..10 {
+                    let mut d = spool.draft().unwrap();
+                    d.write(b"x");
+                    let e = env(&d.id);
+                    spool.commit(d, &e).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(spool.list().unwrap().0.len(), 160);
+    let st = spool.group.state.lock().unwrap();
+    assert_eq!((st.requested, st.completed), (160, 160));
+}
+
+#[test]
+fn ids_are_unique_and_parse() {
+    let a = QueueId::generate();
+    let b = QueueId::generate();
+    assert_ne!(a, b);
+    assert_eq!(QueueId::parse(&a.as_str().to_lowercase()), Some(a));
+    assert_eq!(QueueId::parse("../../etc/passwd"), None);
+}
+
