@@ -617,19 +617,19 @@ impl Session {
                     let p = self.sasl_lookup(need).await;
                     ex.provide(p)
                 }
-                Step::Success { authcid, final_data } => {
-                    if let Some(d) = final_data {
+                Step::Success(success) => {
+                    if let Some(d) = success.final_data() {
                         // RFC 4954 §4: additional data goes in a 334; the client answers empty.
-                        self.reply(Reply::plain(334, vec![sasl::encode_challenge(&d).into()]));
+                        self.reply(Reply::plain(334, vec![sasl::encode_challenge(d).into()]));
                         let line = self.auth_line().await?;
                         if !matches!(sasl::decode_response(&line).as_deref(), Ok([])) {
-                            self.auth_failed(mech, Some(&authcid), &SaslError::Malformed("expected an empty response"), &cfg).await;
+                            self.auth_failed(mech, Some(success.authcid()), &SaslError::Malformed("expected an empty response"), &cfg).await;
                             return Ok(());
                         }
                     }
-                    let authcid = authcid.to_ascii_lowercase();
+                    let authcid = success.authcid().to_ascii_lowercase();
                     maillog::event("auth", &[("client", &client), ("mechanism", mech.name()), ("user", &authcid), ("result", "ok")]);
-                    self.auth = Some(Authenticated::from_exchange(&authcid, mech));
+                    self.auth = Some(Authenticated::from_exchange(&success, mech));
                     self.reply(Reply::new(235, Enhanced(2, 7, 0), "Authentication successful"));
                     return Ok(());
                 }
