@@ -37,7 +37,7 @@ use crate::config::{BanAction, BareNewline, Listener, Role};
 use crate::users::UserStore;
 use postern_wire::sasl::{self, Exchange, Mechanism, Need, Provide, SaslError, Step};
 use crate::maillog;
-use crate::milter::{self, ConnectInfo, Macros, Milters, Outcome, Verdict};
+use crate::milter::{self, ConnectInfo, Macros, MessageResult, Milters, Verdict};
 use crate::policy::{check_rcpt, Facts, RcptDecision};
 use crate::settings::Settings;
 use crate::time::{now_unix, rfc5322_date};
@@ -1355,7 +1355,7 @@ impl Session {
     }
 
     /// Runs the milters over the message (end-of-data stage).
-    async fn milter_message(&mut self, draft: &mut Draft) -> Outcome {
+    async fn milter_message(&mut self, draft: &mut Draft) -> MessageResult {
         let max = self.settings().config.limits.max_message_size;
         let id = draft.id.to_string();
         let eoh: Macros = vec![("i", id.clone())];
@@ -1366,7 +1366,7 @@ impl Session {
 
     /// Applies what the milters decided and changed to the draft and the
     /// transaction. `Err(reason)` means: queue it on hold (quarantine).
-    fn apply_milters(&mut self, out: Outcome, txn: &mut Txn, draft: &mut Draft) -> Result<Verdict, String> {
+    fn apply_milters(&mut self, out: MessageResult, txn: &mut Txn, draft: &mut Draft) -> Result<Verdict, String> {
         if out.verdict != Verdict::Continue {
             return Ok(out.verdict);
         }
