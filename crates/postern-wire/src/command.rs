@@ -221,11 +221,13 @@ pub fn parse_command(line: &[u8]) -> Result<Command, ParseError> {
 }
 
 /// Strips a case-insensitive keyword like `FROM:`; tolerates a space after the colon.
+/// `get`, not indexing: a multi-byte character across the keyword's
+/// length (`MAIL FRORį:`) must not panic (found by `fuzz/` target `command`).
 fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
-    if arg.len() < kw.len() || !arg[..kw.len()].eq_ignore_ascii_case(kw) {
+    if !arg.get(..kw.len())?.eq_ignore_ascii_case(kw) {
         return None;
     }
-    Some(&arg[kw.len()..])
+    arg.get(kw.len()..)
 }
 
 fn params(rest: &str) -> impl Iterator<Item = (String, Option<&str>)> {
@@ -395,6 +397,15 @@ mod tests {
             assert_eq!(&parse_command(line.as_bytes()), want, "line {line:?}");
         }
         assert_eq!(parse_command(b"\xff\xfe"), Err(ParseError::BadChars));
+    }
+
+    /// Regression (fuzz target `command`): a multi-byte character where
+    /// `FROM:`/`TO:` would end used to panic the session task.
+    #[test]
+    fn keyword_cut_inside_a_character() {
+        for line in ["MAIL FRORį:<a@b>", "MAIL FROį", "RCPT Tį:<a@b>", "RCPT é"] {
+            assert_eq!(parse_command(line.as_bytes()), Err(ParseError::Syntax), "{line}");
+        }
     }
 
     #[test]
