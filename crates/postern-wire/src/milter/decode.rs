@@ -12,7 +12,16 @@ use super::{MilterError, Stage, MAX_PACKET};
 pub enum Response {
     /// Option negotiation reply, with the macros the milter wants per
     /// stage (`SMFIR_SETSYMLIST` data; empty: whatever the MTA sends).
-    OptNeg { version: u32, actions: u32, protocol: u32, macros: Vec<(Stage, Vec<String>)> },
+    OptNeg {
+        /// The milter's protocol version.
+        version: u32,
+        /// The actions (`SMFIF_*`) it wants.
+        actions: u32,
+        /// The protocol steps (`SMFIP_*`) it does not want.
+        protocol: u32,
+        /// Macro names wanted, per stage.
+        macros: Vec<(Stage, Vec<String>)>,
+    },
     /// Accept: no more from this milter for this message (or connection).
     Accept,
     /// Go on.
@@ -32,19 +41,48 @@ pub enum Response {
     /// Put the message on hold with this reason.
     Quarantine(String),
     /// Append a header.
-    AddHeader { name: String, value: String },
+    AddHeader {
+        /// Field name.
+        name: String,
+        /// Field value (folds as `\n`).
+        value: String,
+    },
     /// Insert a header at 0-based position `index`.
-    InsertHeader { index: u32, name: String, value: String },
+    InsertHeader {
+        /// 0-based position in the header list.
+        index: u32,
+        /// Field name.
+        name: String,
+        /// Field value (folds as `\n`).
+        value: String,
+    },
     /// Change the `index`-th (1-based) header called `name`; empty value deletes.
-    ChangeHeader { index: u32, name: String, value: String },
+    ChangeHeader {
+        /// 1-based occurrence of `name` (0 counts as 1).
+        index: u32,
+        /// Field name.
+        name: String,
+        /// New value; empty deletes the field.
+        value: String,
+    },
     /// Add a recipient (with optional ESMTP parameters).
-    AddRcpt { rcpt: String, params: Option<String> },
+    AddRcpt {
+        /// The recipient, usually `<addr>`.
+        rcpt: String,
+        /// ESMTP parameters (`SMFIR_ADDRCPT_PAR`).
+        params: Option<String>,
+    },
     /// Delete a recipient.
     DelRcpt(String),
     /// A chunk of the replacement body.
     ReplaceBody(Vec<u8>),
     /// Change the envelope sender (with optional ESMTP parameters).
-    ChangeFrom { from: String, params: Option<String> },
+    ChangeFrom {
+        /// The new sender, usually `<addr>`.
+        from: String,
+        /// ESMTP parameters.
+        params: Option<String>,
+    },
     /// Drop the SMTP connection (with a 421).
     ConnFail,
     /// Shut down: 421 to the client.

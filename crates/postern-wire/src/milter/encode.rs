@@ -8,11 +8,28 @@ use super::{Family, Stage};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
     /// Option negotiation: version, actions offered, protocol steps offered.
-    OptNeg { version: u32, actions: u32, protocol: u32 },
+    OptNeg {
+        /// Our protocol version ([`super::VERSION`]).
+        version: u32,
+        /// The actions (`SMFIF_*`) we allow.
+        actions: u32,
+        /// The protocol steps (`SMFIP_*`) we can leave out.
+        protocol: u32,
+    },
     /// Macros for the next command of `stage`.
-    Macros { stage: Stage, pairs: &'a [(&'a str, String)] },
+    Macros {
+        /// The stage (command) the macros belong to.
+        stage: Stage,
+        /// `(name, value)` pairs.
+        pairs: &'a [(&'a str, String)],
+    },
     /// A new connection.
-    Connect { hostname: &'a str, family: Family },
+    Connect {
+        /// The client's host name (`[ip]` when unresolved).
+        hostname: &'a str,
+        /// The client's address.
+        family: Family,
+    },
     /// HELO/EHLO argument.
     Helo(&'a str),
     /// MAIL FROM: the `<path>` and ESMTP parameters.
@@ -22,7 +39,12 @@ pub enum Command<'a> {
     /// DATA was given.
     Data,
     /// One header field, name and value (folded lines joined with `\n`).
-    Header { name: &'a str, value: &'a str },
+    Header {
+        /// Field name.
+        name: &'a str,
+        /// Field value in milter form.
+        value: &'a str,
+    },
     /// End of headers.
     Eoh,
     /// A body chunk (at most [`CHUNK_SIZE`]).

@@ -52,7 +52,7 @@ pub(super) fn verify(user: String, digest: &[u8], challenge: &str, secret: Optio
 /// octets first also keeps the slicing below on character boundaries
 /// (a multi-byte character in the digest used to panic here).
 pub(super) fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
