@@ -5,7 +5,10 @@
 //! dot-unstuffing with smuggling-safe end detection and BDAT checks
 //! ([`data`]), command-line framing ([`line`]), SASL step machines ([`sasl`])
 //! and the milter protocol codec ([`milter`]). No tokio, no policy;
-//! this is the part we fuzz.
+//! this is the part we fuzz: `fuzz/` at the top of the repository has one
+//! cargo-fuzz target per parser (`scripts/fuzz`).
+//!
+//! May touch: nothing (bytes in, values out).
 
 pub mod address;
 pub mod command;

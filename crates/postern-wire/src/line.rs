@@ -24,7 +24,7 @@ pub enum LineScan {
 /// Looks for a line in `buf`; `max` counts the CRLF (RFC 5321 §4.5.3.1.4).
 pub fn scan_line(buf: &[u8], max: usize) -> LineScan {
     match buf.iter().position(|&b| b == b'\n') {
-        Some(lf) if lf + 1 <= max => {
+        Some(lf) if lf < max => {
             let end = if lf > 0 && buf[lf - 1] == b'\r' { lf - 1 } else { lf };
             LineScan::Line { end, next: lf + 1 }
         }

@@ -140,11 +140,16 @@ pub fn parse_reply_lines(lines: &[&str]) -> Option<Reply> {
             return None;
         }
         let mut text = line.get(4..).unwrap_or("");
+        // RFC 2034 §4: with enhanced codes, every line carries one; a
+        // code-like word on a later line of a reply without one is text
+        // (found by `fuzz/` target `reply`: encode and parse disagreed).
         if let Some((e, rest)) = parse_enhanced_prefix(text) {
             if i == 0 {
                 enhanced = Some(e);
             }
-            text = rest;
+            if enhanced.is_some() {
+                text = rest;
+            }
         }
         texts.push(Cow::Owned(text.to_string()));
     }
@@ -307,5 +312,16 @@ mod tests {
         assert!(parse_reply_lines(&["250-a", "251 b"]).is_none());
         assert!(parse_reply_lines(&["25"]).is_none());
         assert_eq!(parse_reply_lines(&["354"]).unwrap().code, 354);
+    }
+
+    /// Regression (fuzz target `reply`): a later line's `4.7.0` is text when
+    /// the first line has no enhanced code, so encode/parse is a fixed point.
+    #[test]
+    fn enhanced_code_only_when_the_first_line_has_one() {
+        let r = parse_reply_lines(&["421-closing", "421 4.7.0 bye"]).unwrap();
+        assert_eq!((r.enhanced, r.lines[1].as_ref()), (None, "4.7.0 bye"));
+        assert_eq!(r.to_wire(), "421-closing\r\n421 4.7.0 bye\r\n");
+        let r = parse_reply_lines(&["421-4.7.0 closing", "421 4.7.0 bye"]).unwrap();
+        assert_eq!((r.enhanced, r.lines[1].as_ref()), (Some(Enhanced(4, 7, 0)), "bye"));
     }
 }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use postern_wire::sasl::Mechanism;
+use postern_wire::sasl::{Mechanism, Success};
 
 use crate::config::{Auth, ExternalIdentity, Listener};
 use crate::tls::ClientCertIdentity;
@@ -29,9 +29,10 @@ pub struct Authenticated {
 }
 
 impl Authenticated {
-    /// The identity a successful SASL exchange established.
-    pub(crate) fn from_exchange(user: &str, mechanism: Mechanism) -> Authenticated {
-        Authenticated { user: user.to_ascii_lowercase(), mechanism }
+    /// The identity a successful SASL exchange established: only the wire
+    /// crate's SASL machines can build a [`Success`].
+    pub(crate) fn from_exchange(success: &Success, mechanism: Mechanism) -> Authenticated {
+        Authenticated { user: success.authcid().to_ascii_lowercase(), mechanism }
     }
 
     /// An identity nobody proved: only for `postern explain` and tests,

@@ -123,16 +123,16 @@ impl<S: Socket> Session<S> {
                     let p = self.sasl_lookup(need).await;
                     ex.provide(p)
                 }
-                Step::Success { authcid, final_data } => {
-                    if let Some(d) = final_data {
+                Step::Success(success) => {
+                    if let Some(d) = success.final_data() {
                         // RFC 4954 §4: additional data goes in a 334; the client answers empty.
-                        self.reply(Reply::plain(334, vec![sasl::encode_challenge(&d).into()]));
+                        self.reply(Reply::plain(334, vec![sasl::encode_challenge(d).into()]));
                         let line = self.auth_line().await?;
                         if !matches!(sasl::decode_response(&line).as_deref(), Ok([])) {
-                            return self.auth_failed(mech, Some(&authcid), &SaslError::Malformed("expected an empty response"), &cfg).await;
+                            return self.auth_failed(mech, Some(success.authcid()), &SaslError::Malformed("expected an empty response"), &cfg).await;
                         }
                     }
-                    let identity = Authenticated::from_exchange(&authcid, mech);
+                    let identity = Authenticated::from_exchange(&success, mech);
                     maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("user", identity.user()), ("result", "ok")]);
                     if let State::Ready { greeted } = &mut self.state {
                         greeted.auth = Some(identity);

@@ -10,7 +10,7 @@ use postern_wire::command::{xtext_decode, xtext_encode, Body, MailParams, RcptPa
 use postern_wire::{codes, Mailbox, Path, Reply};
 
 use super::{Accepted, End, Session, Socket, Txn};
-use crate::milter::{self, ConnectInfo, Macros, Milters, Outcome, Verdict};
+use crate::milter::{self, ConnectInfo, Macros, MessageResult, Milters, Verdict};
 use crate::spool::{Draft, QueueId};
 
 /// A milter quarantined the message: it is queued on hold with this reason.
@@ -122,20 +122,20 @@ impl<S: Socket> Session<S> {
     }
 
     /// Runs the milters over the message (end-of-data stage).
-    pub(super) async fn milter_message(&mut self, draft: &mut Draft) -> Outcome {
+    pub(super) async fn milter_message(&mut self, draft: &mut Draft) -> MessageResult {
         let max = self.settings().config.limits.max_message_size;
         let id = draft.id.to_string();
         let eoh: Macros = vec![("i", id.clone())];
         let eom: Macros = vec![("i", id)];
         match self.milters.as_mut() {
             Some(m) => m.message(draft, &eoh, &eom, max).await,
-            None => Outcome { verdict: Verdict::Continue, rewrite: None, quarantine: None, change_from: None, add_rcpts: Vec::new(), del_rcpts: Vec::new() },
+            None => MessageResult { verdict: Verdict::Continue, rewrite: None, quarantine: None, change_from: None, add_rcpts: Vec::new(), del_rcpts: Vec::new() },
         }
     }
 
     /// Applies what the milters decided and changed to the draft and the
     /// transaction. `Err` means: queue it on hold (quarantine).
-    pub(super) fn apply_milters(&mut self, out: Outcome, txn: &mut Txn, draft: &mut Draft) -> Result<Verdict, Quarantine> {
+    pub(super) fn apply_milters(&mut self, out: MessageResult, txn: &mut Txn, draft: &mut Draft) -> Result<Verdict, Quarantine> {
         if out.verdict != Verdict::Continue {
             return Ok(out.verdict);
         }
