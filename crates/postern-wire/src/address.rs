@@ -149,12 +149,7 @@ pub enum Path {
 
 /// Parses a path like `<a@b>` at the start of `s`; returns the path and the rest
 /// (parameters). `allow_null` for MAIL, `allow_postmaster` for RCPT.
-pub fn parse_path(
-    s: &str,
-    allow_null: bool,
-    allow_postmaster: bool,
-    utf8: bool,
-) -> Result<(Path, &str), AddressError> {
+pub fn parse_path(s: &str, allow_null: bool, allow_postmaster: bool, utf8: bool) -> Result<(Path, &str), AddressError> {
     let s = s.trim_start_matches(' ');
     if !s.starts_with('<') {
         return Err(AddressError::NoBrackets);

@@ -233,9 +233,7 @@ impl ParseError {
                 Reply::new(553, Enhanced(5, 6, 7), "Non-ASCII address requires SMTPUTF8")
             }
             ParseError::Sender(e) => Reply::new(501, Enhanced(5, 1, 7), format!("Bad sender address syntax: {e}")),
-            ParseError::Recipient(e) => {
-                Reply::new(501, Enhanced(5, 1, 3), format!("Bad recipient address syntax: {e}"))
-            }
+            ParseError::Recipient(e) => Reply::new(501, Enhanced(5, 1, 3), format!("Bad recipient address syntax: {e}")),
             ParseError::UnknownParam(p) => codes::unknown_parameter().with_text(format!("Unsupported parameter {p}")),
             ParseError::BadParam(p) => Reply::new(501, Enhanced(5, 5, 4), format!("Bad value for parameter {p}")),
         }

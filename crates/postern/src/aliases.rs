@@ -155,10 +155,7 @@ impl Aliases {
 /// A safe local mailbox name: it becomes a directory name under the
 /// Maildir root, so no `/`, no leading dot, no control characters.
 pub fn is_local_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && !s.starts_with('.')
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-+=".contains(&c))
+    !s.is_empty() && s.len() <= 64 && !s.starts_with('.') && s.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-+=".contains(&c))
 }
 
 fn err(file: &str, line: usize, message: &str) -> AliasError {

@@ -82,13 +82,9 @@ pub fn usable_mechanisms(auth: &Auth, l: &Listener, tls: bool, client: IpAddr, h
 pub fn external_user(how: ExternalIdentity, cert: &ClientCertIdentity, db: &UserDb) -> Option<String> {
     cert.verified.as_ref().ok()?;
     let candidate = match how {
-        ExternalIdentity::Cn => cert
-            .cert
-            .subject
-            .split(',')
-            .map(str::trim)
-            .find_map(|rdn| rdn.strip_prefix("CN="))
-            .map(|cn| cn.to_ascii_lowercase())?,
+        ExternalIdentity::Cn => {
+            cert.cert.subject.split(',').map(str::trim).find_map(|rdn| rdn.strip_prefix("CN=")).map(|cn| cn.to_ascii_lowercase())?
+        }
         ExternalIdentity::Email => {
             let emails: Vec<String> =
                 cert.cert.sans.iter().filter_map(|s| s.strip_prefix("email:")).map(|e| e.to_ascii_lowercase()).collect();
@@ -240,10 +236,7 @@ mod tests {
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let far: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(usable_mechanisms(&auth, &l, false, far, false).is_empty());
-        assert_eq!(
-            usable_mechanisms(&auth, &l, false, lo, false),
-            vec![Mechanism::ScramSha256, Mechanism::Plain, Mechanism::Login]
-        );
+        assert_eq!(usable_mechanisms(&auth, &l, false, lo, false), vec![Mechanism::ScramSha256, Mechanism::Plain, Mechanism::Login]);
         assert_eq!(usable_mechanisms(&auth, &l, true, far, false)[0], Mechanism::ScramSha256Plus);
     }
 }

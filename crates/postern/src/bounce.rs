@@ -61,7 +61,14 @@ pub struct Failure {
 impl Failure {
     /// A report entry for `r` with the reply of this attempt.
     pub fn new(r: &Recipient, reply: DeliveryReply, action: Action) -> Failure {
-        Failure { address: r.address.clone(), original: r.original.clone(), reply, orcpt: r.orcpt.clone(), remote_mta: r.remote_mta.clone(), action }
+        Failure {
+            address: r.address.clone(),
+            original: r.original.clone(),
+            reply,
+            orcpt: r.orcpt.clone(),
+            remote_mta: r.remote_mta.clone(),
+            action,
+        }
     }
 
     /// A report entry from an envelope recipient whose reply is known only
@@ -144,9 +151,7 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
     m.push_str(&format!("Message-ID: <{}.bounce@{hostname}>\r\n", env.id));
     m.push_str("Auto-Submitted: auto-replied\r\n");
     m.push_str("MIME-Version: 1.0\r\n");
-    m.push_str(&format!(
-        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
-    ));
+    m.push_str(&format!("Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"));
     m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
     m.push_str(&format!("--{boundary}\r\nContent-Description: Notification\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"));
     m.push_str(&format!("This is the mail system at host {hostname}.\r\n\r\n{intro}\r\n\r\n"));
@@ -197,9 +202,7 @@ fn one_line(s: &str) -> String {
 
 /// Formats a unix time as an RFC 5322 date (UTC).
 pub fn unix_to_rfc5322(t: u64) -> String {
-    chrono::DateTime::from_timestamp(t as i64, 0)
-        .map(|d| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string())
-        .unwrap_or_default()
+    chrono::DateTime::from_timestamp(t as i64, 0).map(|d| d.format("%a, %d %b %Y %H:%M:%S +0000").to_string()).unwrap_or_default()
 }
 
 #[cfg(test)]

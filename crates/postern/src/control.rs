@@ -48,7 +48,7 @@ pub async fn serve(path: PathBuf, control: Arc<dyn Control>, mut shutdown: watch
     let listener = match UnixListener::bind(&path) {
         Ok(l) => l,
         Err(e) => {
-            crate::maillog::event("error", &[("error", &format!("control socket {}: {e}", path.display()))]);
+            crate::maillog::error(&[("error", &format!("control socket {}: {e}", path.display()))]);
             return;
         }
     };

@@ -7,7 +7,7 @@
 //!
 //! Events: connect, helo, tls, auth, rcpt, reject, milter, queued, hold,
 //! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
-//! release, delete, disconnect, reload, start, stop, error.
+//! release, delete, bounce, disconnect, reload, start, stop, error.
 //!
 //! May touch: the mail log file or standard error.
 
@@ -29,11 +29,7 @@ pub(crate) static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// Sets where the mail log goes: "-" for standard error, or a file path
 /// (opened for append). Called once at start-up.
 pub fn init(target: &str) -> std::io::Result<()> {
-    let sink = if target == "-" {
-        Sink::Stderr
-    } else {
-        Sink::File(OpenOptions::new().create(true).append(true).open(target)?)
-    };
+    let sink = if target == "-" { Sink::Stderr } else { Sink::File(OpenOptions::new().create(true).append(true).open(target)?) };
     let _ = SINK.set(Mutex::new(sink));
     Ok(())
 }
@@ -123,6 +119,8 @@ events! {
     release,
     /// A message was deleted by the operator: `id`, `by`.
     delete,
+    /// The operator returned a message to its sender (`queue bounce`): `id`, `by`.
+    bounce,
     /// A client went away: `client`, `messages`, `errors` | `reason`.
     disconnect,
     /// Configuration or TLS reload: `result`, `error`.
@@ -135,18 +133,8 @@ events! {
     error,
 }
 
-/// Writes one event. Use the per-event functions.
-#[doc(hidden)]
-pub fn event(event: &str, fields: &[(&str, &str)]) {
-    write(event, fields)
-}
-
 fn write(event: &str, fields: &[(&str, &str)]) {
-    let line = format!(
-        "{} {}\n",
-        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        format_event(event, fields)
-    );
+    let line = format!("{} {}\n", chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), format_event(event, fields));
     #[cfg(test)]
     match CAPTURED.lock() {
         Ok(mut g) => g.push(line.clone()),

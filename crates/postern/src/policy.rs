@@ -179,7 +179,8 @@ pub fn matches(r: &Rule, f: &Facts<'_>, class: RcptClass) -> bool {
     }
     if let Some(sans) = &r.cert_san {
         let ok = verified.is_some_and(|c| {
-            sans.iter().any(|want| c.cert.sans.iter().any(|have| glob(want, have) || have.split_once(':').is_some_and(|(_, v)| glob(want, v))))
+            sans.iter()
+                .any(|want| c.cert.sans.iter().any(|have| glob(want, have) || have.split_once(':').is_some_and(|(_, v)| glob(want, v))))
         });
         if !ok {
             return false;
@@ -303,13 +304,7 @@ pub fn local_targets(s: &Settings, local: &str, domain: &str) -> Option<Vec<Stri
     if !s.knows_local(local) {
         return None;
     }
-    Some(
-        s.aliases
-            .expand(local)
-            .into_iter()
-            .map(|t| if t.contains('@') { t } else { format!("{t}@{domain}") })
-            .collect(),
-    )
+    Some(s.aliases.expand(local).into_iter().map(|t| if t.contains('@') { t } else { format!("{t}@{domain}") }).collect())
 }
 
 /// Would an unknown, unauthenticated client without TLS be allowed to relay

@@ -55,11 +55,7 @@ pub enum SettingsError {
 
 /// The machine's host name.
 pub fn system_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".to_string())
 }
 
 impl Settings {
@@ -113,8 +109,7 @@ impl Settings {
                 }
             }
         };
-        let maildir_root =
-            config.local.maildir_root.as_ref().map(|p| resolve(&data_dir, p)).unwrap_or_else(|| data_dir.join("mail"));
+        let maildir_root = config.local.maildir_root.as_ref().map(|p| resolve(&data_dir, p)).unwrap_or_else(|| data_dir.join("mail"));
         let config_file = source.config.as_ref().map(|p| p.display().to_string());
         Ok(Settings { config, hostname, data_dir, local_domains, relay_domains, users, aliases, maildir_root, config_file })
     }

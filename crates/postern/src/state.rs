@@ -88,7 +88,7 @@ impl Shared {
         let settings = self.settings();
         match ServerTls::load(&settings) {
             Ok(new) => {
-                maillog::event("tls", &[("reload", "ok"), ("fingerprint", &new.fingerprint)]);
+                maillog::tls(&[("reload", "ok"), ("fingerprint", &new.fingerprint)]);
                 match self.tls.write() {
                     Ok(mut g) => *g = Some(Arc::new(new)),
                     Err(p) => *p.into_inner() = Some(Arc::new(new)),
@@ -96,7 +96,7 @@ impl Shared {
                 true
             }
             Err(e) => {
-                maillog::event("tls", &[("reload", "error"), ("error", &e.to_string()), ("action", "keeping old certificate")]);
+                maillog::tls(&[("reload", "error"), ("error", &e.to_string()), ("action", "keeping old certificate")]);
                 false
             }
         }
@@ -110,20 +110,20 @@ impl Shared {
                 if new.config.listeners.len() != old.config.listeners.len()
                     || new.config.listeners.iter().zip(&old.config.listeners).any(|(a, b)| a.address != b.address)
                 {
-                    maillog::event("reload", &[("warning", "listener changes need a restart")]);
+                    maillog::reload(&[("warning", "listener changes need a restart")]);
                 }
                 if new.data_dir != old.data_dir {
-                    maillog::event("reload", &[("warning", "data_dir changes need a restart; keeping the old one")]);
+                    maillog::reload(&[("warning", "data_dir changes need a restart; keeping the old one")]);
                 }
                 let mut new = new;
                 new.data_dir = old.data_dir.clone();
                 self.settings.replace(new);
-                maillog::event("reload", &[("result", "ok")]);
+                maillog::reload(&[("result", "ok")]);
                 self.reload_tls();
                 true
             }
             Err(e) => {
-                maillog::event("reload", &[("result", "error"), ("error", &e.to_string()), ("action", "keeping old config")]);
+                maillog::reload(&[("result", "error"), ("error", &e.to_string()), ("action", "keeping old config")]);
                 false
             }
         }

@@ -201,7 +201,15 @@ async fn pipelined_mail_50_rcpt_data_in_one_write() {
     let (mut s, mut buf) = connect_ehlo(srv.addr).await;
     let mut batch = b"MAIL FROM:<p@c.example>\r\n".to_vec();
     // Every tenth recipient is unknown: replies must stay in order.
-    let rcpt = |i: usize| if i % 10 == 9 { format!("nobody{i}") } else if i % 2 == 0 { "alice".into() } else { "staff".into() };
+    let rcpt = |i: usize| {
+        if i % 10 == 9 {
+            format!("nobody{i}")
+        } else if i % 2 == 0 {
+            "alice".into()
+        } else {
+            "staff".into()
+        }
+    };
     for i in 0..50 {
         batch.extend_from_slice(format!("RCPT TO:<{}@mx.test>\r\n", rcpt(i)).as_bytes());
     }
@@ -210,11 +218,8 @@ async fn pipelined_mail_50_rcpt_data_in_one_write() {
     let lines = read_lines(&mut s, &mut buf, 53).await;
     assert_eq!(lines[0], "250 2.1.0 Sender ok");
     for (i, l) in lines[1..51].iter().enumerate() {
-        let want = if i % 10 == 9 {
-            format!("550 5.1.1 <nobody{i}@mx.test>: No such user here")
-        } else {
-            "250 2.1.5 Recipient ok".to_string()
-        };
+        let want =
+            if i % 10 == 9 { format!("550 5.1.1 <nobody{i}@mx.test>: No such user here") } else { "250 2.1.5 Recipient ok".to_string() };
         assert_eq!(l, &want, "rcpt {i}");
     }
     assert_eq!(lines[51], "250 2.1.5 Recipient ok");

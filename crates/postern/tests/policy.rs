@@ -37,7 +37,14 @@ fn cert(spec: &str) -> Result<Option<ClientCertIdentity>, String> {
     if spec == "-" {
         return Ok(None);
     }
-    let mut info = CertInfo { subject: String::new(), issuer: String::new(), sans: Vec::new(), sha256: String::new(), spki_sha256: String::new(), not_after: 0 };
+    let mut info = CertInfo {
+        subject: String::new(),
+        issuer: String::new(),
+        sans: Vec::new(),
+        sha256: String::new(),
+        spki_sha256: String::new(),
+        not_after: 0,
+    };
     let mut verified = Err("not verified".to_string());
     for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').ok_or_else(|| format!("cert part {part:?} is not key=value"))?;
@@ -170,7 +177,12 @@ fn run_file(file: &FsPath) -> Vec<String> {
 #[test]
 fn policy_case_files() {
     let dir = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/policy");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).expect("tests/policy").filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "case")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/policy")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "case"))
+        .collect();
     files.sort();
     assert!(!files.is_empty(), "no case files in {}", dir.display());
     let failures: Vec<String> = files.iter().flat_map(|f| run_file(f)).collect();

@@ -122,10 +122,7 @@ fn mail_from() {
 
 #[test]
 fn rcpt_to() {
-    assert_eq!(
-        parse_command(b"RCPT TO:<Postmaster>"),
-        Ok(Command::Rcpt { to: Path::Postmaster, params: RcptParams::default() })
-    );
+    assert_eq!(parse_command(b"RCPT TO:<Postmaster>"), Ok(Command::Rcpt { to: Path::Postmaster, params: RcptParams::default() }));
     match parse_command(b"RCPT TO:<u@d.example> NOTIFY=success,failure ORCPT=rfc822;u+40d") {
         Ok(Command::Rcpt { to, params }) => {
             assert_eq!(to, mbx("u", "d.example"));

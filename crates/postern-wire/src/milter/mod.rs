@@ -185,4 +185,3 @@ pub enum MilterError {
     #[error("malformed {0} response")]
     Malformed(&'static str),
 }
-

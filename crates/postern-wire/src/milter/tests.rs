@@ -78,7 +78,11 @@ fn random_input_never_panics() {
         let data: Vec<u8> = (0..len)
             .map(|_| {
                 let r = next();
-                if r % 3 == 0 { alphabet[(r as usize / 3) % alphabet.len()] } else { (r >> 8) as u8 }
+                if r % 3 == 0 {
+                    alphabet[(r as usize / 3) % alphabet.len()]
+                } else {
+                    (r >> 8) as u8
+                }
             })
             .collect();
         let cmd = b"OacdrtspfayqhimM+2-be4lZ"[(next() % 24) as usize];

@@ -58,7 +58,17 @@ impl Exchange {
         if authzid.as_ref().is_some_and(|z| z != &username) {
             return Step::Fail(SaslError::BadAuthzid);
         }
-        let r = DigestResponse { username: username.clone(), realm: get("realm").unwrap_or_default(), nonce: n, cnonce, nc, qop, digest_uri, response, authzid };
+        let r = DigestResponse {
+            username: username.clone(),
+            realm: get("realm").unwrap_or_default(),
+            nonce: n,
+            cnonce,
+            nc,
+            qop,
+            digest_uri,
+            response,
+            authzid,
+        };
         self.st = St::DigestSecret(Box::new(r));
         Step::Need(Need::Secret { authcid: username })
     }

@@ -111,7 +111,10 @@ fn scram_sha256_and_plus() {
     let cb = ChannelBindings { tls_exporter: Some(vec![7; 32]), tls_server_end_point: Some(vec![9; 32]) };
     assert!(matches!(scram_login(Mechanism::ScramSha256Plus, cb.clone(), "p=tls-exporter", &[7; 32], "pencil"), Step::Success(_)));
     assert!(matches!(scram_login(Mechanism::ScramSha256Plus, cb.clone(), "p=tls-server-end-point", &[9; 32], "pencil"), Step::Success(_)));
-    assert!(matches!(scram_login(Mechanism::ScramSha256Plus, cb.clone(), "p=tls-exporter", &[8; 32], "pencil"), Step::Fail(SaslError::ChannelBinding(_))));
+    assert!(matches!(
+        scram_login(Mechanism::ScramSha256Plus, cb.clone(), "p=tls-exporter", &[8; 32], "pencil"),
+        Step::Fail(SaslError::ChannelBinding(_))
+    ));
     assert!(matches!(scram_login(Mechanism::ScramSha256Plus, cb.clone(), "n", b"", "pencil"), Step::Fail(SaslError::ChannelBinding(_))));
     // "y" while we offered -PLUS: downgrade.
     let mut ex = Exchange::new(Mechanism::ScramSha256, "h", cb, true, None);

@@ -40,7 +40,11 @@ pub(super) fn run(rt: &tokio::runtime::Runtime, plan: Plan, json: bool) -> i32 {
                     r.first_error.as_ref().map(|e| format!(" (first error: {e})")).unwrap_or_default()
                 );
             }
-            if r.failed == 0 { exit::OK } else { exit::TEMPFAIL }
+            if r.failed == 0 {
+                exit::OK
+            } else {
+                exit::TEMPFAIL
+            }
         }
         Err(e) => {
             eprintln!("postern: bench: {e}");

@@ -24,9 +24,13 @@ pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
             // including those of files it names (client_file).
             match Settings::load(&Source { config: Some(file.clone()), data_dir: src.data_dir.clone() }) {
                 Ok(s) => {
-                    let open: Vec<&str> = s.config.listeners.iter().map(|l| l.label()).filter(|l| crate::policy::is_open_relay(&s, l)).collect();
+                    let open: Vec<&str> =
+                        s.config.listeners.iter().map(|l| l.label()).filter(|l| crate::policy::is_open_relay(&s, l)).collect();
                     for l in &open {
-                        eprintln!("{}: warning: OPEN RELAY: listener {l:?} relays mail from any client to any domain (see `postern explain`)", file.display());
+                        eprintln!(
+                            "{}: warning: OPEN RELAY: listener {l:?} relays mail from any client to any domain (see `postern explain`)",
+                            file.display()
+                        );
                     }
                     println!("{}: ok{}", file.display(), if open.is_empty() { "" } else { " (with warnings)" });
                     exit::OK

@@ -102,7 +102,12 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         println!("decision: {decision}");
         println!("reply:    {reply}");
         println!("rule:     {} ({})", d.rule(), d.origin());
-        println!("facts:    listener={listener} client={} tls={} auth={} recipient={class}", q.ip, facts.tls, who.as_ref().map(|a| a.user()).unwrap_or("-"));
+        println!(
+            "facts:    listener={listener} client={} tls={} auth={} recipient={class}",
+            q.ip,
+            facts.tls,
+            who.as_ref().map(|a| a.user()).unwrap_or("-")
+        );
         if let Some(c) = cert_text {
             println!("cert:     {c}");
         }

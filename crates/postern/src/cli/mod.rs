@@ -29,13 +29,17 @@ use sysexits as exit;
 const SYSTEM_CONFIG: &str = "/etc/postern/postern.toml";
 
 #[derive(Parser)]
-#[command(name = "postern", version, about = "postern: a mail transfer agent (ESMTP server, queue, local and relay delivery)",
+#[command(
+    name = "postern",
+    version,
+    about = "postern: a mail transfer agent (ESMTP server, queue, local and relay delivery)",
     long_about = "postern: a mail transfer agent (ESMTP server, queue, local and relay delivery).\n\n\
 Configuration: --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.toml if it exists, \
 else the embedded default (SMTP on 127.0.0.1:2525, local domains localhost and the host name, \
 Maildirs under DATA/mail, loopback clients may relay). State lives in the data directory: \
 --data-dir, else $POSTERN_DATA_DIR, else `data_dir` in the config, else ./postern-data.\n\n\
-Invoked as `sendmail` it is `postern sendmail`; as `mailq`, `postern queue list`; as `newaliases`, it checks the aliases file.")]
+Invoked as `sendmail` it is `postern sendmail`; as `mailq`, `postern queue list`; as `newaliases`, it checks the aliases file."
+)]
 struct Cli {
     /// Configuration file (TOML). See `postern config example`.
     #[arg(long, short = 'c', global = true, env = "POSTERN_CONFIG", value_name = "FILE")]
@@ -413,8 +417,8 @@ fn load(src: &Source) -> Result<Settings, i32> {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTERN_DEBUG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("POSTERN_DEBUG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

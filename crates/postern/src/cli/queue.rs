@@ -7,10 +7,10 @@
 
 use serde_json::json;
 
+use super::sysexits as exit;
 use crate::bounce::unix_to_rfc5322;
 use crate::control;
 use crate::maillog;
-use super::sysexits as exit;
 use crate::settings::Settings;
 use crate::spool::{Envelope, Place, QueueId, RcptStatus, Spool};
 
@@ -232,7 +232,13 @@ pub fn change(settings: &Settings, change: Change, ids: &[String], as_json: bool
         match r {
             Ok(changed) => {
                 if changed {
-                    maillog::event(action, &[("id", id.as_str()), ("by", "cli")]);
+                    let fields = [("id", id.as_str()), ("by", "cli")];
+                    match change {
+                        Change::Delete => maillog::delete(&fields),
+                        Change::Hold => maillog::hold(&fields),
+                        Change::Release => maillog::release(&fields),
+                        Change::Bounce => maillog::bounce(&fields),
+                    }
                 }
                 if matches!(change, Change::Release | Change::Bounce) {
                     let _ = control::request(&settings.data_dir, &format!("kick {id}"));
@@ -256,4 +262,3 @@ pub fn change(settings: &Settings, change: Change, ids: &[String], as_json: bool
     }
     code
 }
-

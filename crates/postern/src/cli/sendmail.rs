@@ -86,8 +86,13 @@ impl SendmailError {
     /// The sysexits(3) code the face exits with.
     pub fn exit_code(&self) -> i32 {
         match self {
-            SendmailError::MissingValue(_) | SendmailError::UnsupportedMode(_) | SendmailError::UnknownOption(_) | SendmailError::BadSender { .. } => exit::USAGE,
-            SendmailError::Input(_) | SendmailError::TooBig(_) | SendmailError::BadRecipient { .. } | SendmailError::NoRecipients => exit::DATAERR,
+            SendmailError::MissingValue(_)
+            | SendmailError::UnsupportedMode(_)
+            | SendmailError::UnknownOption(_)
+            | SendmailError::BadSender { .. } => exit::USAGE,
+            SendmailError::Input(_) | SendmailError::TooBig(_) | SendmailError::BadRecipient { .. } | SendmailError::NoRecipients => {
+                exit::DATAERR
+            }
             SendmailError::NoSuchUser(_) => exit::NOUSER,
             SendmailError::Queue(e) if e.is_no_space() => exit::TEMPFAIL,
             SendmailError::SpoolOpen(_) | SendmailError::Queue(_) | SendmailError::Rewrite(_) => exit::CANTCREAT,
@@ -349,7 +354,6 @@ pub fn prepare(text: &[u8], o: &Options, sender: &str, hostname: &str, date: &st
     (out, header_rcpts)
 }
 
-
 /// Resolves recipients to delivery addresses (aliases expanded). Bare
 /// names get the host name. Errors name the bad address.
 pub fn resolve(settings: &Settings, rcpts: &[String]) -> Result<Vec<String>, SendmailError> {
@@ -420,17 +424,27 @@ pub fn submit(settings: &Settings, o: &Options, input: impl Read) -> Result<Subm
             Submitted::Discarded => return Ok(Submitted::Discarded),
         }
     };
-    crate::maillog::event(
-        "queued",
-        &[("id", id.as_str()), ("from", &sender), ("size", &text.len().to_string()), ("nrcpt", &rcpts.len().to_string()), ("client", "local"), ("uid", &nix::unistd::getuid().to_string())],
-    );
+    crate::maillog::queued(&[
+        ("id", id.as_str()),
+        ("from", &sender),
+        ("size", &text.len().to_string()),
+        ("nrcpt", &rcpts.len().to_string()),
+        ("client", "local"),
+        ("uid", &nix::unistd::getuid().to_string()),
+    ]);
     // Best effort: a daemon that is not running finds it at start-up.
     let _ = crate::control::request(&settings.data_dir, &format!("kick {id}"));
     Ok(Submitted::Queued(id))
 }
 
 /// Queues through `local.sendmail_milters`.
-fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String, rcpts: &mut Vec<String>) -> Result<Submitted, SendmailError> {
+fn filtered(
+    settings: &Settings,
+    spool: &Spool,
+    text: &[u8],
+    sender: &mut String,
+    rcpts: &mut Vec<String>,
+) -> Result<Submitted, SendmailError> {
     use crate::milter::{filter_local, rewrite_draft, Verdict};
     let cfgs = settings.config.milters_named(&settings.config.local.sendmail_milters);
     let mut draft = spool.draft().map_err(SendmailError::Queue)?;
@@ -441,7 +455,7 @@ fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String
     match out.verdict {
         Verdict::Continue => {}
         Verdict::Discard => {
-            crate::maillog::event("discarded", &[("id", draft.id.as_str()), ("from", sender), ("client", "local")]);
+            crate::maillog::discarded(&[("id", draft.id.as_str()), ("from", sender), ("client", "local")]);
             return Ok(Submitted::Discarded);
         }
         Verdict::Reject(r) | Verdict::Close(r) => return Err(SendmailError::MilterRefused(r)),
@@ -465,11 +479,18 @@ fn filtered(settings: &Settings, spool: &Spool, text: &[u8], sender: &mut String
         }
     }
     if rcpts.is_empty() {
-        crate::maillog::event("discarded", &[("id", draft.id.as_str()), ("from", sender), ("client", "local"), ("reason", "milters removed every recipient")]);
+        crate::maillog::discarded(&[
+            ("id", draft.id.as_str()),
+            ("from", sender),
+            ("client", "local"),
+            ("reason", "milters removed every recipient"),
+        ]);
         return Ok(Submitted::Discarded);
     }
     let quarantine = out.quarantine.map(|(m, reason)| format!("quarantined by milter {m}: {reason}"));
-    crate::spool::enqueue_draft(spool, draft, sender, rcpts, "local", eight_bit, quarantine).map(Submitted::Queued).map_err(SendmailError::Queue)
+    crate::spool::enqueue_draft(spool, draft, sender, rcpts, "local", eight_bit, quarantine)
+        .map(Submitted::Queued)
+        .map_err(SendmailError::Queue)
 }
 
 #[cfg(test)]

@@ -121,7 +121,10 @@ fn change(s: &Settings, path: &Path, db: &mut UserDb, action: UserCmd) -> Result
     let cram = crate::auth::plaintext_secret_mechanisms_enabled(&s.config);
     let warn_plain = || {
         if cram {
-            eprintln!("postern user: warning: CRAM-MD5/DIGEST-MD5 is enabled, so a plaintext-equivalent secret is stored in {}", path.display());
+            eprintln!(
+                "postern user: warning: CRAM-MD5/DIGEST-MD5 is enabled, so a plaintext-equivalent secret is stored in {}",
+                path.display()
+            );
         }
     };
     match action {

@@ -260,7 +260,8 @@ fn remove_in<'i>(v: &mut Spanned<DeValue<'i>>, path: &[Step]) -> bool {
                 return a.get_mut(*i).is_some_and(|e| remove_in(e, &path[1..]));
             }
             let was_table = a.get(*i).is_some_and(|e| holds_tables(e.get_ref()));
-            let kept: toml::de::DeArray<'i> = std::mem::replace(a, toml::de::DeArray::new()).into_iter().enumerate().filter(|(j, _)| j != i).map(|(_, e)| e).collect();
+            let kept: toml::de::DeArray<'i> =
+                std::mem::replace(a, toml::de::DeArray::new()).into_iter().enumerate().filter(|(j, _)| j != i).map(|(_, e)| e).collect();
             *v = Spanned::new(span, DeValue::Array(kept));
             !was_table
         }

@@ -15,10 +15,10 @@ mod error;
 mod load;
 mod schema;
 mod schema_listener;
-mod validate;
-mod values;
 #[cfg(test)]
 mod tests;
+mod validate;
+mod values;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,8 +28,8 @@ use serde::Deserialize;
 pub use error::{ConfigError, Position, Problem, ProblemKind};
 pub use load::KeyPath;
 pub use schema::{
-    Auth, BanAction, BareNewline, ExternalIdentity, Limits, Local, LocalDelivery, Log, Milter, MilterDefault, Mx, OutboundTls,
-    Queue, RcptClass, Relay, Route, RouteTransport, Rule, RuleAction, SyncMode, Tls,
+    Auth, BanAction, BareNewline, ExternalIdentity, Limits, Local, LocalDelivery, Log, Milter, MilterDefault, Mx, OutboundTls, Queue,
+    RcptClass, Relay, Route, RouteTransport, Rule, RuleAction, SyncMode, Tls,
 };
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use validate::ValidationError;

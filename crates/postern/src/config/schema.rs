@@ -441,7 +441,10 @@ pub struct Auth {
 impl Default for Auth {
     fn default() -> Self {
         Auth {
-            mechanisms: [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::Plain, Mechanism::Login].into_iter().map(AuthMechanism).collect(),
+            mechanisms: [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::Plain, Mechanism::Login]
+                .into_iter()
+                .map(AuthMechanism)
+                .collect(),
             plaintext_networks: Vec::new(),
             broken_auth_line: false,
             sender_login_match: false,
@@ -568,4 +571,3 @@ impl Default for Log {
         Log { mail_log: "-".into() }
     }
 }
-

@@ -164,7 +164,12 @@ fn limits(c: &Config, out: &mut Vec<Issue>) {
 fn pairs(c: &Config, out: &mut Vec<Issue>) {
     let r = &c.relay;
     let pairs = [
-        ("relay.smarthost_client_certificate", r.smarthost_client_certificate.is_some(), "relay.smarthost_client_key", r.smarthost_client_key.is_some()),
+        (
+            "relay.smarthost_client_certificate",
+            r.smarthost_client_certificate.is_some(),
+            "relay.smarthost_client_key",
+            r.smarthost_client_key.is_some(),
+        ),
         ("relay.smarthost_username", r.smarthost_username.is_some(), "relay.smarthost_password_file", r.smarthost_password_file.is_some()),
         ("tls.certificate", c.tls.certificate.is_some(), "tls.key", c.tls.key.is_some()),
     ];

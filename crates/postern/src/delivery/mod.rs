@@ -200,11 +200,9 @@ mod tests {
         assert_eq!(route(&s, "a@BACKUP.example"), Route::Custom(0));
         assert_eq!(route(&s, "a@other.example"), Route::Smarthost);
         assert!(s.relay_domains.contains("backup.example"));
-        let cfg = Config::parse(
-            "[relay]\nsmarthost=\"relay.example:25\"\n[[route]]\ndomains=[\"direct.example\"]\ntransport=\"mx\"\n",
-            "t",
-        )
-        .unwrap();
+        let cfg =
+            Config::parse("[relay]\nsmarthost=\"relay.example:25\"\n[[route]]\ndomains=[\"direct.example\"]\ntransport=\"mx\"\n", "t")
+                .unwrap();
         let s = Settings::from_config(cfg, &src).unwrap();
         assert_eq!(route(&s, "a@Direct.example"), Route::Mx("direct.example".into()));
         assert_eq!(route(&s, "a@other.example"), Route::Smarthost);

@@ -154,7 +154,11 @@ impl MxResolver {
     /// Addresses of a host, IPv6 and IPv4.
     pub async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, MxError> {
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        self.resolver.lookup_ip(fqdn.as_str()).await.map(|l| l.iter().collect()).map_err(|e| MxError::HostLookup { host: host.to_string(), reason: e.to_string() })
+        self.resolver
+            .lookup_ip(fqdn.as_str())
+            .await
+            .map(|l| l.iter().collect())
+            .map_err(|e| MxError::HostLookup { host: host.to_string(), reason: e.to_string() })
     }
 }
 
@@ -201,7 +205,8 @@ impl MxDelivery {
         let tls = if m.tls == crate::config::OutboundTls::None {
             None
         } else {
-            let cas: Vec<std::path::PathBuf> = [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE)].into_iter().filter(|p| p.exists()).collect();
+            let cas: Vec<std::path::PathBuf> =
+                [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE)].into_iter().filter(|p| p.exists()).collect();
             Some(Arc::new(ClientTls::build(m.tls, &cas, None).map_err(|e| MxError::Tls(e.to_string()))?))
         };
         Ok(MxDelivery {

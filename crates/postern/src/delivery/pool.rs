@@ -80,7 +80,8 @@ impl Smarthost {
                 (Some(c), Some(k)) => Some((s.resolve(c), s.resolve(k))),
                 _ => None,
             };
-            let t = ClientTls::build(policy, &cas, cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).map_err(|e| setup(e.to_string()))?;
+            let t =
+                ClientTls::build(policy, &cas, cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).map_err(|e| setup(e.to_string()))?;
             Some(Arc::new(t))
         };
         let server_name = r.smarthost_server_name.clone().unwrap_or_else(|| host_of(&endpoint));

@@ -209,7 +209,8 @@ impl ConnError {
 async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, String), ConnError> {
     let ep = &d.endpoint;
     let tls = d.tls.as_ref().ok_or_else(|| ConnError::TlsNotConfigured(ep.clone()))?;
-    let name = ServerName::try_from(d.server_name.clone()).map_err(|e| ConnError::BadServerName { name: d.server_name.clone(), reason: e.to_string() })?;
+    let name = ServerName::try_from(d.server_name.clone())
+        .map_err(|e| ConnError::BadServerName { name: d.server_name.clone(), reason: e.to_string() })?;
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, io))
         .await
@@ -234,7 +235,14 @@ impl Conn {
         let ep = &d.endpoint;
         let raw = connect(ep).await?;
         let (io, tls_note) = if d.implicit_tls { client_handshake(raw, d).await? } else { (raw, "none".to_string()) };
-        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), auth_mechs: Vec::new(), lmtp: d.lmtp, tls: tls_note, auth_note: String::new() };
+        let mut c = Conn {
+            io: BufReader::new(io),
+            ext: HashSet::new(),
+            auth_mechs: Vec::new(),
+            lmtp: d.lmtp,
+            tls: tls_note,
+            auth_note: String::new(),
+        };
         let greeting = c.reply(REPLY_TIMEOUT).await?;
         if greeting.code != 220 {
             return Err(ConnError::Greeting { ep: ep.clone(), reply: greeting.summary() });
@@ -264,7 +272,8 @@ impl Conn {
         }
         // Anything buffered after the 220 is discarded with the plaintext reader.
         let (io, note) = client_handshake(c.io.into_inner(), d).await?;
-        let mut c = Conn { io: BufReader::new(io), ext: HashSet::new(), auth_mechs: Vec::new(), lmtp: d.lmtp, tls: note, auth_note: String::new() };
+        let mut c =
+            Conn { io: BufReader::new(io), ext: HashSet::new(), auth_mechs: Vec::new(), lmtp: d.lmtp, tls: note, auth_note: String::new() };
         c.hello(ep, &d.helo).await?;
         c.authenticate(d).await?;
         Ok(c)
@@ -293,7 +302,9 @@ impl Conn {
         };
         let challenge = |r: &Reply| -> Result<String, ConnError> {
             let text = r.lines.first().map(|l| l.to_string()).unwrap_or_default();
-            decode_response(&text).map(|b| String::from_utf8_lossy(&b).into_owned()).map_err(|e| ConnError::Sasl(format!("bad challenge from {ep}: {e}")))
+            decode_response(&text)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|e| ConnError::Sasl(format!("bad challenge from {ep}: {e}")))
         };
         match mech {
             "PLAIN" => {
@@ -356,23 +367,23 @@ impl Conn {
 }
 
 async fn connect(ep: &Endpoint) -> Result<Box<dyn Io>, ConnError> {
-        let io: Box<dyn Io> = match ep {
-            Endpoint::Tcp(h, p) => {
-                let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((h.as_str(), *p)))
-                    .await
-                    .map_err(|_| ConnError::Connect { ep: ep.clone(), reason: "timed out".into() })?
-                    .map_err(|e| ConnError::Connect { ep: ep.clone(), reason: e.to_string() })?;
-                let _ = s.set_nodelay(true);
-                Box::new(s)
-            }
-            Endpoint::Unix(path) => Box::new(
-                tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
-                    .await
-                    .map_err(|_| ConnError::Connect { ep: ep.clone(), reason: "timed out".into() })?
-                    .map_err(|e| ConnError::Connect { ep: ep.clone(), reason: e.to_string() })?,
-            ),
-        };
-        Ok(io)
+    let io: Box<dyn Io> = match ep {
+        Endpoint::Tcp(h, p) => {
+            let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((h.as_str(), *p)))
+                .await
+                .map_err(|_| ConnError::Connect { ep: ep.clone(), reason: "timed out".into() })?
+                .map_err(|e| ConnError::Connect { ep: ep.clone(), reason: e.to_string() })?;
+            let _ = s.set_nodelay(true);
+            Box::new(s)
+        }
+        Endpoint::Unix(path) => Box::new(
+            tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
+                .await
+                .map_err(|_| ConnError::Connect { ep: ep.clone(), reason: "timed out".into() })?
+                .map_err(|e| ConnError::Connect { ep: ep.clone(), reason: e.to_string() })?,
+        ),
+    };
+    Ok(io)
 }
 
 impl Conn {

@@ -68,7 +68,9 @@ impl SetupError {
             SetupError::LmtpNotConfigured | SetupError::LmtpTls(_) => "lmtp",
             SetupError::RouteTls(_) => "smtp",
             SetupError::Mx(_) => "mx",
-            SetupError::SmarthostNotConfigured | SetupError::SmarthostSetup(_) | SetupError::RouteVanished | SetupError::NoNextHop => "none",
+            SetupError::SmarthostNotConfigured | SetupError::SmarthostSetup(_) | SetupError::RouteVanished | SetupError::NoNextHop => {
+                "none"
+            }
         }
     }
 }

@@ -175,7 +175,11 @@ impl Filter {
                 // SMFIR_SETSYMLIST: only what was asked for ("{x}" or "x").
                 Some((_, names)) => m
                     .iter()
-                    .filter(|(k, _)| names.iter().any(|n| n == k || n.trim_start_matches('{').trim_end_matches('}') == k.trim_start_matches('{').trim_end_matches('}')))
+                    .filter(|(k, _)| {
+                        names.iter().any(|n| {
+                            n == k || n.trim_start_matches('{').trim_end_matches('}') == k.trim_start_matches('{').trim_end_matches('}')
+                        })
+                    })
                     .cloned()
                     .collect(),
                 None => m.clone(),
@@ -224,7 +228,9 @@ impl Filter {
         if self.protocol & proto::NOHDRS == 0 {
             for h in headers {
                 let value = h.milter_value(keep_space);
-                let r = self.exchange(None, Command::Header { name: &h.name, value: &value }, self.protocol & proto::NR_HDR == 0, t, None).await?;
+                let r = self
+                    .exchange(None, Command::Header { name: &h.name, value: &value }, self.protocol & proto::NR_HDR == 0, t, None)
+                    .await?;
                 if let Some(r) = r.filter(|r| !matches!(r, Response::Continue)) {
                     return Ok(r);
                 }

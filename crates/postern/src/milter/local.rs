@@ -15,7 +15,14 @@ use super::{ConnectInfo, Macros, MessageResult, Milters, Verdict};
 /// localhost, HELO, MAIL, each RCPT, DATA, then the message. Recipients a
 /// milter refuses refuse the whole message (there is no SMTP dialogue to
 /// refuse one of them in).
-pub async fn filter_local(cfgs: &[Arc<MilterConfig>], hostname: &str, draft: &mut Draft, sender: &str, rcpts: &[String], max_size: u64) -> MessageResult {
+pub async fn filter_local(
+    cfgs: &[Arc<MilterConfig>],
+    hostname: &str,
+    draft: &mut Draft,
+    sender: &str,
+    rcpts: &[String],
+    max_size: u64,
+) -> MessageResult {
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let id = draft.id.to_string();
     let connect: Macros = vec![

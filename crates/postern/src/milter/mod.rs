@@ -171,9 +171,8 @@ impl Milters {
             std::net::SocketAddr::V4(a) => wire::Family::Inet(*a.ip(), a.port()),
             std::net::SocketAddr::V6(a) => wire::Family::Inet6(*a.ip(), a.port()),
         };
-        let v = m
-            .command(Stage::Connect, proto::NOCONNECT, proto::NR_CONN, macros, Command::Connect { hostname: info.hostname, family })
-            .await;
+        let v =
+            m.command(Stage::Connect, proto::NOCONNECT, proto::NR_CONN, macros, Command::Connect { hostname: info.hostname, family }).await;
         if verdict == Verdict::Continue {
             verdict = v;
         }
@@ -252,7 +251,7 @@ impl Milters {
         }
         fields.extend_from_slice(&[("milter", milter), ("stage", stage)]);
         fields.extend_from_slice(extra);
-        maillog::event("milter", &fields);
+        maillog::milter(&fields);
     }
 
     /// Applies a failed milter's default action. Returns the verdict it

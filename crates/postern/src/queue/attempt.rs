@@ -29,7 +29,8 @@ impl Scheduler {
             s.users.contains(&local) || s.aliases.contains(&local) || db.users.contains_key(&local) || alias_target(s, &local)
         };
         let ok: Vec<String> = addrs.iter().filter(|a| known(a)).cloned().collect();
-        let mut delivered = if ok.is_empty() { Attempt::all(Outcome::Deferred(made::no_outcome()), 0, None) } else { t.deliver(msg, &ok).await };
+        let mut delivered =
+            if ok.is_empty() { Attempt::all(Outcome::Deferred(made::no_outcome()), 0, None) } else { t.deliver(msg, &ok).await };
         let mut it = delivered.outcomes.drain(..);
         let outcomes = addrs
             .iter()
@@ -49,7 +50,11 @@ impl Scheduler {
     async fn deliver_route(&self, s: &Settings, rt: &Route, msg: &Message, addrs: &[String]) -> (String, Attempt) {
         match self.inner.transports.for_route(s, rt) {
             Ok(t) => {
-                let a = if *rt == Route::Maildir { self.deliver_known_local(s, t.as_ref(), msg, addrs).await } else { t.deliver(msg, addrs).await };
+                let a = if *rt == Route::Maildir {
+                    self.deliver_known_local(s, t.as_ref(), msg, addrs).await
+                } else {
+                    t.deliver(msg, addrs).await
+                };
                 (a.relay.clone().unwrap_or_else(|| t.name()), a)
             }
             Err(e) => (e.relay().to_string(), Attempt::all(Outcome::Deferred(e.reply()), addrs.len(), None)),
@@ -64,7 +69,7 @@ impl Scheduler {
             Ok(x) => x,
             Err(SpoolError::NotFound(_)) => return None,
             Err(e) => {
-                maillog::event("error", &[("id", id.as_str()), ("error", &e.to_string())]);
+                maillog::error(&[("id", id.as_str()), ("error", &e.to_string())]);
                 return None;
             }
         };
@@ -75,7 +80,7 @@ impl Scheduler {
         let body = match spool.read_body(id) {
             Ok(b) => Arc::new(b),
             Err(e) => {
-                maillog::event("error", &[("id", id.as_str()), ("error", &e.to_string())]);
+                maillog::error(&[("id", id.as_str()), ("error", &e.to_string())]);
                 return Some(now_unix() + settings.config.queue.retry_min.as_secs().max(1));
             }
         };
@@ -124,7 +129,7 @@ impl Scheduler {
                 match &o {
                     Outcome::Delivered(_) => {
                         r.status = RcptStatus::Delivered;
-                        maillog::event("delivered", &fields);
+                        maillog::delivered(&fields);
                         // RFC 3461 §6.2.2: we report success ourselves for local
                         // delivery and when the next hop cannot carry the request.
                         if r.wants("SUCCESS") && (local || !attempt.dsn) {
@@ -134,13 +139,13 @@ impl Scheduler {
                     }
                     Outcome::Failed(_) => {
                         r.status = RcptStatus::Failed;
-                        maillog::event("failed", &fields);
+                        maillog::failed(&fields);
                     }
                     Outcome::Deferred(_) => {
                         let q = &settings.config.queue;
                         let d = retry_delay(r.attempts, q.retry_min, q.retry_max, rand::random::<f64>());
                         r.next_attempt = now_unix() + d.as_secs().max(1);
-                        maillog::event("deferred", &fields);
+                        maillog::deferred(&fields);
                     }
                 }
                 fresh.insert(i, o.reply().clone());
@@ -152,9 +157,9 @@ impl Scheduler {
         self.bounce_failures(&settings, &mut env, &body, &fresh);
         if env.is_finished() {
             if let Err(e) = spool.remove(id) {
-                maillog::event("error", &[("id", id.as_str()), ("error", &e.to_string())]);
+                maillog::error(&[("id", id.as_str()), ("error", &e.to_string())]);
             } else {
-                maillog::event("removed", &[("id", id.as_str())]);
+                maillog::removed(&[("id", id.as_str())]);
             }
             return None;
         }
@@ -162,7 +167,7 @@ impl Scheduler {
             Ok(()) => env.next_attempt(),
             Err(SpoolError::NotFound(_)) => None, // deleted or held meanwhile
             Err(e) => {
-                maillog::event("error", &[("id", id.as_str()), ("error", &e.to_string())]);
+                maillog::error(&[("id", id.as_str()), ("error", &e.to_string())]);
                 env.next_attempt()
             }
         }
@@ -208,7 +213,7 @@ pub(super) fn expire(settings: &Settings, env: &mut Envelope, fresh: &mut HashMa
         let reply = made::expired(r.last_reply.as_deref().unwrap_or_default());
         r.last_reply = Some(reply.to_string());
         fresh.insert(i, reply);
-        maillog::event("expired", &[("id", id.as_str()), ("to", &r.address)]);
+        maillog::expired(&[("id", id.as_str()), ("to", &r.address)]);
     }
 }
 

@@ -26,12 +26,12 @@ impl Scheduler {
         let text = bounce::build(&settings.hostname, env, &entries, body, &rfc5322_date());
         match enqueue(&self.inner.spool, "", &[env.sender.clone()], &text, "local") {
             Ok(nid) => {
-                maillog::event("dsn", &[("id", env.id.as_str()), ("kind", kind), ("notice_id", nid.as_str()), ("to", &env.sender)]);
+                maillog::dsn(&[("id", env.id.as_str()), ("kind", kind), ("notice_id", nid.as_str()), ("to", &env.sender)]);
                 let _ = self.inner.queued.send(nid);
                 true
             }
             Err(e) => {
-                maillog::event("error", &[("id", env.id.as_str()), ("error", &format!("cannot queue {kind} notice: {e}"))]);
+                maillog::error(&[("id", env.id.as_str()), ("error", &format!("cannot queue {kind} notice: {e}"))]);
                 false
             }
         }
@@ -86,17 +86,17 @@ impl Scheduler {
             return;
         }
         if env.sender.is_empty() {
-            maillog::event("bounced", &[("id", env.id.as_str()), ("result", "suppressed: null sender, never bounce a bounce")]);
+            maillog::bounced(&[("id", env.id.as_str()), ("result", "suppressed: null sender, never bounce a bounce")]);
         } else {
             let text = bounce::build(&settings.hostname, env, &failures, body, &rfc5322_date());
             match enqueue(&self.inner.spool, "", &[env.sender.clone()], &text, "local") {
                 Ok(bid) => {
-                    maillog::event("bounced", &[("id", env.id.as_str()), ("bounce_id", bid.as_str()), ("to", &env.sender)]);
+                    maillog::bounced(&[("id", env.id.as_str()), ("bounce_id", bid.as_str()), ("to", &env.sender)]);
                     let _ = self.inner.queued.send(bid);
                 }
                 Err(e) => {
                     // Keep the failures owed; the next attempt tries again.
-                    maillog::event("error", &[("id", env.id.as_str()), ("error", &format!("cannot queue bounce: {e}"))]);
+                    maillog::error(&[("id", env.id.as_str()), ("error", &format!("cannot queue bounce: {e}"))]);
                     return;
                 }
             }

@@ -9,8 +9,8 @@
 //! pure function [`retry_delay`] (`retry.rs`).
 
 mod attempt;
-mod due;
 mod dsn;
+mod due;
 mod retry;
 #[cfg(test)]
 mod tests;
@@ -74,12 +74,12 @@ impl Scheduler {
         let (list, bad) = match self.inner.spool.list() {
             Ok(x) => x,
             Err(e) => {
-                maillog::event("error", &[("error", &e.to_string())]);
+                maillog::error(&[("error", &e.to_string())]);
                 return 0;
             }
         };
         for e in bad {
-            maillog::event("error", &[("error", &e.to_string()), ("action", "left in place")]);
+            maillog::error(&[("error", &e.to_string()), ("action", "left in place")]);
         }
         let mut due = lock(&self.inner.due);
         let mut n = 0;

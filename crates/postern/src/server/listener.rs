@@ -99,7 +99,7 @@ pub(super) async fn accept_loop(sock: TcpListener, l: Listener, w: Wiring) {
         let settings = shared.settings();
         let limits = &settings.config.limits;
         let Some(slot) = slots.take(peer.ip(), limits.max_connections, limits.max_connections_per_ip) else {
-            maillog::event("reject", &[("client", &format!("[{}]:{}", peer.ip(), peer.port())), ("reason", "connection limit")]);
+            maillog::reject(&[("client", &format!("[{}]:{}", peer.ip(), peer.port())), ("reason", "connection limit")]);
             tokio::spawn(refuse(stream));
             continue;
         };

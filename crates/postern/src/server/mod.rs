@@ -82,8 +82,11 @@ pub enum ServerError {
 pub fn prepare_data_dir(settings: &Settings) -> Result<Spool, ServerError> {
     let d = &settings.data_dir;
     std::fs::create_dir_all(d).map_err(|source| ServerError::DataDir { what: "data directory", path: d.clone(), source })?;
-    std::fs::create_dir_all(&settings.maildir_root)
-        .map_err(|source| ServerError::DataDir { what: "Maildir root", path: settings.maildir_root.clone(), source })?;
+    std::fs::create_dir_all(&settings.maildir_root).map_err(|source| ServerError::DataDir {
+        what: "Maildir root",
+        path: settings.maildir_root.clone(),
+        source,
+    })?;
     Ok(Spool::open(&d.join("queue"))?.with_sync(settings.config.queue.sync))
 }
 
@@ -145,14 +148,14 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     // Keys are read before dropping privileges (they may be root-only);
     // reloads later run as the unprivileged user (see docs/tls.md).
     if let Some(fp) = tls::ensure_default_certificate(&settings).map_err(|e| ServerError::DefaultCertificate(e.to_string()))? {
-        maillog::event("tls", &[("generated", "self-signed server certificate"), ("sha256", &fp)]);
+        maillog::tls(&[("generated", "self-signed server certificate"), ("sha256", &fp)]);
     }
     let server_tls = ServerTls::load(&settings).map_err(|e| ServerError::Tls(e.to_string()))?;
-    maillog::event("tls", &[("certificate_sha256", &server_tls.fingerprint)]);
+    maillog::tls(&[("certificate_sha256", &server_tls.fingerprint)]);
     privdrop::drop_privileges(&settings)?;
     let recovered = spool.recover()?;
     if recovered > 0 {
-        maillog::event("start", &[("recovered_files", &recovered.to_string())]);
+        maillog::start(&[("recovered_files", &recovered.to_string())]);
     }
     warn_plaintext_secrets(&settings);
     let control_path = control::socket_path(&settings.data_dir);
@@ -168,7 +171,7 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     for (sock, l) in &bound {
         let addr = sock.local_addr()?;
         addrs.push(addr);
-        maillog::event("start", &[("listener", l.role.name()), ("address", &addr.to_string())]);
+        maillog::start(&[("listener", l.role.name()), ("address", &addr.to_string())]);
     }
     // mini-redis style drain: every session holds a clone of `done_tx`;
     // when all are dropped, `done_rx.recv()` returns None.
@@ -202,12 +205,12 @@ impl Running {
         while self.accepts.join_next().await.is_some() {}
         let drained = tokio::time::timeout(grace, self.done_rx.recv()).await;
         if drained.is_err() {
-            maillog::event("stop", &[("warning", "sessions still open after shutdown_timeout; closing them")]);
+            maillog::stop(&[("warning", "sessions still open after shutdown_timeout; closing them")]);
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.sched_task).await;
         self.control_task.abort();
         let _ = std::fs::remove_file(control::socket_path(&self.shared.settings().data_dir));
-        maillog::event("stop", &[("result", "clean")]);
+        maillog::stop(&[("result", "clean")]);
     }
 }
 
@@ -223,7 +226,7 @@ pub async fn serve(source: Source) -> Result<(), ServerError> {
             _ = hup.recv() => { running.shared.reload(); }
         }
     }
-    maillog::event("stop", &[("reason", "signal")]);
+    maillog::stop(&[("reason", "signal")]);
     running.stop().await;
     Ok(())
 }
@@ -235,9 +238,15 @@ fn warn_plaintext_secrets(s: &Settings) {
     if let Ok(db) = UserDb::load(&s.data_dir.join("users.json")) {
         let n = db.users.values().filter(|u| u.plain.is_some()).count();
         if n > 0 && !cram {
-            maillog::event("auth", &[("warning", "plaintext-equivalent secrets stored but CRAM-MD5/DIGEST-MD5 are disabled; run `postern user purge-plain`"), ("users", &n.to_string())]);
+            maillog::auth(&[
+                ("warning", "plaintext-equivalent secrets stored but CRAM-MD5/DIGEST-MD5 are disabled; run `postern user purge-plain`"),
+                ("users", &n.to_string()),
+            ]);
         } else if n > 0 {
-            maillog::event("auth", &[("warning", "CRAM-MD5/DIGEST-MD5 enabled: plaintext-equivalent secrets are stored in users.json"), ("users", &n.to_string())]);
+            maillog::auth(&[
+                ("warning", "CRAM-MD5/DIGEST-MD5 enabled: plaintext-equivalent secrets are stored in users.json"),
+                ("users", &n.to_string()),
+            ]);
         }
     }
 }

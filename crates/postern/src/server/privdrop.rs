@@ -41,7 +41,7 @@ pub(super) fn drop_privileges(settings: &Settings) -> Result<(), PrivilegeError>
         return Ok(());
     }
     let Some(name) = &settings.config.user else {
-        maillog::event("start", &[("warning", "running as root; set `user` in the config to drop privileges")]);
+        maillog::start(&[("warning", "running as root; set `user` in the config to drop privileges")]);
         return Ok(());
     };
     let user = User::from_name(name)
@@ -52,7 +52,7 @@ pub(super) fn drop_privileges(settings: &Settings) -> Result<(), PrivilegeError>
     setgroups(&[user.gid]).map_err(|source| PrivilegeError::Switch { call: "setgroups", source })?;
     setgid(user.gid).map_err(|source| PrivilegeError::Switch { call: "setgid", source })?;
     setuid(user.uid).map_err(|source| PrivilegeError::Switch { call: "setuid", source })?;
-    maillog::event("start", &[("user", name), ("uid", &user.uid.to_string())]);
+    maillog::start(&[("user", name), ("uid", &user.uid.to_string())]);
     Ok(())
 }
 

@@ -113,7 +113,9 @@ impl<S: Socket> Session<S> {
                 }
                 Step::Need(need) => {
                     let who = match &need {
-                        Need::CheckPassword { authcid, .. } | Need::Secret { authcid } | Need::Scram { authcid, .. } => authcid.to_ascii_lowercase(),
+                        Need::CheckPassword { authcid, .. } | Need::Secret { authcid } | Need::Scram { authcid, .. } => {
+                            authcid.to_ascii_lowercase()
+                        }
                     };
                     user = Some(who.clone());
                     if self.ctx.throttle.check_user(&who, std::time::Instant::now(), &cfg) == ThrottleVerdict::Banned {
@@ -129,7 +131,9 @@ impl<S: Socket> Session<S> {
                         self.reply(Reply::plain(334, vec![sasl::encode_challenge(d).into()]));
                         let line = self.auth_line().await?;
                         if !matches!(sasl::decode_response(&line).as_deref(), Ok([])) {
-                            return self.auth_failed(mech, Some(success.authcid()), &SaslError::Malformed("expected an empty response"), &cfg).await;
+                            return self
+                                .auth_failed(mech, Some(success.authcid()), &SaslError::Malformed("expected an empty response"), &cfg)
+                                .await;
                         }
                     }
                     let identity = Authenticated::from_exchange(&success, mech);
@@ -166,8 +170,14 @@ impl<S: Socket> Session<S> {
             _ => codes::auth_invalid(),
         };
         let reason = e.to_string();
-        maillog::auth(&[("client", &client), ("ip", &ip), ("mechanism", mech.name()), ("user", user.unwrap_or("")), ("result", "fail"), ("reason", &reason)],
-        );
+        maillog::auth(&[
+            ("client", &client),
+            ("ip", &ip),
+            ("mechanism", mech.name()),
+            ("user", user.unwrap_or("")),
+            ("result", "fail"),
+            ("reason", &reason),
+        ]);
         if *e != SaslError::Cancelled {
             let (delay, banned) = self.ctx.throttle.fail(self.conn.peer.ip(), user, std::time::Instant::now(), cfg);
             if banned {

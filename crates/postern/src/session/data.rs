@@ -235,7 +235,15 @@ impl<S: Socket> Session<S> {
 
     /// Commits the draft (fsync, on a blocking thread), then replies: the
     /// 250 goes out only once the message is on disk.
-    async fn commit(&mut self, greeted: Greeted, txn: Txn, draft: Draft, place: Place, quarantine: Option<String>, verb: &str) -> Result<(), End> {
+    async fn commit(
+        &mut self,
+        greeted: Greeted,
+        txn: Txn,
+        draft: Draft,
+        place: Place,
+        quarantine: Option<String>,
+        verb: &str,
+    ) -> Result<(), End> {
         let id = draft.id.clone();
         let sender = txn.sender();
         let mut env = build_envelope(&id, &txn, draft.written(), &self.conn, &greeted.helo);
@@ -248,14 +256,13 @@ impl<S: Socket> Session<S> {
                 self.messages += 1;
                 let client = self.client_text();
                 maillog::queued(&[
-                        ("id", id.as_str()),
-                        ("from", &sender),
-                        ("size", &env.size.to_string()),
-                        ("nrcpt", &env.recipients.len().to_string()),
-                        ("client", &client),
-                        ("helo", &greeted.helo.name),
-                    ],
-                );
+                    ("id", id.as_str()),
+                    ("from", &sender),
+                    ("size", &env.size.to_string()),
+                    ("nrcpt", &env.recipients.len().to_string()),
+                    ("client", &client),
+                    ("helo", &greeted.helo.name),
+                ]);
                 if let Some(reason) = &env.quarantine {
                     maillog::hold(&[("id", id.as_str()), ("reason", reason)]);
                 }

@@ -129,7 +129,14 @@ impl<S: Socket> Session<S> {
         let eom: Macros = vec![("i", id)];
         match self.milters.as_mut() {
             Some(m) => m.message(draft, &eoh, &eom, max).await,
-            None => MessageResult { verdict: Verdict::Continue, rewrite: None, quarantine: None, change_from: None, add_rcpts: Vec::new(), del_rcpts: Vec::new() },
+            None => MessageResult {
+                verdict: Verdict::Continue,
+                rewrite: None,
+                quarantine: None,
+                change_from: None,
+                add_rcpts: Vec::new(),
+                del_rcpts: Vec::new(),
+            },
         }
     }
 

@@ -162,8 +162,14 @@ impl<S: Socket> Session<S> {
                     }
                 }
                 let act = format!("{action:?}").to_ascii_lowercase();
-                maillog::rcpt(&[("client", &client), ("from", &sender), ("to", &rcpt_text), ("result", &act), ("rule", &rule), ("origin", &origin)],
-                );
+                maillog::rcpt(&[
+                    ("client", &client),
+                    ("from", &sender),
+                    ("to", &rcpt_text),
+                    ("result", &act),
+                    ("rule", &rule),
+                    ("origin", &origin),
+                ]);
                 if let State::Mail { txn, .. } = &mut self.state {
                     txn.rcpts.push(Accepted { original: rcpt_text, targets, params });
                 }

@@ -65,8 +65,8 @@ use crate::spool::{Draft, QueueId, Spool};
 use crate::tls::{ServerTls, TlsInfo};
 use crate::users::UserStore;
 
-use self::stream::Stream;
 pub use self::stream::Socket;
+use self::stream::Stream;
 use self::table::{Gate, Phase, Refusal, Verb};
 
 /// What a session needs from the server.

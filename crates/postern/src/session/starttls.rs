@@ -33,15 +33,14 @@ impl<S: Socket> Session<S> {
                 };
                 let mode_text = format!("{mode:?}").to_ascii_lowercase();
                 maillog::tls(&[
-                        ("client", &client),
-                        ("version", &info.version),
-                        ("cipher", &info.cipher),
-                        ("client_cert_mode", &mode_text),
-                        ("cert_subject", &subject),
-                        ("cert_sha256", &fp),
-                        ("cert", &verdict),
-                    ],
-                );
+                    ("client", &client),
+                    ("version", &info.version),
+                    ("cipher", &info.cipher),
+                    ("client_cert_mode", &mode_text),
+                    ("cert_subject", &subject),
+                    ("cert_sha256", &fp),
+                    ("cert", &verdict),
+                ]);
                 self.io = Stream::Tls(Box::new(stream), Box::new(info));
                 Ok(())
             }

@@ -60,7 +60,15 @@ pub(super) fn received_header(s: &Settings, conn: &Conn, greeted: &Greeted, txn:
 }
 
 /// [`received_header`] at a given date (for golden tests).
-fn received_header_at(hostname: &str, conn: &Conn, greeted: &Greeted, txn: &Txn, id: &QueueId, tls: Option<&TlsInfo>, date: &str) -> String {
+fn received_header_at(
+    hostname: &str,
+    conn: &Conn,
+    greeted: &Greeted,
+    txn: &Txn,
+    id: &QueueId,
+    tls: Option<&TlsInfo>,
+    date: &str,
+) -> String {
     let helo = &greeted.helo;
     // RFC 3848 (ESMTPS, ESMTPA, ESMTPSA) and RFC 6531 §3.7.3 (UTF8SMTP…).
     let base = match (helo.extended, txn.params.smtputf8) {
@@ -68,11 +76,8 @@ fn received_header_at(hostname: &str, conn: &Conn, greeted: &Greeted, txn: &Txn,
         (true, false) => "ESMTP",
         (true, true) => "UTF8SMTP",
     };
-    let protocol = format!(
-        "{base}{}{}",
-        if tls.is_some() { "S" } else { "" },
-        if greeted.auth.is_some() && helo.extended { "A" } else { "" }
-    );
+    let protocol =
+        format!("{base}{}{}", if tls.is_some() { "S" } else { "" }, if greeted.auth.is_some() && helo.extended { "A" } else { "" });
     let tls_comment = match tls {
         None => String::new(),
         Some(t) => {
@@ -113,7 +118,10 @@ mod tests {
     fn txn(rcpts: &[&str], smtputf8: bool) -> Txn {
         let from = postern_wire::address::parse_path("<a@b.example>", true, false, true).map(|(p, _)| p).unwrap_or(Path::Null);
         let params = MailParams { smtputf8, ..MailParams::default() };
-        let rcpts = rcpts.iter().map(|r| Accepted { original: r.to_string(), targets: vec![r.to_string()], params: RcptParams::default() }).collect();
+        let rcpts = rcpts
+            .iter()
+            .map(|r| Accepted { original: r.to_string(), targets: vec![r.to_string()], params: RcptParams::default() })
+            .collect();
         Txn { from, params, rcpts, discard: false }
     }
 

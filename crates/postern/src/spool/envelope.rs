@@ -141,7 +141,6 @@ impl Envelope {
     }
 }
 
-
 /// Queues a complete message (CRLF text) for `rcpts` (already expanded).
 /// Blocking (fsync). Used for bounces and local submission.
 pub fn enqueue(spool: &Spool, sender: &str, rcpts: &[String], text: &[u8], client: &str) -> Result<QueueId, SpoolError> {
@@ -197,4 +196,3 @@ pub(super) fn parse_envelope(path: &Path, bytes: &[u8]) -> Result<Envelope, Spoo
     }
     Ok(env)
 }
-

@@ -95,4 +95,3 @@ fn ids_are_unique_and_parse() {
     assert_eq!(QueueId::parse(&a.as_str().to_lowercase()), Some(a));
     assert_eq!(QueueId::parse("../../etc/passwd"), None);
 }
-

@@ -70,11 +70,7 @@ pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl ClientTls {
     /// Builds the client config for a destination.
-    pub fn build(
-        policy: OutboundTls,
-        ca_files: &[PathBuf],
-        client_cert: Option<(&Path, &Path)>,
-    ) -> Result<ClientTls, TlsError> {
+    pub fn build(policy: OutboundTls, ca_files: &[PathBuf], client_cert: Option<(&Path, &Path)>) -> Result<ClientTls, TlsError> {
         let mut roots = RootCertStore::empty();
         for p in ca_files {
             for c in load_certs(p)? {

@@ -100,7 +100,8 @@ pub fn ensure_default_certificate(s: &Settings) -> Result<Option<String>, TlsErr
     if s.hostname != "localhost" {
         names.push("localhost".into());
     }
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|source| TlsError::Generate { what: "key generation", source })?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|source| TlsError::Generate { what: "key generation", source })?;
     let mut params = rcgen::CertificateParams::new(names).map_err(|source| TlsError::Generate { what: "certificate", source })?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, s.hostname.clone());
@@ -140,16 +141,13 @@ pub fn warn_expiry(what: &str, path: &Path, certs: &[CertificateDer<'_>]) {
             let days = (info.not_after - now) / 86400;
             if days < EXPIRY_WARNING_DAYS {
                 let state = if info.not_after < now { "expired" } else { "expires soon" };
-                maillog::event(
-                    "tls",
-                    &[
-                        ("warning", state),
-                        ("what", what),
-                        ("file", &path.display().to_string()),
-                        ("subject", &info.subject),
-                        ("days_left", &days.to_string()),
-                    ],
-                );
+                maillog::tls(&[
+                    ("warning", state),
+                    ("what", what),
+                    ("file", &path.display().to_string()),
+                    ("subject", &info.subject),
+                    ("days_left", &days.to_string()),
+                ]);
             }
         }
     }

@@ -34,7 +34,10 @@ use rustls::pki_types::pem;
 use sha2::{Digest, Sha256};
 
 pub use client::{client_summary, ClientTls, SYSTEM_CA_BUNDLE};
-pub use files::{client_ca_paths, crl_paths, ensure_default_certificate, load_certs, load_key, server_paths, warn_expiry, write_private, EXPIRY_WARNING_DAYS};
+pub use files::{
+    client_ca_paths, crl_paths, ensure_default_certificate, load_certs, load_key, server_paths, warn_expiry, write_private,
+    EXPIRY_WARNING_DAYS,
+};
 pub use server::{ServerTls, TlsInfo};
 pub use verify::{cert_info, CertInfo, CertVerifier, ClientCertIdentity, VerifyError};
 

@@ -170,29 +170,16 @@ impl CertVerifier {
             return Err(VerifyError::NoClientCa);
         }
         let ee = webpki::EndEntityCert::try_from(&chain[0]).map_err(VerifyError::Unparsable)?;
-        let owned: Vec<webpki::OwnedCertRevocationList> = self
-            .crls
-            .iter()
-            .filter_map(|c| webpki::OwnedCertRevocationList::from_der(c.as_ref()).ok())
-            .collect();
+        let owned: Vec<webpki::OwnedCertRevocationList> =
+            self.crls.iter().filter_map(|c| webpki::OwnedCertRevocationList::from_der(c.as_ref()).ok()).collect();
         let crls: Vec<webpki::CertRevocationList<'_>> = owned.into_iter().map(webpki::CertRevocationList::from).collect();
         let crl_refs: Vec<&webpki::CertRevocationList<'_>> = crls.iter().collect();
-        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
-            b.with_depth(webpki::RevocationCheckDepth::EndEntity)
-                .with_status_policy(webpki::UnknownStatusPolicy::Allow)
-                .build()
-        });
+        let revocation = webpki::RevocationOptionsBuilder::new(&crl_refs)
+            .ok()
+            .map(|b| b.with_depth(webpki::RevocationCheckDepth::EndEntity).with_status_policy(webpki::UnknownStatusPolicy::Allow).build());
         let algs = algorithms();
         let path = ee
-            .verify_for_usage(
-                algs.all,
-                &self.roots.roots,
-                &chain[1..],
-                UnixTime::now(),
-                webpki::KeyUsage::client_auth(),
-                revocation,
-                None,
-            )
+            .verify_for_usage(algs.all, &self.roots.roots, &chain[1..], UnixTime::now(), webpki::KeyUsage::client_auth(), revocation, None)
             .map_err(VerifyError::Rejected)?;
         let subject = path.anchor().subject.as_ref();
         Ok(self.anchor_names.iter().find(|(s, _)| s == subject).map(|(_, n)| n.clone()).unwrap_or_else(|| "a configured CA".into()))

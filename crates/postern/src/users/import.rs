@@ -42,7 +42,12 @@ impl UserDb {
                 continue;
             }
             let rec = self.users.entry(user.to_ascii_lowercase()).or_default();
-            *rec = UserRecord { imported_hash: Some(hash), addresses: rec.addresses.clone(), certificates: rec.certificates.clone(), ..Default::default() };
+            *rec = UserRecord {
+                imported_hash: Some(hash),
+                addresses: rec.addresses.clone(),
+                certificates: rec.certificates.clone(),
+                ..Default::default()
+            };
             ok.push(user.to_ascii_lowercase());
         }
         Ok((ok, skipped))

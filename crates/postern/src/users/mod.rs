@@ -190,7 +190,9 @@ fn verify_argon2(hash: &str, password: &str) -> bool {
     }
     .unwrap_or_else(|| vec![argon2::Block::default(); n]);
     let mut out = vec![0u8; expected.len()];
-    let ok = Argon2::new(algorithm, version, params).hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut blocks[..n]).is_ok();
+    let ok = Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut blocks[..n])
+        .is_ok();
     let mut pool = ARGON2_MEMORY.lock().unwrap_or_else(|p| p.into_inner());
     if pool.len() < std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2) {
         pool.push(blocks);
@@ -420,7 +422,7 @@ impl UserStore {
         if g.0 != mtime || mtime.is_none() {
             match UserDb::load(&self.path) {
                 Ok(db) => *g = (mtime, Arc::new(db)),
-                Err(e) => crate::maillog::event("error", &[("error", &e.to_string()), ("action", "keeping previous user database")]),
+                Err(e) => crate::maillog::error(&[("error", &e.to_string()), ("action", "keeping previous user database")]),
             }
         }
         g.1.clone()
