@@ -208,9 +208,12 @@ mod tests {
         Mailbox::parse(s, false)
     }
 
+    /// Input, then the expected (local part, domain) or error.
+    type Case<'a> = (&'a str, Result<(&'a str, &'a str), AddressError>);
+
     #[test]
     fn mailboxes() {
-        let table: &[(&str, Result<(&str, &str), AddressError>)] = &[
+        let table: &[Case] = &[
             ("a@b.example", Ok(("a", "b.example"))),
             ("First.Last@EXAMPLE.Com", Ok(("First.Last", "example.com"))),
             ("\"odd @ local\"@x.org", Ok(("\"odd @ local\"", "x.org"))),

@@ -138,9 +138,7 @@ impl Aliases {
         match self.map.get(name) {
             Some(targets) if depth < MAX_DEPTH && seen.insert(name.to_string()) => {
                 for t in targets {
-                    if t.contains('@') {
-                        push(out, t);
-                    } else if t == name {
+                    if t.contains('@') || t == name {
                         push(out, t);
                     } else {
                         self.expand_into(t, depth + 1, seen, out);

@@ -226,7 +226,7 @@ mod tests {
         t.fail(ip3, None, t0, &cfg);
         t.fail(ip3, None, t0, &cfg);
         let later = t0 + cfg.failure_window + Duration::from_secs(1);
-        assert_eq!(t.fail(ip3, None, later, &cfg).1, false);
+        assert!(!t.fail(ip3, None, later, &cfg).1);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! and finally `no-relay`: `550 5.7.1 Relaying denied`. An `accept`ed local
 //! recipient must still exist (`550 5.1.1`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use postern_wire::{codes, Enhanced, Mailbox, Path, Reply};
 
@@ -312,10 +312,11 @@ pub fn local_targets(s: &Settings, local: &str, domain: &str) -> Option<Vec<Stri
 pub fn is_open_relay(s: &Settings, listener: &str) -> bool {
     let probe_rcpt = Path::Mailbox(Mailbox { local: "probe".into(), domain: "open-relay-test.invalid".into() });
     let sender = Mailbox { local: "probe".into(), domain: "example.net".into() };
-    ["203.0.113.77", "2001:db8::77"].iter().any(|ip| {
+    let probes = [IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77)), IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x77))];
+    probes.into_iter().any(|client_ip| {
         let f = Facts {
             listener,
-            client_ip: ip.parse().expect("valid"),
+            client_ip,
             tls: false,
             authenticated: None,
             cert: None,
@@ -514,7 +515,7 @@ message = "Newsletters need TLS"
             Case { from: None, ..case("203.0.113.1", "<x@far.example>", "550 5.7.1", "no-relay") },
         ];
         for (i, c) in cases.iter().enumerate() {
-            let who = c.user.map(|u| Authenticated::dangerous_assume(u));
+            let who = c.user.map(Authenticated::dangerous_assume);
             let rcpt = path(c.rcpt);
             let sender = c.from.and_then(|f| match path(f) {
                 Path::Mailbox(m) => Some(m),

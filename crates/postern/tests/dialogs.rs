@@ -9,6 +9,8 @@
 //! `\r`, `\n` escapes and no CRLF added. `{ID}` in an `S:` line matches a
 //! queue id; `{BIG n}` and `{LONGLINE n}` in a `C:` line generate data.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -204,7 +206,7 @@ async fn pipelined_mail_50_rcpt_data_in_one_write() {
     let rcpt = |i: usize| {
         if i % 10 == 9 {
             format!("nobody{i}")
-        } else if i % 2 == 0 {
+        } else if i.is_multiple_of(2) {
             "alice".into()
         } else {
             "staff".into()

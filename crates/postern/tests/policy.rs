@@ -19,6 +19,8 @@
 //!
 //! A failure names the file and line of the case.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path as FsPath;
 
 use postern::auth::Authenticated;

@@ -38,7 +38,10 @@ impl Exchange {
 pub(super) fn verify(user: String, digest: &[u8], challenge: &str, secret: Option<String>) -> Step {
     // Compute even for unknown users, so timing does not tell.
     let secret = secret.unwrap_or_else(unknown_user_secret);
-    let mut m = <Hmac<md5::Md5> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
+    // HMAC takes keys of any length: the key is never refused.
+    let Ok(mut m) = <Hmac<md5::Md5> as Mac>::new_from_slice(secret.as_bytes()) else {
+        return Step::Fail(SaslError::BadCredentials);
+    };
     m.update(challenge.as_bytes());
     let want = m.finalize().into_bytes();
     if bool::from(want.as_slice().ct_eq(digest)) {

@@ -22,9 +22,8 @@ impl Exchange {
         if parts.len() != 3 {
             return Step::Fail(SaslError::Malformed("PLAIN needs authzid NUL authcid NUL password"));
         }
-        let (authzid, authcid, password) = match (utf8(parts[0]), utf8(parts[1]), utf8(parts[2])) {
-            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-            _ => return Step::Fail(SaslError::Malformed("not UTF-8")),
+        let (Ok(authzid), Ok(authcid), Ok(password)) = (utf8(parts[0]), utf8(parts[1]), utf8(parts[2])) else {
+            return Step::Fail(SaslError::Malformed("not UTF-8"));
         };
         if authcid.is_empty() {
             return Step::Fail(SaslError::Malformed("empty authcid"));

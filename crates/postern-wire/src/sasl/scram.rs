@@ -50,17 +50,19 @@ impl ScramKeys {
 /// HMAC with the SCRAM hash.
 pub(super) fn hmac(h: ScramHash, key: &[u8], data: &[u8]) -> Vec<u8> {
     match h {
-        ScramHash::Sha1 => {
-            let mut m = <Hmac<Sha1> as Mac>::new_from_slice(key).expect("any key length");
-            m.update(data);
-            m.finalize().into_bytes().to_vec()
-        }
-        ScramHash::Sha256 => {
-            let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
-            m.update(data);
-            m.finalize().into_bytes().to_vec()
-        }
+        ScramHash::Sha1 => mac::<Hmac<Sha1>>(key, data),
+        ScramHash::Sha256 => mac::<Hmac<Sha256>>(key, data),
     }
+}
+
+/// One MAC over `data`. HMAC takes keys of any length, so the key is never
+/// refused; were it ever, the empty result matches no proof (fails closed).
+fn mac<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let Ok(mut m) = <M as Mac>::new_from_slice(key) else {
+        return Vec::new();
+    };
+    m.update(data);
+    m.finalize().into_bytes().to_vec()
 }
 
 /// The SCRAM hash function H().
@@ -114,9 +116,8 @@ impl Exchange {
         };
         // gs2-header: cbind-flag "," [authzid] ","
         let mut it = text.splitn(3, ',');
-        let (flag, authzid, bare) = match (it.next(), it.next(), it.next()) {
-            (Some(f), Some(a), Some(b)) => (f, a, b),
-            _ => return Step::Fail(SaslError::Malformed("bad SCRAM client-first message")),
+        let (Some(flag), Some(authzid), Some(bare)) = (it.next(), it.next(), it.next()) else {
+            return Step::Fail(SaslError::Malformed("bad SCRAM client-first message"));
         };
         let plus = self.mech == Mechanism::ScramSha256Plus;
         let cb_data = match flag {

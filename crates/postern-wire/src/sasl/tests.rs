@@ -107,7 +107,7 @@ fn scram_login(mech: Mechanism, cb: ChannelBindings, flag: &str, cb_data: &[u8],
 fn scram_sha256_and_plus() {
     let none = ChannelBindings::default();
     assert!(matches!(scram_login(Mechanism::ScramSha256, none.clone(), "n", b"", "pencil"), Step::Success(_)));
-    assert_eq!(scram_login(Mechanism::ScramSha256, none.clone(), "n", b"", "wrong"), Step::Fail(SaslError::BadCredentials));
+    assert_eq!(scram_login(Mechanism::ScramSha256, none, "n", b"", "wrong"), Step::Fail(SaslError::BadCredentials));
     let cb = ChannelBindings { tls_exporter: Some(vec![7; 32]), tls_server_end_point: Some(vec![9; 32]) };
     assert!(matches!(scram_login(Mechanism::ScramSha256Plus, cb.clone(), "p=tls-exporter", &[7; 32], "pencil"), Step::Success(_)));
     assert!(matches!(scram_login(Mechanism::ScramSha256Plus, cb.clone(), "p=tls-server-end-point", &[9; 32], "pencil"), Step::Success(_)));

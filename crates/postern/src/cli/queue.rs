@@ -12,7 +12,7 @@ use crate::bounce::unix_to_rfc5322;
 use crate::control;
 use crate::maillog;
 use crate::settings::Settings;
-use crate::spool::{Envelope, Place, QueueId, RcptStatus, Spool};
+use crate::spool::{Envelope, Listing, Place, QueueId, RcptStatus, Spool};
 
 /// What `queue delete|hold|release|bounce` does to each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub fn list(settings: &Settings, as_json: bool) -> i32 {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let (list, bad) = match spool.list() {
+    let Listing { envelopes: list, corrupt: bad } = match spool.list() {
         Ok(x) => x,
         Err(e) => {
             eprintln!("postern: {e}");

@@ -23,7 +23,7 @@ pub enum ConfigError {
     },
     /// The file is not valid TOML; parsing stops at the first such error.
     #[error("{0}")]
-    Syntax(Problem),
+    Syntax(Box<Problem>),
     /// The file is TOML but some keys or values are wrong: every problem
     /// found, in file order.
     #[error("{}", Lines(.0))]
@@ -35,7 +35,7 @@ impl ConfigError {
     pub fn problems(&self) -> &[Problem] {
         match self {
             ConfigError::Read { .. } => &[],
-            ConfigError::Syntax(p) => std::slice::from_ref(p),
+            ConfigError::Syntax(p) => std::slice::from_ref(&**p),
             ConfigError::Invalid(ps) => ps,
         }
     }

@@ -95,7 +95,7 @@ impl Origin {
 /// Parses, checks, then runs `more` (checks that need more than the text),
 /// collecting every problem.
 pub(super) fn parse(text: &str, file: &str, more: impl FnOnce(&mut Config) -> Vec<Problem>) -> Result<Config, ConfigError> {
-    let doc = DeTable::parse(text).map_err(|e| ConfigError::Syntax(syntax_problem(text, file, &e)))?;
+    let doc = DeTable::parse(text).map_err(|e| ConfigError::Syntax(Box::new(syntax_problem(text, file, &e))))?;
     let origin = Origin { file: file.to_string(), text: Arc::from(text) };
     let mut work = doc.clone();
     let mut problems = Vec::new();

@@ -22,6 +22,12 @@ fn empty_is_default() {
 }
 
 #[test]
+fn default_is_the_empty_file() {
+    let parsed: Config = toml::from_str("").unwrap();
+    assert_eq!(format!("{:?}", Config::default()), format!("{parsed:?}"));
+}
+
+#[test]
 fn example_parses_and_covers_every_key() {
     let c = Config::parse(EXAMPLE, "example.toml").unwrap();
     assert_eq!(c.local.users, vec!["alice".to_string(), "bob".to_string()]);

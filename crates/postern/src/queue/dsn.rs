@@ -24,7 +24,7 @@ impl Scheduler {
         }
         let kind = entries[0].action.as_str();
         let text = bounce::build(&settings.hostname, env, &entries, body, &rfc5322_date());
-        match enqueue(&self.inner.spool, "", &[env.sender.clone()], &text, "local") {
+        match enqueue(&self.inner.spool, "", std::slice::from_ref(&env.sender), &text, "local") {
             Ok(nid) => {
                 maillog::dsn(&[("id", env.id.as_str()), ("kind", kind), ("notice_id", nid.as_str()), ("to", &env.sender)]);
                 let _ = self.inner.queued.send(nid);
@@ -89,7 +89,7 @@ impl Scheduler {
             maillog::bounced(&[("id", env.id.as_str()), ("result", "suppressed: null sender, never bounce a bounce")]);
         } else {
             let text = bounce::build(&settings.hostname, env, &failures, body, &rfc5322_date());
-            match enqueue(&self.inner.spool, "", &[env.sender.clone()], &text, "local") {
+            match enqueue(&self.inner.spool, "", std::slice::from_ref(&env.sender), &text, "local") {
                 Ok(bid) => {
                     maillog::bounced(&[("id", env.id.as_str()), ("bounce_id", bid.as_str()), ("to", &env.sender)]);
                     let _ = self.inner.queued.send(bid);

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::delivery::Transports;
 use crate::maillog;
-use crate::spool::{Place, QueueId, Spool};
+use crate::spool::{Listing, Place, QueueId, Spool};
 use crate::state::SettingsHandle;
 use crate::time::now_unix;
 use crate::users::UserStore;
@@ -71,7 +71,7 @@ impl Scheduler {
     /// Re-reads the active queue from disk; with `force`, everything is due now.
     /// Returns how many messages were scheduled.
     pub fn rescan(&self, force: bool) -> usize {
-        let (list, bad) = match self.inner.spool.list() {
+        let Listing { envelopes: list, corrupt: bad } = match self.inner.spool.list() {
             Ok(x) => x,
             Err(e) => {
                 maillog::error(&[("error", &e.to_string())]);

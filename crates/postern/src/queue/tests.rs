@@ -40,7 +40,7 @@ fn queue_aged(spool: &Spool, rcpts: &[&str], age: u64) -> QueueId {
 }
 
 fn notices(spool: &Spool, except: &QueueId) -> Vec<(Envelope, String)> {
-    let (list, _) = spool.list().unwrap();
+    let list = spool.list().unwrap().envelopes;
     list.into_iter()
         .filter(|(e, _)| e.id != *except)
         .map(|(e, _)| {

@@ -134,7 +134,7 @@ pub(super) async fn watch_tls_files(shared: Arc<Shared>, mut shutdown: watch::Re
         }
         ticks += 1;
         let Some(current) = shared.tls() else { continue };
-        if current.files_changed() || ticks % (86400 / 5) == 0 {
+        if current.files_changed() || ticks.is_multiple_of(86400 / 5) {
             // Snapshot the times before trying: if the new files are broken
             // (or half-written), the next change triggers another attempt.
             let before = current.current_file_times();

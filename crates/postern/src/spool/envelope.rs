@@ -182,10 +182,12 @@ pub fn enqueue_draft(
     Ok(id)
 }
 
-pub(super) fn envelope_bytes(env: &Envelope) -> Vec<u8> {
-    let mut v = serde_json::to_vec_pretty(env).expect("envelope serialises");
+/// The envelope file's contents. Serialising an envelope cannot fail (plain
+/// data, string keys); should it, the caller reports an I/O error.
+pub(super) fn envelope_bytes(env: &Envelope) -> std::io::Result<Vec<u8>> {
+    let mut v = serde_json::to_vec_pretty(env)?;
     v.push(b'\n');
-    v
+    Ok(v)
 }
 
 pub(super) fn parse_envelope(path: &Path, bytes: &[u8]) -> Result<Envelope, SpoolError> {

@@ -34,6 +34,7 @@ mod recover;
 pub use envelope::{enqueue, enqueue_draft, Envelope, RcptStatus, Recipient, ENVELOPE_VERSION};
 use envelope::{envelope_bytes, parse_envelope};
 use groupsync::GroupSync;
+pub use recover::Listing;
 
 /// A queue id: 16 upper-case hex digits, time-ordered.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -367,11 +368,12 @@ impl Spool {
             out.get_ref().sync_data().map_err(io_err("fsync", &path))?;
         }
         let env_tmp = self.dir("tmp").join(format!("{}.json", draft.id));
+        let env_bytes = envelope_bytes(env).map_err(io_err("serialise", &env_tmp))?;
         let mut env_file = {
             let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
             OpenOptions::new().write(true).create_new(true).open(&env_tmp).map_err(io_err("create", &env_tmp))?
         };
-        env_file.write_all(&envelope_bytes(env)).map_err(io_err("write", &env_tmp))?;
+        env_file.write_all(&env_bytes).map_err(io_err("write", &env_tmp))?;
         if per_file {
             env_file.sync_data().map_err(io_err("fsync", &env_tmp))?;
         }
@@ -413,7 +415,7 @@ impl Spool {
             return Err(SpoolError::NotFound(env.id.clone()));
         }
         let tmp = self.dir("tmp").join(format!("{}.json.{}", env.id, rand::random::<u32>()));
-        write_synced(&tmp, &envelope_bytes(env))?;
+        write_synced(&tmp, &envelope_bytes(env).map_err(io_err("serialise", &tmp))?)?;
         fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
         sync_dir(path.parent().unwrap_or(&self.root))
     }
@@ -445,7 +447,7 @@ impl Spool {
         fs::remove_file(&env).map_err(io_err("remove", &env))?;
         let body = self.body_path(id);
         match fs::remove_file(&body) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("remove", &body)(e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &body)(e)),
             _ => Ok(()),
         }
         // No directory fsync: if a crash undoes this removal, the message

@@ -10,10 +10,19 @@ use std::fs;
 use super::envelope::parse_envelope;
 use super::{io_err, Envelope, Place, Spool, SpoolError};
 
+/// What [`Spool::list`] finds.
+#[derive(Debug)]
+pub struct Listing {
+    /// Every envelope with its place, oldest first.
+    pub envelopes: Vec<(Envelope, Place)>,
+    /// Envelopes that cannot be read, left alone for the operator.
+    pub corrupt: Vec<SpoolError>,
+}
+
 impl Spool {
     /// Lists every envelope with its place, oldest first. Corrupt envelopes
-    /// are reported in the second list and left alone for the operator.
-    pub fn list(&self) -> Result<(Vec<(Envelope, Place)>, Vec<SpoolError>), SpoolError> {
+    /// are reported separately and left alone for the operator.
+    pub fn list(&self) -> Result<Listing, SpoolError> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
         for (d, place) in [("active", Place::Active), ("hold", Place::Hold)] {
@@ -31,7 +40,7 @@ impl Spool {
             }
         }
         out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        Ok((out, bad))
+        Ok(Listing { envelopes: out, corrupt: bad })
     }
 
     /// Start-up recovery: empties `tmp/` (nothing there was ever
@@ -46,7 +55,7 @@ impl Spool {
                 removed += 1;
             }
         }
-        let (envs, _) = self.list()?;
+        let envs = self.list()?.envelopes;
         let known: std::collections::HashSet<String> = envs.iter().map(|(e, _)| e.id.0.clone()).collect();
         let msgs = self.dir("messages");
         for entry in fs::read_dir(&msgs).map_err(io_err("read directory", &msgs))?.flatten() {

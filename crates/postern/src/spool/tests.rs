@@ -43,7 +43,7 @@ fn commit_load_update_hold_remove() {
     assert!(spool.move_to(&id, Place::Hold).unwrap());
     assert!(matches!(spool.update(&e, Place::Active), Err(SpoolError::NotFound(_))));
     assert_eq!(spool.load(&id).unwrap().1, Place::Hold);
-    assert_eq!(spool.list().unwrap().0.len(), 1);
+    assert_eq!(spool.list().unwrap().envelopes.len(), 1);
     spool.remove(&id).unwrap();
     assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
     assert!(!spool.body_path(&id).exists());
@@ -82,7 +82,7 @@ fn group_commit_from_many_threads() {
     for h in handles {
         h.join().unwrap();
     }
-    assert_eq!(spool.list().unwrap().0.len(), 160);
+    assert_eq!(spool.list().unwrap().envelopes.len(), 160);
     let st = spool.group.state.lock().unwrap();
     assert_eq!((st.requested, st.completed), (160, 160));
 }

@@ -180,7 +180,7 @@ impl ServerTls {
         let required = if roots.is_empty() {
             None
         } else {
-            let v = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+            let v = WebPkiClientVerifier::builder_with_provider(roots, provider())
                 .with_crls(crls.clone())
                 .only_check_end_entity_revocation()
                 .allow_unknown_revocation_status()

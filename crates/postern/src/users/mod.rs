@@ -340,14 +340,16 @@ struct VerifiedCache {
 const VERIFIED_CACHE_MAX: usize = 10_000;
 
 impl VerifiedCache {
-    fn tag(&self, user: &str, stored: &str, password: &str) -> [u8; 32] {
+    /// The tag, `None` (no caching) should HMAC refuse the key, which it
+    /// never does: it takes any key length.
+    fn tag(&self, user: &str, stored: &str, password: &str) -> Option<[u8; 32]> {
         use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key).ok()?;
         for part in [user.as_bytes(), stored.as_bytes(), password.as_bytes()] {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
         }
-        mac.finalize().into_bytes().into()
+        Some(mac.finalize().into_bytes().into())
     }
 
     fn hit(&self, tag: &[u8; 32], ttl: std::time::Duration) -> bool {
@@ -383,7 +385,10 @@ impl UserStore {
     fn verified_tag(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> Option<[u8; 32]> {
         let rec = db.users.get(name)?;
         let stored = rec.argon2.as_deref().or(rec.imported_hash.as_deref()).or(rec.plain.as_deref()).unwrap_or("");
-        (!ttl.is_zero()).then(|| self.verified.tag(name, stored, password))
+        if ttl.is_zero() {
+            return None;
+        }
+        self.verified.tag(name, stored, password)
     }
 
     /// Quick: did this password verify for this user within `ttl`?

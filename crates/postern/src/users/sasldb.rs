@@ -24,6 +24,9 @@ pub enum BdbError {
     CorruptIndex,
 }
 
+/// One key/data pair of a Berkeley DB file.
+pub type KeyData = (Vec<u8>, Vec<u8>);
+
 impl UserDb {
     /// Imports a Cyrus `sasldb2` (Berkeley DB hash file): every
     /// `user\0realm\0userPassword` entry. Returns the imported names.
@@ -49,7 +52,7 @@ impl UserDb {
 /// crate reads Berkeley DB, and an importer must not need libdb. Only
 /// on-page items are read (sasldb values are short); overflow items are
 /// skipped.
-pub fn read_bdb_hash(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BdbError> {
+pub fn read_bdb_hash(data: &[u8]) -> Result<Vec<KeyData>, BdbError> {
     const HASH_MAGIC: u32 = 0x0006_1561;
     if data.len() < 512 {
         return Err(BdbError::TooShort);
