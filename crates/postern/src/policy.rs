@@ -236,31 +236,47 @@ pub fn default_rules(s: &Settings) -> Vec<Rule> {
     ]
 }
 
-/// Which rule decides, and how (before the local-user check).
-pub fn evaluate(s: &Settings, f: &Facts<'_>) -> (RuleAction, String, String, Option<String>) {
+/// The rule that decided, before the local-user check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// What the rule does.
+    pub action: RuleAction,
+    /// The rule's name.
+    pub rule: String,
+    /// Where the rule is: `file:line` or `built-in`.
+    pub origin: String,
+    /// The rule's `message` for refusals.
+    pub message: Option<String>,
+}
+
+/// Which rule decides, and how (before the local-user check). First match
+/// wins: the operator's rules, then the built-in ones, then `no-relay`.
+pub fn evaluate(s: &Settings, f: &Facts<'_>) -> Evaluation {
     let class = classify(s, f.rcpt);
     let file = s.config_file.clone().unwrap_or_else(|| "config".into());
     for (i, spanned) in s.config.rules.iter().enumerate() {
         let r = spanned.get_ref();
         if matches(r, f, class) {
             let line = s.config.rule_lines.get(i).copied().unwrap_or(0);
-            let name = r.name.clone().unwrap_or_else(|| format!("rule #{}", i + 1));
-            return (r.action.unwrap_or(RuleAction::Reject), name, format!("{file}:{line}"), r.message.clone());
+            let rule = r.name.clone().unwrap_or_else(|| format!("rule #{}", i + 1));
+            let action = r.action.unwrap_or(RuleAction::Reject);
+            return Evaluation { action, rule, origin: format!("{file}:{line}"), message: r.message.clone() };
         }
     }
     if s.config.relay.default_rules {
         for r in default_rules(s) {
             if matches(&r, f, class) {
-                return (r.action.unwrap_or(RuleAction::Reject), r.name.unwrap_or_default(), "built-in".into(), None);
+                let action = r.action.unwrap_or(RuleAction::Reject);
+                return Evaluation { action, rule: r.name.unwrap_or_default(), origin: "built-in".into(), message: None };
             }
         }
     }
-    (RuleAction::Reject, "no-relay".into(), "built-in".into(), None)
+    Evaluation { action: RuleAction::Reject, rule: "no-relay".into(), origin: "built-in".into(), message: None }
 }
 
 /// The full recipient decision: rules, then the local-user check.
 pub fn check_rcpt(s: &Settings, f: &Facts<'_>) -> RcptDecision {
-    let (action, rule, origin, message) = evaluate(s, f);
+    let Evaluation { action, rule, origin, message } = evaluate(s, f);
     let (local, domain) = match f.rcpt {
         Path::Postmaster => ("postmaster".to_string(), s.hostname.clone()),
         Path::Mailbox(m) => (m.local.to_ascii_lowercase(), m.domain.clone()),
@@ -324,7 +340,7 @@ pub fn is_open_relay(s: &Settings, listener: &str) -> bool {
             rcpt: &probe_rcpt,
             user_db: None,
         };
-        matches!(evaluate(s, &f).0, RuleAction::Relay)
+        evaluate(s, &f).action == RuleAction::Relay
     })
 }
 

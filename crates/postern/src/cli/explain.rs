@@ -84,10 +84,10 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         rcpt: &rcpt_path,
         user_db: Some(&db),
     };
-    let class = format!("{:?}", classify(s, &rcpt_path)).to_ascii_lowercase();
+    let class = classify(s, &rcpt_path).as_str();
     let d = check_rcpt(s, &facts);
     let (decision, reply) = match &d {
-        RcptDecision::Accept { action, .. } => (format!("{action:?}").to_ascii_lowercase(), "250 2.1.5 Recipient ok".to_string()),
+        RcptDecision::Accept { action, .. } => (action.as_str().to_string(), "250 2.1.5 Recipient ok".to_string()),
         RcptDecision::Reject { reply, .. } => ("reject".to_string(), reply.summary()),
     };
     let cert_text = identity.as_ref().map(|c| format!("{} ({})", c.cert.subject, c.verdict()));

@@ -78,6 +78,18 @@ pub enum RuleAction {
     Tempfail,
 }
 
+impl RuleAction {
+    /// The config spelling (also in logs and `postern explain`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Accept => "accept",
+            RuleAction::Relay => "relay",
+            RuleAction::Reject => "reject",
+            RuleAction::Tempfail => "tempfail",
+        }
+    }
+}
+
 /// Recipient classes for rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +100,17 @@ pub enum RcptClass {
     Relay,
     /// Anything else.
     Other,
+}
+
+impl RcptClass {
+    /// The config spelling (also in `postern explain`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RcptClass::Local => "local",
+            RcptClass::Relay => "relay",
+            RcptClass::Other => "other",
+        }
+    }
 }
 
 /// One relay rule. Every criterion given must match (lists match if any

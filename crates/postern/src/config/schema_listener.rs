@@ -53,6 +53,17 @@ pub enum ClientCertMode {
     Required,
 }
 
+impl ClientCertMode {
+    /// The config spelling (also in the mail log).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertMode::None => "none",
+            ClientCertMode::Optional => "optional",
+            ClientCertMode::Required => "required",
+        }
+    }
+}
+
 /// One listening socket.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

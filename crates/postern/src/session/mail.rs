@@ -161,12 +161,12 @@ impl<S: Socket> Session<S> {
                         Verdict::Close(r) => return self.milter_close("RCPT", r),
                     }
                 }
-                let act = format!("{action:?}").to_ascii_lowercase();
+                let act = action.as_str();
                 maillog::rcpt(&[
                     ("client", &client),
                     ("from", &sender),
                     ("to", &rcpt_text),
-                    ("result", &act),
+                    ("result", act),
                     ("rule", &rule),
                     ("origin", &origin),
                 ]);

@@ -31,12 +31,12 @@ impl<S: Socket> Session<S> {
                     Some(c) => (c.cert.subject.clone(), c.verdict(), c.cert.sha256.clone()),
                     None => (String::new(), "no certificate".to_string(), String::new()),
                 };
-                let mode_text = format!("{mode:?}").to_ascii_lowercase();
+                let mode_text = mode.as_str();
                 maillog::tls(&[
                     ("client", &client),
                     ("version", &info.version),
                     ("cipher", &info.cipher),
-                    ("client_cert_mode", &mode_text),
+                    ("client_cert_mode", mode_text),
                     ("cert_subject", &subject),
                     ("cert_sha256", &fp),
                     ("cert", &verdict),
