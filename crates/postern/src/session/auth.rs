@@ -82,7 +82,7 @@ impl<S: Socket> Session<S> {
             self.reply(r);
             return Ok(());
         };
-        if self.ctx.throttle.check_ip(self.conn.peer.ip(), std::time::Instant::now(), &cfg) == ThrottleVerdict::Banned {
+        if self.ctx.throttle.check_ip(self.conn.peer.ip(), Instant::now(), &cfg) == ThrottleVerdict::Banned {
             maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("result", "banned")]);
             return self.banned(cfg.ban_action);
         }
@@ -118,7 +118,7 @@ impl<S: Socket> Session<S> {
                         }
                     };
                     user = Some(who.clone());
-                    if self.ctx.throttle.check_user(&who, std::time::Instant::now(), &cfg) == ThrottleVerdict::Banned {
+                    if self.ctx.throttle.check_user(&who, Instant::now(), &cfg) == ThrottleVerdict::Banned {
                         maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("user", &who), ("result", "banned")]);
                         return self.banned(cfg.ban_action);
                     }
@@ -179,7 +179,7 @@ impl<S: Socket> Session<S> {
             ("reason", &reason),
         ]);
         if *e != SaslError::Cancelled {
-            let (delay, banned) = self.ctx.throttle.fail(self.conn.peer.ip(), user, std::time::Instant::now(), cfg);
+            let (delay, banned) = self.ctx.throttle.fail(self.conn.peer.ip(), user, Instant::now(), cfg);
             if banned {
                 let secs = cfg.ban_time.as_secs().to_string();
                 maillog::auth(&[("client", &client), ("ip", &ip), ("user", user.unwrap_or("")), ("result", "ban"), ("seconds", &secs)]);
