@@ -17,6 +17,7 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UnixStream};
 
+use postern_wire::command::{Body, MailParams, RcptParams};
 use postern_wire::data::dot_stuff;
 use postern_wire::reply::parse_reply_lines;
 use postern_wire::{Enhanced, Reply};
@@ -424,16 +425,6 @@ impl Conn {
             let o = Outcome::Failed(made::no_smtputf8());
             return Ok(vec![o; rcpts.len()]);
         }
-        let mut mail = format!("MAIL FROM:<{}>", msg.sender);
-        if self.ext.contains("SIZE") {
-            mail.push_str(&format!(" SIZE={}", msg.body.len()));
-        }
-        if msg.eight_bit && self.ext.contains("8BITMIME") {
-            mail.push_str(" BODY=8BITMIME");
-        }
-        if msg.smtputf8 {
-            mail.push_str(" SMTPUTF8");
-        }
         // RFC 6152: 8-bit data only to 8BITMIME hosts. We do not convert to
         // 7 bit (that would rewrite MIME structure and break signatures):
         // such mail bounces with 5.6.3 instead (documented).
@@ -441,31 +432,24 @@ impl Conn {
             let o = Outcome::Failed(made::no_8bitmime());
             return Ok(vec![o; rcpts.len()]);
         }
+        // The parameters the next hop understands, encoded by the same codec
+        // that parses them on the server side (postern-wire).
         let dsn = self.ext.contains("DSN");
-        if dsn {
-            use postern_wire::command::xtext_encode;
-            if let Some(r) = &msg.dsn.ret {
-                mail.push_str(&format!(" RET={r}"));
-            }
-            if let Some(e) = &msg.dsn.envid {
-                mail.push_str(&format!(" ENVID={}", xtext_encode(e)));
-            }
-        }
-        mail.push_str("\r\n");
+        let params = MailParams {
+            size: self.ext.contains("SIZE").then_some(msg.body.len() as u64),
+            body: if msg.eight_bit && self.ext.contains("8BITMIME") { Body::EightBitMime } else { Body::SevenBit },
+            smtputf8: msg.smtputf8,
+            ret: if dsn { msg.dsn.ret.clone() } else { None },
+            envid: if dsn { msg.dsn.envid.clone() } else { None },
+            ..MailParams::default()
+        };
+        let mail = format!("MAIL FROM:<{}>{}\r\n", msg.sender, params.encode());
         let rcpt_line = |r: &str| -> String {
-            let mut l = format!("RCPT TO:<{r}>");
-            if dsn {
-                if let Some((notify, orcpt)) = msg.dsn.rcpts.get(r) {
-                    if let Some(n) = notify {
-                        l.push_str(&format!(" NOTIFY={n}"));
-                    }
-                    if let Some(o) = orcpt {
-                        l.push_str(&format!(" ORCPT={}", postern_wire::command::xtext_encode(o)));
-                    }
-                }
-            }
-            l.push_str("\r\n");
-            l
+            let params = match (dsn, msg.dsn.rcpts.get(r)) {
+                (true, Some((notify, orcpt))) => RcptParams { notify: notify.clone(), orcpt: orcpt.clone() },
+                _ => RcptParams::default(),
+            };
+            format!("RCPT TO:<{r}>{}\r\n", params.encode())
         };
         let pipelining = self.ext.contains("PIPELINING") || self.lmtp;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
