@@ -180,7 +180,9 @@ fn encode_path(p: &Path) -> String {
 
 impl Command {
     /// The command line (without CRLF) that [`parse_command`] parses back
-    /// to `self`: the SMTP client's MAIL and RCPT lines come from here.
+    /// to `self` (checked by a unit test and the `command` fuzz target). The
+    /// SMTP client builds its MAIL/RCPT parameters with
+    /// [`MailParams::encode`] and [`RcptParams::encode`].
     pub fn encode(&self) -> String {
         match self {
             Command::Ehlo(d) | Command::Helo(d) | Command::Lhlo(d) => format!("{} {d}", self.verb()),

@@ -208,7 +208,8 @@ pub struct AuthMechanism(pub postern_wire::sasl::Mechanism);
 impl FromStr for AuthMechanism {
     type Err = ValueError;
     fn from_str(s: &str) -> Result<Self, ValueError> {
-        postern_wire::sasl::Mechanism::parse(s).map(AuthMechanism).ok_or_else(|| ValueError::Mechanism(s.into()))
+        // SASL mechanism names compare case-insensitively (RFC 4422 §3.1).
+        postern_wire::sasl::Mechanism::parse(&s.to_ascii_uppercase()).map(AuthMechanism).ok_or_else(|| ValueError::Mechanism(s.into()))
     }
 }
 
@@ -269,8 +270,19 @@ thread_local! {
 /// Runs `f` (a deserialization from a `toml` document) with bad values set
 /// aside instead of failing; returns its result and the values set aside.
 pub(super) fn setting_aside<R>(f: impl FnOnce() -> R) -> (R, SetAside) {
-    let outer = SET_ASIDE.with(|c| c.replace(Some(Vec::new())));
+    /// Restores the outer state even if `f` panics, so a thread can never
+    /// stay in "set aside" mode and accept stand-in values afterwards.
+    struct Restore(Option<Option<SetAside>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                SET_ASIDE.with(|c| c.replace(outer));
+            }
+        }
+    }
+    let mut guard = Restore(Some(SET_ASIDE.with(|c| c.replace(Some(Vec::new())))));
     let r = f();
+    let outer = guard.0.take().unwrap_or_default();
     let got = SET_ASIDE.with(|c| c.replace(outer)).unwrap_or_default();
     (r, got)
 }

@@ -418,6 +418,7 @@ impl<S: Socket> Session<S> {
         Gate {
             phase: self.state.phase(),
             tls: self.tls().is_some(),
+            tls_available: self.ctx.tls.is_some(),
             authenticated: self.auth().is_some(),
             listener_needs_tls: self.ctx.listener.tls_required(),
             // RFC 6409 §4.3 / RFC 4954 §6: submission requires SMTP AUTH or

@@ -57,13 +57,9 @@ impl<S: Socket> Session<S> {
         }
     }
 
-    /// STARTTLS (RFC 3207). The table refused it inside a transaction and
-    /// once TLS is active.
+    /// STARTTLS (RFC 3207). The table refused it once TLS is active,
+    /// without TLS material (454) and inside a transaction.
     pub(super) async fn starttls(&mut self) -> Result<(), End> {
-        if self.ctx.tls.is_none() {
-            self.reply(codes::tls_unavailable());
-            return Ok(());
-        }
         self.reply(codes::ready_for_tls());
         self.flush().await?;
         // CVE-2011-0411 class: anything the client pipelined after STARTTLS

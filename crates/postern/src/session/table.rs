@@ -91,6 +91,9 @@ pub(crate) struct Rule {
     pub(crate) needs_auth: bool,
     /// 503 with this text once TLS is active (RFC 3207 §4.2: one STARTTLS).
     pub(crate) once_tls: Option<&'static str>,
+    /// 454 when the server has no TLS material (RFC 3207 §4), checked
+    /// right after `once_tls`.
+    pub(crate) needs_tls_material: bool,
     /// 503 with this text once authenticated (RFC 4954 §4: one AUTH).
     pub(crate) once_auth: Option<&'static str>,
     /// Octets follow the command line (BDAT): the session reads them even
@@ -109,6 +112,7 @@ const fn anywhere(verb: Verb, name: &'static str) -> Rule {
         needs_tls: false,
         needs_auth: false,
         once_tls: None,
+        needs_tls_material: false,
         once_auth: None,
         payload: false,
     }
@@ -138,6 +142,7 @@ pub(crate) const VERBS: [Rule; 15] = [
     Rule {
         txn: InTxn::Outside("MAIL transaction in progress"),
         once_tls: Some("TLS already active"),
+        needs_tls_material: true,
         ..anywhere(Verb::StartTls, "STARTTLS")
     },
     Rule {
@@ -177,6 +182,8 @@ pub(crate) struct Gate {
     pub(crate) phase: Phase,
     /// TLS is active.
     pub(crate) tls: bool,
+    /// The server has TLS material (a certificate) for this connection.
+    pub(crate) tls_available: bool,
     /// An AUTH exchange succeeded.
     pub(crate) authenticated: bool,
     /// The listener requires TLS before mail (`tls = "required"`, submission).
@@ -209,6 +216,9 @@ pub(crate) fn check(verb: Verb, g: &Gate) -> Result<(), Refusal> {
     if let (Some(text), true) = (r.once_tls, g.tls) {
         return seq(text);
     }
+    if r.needs_tls_material && !g.tls_available {
+        return Err(Refusal::Sequence(codes::tls_unavailable()));
+    }
     if let (Some(text), true) = (r.once_auth, g.authenticated) {
         return seq(text);
     }
@@ -236,7 +246,7 @@ mod tests {
     use super::*;
 
     fn gate(phase: Phase) -> Gate {
-        Gate { phase, tls: false, authenticated: false, listener_needs_tls: false, listener_needs_auth: false }
+        Gate { phase, tls: false, tls_available: true, authenticated: false, listener_needs_tls: false, listener_needs_auth: false }
     }
 
     /// The wire text of the refusal, or "ok".
@@ -306,6 +316,8 @@ mod tests {
             (StartTls, gate(Phase::Mail), "seq 503 5.5.1 MAIL transaction in progress"),
             (StartTls, tls(gate(Fresh)), "seq 503 5.5.1 TLS already active"),
             (StartTls, tls(gate(Phase::Mail)), "seq 503 5.5.1 TLS already active"),
+            (StartTls, Gate { tls_available: false, ..gate(Phase::Mail) }, "seq 454 4.7.0 TLS not available"),
+            (StartTls, Gate { tls_available: false, ..gate(Fresh) }, "seq 454 4.7.0 TLS not available"),
             (Auth, gate(Fresh), "seq 503 5.5.1 Send EHLO first"),
             (Auth, tls(gate(Ready)), "ok"),
             (Auth, tls(gate(Phase::Mail)), "seq 503 5.5.1 AUTH not allowed during a mail transaction"),
