@@ -262,9 +262,9 @@ fn every_problem_is_reported_at_once() {
         ),
         (
             // listener mechanisms are typed too; domains and users are checked.
-            "[[listener]]\naddress = \"127.0.0.1:25\"\nauth_mechanisms = [\"plain\"]\n[local]\ndomains = [\"ok.example\", \"bad..example\"]\nusers = [\"al ice\"]\n",
+            "[[listener]]\naddress = \"127.0.0.1:25\"\nauth_mechanisms = [\"plain\", \"PLAN\"]\n[local]\ndomains = [\"ok.example\", \"bad..example\"]\nusers = [\"al ice\"]\n",
             &[
-                "f.toml:3:20: key `listener.auth_mechanisms`: unknown mechanism \"plain\"",
+                "f.toml:3:29: key `listener.auth_mechanisms`: unknown mechanism \"PLAN\"",
                 "f.toml:5:26: key `local.domains`: bad domain \"bad..example\"",
                 "f.toml:6:10: key `local.users`: \"al ice\" is not a valid mailbox name",
             ],
