@@ -217,7 +217,7 @@ def test_external_with_client_certificate(postern_factory):
     assert p.cli("ca", "init").returncode == 0
     assert p.cli("ca", "issue", "client", "alice", "--p12-password", "x").returncode == 0
     add_user(p, "alice")
-    wait_for(lambda: "reload=ok" in p.log(), what="CA picked up")
+    wait_for(lambda: "reload=ok" in p.log(), timeout=30, what="CA picked up")  # the TLS file watch polls every 5 s
     issued = p.data / "ca" / "issued"
     ctx = unverified()
     ctx.load_cert_chain(issued / "alice.crt", issued / "alice.key")

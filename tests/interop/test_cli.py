@@ -172,9 +172,15 @@ def test_drops_privileges_after_bind(postern_factory):
         p = postern_factory(BASE_CONFIG.replace('hostname = "mx.test"', 'hostname = "mx.test"\nuser = "nobody"'), start=False)
         p.data = __import__("pathlib").Path(base) / "data"
         p.start()
-        status = open(f"/proc/{p.proc.pid}/status").read()
-        uid_line = [l for l in status.splitlines() if l.startswith("Uid:")][0]
-        assert uid_line.split()[1:] == [str(nobody.pw_uid)] * 4, uid_line
+
+        def uid_line():
+            status = open(f"/proc/{p.proc.pid}/status").read()
+            return [l for l in status.splitlines() if l.startswith("Uid:")][0]
+
+        # The kernel accepts connections as soon as the listeners are bound;
+        # the privilege drop follows right after (chown walk, setuid).
+        wait_for(lambda: uid_line().split()[1:] == [str(nobody.pw_uid)] * 4, what="privilege drop")
+        assert uid_line().split()[1:] == [str(nobody.pw_uid)] * 4, uid_line()
         assert os.stat(p.data / "queue" / "active").st_uid == nobody.pw_uid
         with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
             s.sendmail("x@c.example", ["alice@mx.test"], b"Subject: unprivileged\r\n\r\nx\r\n")
