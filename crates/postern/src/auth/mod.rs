@@ -130,3 +130,7 @@ mod tests {
         assert_eq!(usable_mechanisms(&auth, &l, true, far, false)[0], Mechanism::ScramSha256Plus);
     }
 }
+
+#[cfg(test)]
+#[path = "external_tests.rs"]
+mod external_tests;
