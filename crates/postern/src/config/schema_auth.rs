@@ -14,9 +14,11 @@ use super::values::{duration, AuthMechanism, Cidr};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExternalIdentity {
-    /// The subject's common name is the user name.
+    /// The subject's one CN attribute (parsed RDNs) is the user name; a
+    /// subject with none or several CNs maps to nobody.
     Cn,
-    /// A SAN e-mail address: its local part, or a user listing it in `addresses`.
+    /// A SAN e-mail address in a local domain: a user listing it in
+    /// `addresses`, else its local part. Other domains are ignored.
     Email,
     /// The certificate's SHA-256 is listed in the user's `certificates`.
     Fingerprint,
