@@ -42,12 +42,13 @@ fn map(how: ExternalIdentity, cert: CertInfo) -> Option<String> {
 fn cn_mapping_takes_exactly_one_parsed_cn() {
     let custom_cn = DnType::CustomDnType(CN_OID.to_vec());
     // (subject attributes, expected CNs, expected user)
-    let cases: Vec<(Vec<(DnType, &str)>, Vec<&str>, Option<&str>)> = vec![
+    type Case<'a> = (Vec<(DnType, &'a str)>, Vec<&'a str>, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (vec![(DnType::CommonName, "Alice")], vec!["Alice"], Some("alice")),
         (vec![(DnType::OrganizationName, "Example"), (DnType::CommonName, "alice")], vec!["alice"], Some("alice")),
         // Two CNs: no mapping, whichever comes first.
         (vec![(DnType::CommonName, "alice"), (custom_cn.clone(), "bob")], vec!["alice", "bob"], None),
-        (vec![(custom_cn.clone(), "alice"), (DnType::CommonName, "alice")], vec!["alice", "alice"], None),
+        (vec![(custom_cn, "alice"), (DnType::CommonName, "alice")], vec!["alice", "alice"], None),
         // "CN=" or a comma inside a value is part of that value, never a new RDN.
         (vec![(DnType::OrganizationName, "evil, CN=alice"), (DnType::CommonName, "mallory")], vec!["mallory"], None),
         (vec![(DnType::CommonName, "mallory, CN=alice")], vec!["mallory, CN=alice"], None),
