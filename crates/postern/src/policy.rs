@@ -428,6 +428,7 @@ message = "Newsletters need TLS"
                 sha256: sha.into(),
                 spki_sha256: format!("spki-{sha}"),
                 not_after: 0,
+                subject_cns: subject.split(',').filter_map(|r| r.trim().strip_prefix("CN=")).map(String::from).collect(),
             },
             verified: anchor.map(String::from).map_err(String::from),
         }

@@ -46,6 +46,7 @@ fn cert(spec: &str) -> Result<Option<ClientCertIdentity>, String> {
         sha256: String::new(),
         spki_sha256: String::new(),
         not_after: 0,
+        subject_cns: Vec::new(),
     };
     let mut verified = Err("not verified".to_string());
     for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {

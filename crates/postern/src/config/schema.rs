@@ -9,10 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use postern_wire::sasl::Mechanism;
 use serde::Deserialize;
 
-use super::values::{duration, socket_addrs, AuthMechanism, Cidr, Endpoint, MilterSocket};
+use super::values::{duration, socket_addrs, Cidr, Endpoint, MilterSocket};
 
 /// What to do when a milter cannot be reached, times out or breaks the
 /// protocol (Postfix `milter_default_action`).
@@ -393,94 +392,6 @@ pub struct Tls {
     /// Certificate revocation lists (PEM) honoured when verifying client
     /// certificates. Default: `DATA/ca/crl.pem` when it exists.
     pub crl_files: Option<Vec<PathBuf>>,
-}
-
-/// How EXTERNAL maps a verified client certificate to a user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExternalIdentity {
-    /// The subject's common name is the user name.
-    Cn,
-    /// A SAN e-mail address: its local part, or a user listing it in `addresses`.
-    Email,
-    /// The certificate's SHA-256 is listed in the user's `certificates`.
-    Fingerprint,
-}
-
-/// What to do once a client or user has failed too often.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BanAction {
-    /// Answer AUTH with 454 4.7.0 until the ban ends.
-    Refuse,
-    /// Answer 421 4.7.0 and close the connection.
-    Disconnect,
-}
-
-/// SMTP AUTH settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Auth {
-    /// Mechanisms offered, in order. Default ["SCRAM-SHA-256-PLUS",
-    /// "SCRAM-SHA-256", "PLAIN", "LOGIN"]. Also: "CRAM-MD5" (stores a
-    /// plaintext-equivalent secret), "DIGEST-MD5", "SCRAM-SHA-1", "EXTERNAL".
-    /// An unknown name is a load error.
-    pub mechanisms: Vec<AuthMechanism>,
-    /// Networks where AUTH is allowed before TLS (e.g. ["127.0.0.0/8"]).
-    /// Default none: AUTH before TLS gets 538 5.7.11.
-    pub plaintext_networks: Vec<Cidr>,
-    /// Also send the old `250-AUTH=LOGIN PLAIN` line (Postfix's
-    /// broken_sasl_auth_clients). Default false.
-    pub broken_auth_line: bool,
-    /// An authenticated user may only use MAIL FROM addresses mapped to it
-    /// (its `addresses`, or name@local-domain); others get 553 5.7.1. Default false.
-    pub sender_login_match: bool,
-    /// EXTERNAL identity mapping: "cn" (default), "email" or "fingerprint".
-    pub external_identity: ExternalIdentity,
-    /// Failures from one client IP within `failure_window` before a ban. Default 5.
-    pub max_failures_per_ip: u32,
-    /// Failures for one user within `failure_window` before a ban. Default 10.
-    pub max_failures_per_user: u32,
-    /// Replies to failed AUTH are delayed (1 s per failure beyond this, at
-    /// most 5 s) once a client has this many failures. Default 2.
-    pub delay_after: u32,
-    /// Window in which failures are counted. Default "10m".
-    #[serde(deserialize_with = "duration")]
-    pub failure_window: Duration,
-    /// How long a ban lasts. Default "15m".
-    #[serde(deserialize_with = "duration")]
-    pub ban_time: Duration,
-    /// "refuse" (default: 454 4.7.0 to AUTH) or "disconnect" (421 4.7.0).
-    pub ban_action: BanAction,
-    /// A password that verified (PLAIN, LOGIN) is remembered this long, in
-    /// memory only, as a keyed hash, so a client that logs in for every
-    /// message does not pay for argon2 each time (like Dovecot's auth
-    /// cache). A password change takes effect at once. "0s" turns it off.
-    /// Default "15m".
-    #[serde(deserialize_with = "duration")]
-    pub verified_cache_ttl: Duration,
-}
-
-impl Default for Auth {
-    fn default() -> Self {
-        Auth {
-            mechanisms: [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::Plain, Mechanism::Login]
-                .into_iter()
-                .map(AuthMechanism)
-                .collect(),
-            plaintext_networks: Vec::new(),
-            broken_auth_line: false,
-            sender_login_match: false,
-            external_identity: ExternalIdentity::Cn,
-            max_failures_per_ip: 5,
-            max_failures_per_user: 10,
-            delay_after: 2,
-            failure_window: Duration::from_secs(600),
-            ban_time: Duration::from_secs(900),
-            ban_action: BanAction::Refuse,
-            verified_cache_ttl: Duration::from_secs(900),
-        }
-    }
 }
 
 /// Outbound TLS policy for a destination.

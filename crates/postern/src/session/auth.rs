@@ -7,6 +7,8 @@
 //! May touch: the user database (read), the throttle. Implements RFC 4954
 //! §4 (exchange, `*` cancel, 12288-octet lines), §6 (reply codes), RFC 4422.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use postern_wire::line::{scan_line, LineScan};
@@ -82,24 +84,30 @@ impl<S: Socket> Session<S> {
             self.reply(r);
             return Ok(());
         };
-        if self.ctx.throttle.check_ip(self.conn.peer.ip(), Instant::now(), &cfg) == ThrottleVerdict::Banned {
+        if self.ctx.throttle.check_address(self.conn.peer.ip(), Instant::now(), &cfg) == ThrottleVerdict::Banned {
             maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("result", "banned")]);
             return self.banned(cfg.ban_action);
         }
         let initial = match initial.as_deref().map(sasl::decode_response) {
             None => None,
             Some(Ok(d)) => Some(d),
-            Some(Err(e)) => return self.auth_failed(mech, None, &e, &cfg).await,
+            Some(Err(e)) => return self.auth_failed(mech, None, &e, &cfg, Duration::ZERO).await,
         };
         let external = match (self.tls(), mech) {
             (Some(t), Mechanism::External) => {
-                t.client_cert.as_ref().and_then(|c| authpolicy::external_user(cfg.external_identity, c, &self.ctx.users.get()))
+                let settings = self.settings();
+                t.client_cert.as_ref().and_then(|c| {
+                    authpolicy::external_user(cfg.external_identity, c, &self.ctx.users.get(), |d| settings.is_local_domain(d))
+                })
             }
             _ => None,
         };
         let bindings = self.tls().map(|t| t.bindings.clone()).unwrap_or_default();
         let mut ex = Exchange::new(mech, &self.settings().hostname, bindings, usable.contains(&Mechanism::ScramSha256Plus), external);
         let mut user: Option<String> = None;
+        // Time already spent in the per-user slow-down: the failure delay
+        // only makes up the rest, so one attempt waits max_failure_delay at most.
+        let mut waited = Duration::ZERO;
         let mut step = ex.start(initial);
         loop {
             step = match step {
@@ -117,10 +125,22 @@ impl<S: Socket> Session<S> {
                             authcid.to_ascii_lowercase()
                         }
                     };
+                    if who.len() > authpolicy::MAX_AUTHCID {
+                        let e = SaslError::Malformed("authentication identity too long");
+                        return self.auth_failed(mech, None, &e, &cfg, waited).await;
+                    }
                     user = Some(who.clone());
-                    if self.ctx.throttle.check_user(&who, Instant::now(), &cfg) == ThrottleVerdict::Banned {
-                        maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("user", &who), ("result", "banned")]);
-                        return self.banned(cfg.ban_action);
+                    match self.ctx.throttle.check_user(self.conn.peer.ip(), &who, Instant::now(), &cfg) {
+                        ThrottleVerdict::Allow => {}
+                        ThrottleVerdict::Delay(d) => {
+                            let _ = self.flush().await;
+                            tokio::time::sleep(d).await;
+                            waited += d;
+                        }
+                        ThrottleVerdict::Banned => {
+                            maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("user", &who), ("result", "banned")]);
+                            return self.banned(cfg.ban_action);
+                        }
                     }
                     let p = self.sasl_lookup(need).await;
                     ex.provide(p)
@@ -132,11 +152,18 @@ impl<S: Socket> Session<S> {
                         let line = self.auth_line().await?;
                         if !matches!(sasl::decode_response(&line).as_deref(), Ok([])) {
                             return self
-                                .auth_failed(mech, Some(success.authcid()), &SaslError::Malformed("expected an empty response"), &cfg)
+                                .auth_failed(
+                                    mech,
+                                    Some(success.authcid()),
+                                    &SaslError::Malformed("expected an empty response"),
+                                    &cfg,
+                                    waited,
+                                )
                                 .await;
                         }
                     }
                     let identity = Authenticated::from_exchange(&success, mech);
+                    self.ctx.throttle.succeed(self.conn.peer.ip(), identity.user(), Instant::now(), &cfg);
                     maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("user", identity.user()), ("result", "ok")]);
                     if let State::Ready { greeted } = &mut self.state {
                         greeted.auth = Some(identity);
@@ -144,7 +171,7 @@ impl<S: Socket> Session<S> {
                     self.reply(codes::auth_ok());
                     return Ok(());
                 }
-                Step::Fail(e) => return self.auth_failed(mech, user.as_deref(), &e, &cfg).await,
+                Step::Fail(e) => return self.auth_failed(mech, user.as_deref(), &e, &cfg, waited).await,
             };
         }
     }
@@ -160,8 +187,9 @@ impl<S: Socket> Session<S> {
         }
     }
 
-    /// A failed exchange: log (stable format for fail2ban), count, delay, reply.
-    async fn auth_failed(&mut self, mech: Mechanism, user: Option<&str>, e: &SaslError, cfg: &Auth) -> Result<(), End> {
+    /// A failed exchange: log (stable format for fail2ban), count, delay
+    /// (less what the attempt already `waited`), reply.
+    async fn auth_failed(&mut self, mech: Mechanism, user: Option<&str>, e: &SaslError, cfg: &Auth, waited: Duration) -> Result<(), End> {
         let client = self.client_text();
         let ip = self.conn.peer.ip().to_string();
         let reply = match e {
@@ -180,6 +208,7 @@ impl<S: Socket> Session<S> {
         ]);
         if *e != SaslError::Cancelled {
             let (delay, banned) = self.ctx.throttle.fail(self.conn.peer.ip(), user, Instant::now(), cfg);
+            let delay = delay.saturating_sub(waited);
             if banned {
                 let secs = cfg.ban_time.as_secs().to_string();
                 maillog::auth(&[("client", &client), ("ip", &ip), ("user", user.unwrap_or("")), ("result", "ban"), ("seconds", &secs)]);

@@ -55,6 +55,10 @@ pub struct CertInfo {
     pub spki_sha256: String,
     /// Expiry, unix seconds.
     pub not_after: i64,
+    /// The values of every CN attribute of the subject, parsed from its
+    /// RDNs in order (an undecodable one as ""). Identity mappings take a
+    /// name only when there is exactly one.
+    pub subject_cns: Vec<String>,
 }
 
 /// Parses a DER certificate.
@@ -90,6 +94,7 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, TlsError> {
         sha256: sha256_hex(der),
         spki_sha256: sha256_hex(cert.tbs_certificate.subject_pki.raw),
         not_after: cert.validity().not_after.timestamp(),
+        subject_cns: cert.subject().iter_common_name().map(|cn| cn.as_str().map(str::to_string).unwrap_or_default()).collect(),
     })
 }
 
@@ -156,6 +161,7 @@ impl CertVerifier {
                         sha256: sha256_hex(ee),
                         spki_sha256: String::new(),
                         not_after: 0,
+                        subject_cns: Vec::new(),
                     },
                     verified: Err(e.to_string()),
                 })

@@ -88,8 +88,13 @@ impl Harness {
         }
     }
 
-    /// A session on the listener with this role, over a pipe.
+    /// A session on the listener with this role, over a pipe, from 127.0.0.1.
     pub(super) async fn connect(&self, role: &str) -> Client<DuplexStream> {
+        self.connect_from(role, [127, 0, 0, 1].into()).await
+    }
+
+    /// A session on the listener with this role, over a pipe, from `peer`.
+    pub(super) async fn connect_from(&self, role: &str, peer: std::net::IpAddr) -> Client<DuplexStream> {
         let listener = self.settings.config.listeners.iter().find(|l| l.role.name() == role).expect("listener role").clone();
         let ctx = Context {
             settings: self.settings.clone(),
@@ -101,7 +106,7 @@ impl Harness {
             users: self.users.clone(),
             throttle: self.throttle.clone(),
         };
-        let conn = Conn { peer: ([127, 0, 0, 1], self.port).into(), local: ([127, 0, 0, 1], 25).into() };
+        let conn = Conn { peer: (peer, self.port).into(), local: ([127, 0, 0, 1], 25).into() };
         let (client, server) = tokio::io::duplex(64 * 1024);
         tokio::spawn(run(server, conn, ctx));
         Client { io: client, buf: Vec::new(), cert: self.cert() }
@@ -109,7 +114,12 @@ impl Harness {
 
     /// A session after greeting, STARTTLS and the handshake (no EHLO yet).
     pub(super) async fn connect_tls(&self, role: &str) -> Client<TlsStream<DuplexStream>> {
-        let mut c = self.connect(role).await;
+        self.connect_tls_from(role, [127, 0, 0, 1].into()).await
+    }
+
+    /// [`Harness::connect_tls`] from `peer`.
+    pub(super) async fn connect_tls_from(&self, role: &str, peer: std::net::IpAddr) -> Client<TlsStream<DuplexStream>> {
+        let mut c = self.connect_from(role, peer).await;
         c.expect("220 ").await;
         c.send("STARTTLS").await;
         c.expect("220 2.0.0").await;
@@ -121,9 +131,9 @@ impl Harness {
         std::fs::read(cert_path).expect("certificate file")
     }
 
-    /// True if a mail log line of this test's client contains `text`.
+    /// True if a mail log line of this test's clients contains `text`.
     pub(super) fn log_has(&self, text: &str) -> bool {
-        let me = format!("[127.0.0.1]:{}", self.port);
+        let me = format!("]:{}", self.port);
         let lines = match crate::maillog::CAPTURED.lock() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
