@@ -90,6 +90,12 @@ impl Harness {
 
     /// A session on the listener with this role, over a pipe.
     pub(super) async fn connect(&self, role: &str) -> Client<DuplexStream> {
+        let io = self.connect_raw(role, 64 * 1024);
+        Client { io, buf: Vec::new(), cert: self.cert() }
+    }
+
+    /// The bare client end of a session whose pipe holds `buffer` octets each way.
+    pub(super) fn connect_raw(&self, role: &str, buffer: usize) -> DuplexStream {
         let listener = self.settings.config.listeners.iter().find(|l| l.role.name() == role).expect("listener role").clone();
         let ctx = Context {
             settings: self.settings.clone(),
@@ -102,9 +108,14 @@ impl Harness {
             throttle: self.throttle.clone(),
         };
         let conn = Conn { peer: ([127, 0, 0, 1], self.port).into(), local: ([127, 0, 0, 1], 25).into() };
-        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (client, server) = tokio::io::duplex(buffer);
         tokio::spawn(run(server, conn, ctx));
-        Client { io: client, buf: Vec::new(), cert: self.cert() }
+        client
+    }
+
+    /// The sender that signals shutdown to every session, as SIGTERM does.
+    pub(super) fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self._shutdown_tx.clone()
     }
 
     /// A session after greeting, STARTTLS and the handshake (no EHLO yet).
