@@ -224,6 +224,8 @@ pub(crate) struct Session<S> {
     junk: u32,
     /// When `limits.session_lifetime` ends: no read waits past it.
     expires: Instant,
+    /// Why the session ended, when the disconnect line should say (write timeout).
+    end_reason: Option<&'static str>,
     skip_to_lf: bool,
     ctx: Context,
     conn: Conn,
@@ -242,6 +244,7 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
         messages: 0,
         junk: 0,
         expires: Instant::now() + ctx.settings.config.limits.session_lifetime,
+        end_reason: None,
         skip_to_lf: false,
         ctx,
         conn,
@@ -271,8 +274,14 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
         m.quit().await;
     }
     let _ = s.flush().await;
-    let _ = s.io.shutdown().await;
-    maillog::disconnect(&[("client", &peer), ("messages", &s.messages.to_string()), ("errors", &s.errors.to_string())]);
+    // A TLS close_notify is a write too: a client that does not read gets no more time.
+    let _ = tokio::time::timeout(SHUTDOWN_WRITE_GRACE, s.io.shutdown()).await;
+    let (messages, errors) = (s.messages.to_string(), s.errors.to_string());
+    let mut fields = vec![("client", peer.as_str()), ("messages", &messages), ("errors", &errors)];
+    if let Some(reason) = s.end_reason {
+        fields.push(("reason", reason));
+    }
+    maillog::disconnect(&fields);
 }
 
 impl<S: Socket> Session<S> {
@@ -380,8 +389,7 @@ impl<S: Socket> Session<S> {
                 Err(End::Gone)
             }
             Err(_) => {
-                let client = self.client_text();
-                maillog::disconnect(&[("client", &client), ("reason", "write timeout")]);
+                self.end_reason = Some("write timeout");
                 self.enter(State::Closed);
                 Err(End::Gone)
             }
