@@ -204,6 +204,10 @@ pub mod codes {
         too_many_errors, 421, 4, 7, 0, "Too many errors, closing connection");
     reply!(/// 421 command timeout
         timeout, 421, 4, 4, 2, "Timeout exceeded, closing connection");
+    reply!(/// 421 the session outlived `limits.session_lifetime`
+        session_expired, 421, 4, 4, 2, "Session time limit exceeded, closing connection");
+    reply!(/// 421 too many commands that carry no mail (`limits.max_junk_commands`)
+        too_many_junk_commands, 421, 4, 7, 0, "Too many commands without mail, closing connection");
     reply!(/// 421 connection limit reached
         too_many_connections, 421, 4, 7, 0, "Too many connections, try again later");
     reply!(/// 451 local error

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::schema_misc::SyncMode;
 use super::values::{duration, socket_addrs, Cidr, Endpoint, MilterSocket};
 
 /// What to do when a milter cannot be reached, times out or breaks the
@@ -252,6 +253,16 @@ pub struct Limits {
     /// Grace period for open sessions at shutdown. Default "30s".
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Time one write to a client may take (a client that stops reading). Default "5m".
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    /// Total lifetime of a session; then 421 4.4.2 at the next command. Default "1h".
+    #[serde(deserialize_with = "duration")]
+    pub session_lifetime: Duration,
+    /// NOOP, VRFY, EXPN, HELP, RSET, HELO/EHLO per session before 421 4.7.0. Default 100.
+    pub max_junk_commands: u32,
+    /// IPv6 clients share `max_connections_per_ip` per this prefix. Default 64.
+    pub ipv6_prefix: u8,
 }
 
 impl Default for Limits {
@@ -267,6 +278,10 @@ impl Default for Limits {
             max_connections_per_ip: 20,
             bare_newline: BareNewline::Reject,
             shutdown_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(300),
+            session_lifetime: Duration::from_secs(3600),
+            max_junk_commands: 100,
+            ipv6_prefix: 64,
         }
     }
 }
@@ -461,6 +476,10 @@ pub struct Queue {
     /// queue's file system shared by all sessions: fewer device flushes;
     /// best when the queue has a file system of its own). Read at start.
     pub sync: SyncMode,
+    /// Longest time one delivery attempt of one message may take, all routes
+    /// together; recipients still open then are deferred (4.4.7). Default "30m".
+    #[serde(deserialize_with = "duration")]
+    pub attempt_timeout: Duration,
 }
 
 impl Default for Queue {
@@ -473,35 +492,7 @@ impl Default for Queue {
             concurrency: 20,
             min_free_space: 100 * 1024 * 1024,
             sync: SyncMode::Fsync,
+            attempt_timeout: Duration::from_secs(1800),
         }
-    }
-}
-
-/// How a commit is made durable before the 250 (`queue.sync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SyncMode {
-    /// fdatasync each new file, then fsync `messages/` and `active/`
-    /// (the directory fsyncs shared by concurrent commits).
-    #[default]
-    Fsync,
-    /// One `syncfs(2)` of the spool's file system, shared by every commit
-    /// under way: file data and directory entries in a single device
-    /// flush. Fastest when the spool has its own file system; on one shared
-    /// with heavy writers each flush also waits for their data.
-    Syncfs,
-}
-
-/// The operator's mail log.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Log {
-    /// Where the mail log goes: "-" for standard error (default) or a file path.
-    pub mail_log: String,
-}
-
-impl Default for Log {
-    fn default() -> Self {
-        Log { mail_log: "-".into() }
     }
 }

@@ -329,3 +329,14 @@ fn more_checks_join_the_list() {
     let got = e.to_string();
     assert_eq!(got, "f.toml:3:15: key `rule.client_file`: cannot read nope.txt\nf.toml:5:19: key `limits.max_line_length`: must be at least 512 (RFC 5321 §4.5.3.1)");
 }
+
+#[test]
+fn slot_limits_are_checked() {
+    let e = Config::parse("[limits]\nipv6_prefix = 129\nmax_junk_commands = 0\n", "f.toml").unwrap_err();
+    let got = e.to_string();
+    assert!(got.contains("f.toml:2:15: key `limits.ipv6_prefix`: must be between 1 and 128"), "{got}");
+    assert!(got.contains("key `limits.max_junk_commands`: must be at least 1"), "{got}");
+    let d = Config::default().limits;
+    assert_eq!((d.write_timeout.as_secs(), d.session_lifetime.as_secs(), d.max_junk_commands, d.ipv6_prefix), (300, 3600, 100, 64));
+    assert_eq!(Config::default().queue.attempt_timeout.as_secs(), 1800);
+}

@@ -59,6 +59,9 @@ pub enum ValidationError {
     /// it could never match.
     #[error("{0:?} is not a hex SHA-256 (hex digits, colons allowed)")]
     BadPin(String),
+    /// `limits.ipv6_prefix` that is no IPv6 prefix length.
+    #[error("must be between 1 and 128")]
+    BadPrefix,
     /// A local user name that cannot be a mailbox name.
     #[error("{0:?} is not a valid mailbox name (letters, digits, . _ - + =)")]
     BadMailboxName(String),
@@ -150,11 +153,15 @@ fn limits(c: &Config, out: &mut Vec<Issue>) {
         ("limits.max_connections", c.limits.max_connections),
         ("queue.concurrency", c.queue.concurrency),
         ("mx.domain_concurrency", c.mx.domain_concurrency),
+        ("limits.max_junk_commands", c.limits.max_junk_commands as usize),
     ];
     for (k, v) in counts {
         if v < 1 {
             out.push(at(key(k), ValidationError::Zero));
         }
+    }
+    if !(1..=128).contains(&c.limits.ipv6_prefix) {
+        out.push(at(key("limits.ipv6_prefix"), ValidationError::BadPrefix));
     }
     if c.queue.retry_min > c.queue.retry_max {
         out.push(at(key("queue.retry_min"), ValidationError::RetryOrder));

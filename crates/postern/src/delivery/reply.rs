@@ -172,6 +172,11 @@ pub mod made {
         DeliveryReply::new(550, Enhanced(5, 1, 2), format!("domain {domain} does not exist (NXDOMAIN)"))
     }
 
+    /// 4.4.7: one delivery attempt outlived `queue.attempt_timeout`.
+    pub fn attempt_timed_out(limit: std::time::Duration) -> DeliveryReply {
+        DeliveryReply::status_only(Enhanced(4, 4, 7), format!("delivery attempt timed out after {}s", limit.as_secs()))
+    }
+
     /// 4.4.7: the message outlived `queue.max_lifetime`; keeps the last reply's text.
     pub fn expired(last: &str) -> DeliveryReply {
         DeliveryReply::status_only(Enhanced(4, 4, 7), format!("delivery time expired; last reply: {last}"))

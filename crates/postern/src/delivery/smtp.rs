@@ -33,6 +33,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
 /// The final reply after DATA may take longer (§4.5.3.2.6: 10 minutes).
 const FINAL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Each write of up to [`WRITE_PIECE`] octets must be taken by the peer
+/// within this (RFC 5321 §4.5.3.2.5: 3 minutes per data block; Postfix
+/// `smtp_data_xfer_timeout`): a slow link moves on, a peer that stops
+/// reading does not hold a delivery worker (F2).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(180);
+/// The unit of progress for [`WRITE_TIMEOUT`].
+const WRITE_PIECE: usize = 64 * 1024;
 /// Longest reply line we accept from a peer.
 const MAX_REPLY_LINE: usize = 4096;
 
@@ -175,6 +182,9 @@ pub enum ConnError {
     /// No reply in time.
     #[error("timeout waiting for reply")]
     ReplyTimeout,
+    /// The peer stopped taking what we write.
+    #[error("timeout writing to the peer")]
+    WriteTimeout,
     /// The peer closed the connection.
     #[error("connection closed by peer")]
     Closed,
@@ -195,7 +205,9 @@ impl ConnError {
             ConnError::CredentialsWithoutTls(_) | ConnError::NoAuthMechanism { .. } => Enhanced(4, 7, 0),
             ConnError::AuthFailed { permanent: true, .. } => Enhanced(5, 7, 8),
             ConnError::AuthFailed { permanent: false, .. } | ConnError::Sasl(_) | ConnError::ScramServer(_) => Enhanced(4, 7, 0),
-            ConnError::Write(_) | ConnError::Read(_) | ConnError::ReplyTimeout | ConnError::Closed => Enhanced(4, 4, 2),
+            ConnError::Write(_) | ConnError::Read(_) | ConnError::ReplyTimeout | ConnError::WriteTimeout | ConnError::Closed => {
+                Enhanced(4, 4, 2)
+            }
             ConnError::MalformedReply(_) => Enhanced(4, 5, 0),
         }
     }
@@ -389,9 +401,7 @@ async fn connect(ep: &Endpoint) -> Result<Box<dyn Io>, ConnError> {
 
 impl Conn {
     async fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
-        let w = self.io.get_mut();
-        w.write_all(bytes).await.map_err(ConnError::Write)?;
-        w.flush().await.map_err(ConnError::Write)
+        write_within(self.io.get_mut(), bytes, WRITE_TIMEOUT).await
     }
 
     /// Reads one (possibly multi-line) reply.
@@ -543,6 +553,14 @@ impl Conn {
     }
 }
 
+/// Writes `bytes` and flushes, each [`WRITE_PIECE`] within `per_piece`.
+async fn write_within<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8], per_piece: Duration) -> Result<(), ConnError> {
+    for piece in bytes.chunks(WRITE_PIECE) {
+        tokio::time::timeout(per_piece, w.write_all(piece)).await.map_err(|_| ConnError::WriteTimeout)?.map_err(ConnError::Write)?;
+    }
+    tokio::time::timeout(per_piece, w.flush()).await.map_err(|_| ConnError::WriteTimeout)?.map_err(ConnError::Write)
+}
+
 /// Runs a transaction, deferring everyone on a connection-level error.
 pub(super) async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String]) -> Result<Attempt, Attempt> {
     let tls = Some(if conn.auth_note.is_empty() { conn.tls.clone() } else { format!("{}, auth {}", conn.tls, conn.auth_note) });
@@ -550,5 +568,31 @@ pub(super) async fn deliver_on(conn: &mut Conn, msg: &Message, rcpts: &[String])
     match conn.transaction(msg, rcpts).await {
         Ok(outcomes) => Ok(Attempt { outcomes, tls, dsn, relay: None }),
         Err(e) => Err(Attempt::all(Outcome::Deferred(e.reply()), rcpts.len(), tls)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that stops reading fails the write after `per_piece`; one
+    /// that reads slowly (a piece at a time) does not.
+    #[tokio::test(start_paused = true)]
+    async fn writes_to_a_peer_that_stops_reading_time_out() {
+        let (mut ours, mut theirs) = tokio::io::duplex(1024);
+        let big = vec![b'x'; 3 * WRITE_PIECE];
+        let t = tokio::time::Instant::now();
+        let r = write_within(&mut ours, &big, Duration::from_secs(180)).await;
+        assert!(matches!(r, Err(ConnError::WriteTimeout)), "{r:?}");
+        assert_eq!(t.elapsed().as_secs(), 180);
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while theirs.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        write_within(&mut ours, &big, Duration::from_secs(180)).await.expect("slow but moving");
+        drop(ours);
+        reader.await.expect("reader");
     }
 }

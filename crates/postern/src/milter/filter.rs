@@ -290,3 +290,31 @@ async fn read_full(file: &mut tokio::fs::File, buf: &mut [u8]) -> std::io::Resul
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// A milter that stops reading gets the command timeout on our write,
+    /// like one that stops answering (F2).
+    #[tokio::test(start_paused = true)]
+    async fn a_write_to_a_milter_that_stops_reading_times_out() {
+        let cfg = Config::parse("[[milter]]\nname = \"m\"\nsocket = \"unix:/nonexistent\"\n", "t").expect("config");
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let mut f = Filter {
+            cfg: Arc::new(cfg.milters[0].clone()),
+            io: Box::new(ours),
+            rbuf: Vec::new(),
+            wbuf: vec![0; 64 * 1024],
+            actions: 0,
+            protocol: 0,
+            wanted: Vec::new(),
+            done_conn: false,
+            done_msg: false,
+        };
+        let t = Instant::now();
+        assert!(matches!(f.send(Duration::from_secs(30)).await, Err(Failure::Timeout)));
+        assert_eq!(t.elapsed().as_secs(), 30);
+    }
+}

@@ -8,6 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use super::retry::retry_delay;
 use super::Scheduler;
 use crate::bounce;
@@ -46,14 +48,24 @@ impl Scheduler {
     }
 
     /// Delivers `addrs` (all on route `rt`): builds or reuses the route's
-    /// transport and calls it. Returns the `relay=` name and the attempt.
-    async fn deliver_route(&self, s: &Settings, rt: &Route, msg: &Message, addrs: &[String]) -> (String, Attempt) {
+    /// transport and calls it, deferring everyone still open at `deadline`.
+    /// Returns the `relay=` name and the attempt.
+    async fn deliver_route(&self, s: &Settings, rt: &Route, msg: &Message, addrs: &[String], deadline: Instant) -> (String, Attempt) {
         match self.inner.transports.for_route(s, rt) {
             Ok(t) => {
-                let a = if *rt == Route::Maildir {
-                    self.deliver_known_local(s, t.as_ref(), msg, addrs).await
-                } else {
-                    t.deliver(msg, addrs).await
+                let delivery = async {
+                    if *rt == Route::Maildir {
+                        self.deliver_known_local(s, t.as_ref(), msg, addrs).await
+                    } else {
+                        t.deliver(msg, addrs).await
+                    }
+                };
+                let a = match tokio::time::timeout_at(deadline, delivery).await {
+                    Ok(a) => a,
+                    Err(_) => {
+                        let timed_out = made::attempt_timed_out(s.config.queue.attempt_timeout);
+                        Attempt::all(Outcome::Deferred(timed_out), addrs.len(), None)
+                    }
                 };
                 (a.relay.clone().unwrap_or_else(|| t.name()), a)
             }
@@ -101,10 +113,14 @@ impl Scheduler {
             }
         }
         let now = now_unix();
+        // One overall deadline for the attempt (F2): a next hop that stalls
+        // cannot hold a delivery worker longer than this, whatever the
+        // per-step timeouts add up to.
+        let deadline = Instant::now() + settings.config.queue.attempt_timeout;
         for (rt, idx) in groups {
             let addrs: Vec<String> = idx.iter().map(|&i| env.recipients[i].address.clone()).collect();
             let local = rt.is_local();
-            let (relay, attempt) = self.deliver_route(&settings, &rt, &msg, &addrs).await;
+            let (relay, attempt) = self.deliver_route(&settings, &rt, &msg, &addrs, deadline).await;
             let tls = attempt.tls.clone().unwrap_or_else(|| "-".into());
             let remote_mta = (!local).then(|| remote_mta(&relay));
             for (&i, o) in idx.iter().zip(attempt.outcomes) {

@@ -109,3 +109,29 @@ async fn unknown_local_mailbox_fails_without_a_transport_call() {
     assert!(n[0].1.contains("Final-Recipient: rfc822; nobody@here.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"), "{}", n[0].1);
     assert_eq!(std::fs::read_dir(dir.path().join("mail/alice/new")).unwrap().count(), 1);
 }
+
+/// `queue.attempt_timeout` (F2): a next hop that accepts the connection and
+/// then says nothing (every per-step timeout is minutes) holds the attempt
+/// only until the overall deadline; the recipient is deferred with 4.4.7.
+#[tokio::test]
+async fn a_stalled_next_hop_is_cut_off_by_the_attempt_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, spool, _rx) = scheduler(dir.path(), "attempt_timeout = \"1s\"");
+    let sock = tokio::net::UnixListener::bind(dir.path().join("no-such.sock")).unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = sock.accept().await {
+            held.push(conn);
+        }
+    });
+    let id = queue_aged(&spool, &[DOWN], 0);
+    let t = std::time::Instant::now();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(20), s.attempt(&id)).await.expect("attempt still running");
+    assert!(next.is_some(), "deferred, still queued");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
+    let (env, _) = spool.load(&id).unwrap();
+    let r = &env.recipients[0];
+    assert_eq!(r.status, RcptStatus::Pending);
+    assert_eq!(r.last_reply.as_deref(), Some("4.4.7 delivery attempt timed out after 1s"));
+    silent.abort();
+}

@@ -1,12 +1,13 @@
 //! The accept loop of one listener, the connection slots that enforce
-//! `limits.max_connections` and `limits.max_connections_per_ip`, and the
-//! TLS file watcher.
+//! `limits.max_connections` and `limits.max_connections_per_ip` (IPv6
+//! clients counted per `limits.ipv6_prefix` network), and the TLS file
+//! watcher.
 //!
 //! May touch: the listening sockets, accepted connections (only to refuse
 //! them with 421, RFC 5321 §3.1), the TLS files (through `Shared`).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,8 +53,25 @@ impl Drop for Slot {
     }
 }
 
+/// The key a client is counted under: its IPv4 address (IPv4-mapped IPv6
+/// unmapped first), or its IPv6 network of `ipv6_prefix` bits. One /64 is
+/// usually one customer, who can pick any of its 2^64 addresses (F3).
+pub(super) fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u32::from(ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
+    }
+}
+
 impl Slots {
-    /// A slot for a connection from `ip`, or `None` over either limit.
+    /// A slot for a connection from `ip` (a [`client_key`]), or `None` over either limit.
     pub(super) fn take(&self, ip: IpAddr, max_total: usize, max_ip: usize) -> Option<Slot> {
         let mut c = self.0.lock().ok()?;
         let n = c.per_ip.get(&ip).copied().unwrap_or(0);
@@ -98,7 +116,8 @@ pub(super) async fn accept_loop(sock: TcpListener, l: Listener, w: Wiring) {
         let _ = stream.set_nodelay(true);
         let settings = shared.settings();
         let limits = &settings.config.limits;
-        let Some(slot) = slots.take(peer.ip(), limits.max_connections, limits.max_connections_per_ip) else {
+        let key = client_key(peer.ip(), limits.ipv6_prefix);
+        let Some(slot) = slots.take(key, limits.max_connections, limits.max_connections_per_ip) else {
             maillog::reject(&[("client", &format!("[{}]:{}", peer.ip(), peer.port())), ("reason", "connection limit")]);
             tokio::spawn(refuse(stream));
             continue;
@@ -175,5 +194,27 @@ mod tests {
         let _s4 = slots.take(b, 3, 2).unwrap();
         drop((s2, s3));
         assert_eq!(slots.0.lock().unwrap().per_ip.get(&a), None);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases = [
+            ("192.0.2.7", 64, "192.0.2.7"),
+            ("::ffff:192.0.2.7", 64, "192.0.2.7"),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64, "2001:db8:1:2::"),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 48, "2001:db8:1::"),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 128, "2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 1, "::"),
+            ("::1", 64, "::"),
+        ];
+        for (addr, prefix, want) in cases {
+            assert_eq!(client_key(ip(addr), prefix), ip(want), "{addr}/{prefix}");
+        }
+        // Two addresses of one /64 share the per-IP limit; another /64 does not.
+        let slots = Slots::default();
+        let _a = slots.take(client_key(ip("2001:db8::1"), 64), 10, 1).unwrap();
+        assert!(slots.take(client_key(ip("2001:db8::2"), 64), 10, 1).is_none());
+        assert!(slots.take(client_key(ip("2001:db8:0:1::1"), 64), 10, 1).is_some());
     }
 }

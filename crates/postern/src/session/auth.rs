@@ -30,7 +30,7 @@ impl<S: Socket> Session<S> {
 
     /// Reads one line during an AUTH exchange (RFC 4954 §4: up to 12288 octets).
     async fn auth_line(&mut self) -> Result<String, End> {
-        let deadline = Instant::now() + self.settings().config.limits.command_timeout;
+        let deadline = self.deadline(self.settings().config.limits.command_timeout);
         loop {
             match scan_line(&self.rbuf, 12288) {
                 LineScan::Line { end, next } => {

@@ -76,7 +76,7 @@ impl<S: Socket> Session<S> {
         self.reply(codes::start_data());
         let limits = &self.settings().config.limits;
         let mut dec = DataDecoder::new(limits.max_line_length, limits.max_message_size);
-        let deadline = Instant::now() + limits.data_timeout;
+        let deadline = self.deadline(limits.data_timeout);
         let mut out = Vec::with_capacity(16 * 1024);
         loop {
             let fed = dec.feed(&self.rbuf, &mut out);
@@ -110,14 +110,14 @@ impl<S: Socket> Session<S> {
                 // MAIL without recipients: the chunk is still on its way,
                 // read and drop it.
                 self.state = other;
-                let deadline = Instant::now() + self.settings().config.limits.data_timeout;
+                let deadline = self.deadline(self.settings().config.limits.data_timeout);
                 self.read_chunk(size, deadline, |_| {}).await?;
                 self.reply(codes::no_valid_recipients());
                 return Ok(());
             }
         };
         let max = self.settings().config.limits.max_message_size;
-        let deadline = Instant::now() + self.settings().config.limits.data_timeout;
+        let deadline = self.deadline(self.settings().config.limits.data_timeout);
         if chunking.failed.is_none() && chunking.size.saturating_add(size) > max {
             chunking.failed = Some(codes::too_big());
             chunking.draft = None;
@@ -254,6 +254,7 @@ impl<S: Socket> Session<S> {
         match result {
             Ok(Ok(())) => {
                 self.messages += 1;
+                self.junk = 0;
                 let client = self.client_text();
                 maillog::queued(&[
                     ("id", id.as_str()),

@@ -220,6 +220,12 @@ pub(crate) struct Session<S> {
     state: State,
     errors: u32,
     messages: u32,
+    /// Commands that carry no mail since the last message (the table's `junk` flag).
+    junk: u32,
+    /// When `limits.session_lifetime` ends: no read waits past it.
+    expires: Instant,
+    /// Why the session ended, when the disconnect line should say (write timeout).
+    end_reason: Option<&'static str>,
     skip_to_lf: bool,
     ctx: Context,
     conn: Conn,
@@ -236,6 +242,9 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
         state: State::Fresh,
         errors: 0,
         messages: 0,
+        junk: 0,
+        expires: Instant::now() + ctx.settings.config.limits.session_lifetime,
+        end_reason: None,
         skip_to_lf: false,
         ctx,
         conn,
@@ -265,8 +274,14 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
         m.quit().await;
     }
     let _ = s.flush().await;
-    let _ = s.io.shutdown().await;
-    maillog::disconnect(&[("client", &peer), ("messages", &s.messages.to_string()), ("errors", &s.errors.to_string())]);
+    // A TLS close_notify is a write too: a client that does not read gets no more time.
+    let _ = tokio::time::timeout(SHUTDOWN_WRITE_GRACE, s.io.shutdown()).await;
+    let (messages, errors) = (s.messages.to_string(), s.errors.to_string());
+    let mut fields = vec![("client", peer.as_str()), ("messages", &messages), ("errors", &errors)];
+    if let Some(reason) = s.end_reason {
+        fields.push(("reason", reason));
+    }
+    maillog::disconnect(&fields);
 }
 
 impl<S: Socket> Session<S> {
@@ -333,14 +348,52 @@ impl<S: Socket> Session<S> {
         format!("[{}]:{}", self.conn.peer.ip(), self.conn.peer.port())
     }
 
+    /// A read deadline `d` from now, never past the session's lifetime.
+    fn deadline(&self, d: Duration) -> Instant {
+        (Instant::now() + d).min(self.expires)
+    }
+
+    /// Writes the queued replies. A client that stops reading must not hold
+    /// its slot (and the server's drain) forever: the write gets
+    /// `limits.write_timeout`, and once shutdown is signalled at most
+    /// [`SHUTDOWN_WRITE_GRACE`] more, then the session ends without a reply
+    /// (nobody reads it).
     async fn flush(&mut self) -> Result<(), End> {
-        if !self.wbuf.is_empty() {
-            let r = self.io.write_all(&self.wbuf).await;
-            self.wbuf.clear();
-            r.map_err(|_| End::Gone)?;
-            self.io.flush().await.map_err(|_| End::Gone)?;
+        if self.wbuf.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let deadline = Instant::now() + self.settings().config.limits.write_timeout;
+        let mut shutdown = self.ctx.shutdown.clone();
+        let (io, wbuf) = (&mut self.io, &self.wbuf);
+        let write = async {
+            io.write_all(wbuf).await?;
+            io.flush().await
+        };
+        tokio::pin!(write);
+        // Biased: a write that can finish at once (the usual case, and the
+        // 421 sent at shutdown) wins over the shutdown signal.
+        let first = tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(deadline, &mut write) => Some(r),
+            _ = async { drop(shutdown.wait_for(|v| *v).await) } => None,
+        };
+        let r = match first {
+            Some(r) => r,
+            None => tokio::time::timeout_at(deadline.min(Instant::now() + SHUTDOWN_WRITE_GRACE), &mut write).await,
+        };
+        self.wbuf.clear();
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => {
+                self.enter(State::Closed);
+                Err(End::Gone)
+            }
+            Err(_) => {
+                self.end_reason = Some("write timeout");
+                self.enter(State::Closed);
+                Err(End::Gone)
+            }
+        }
     }
 
     /// Flushes pending replies, then reads more input before `deadline`.
@@ -363,6 +416,7 @@ impl<S: Socket> Session<S> {
             }
         };
         match read {
+            Err(_) if Instant::now() >= self.expires => self.close_with(codes::session_expired()),
             Err(_) => self.close_with(codes::timeout()),
             Ok(Ok(0)) | Ok(Err(_)) => {
                 self.enter(State::Closed);
@@ -383,6 +437,12 @@ impl<S: Socket> Session<S> {
                 let _ = self.close_with(codes::too_many_errors());
                 return Ok(());
             }
+            // A busy client never waits for a read, so the lifetime is
+            // checked here too, before each command.
+            if Instant::now() >= self.expires {
+                let _ = self.close_with(codes::session_expired());
+                return Ok(());
+            }
             if self.skip_to_lf {
                 // Discarding the rest of an over-long line.
                 match self.rbuf.iter().position(|&b| b == b'\n') {
@@ -392,7 +452,7 @@ impl<S: Socket> Session<S> {
                     }
                     None => {
                         self.rbuf.clear();
-                        self.fill(Instant::now() + cmd_timeout, true).await?;
+                        self.fill(self.deadline(cmd_timeout), true).await?;
                     }
                 }
                 continue;
@@ -407,7 +467,7 @@ impl<S: Socket> Session<S> {
                     self.reply(codes::line_too_long());
                     self.skip_to_lf = true;
                 }
-                LineScan::Partial => self.fill(Instant::now() + cmd_timeout, true).await?,
+                LineScan::Partial => self.fill(self.deadline(cmd_timeout), true).await?,
             }
         }
     }
@@ -448,11 +508,21 @@ impl<S: Socket> Session<S> {
             }
         };
         let verb = Verb::of(&cmd);
+        if table::rule(verb).junk {
+            // F3 (Postfix smtpd_junk_command_limit): commands that carry no
+            // mail cannot keep a session alive forever.
+            self.junk += 1;
+            if self.junk > self.settings().config.limits.max_junk_commands {
+                let client = self.client_text();
+                maillog::reject(&[("client", &client), ("command", verb.name()), ("reason", "too many commands without mail")]);
+                return self.close_with(codes::too_many_junk_commands());
+            }
+        }
         if let Err(refusal) = table::check(verb, &self.gate()) {
             if let (true, Command::Bdat { size, .. }) = (table::rule(verb).payload, &cmd) {
                 // The chunk is on its way: read and drop it, or the next
                 // "command" would be message data.
-                let deadline = Instant::now() + self.settings().config.limits.data_timeout;
+                let deadline = self.deadline(self.settings().config.limits.data_timeout);
                 self.read_chunk(*size, deadline, |_| {}).await?;
             }
             match refusal {
@@ -511,3 +581,6 @@ impl<S: Socket> Session<S> {
 
 /// How long a greeting to an over-limit client may take before we give up.
 pub const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a write may still take once shutdown is signalled.
+pub const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(5);

@@ -22,9 +22,9 @@ impl<S: Socket> Session<S> {
             return Err(End::Gone);
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.config(mode));
-        let timeout = self.settings().config.limits.command_timeout;
+        let deadline = self.deadline(self.settings().config.limits.command_timeout);
         let client = self.client_text();
-        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+        match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => {
                 let info = TlsInfo::from_server(stream.get_ref().1, &tls, mode);
                 let (subject, verdict, fp) = match &info.client_cert {

@@ -99,6 +99,13 @@ pub(crate) struct Rule {
     /// Octets follow the command line (BDAT): the session reads them even
     /// when the command is refused, or the stream would be lost.
     pub(crate) payload: bool,
+    /// Carries no mail: counts against `limits.max_junk_commands` (F3,
+    /// Postfix `smtpd_junk_command_limit`). NOOP, VRFY, EXPN, HELP, RSET,
+    /// HELO, EHLO and LHLO; not MAIL/RCPT/DATA/BDAT (they make progress),
+    /// QUIT (it ends the session), STARTTLS and AUTH (once each per TLS or
+    /// AUTH; failed AUTH has its own throttle). The count restarts after
+    /// each accepted message.
+    pub(crate) junk: bool,
 }
 
 const fn anywhere(verb: Verb, name: &'static str) -> Rule {
@@ -115,14 +122,15 @@ const fn anywhere(verb: Verb, name: &'static str) -> Rule {
         needs_tls_material: false,
         once_auth: None,
         payload: false,
+        junk: false,
     }
 }
 
 /// The table. Order is the order of [`Verb`].
 pub(crate) const VERBS: [Rule; 15] = [
-    anywhere(Verb::Ehlo, "EHLO"),
-    anywhere(Verb::Helo, "HELO"),
-    anywhere(Verb::Lhlo, "LHLO"),
+    Rule { junk: true, ..anywhere(Verb::Ehlo, "EHLO") },
+    Rule { junk: true, ..anywhere(Verb::Helo, "HELO") },
+    Rule { junk: true, ..anywhere(Verb::Lhlo, "LHLO") },
     Rule {
         needs_helo: Some("Send HELO/EHLO first"),
         txn: InTxn::Outside("Nested MAIL command"),
@@ -133,12 +141,12 @@ pub(crate) const VERBS: [Rule; 15] = [
     Rule { txn: InTxn::Inside("Need MAIL before RCPT"), ..anywhere(Verb::Rcpt, "RCPT") },
     Rule { txn: InTxn::Inside("Need MAIL and RCPT first"), ..anywhere(Verb::Data, "DATA") },
     Rule { txn: InTxn::Inside("Need MAIL and RCPT first"), between_chunks: true, payload: true, ..anywhere(Verb::Bdat, "BDAT") },
-    Rule { between_chunks: true, ..anywhere(Verb::Rset, "RSET") },
-    Rule { between_chunks: true, ..anywhere(Verb::Noop, "NOOP") },
+    Rule { between_chunks: true, junk: true, ..anywhere(Verb::Rset, "RSET") },
+    Rule { between_chunks: true, junk: true, ..anywhere(Verb::Noop, "NOOP") },
     Rule { between_chunks: true, after_refusal: true, ..anywhere(Verb::Quit, "QUIT") },
-    anywhere(Verb::Vrfy, "VRFY"),
-    anywhere(Verb::Expn, "EXPN"),
-    anywhere(Verb::Help, "HELP"),
+    Rule { junk: true, ..anywhere(Verb::Vrfy, "VRFY") },
+    Rule { junk: true, ..anywhere(Verb::Expn, "EXPN") },
+    Rule { junk: true, ..anywhere(Verb::Help, "HELP") },
     Rule {
         txn: InTxn::Outside("MAIL transaction in progress"),
         once_tls: Some("TLS already active"),
@@ -341,5 +349,12 @@ mod tests {
         for r in &VERBS {
             assert_eq!(r.payload, r.verb == Verb::Bdat);
         }
+    }
+
+    #[test]
+    fn junk_verbs_are_those_that_carry_no_mail() {
+        use Verb::*;
+        let junk: Vec<Verb> = VERBS.iter().filter(|r| r.junk).map(|r| r.verb).collect();
+        assert_eq!(junk, [Ehlo, Helo, Lhlo, Rset, Noop, Vrfy, Expn, Help]);
     }
 }

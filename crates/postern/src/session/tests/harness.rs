@@ -95,6 +95,17 @@ impl Harness {
 
     /// A session on the listener with this role, over a pipe, from `peer`.
     pub(super) async fn connect_from(&self, role: &str, peer: std::net::IpAddr) -> Client<DuplexStream> {
+        let io = self.connect_raw_from(role, peer, 64 * 1024);
+        Client { io, buf: Vec::new(), cert: self.cert() }
+    }
+
+    /// The bare client end of a session whose pipe holds `buffer` octets each way.
+    pub(super) fn connect_raw(&self, role: &str, buffer: usize) -> DuplexStream {
+        self.connect_raw_from(role, [127, 0, 0, 1].into(), buffer)
+    }
+
+    /// [`Harness::connect_raw`] from `peer`.
+    fn connect_raw_from(&self, role: &str, peer: std::net::IpAddr, buffer: usize) -> DuplexStream {
         let listener = self.settings.config.listeners.iter().find(|l| l.role.name() == role).expect("listener role").clone();
         let ctx = Context {
             settings: self.settings.clone(),
@@ -107,9 +118,14 @@ impl Harness {
             throttle: self.throttle.clone(),
         };
         let conn = Conn { peer: (peer, self.port).into(), local: ([127, 0, 0, 1], 25).into() };
-        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (client, server) = tokio::io::duplex(buffer);
         tokio::spawn(run(server, conn, ctx));
-        Client { io: client, buf: Vec::new(), cert: self.cert() }
+        client
+    }
+
+    /// The sender that signals shutdown to every session, as SIGTERM does.
+    pub(super) fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self._shutdown_tx.clone()
     }
 
     /// A session after greeting, STARTTLS and the handshake (no EHLO yet).

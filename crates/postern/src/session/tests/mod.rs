@@ -7,6 +7,7 @@
 
 mod auth_throttle;
 mod harness;
+mod limits;
 
 use harness::{b64, Client, Harness};
 
