@@ -550,6 +550,9 @@ pub struct Queue {
     /// queue's file system shared by all sessions: fewer device flushes;
     /// best when the queue has a file system of its own). Read at start.
     pub sync: SyncMode,
+    /// Most bytes of the original message a bounce or notice returns (Postfix
+    /// `bounce_size_limit`); larger: headers only, cut at this size. Default 50000.
+    pub bounce_size_limit: usize,
 }
 
 impl Default for Queue {
@@ -562,6 +565,7 @@ impl Default for Queue {
             concurrency: 20,
             min_free_space: 100 * 1024 * 1024,
             sync: SyncMode::Fsync,
+            bounce_size_limit: 50_000,
         }
     }
 }
