@@ -22,6 +22,7 @@ use postern_wire::data::dot_stuff;
 use postern_wire::reply::parse_reply_lines;
 use postern_wire::{Enhanced, Reply};
 
+use super::credentials::{pick_mechanism, Channel, Refusal};
 use super::reply::made;
 use super::{Attempt, DeliveryReply, Message, Outcome};
 use crate::config::{Endpoint, OutboundTls};
@@ -75,6 +76,8 @@ pub struct Conn {
     tls: String,
     /// How we authenticated, for the log ("" if not).
     auth_note: String,
+    /// How the connection is protected, for the credentials decision.
+    channel: Channel,
 }
 
 /// Why a connection-level step failed: every recipient without an
@@ -140,6 +143,17 @@ pub enum ConnError {
     /// Credentials would go out in plaintext.
     #[error("refusing to send credentials to {0} without TLS (smarthost_auth_plaintext = false)")]
     CredentialsWithoutTls(Endpoint),
+    /// Only password mechanisms are offered and TLS did not verify (F8).
+    #[error(
+        "refusing to send the password to {ep} over TLS whose certificate did not verify (offered: {offered}); \
+         set smarthost_tls = \"verify\""
+    )]
+    PasswordOverUnverifiedTls {
+        /// The peer.
+        ep: Endpoint,
+        /// What it offered, space-separated.
+        offered: String,
+    },
     /// No offered AUTH mechanism is one we use.
     #[error("{ep} offers no usable AUTH mechanism (offered: {offered})")]
     NoAuthMechanism {
@@ -193,6 +207,7 @@ impl ConnError {
             ConnError::Greeting { .. } | ConnError::HelloRefused { .. } => Enhanced(4, 4, 2),
             ConnError::NoStartTls(_) | ConnError::StartTlsRefused { .. } => Enhanced(4, 7, 4),
             ConnError::CredentialsWithoutTls(_) | ConnError::NoAuthMechanism { .. } => Enhanced(4, 7, 0),
+            ConnError::PasswordOverUnverifiedTls { .. } => Enhanced(4, 7, 0),
             ConnError::AuthFailed { permanent: true, .. } => Enhanced(5, 7, 8),
             ConnError::AuthFailed { permanent: false, .. } | ConnError::Sasl(_) | ConnError::ScramServer(_) => Enhanced(4, 7, 0),
             ConnError::Write(_) | ConnError::Read(_) | ConnError::ReplyTimeout | ConnError::Closed => Enhanced(4, 4, 2),
@@ -206,8 +221,9 @@ impl ConnError {
     }
 }
 
-/// TLS handshake as a client; returns the stream and a log summary.
-async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, String), ConnError> {
+/// TLS handshake as a client; returns the stream, a log summary and
+/// whether the server's certificate verified.
+async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, String, Channel), ConnError> {
     let ep = &d.endpoint;
     let tls = d.tls.as_ref().ok_or_else(|| ConnError::TlsNotConfigured(ep.clone()))?;
     let name = ServerName::try_from(d.server_name.clone())
@@ -218,15 +234,15 @@ async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, Str
         .map_err(|_| ConnError::Handshake { ep: ep.clone(), reason: "timed out".into() })?
         .map_err(|e| ConnError::Handshake { ep: ep.clone(), reason: e.to_string() })?;
     let conn = stream.get_ref().1;
-    let verified = match tls.policy {
-        OutboundTls::Verify => "verified".to_string(),
+    let (verified, channel) = match tls.policy {
+        OutboundTls::Verify => ("verified".to_string(), Channel::VerifiedTls),
         _ => match tls.verify_peer(conn, &d.server_name) {
-            Ok(()) => "verified".to_string(),
-            Err(e) => format!("unverified ({e})"),
+            Ok(()) => ("verified".to_string(), Channel::VerifiedTls),
+            Err(e) => (format!("unverified ({e})"), Channel::UnverifiedTls),
         },
     };
     let note = format!("{} {verified}", client_summary(conn));
-    Ok((Box::new(stream), note))
+    Ok((Box::new(stream), note, channel))
 }
 
 impl Conn {
@@ -235,7 +251,8 @@ impl Conn {
     pub async fn open(d: &Dest) -> Result<Conn, ConnError> {
         let ep = &d.endpoint;
         let raw = connect(ep).await?;
-        let (io, tls_note) = if d.implicit_tls { client_handshake(raw, d).await? } else { (raw, "none".to_string()) };
+        let (io, tls_note, channel) =
+            if d.implicit_tls { client_handshake(raw, d).await? } else { (raw, "none".to_string(), Channel::Plaintext) };
         let mut c = Conn {
             io: BufReader::new(io),
             ext: HashSet::new(),
@@ -243,6 +260,7 @@ impl Conn {
             lmtp: d.lmtp,
             tls: tls_note,
             auth_note: String::new(),
+            channel,
         };
         let greeting = c.reply(REPLY_TIMEOUT).await?;
         if greeting.code != 220 {
@@ -272,9 +290,16 @@ impl Conn {
             return Ok(c);
         }
         // Anything buffered after the 220 is discarded with the plaintext reader.
-        let (io, note) = client_handshake(c.io.into_inner(), d).await?;
-        let mut c =
-            Conn { io: BufReader::new(io), ext: HashSet::new(), auth_mechs: Vec::new(), lmtp: d.lmtp, tls: note, auth_note: String::new() };
+        let (io, note, channel) = client_handshake(c.io.into_inner(), d).await?;
+        let mut c = Conn {
+            io: BufReader::new(io),
+            ext: HashSet::new(),
+            auth_mechs: Vec::new(),
+            lmtp: d.lmtp,
+            tls: note,
+            auth_note: String::new(),
+            channel,
+        };
         c.hello(ep, &d.helo).await?;
         c.authenticate(d).await?;
         Ok(c)
@@ -285,14 +310,12 @@ impl Conn {
     async fn authenticate(&mut self, d: &Dest) -> Result<(), ConnError> {
         let Some((user, password)) = &d.credentials else { return Ok(()) };
         let ep = &d.endpoint;
-        if self.tls == "none" && !d.auth_plaintext {
-            return Err(ConnError::CredentialsWithoutTls(ep.clone()));
-        }
-        let offered: Vec<String> = self.auth_mechs.clone();
-        let pick = d.auth_order.iter().copied().find(|m| offered.iter().any(|o| o == m));
-        let Some(mech) = pick else {
-            return Err(ConnError::NoAuthMechanism { ep: ep.clone(), offered: offered.join(" ") });
-        };
+        let offered = &self.auth_mechs;
+        let mech = pick_mechanism(self.channel, d.auth_plaintext, offered, d.auth_order).map_err(|e| match e {
+            Refusal::NoTls => ConnError::CredentialsWithoutTls(ep.clone()),
+            Refusal::Unverified => ConnError::PasswordOverUnverifiedTls { ep: ep.clone(), offered: offered.join(" ") },
+            Refusal::NoMechanism => ConnError::NoAuthMechanism { ep: ep.clone(), offered: offered.join(" ") },
+        })?;
         use postern_wire::sasl::{client_plain, decode_response, encode_challenge, ScramClient};
         let expect = |r: &Reply, code: u16| -> Result<(), ConnError> {
             if r.code == code {
