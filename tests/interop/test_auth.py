@@ -345,5 +345,6 @@ smarthost_password_file = "{pwfile}"
     assert "mechanism=PLAIN" not in up.log() and "mechanism=LOGIN" not in up.log()
     # config check explains the fix.
     r = down.cli("config", "check", str(down.cfg))
-    assert r.returncode == 0 and 'smarthost_tls = "verify"' in r.stderr, r.stderr
-    assert "(with warnings)" in r.stdout, r.stdout
+    err, out = r.stderr.decode(), r.stdout.decode()
+    assert r.returncode == 0 and 'smarthost_tls = "verify"' in err, err
+    assert "(with warnings)" in out, out
