@@ -320,3 +320,32 @@ smarthost_password_file = "{pwfile}"
         s.sendmail("x@mx.test", ["far2@far.example"], b"Subject: must not\r\n\r\nx\r\n")
     line = wait_for(lambda: [l for l in bad.log().splitlines() if "deferred id=" in l], what="deferral")[0]
     assert "refusing to send credentials" in line, line
+
+
+def test_smarthost_password_never_over_unverified_tls(postern_factory, sink):
+    # F8: a smarthost (or a man in the middle) with a certificate that does not
+    # verify, offering only PLAIN and LOGIN, never gets the password: the mail waits.
+    up_cfg = AUTH_CONFIG.replace("{port2}", str(sink.port)).replace("[queue]", '[auth]\nmechanisms = ["PLAIN", "LOGIN"]\n[queue]')
+    up = postern_factory(up_cfg, name="up")
+    add_user(up, "relayuser", "relay pass")
+    pwfile = up.dir / "smarthost.pw"
+    pwfile.write_text("relay pass\n")
+    pwfile.chmod(0o600)
+    down_cfg = BASE_CONFIG + f"""
+[relay]
+smarthost = "127.0.0.1:{up.port}"
+smarthost_tls = "encrypt"
+smarthost_username = "relayuser"
+smarthost_password_file = "{pwfile}"
+"""
+    down = postern_factory(down_cfg, name="down")
+    with smtplib.SMTP("127.0.0.1", down.port, timeout=10) as s:
+        s.sendmail("x@mx.test", ["far@far.example"], b"Subject: must wait\r\n\r\nx\r\n")
+    line = wait_for(lambda: [l for l in down.log().splitlines() if "deferred id=" in l], what="deferral")[0]
+    assert "certificate did not verify" in line and "4.7.0" in line, line
+    assert "mechanism=PLAIN" not in up.log() and "mechanism=LOGIN" not in up.log()
+    # config check explains the fix.
+    r = down.cli("config", "check", str(down.cfg))
+    err, out = r.stderr.decode(), r.stdout.decode()
+    assert r.returncode == 0 and 'smarthost_tls = "verify"' in err, err
+    assert "(with warnings)" in out, out

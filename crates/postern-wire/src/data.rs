@@ -347,4 +347,23 @@ mod tests {
         dot_stuff(b"x\n.\ny", &mut out);
         assert_eq!(out, b"x\n..\ny\r\n.\r\n");
     }
+
+    /// NUL and other control bytes are message content (the documented
+    /// choice in docs/security.md): stored and relayed unchanged, never
+    /// flagged, and never an end-of-data marker, in DATA and in BDAT.
+    #[test]
+    fn nul_is_content_not_a_marker() {
+        let msg = b"Subject: a\x00b\r\n\r\nx\x00\r\n.\x00\r\n\x00.\r\n\x01\x1b\x7f\r\n.\r\nQUIT\r\n";
+        let (out, end, flags) = decode(msg);
+        // A leading dot is unstuffed (RFC 5321 §4.5.2) whatever follows it.
+        assert_eq!(out, b"Subject: a\x00b\r\n\r\nx\x00\r\n\x00\r\n\x00.\r\n\x01\x1b\x7f\r\n");
+        assert_eq!(end, Some(msg.len() - b"QUIT\r\n".len()));
+        assert_eq!(flags, DataFlags::default());
+        let mut scan = ChunkScanner::new(1000);
+        scan.scan(b"Subject: a\x00b\r\n\r\nx\x00\r\n");
+        assert_eq!(scan.finish(), DataFlags::default());
+        let mut stuffed = Vec::new();
+        dot_stuff(b".\x00\r\n", &mut stuffed);
+        assert_eq!(stuffed, b"..\x00\r\n.\r\n");
+    }
 }

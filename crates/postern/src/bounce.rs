@@ -110,22 +110,66 @@ pub fn owed(env: &Envelope, fresh: &HashMap<usize, DeliveryReply>) -> Vec<Failur
         .collect()
 }
 
-/// Only the header section of a message (up to the first empty line).
+/// Only the header section of a message: its lines up to the first empty
+/// line, or up to the first line that is neither a header field nor a
+/// folded continuation (RFC 5322 §2.2), so a "message" without an empty
+/// line never returns its body as "headers".
 pub fn headers_of(body: &[u8]) -> &[u8] {
-    for i in 0..body.len() {
-        if body[i..].starts_with(b"\r\n\r\n") {
-            return &body[..i + 2];
+    let mut end = 0;
+    while end < body.len() {
+        let rest = &body[end..];
+        let len = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+        let line = &rest[..len];
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        let folded = end > 0 && matches!(text.first(), Some(b' ' | b'\t'));
+        if text.is_empty() || !(folded || is_field(text)) {
+            break;
         }
-        if body[i..].starts_with(b"\n\n") {
-            return &body[..i + 1];
-        }
+        end += len;
     }
-    body
+    &body[..end]
+}
+
+/// `name: value` with a field name of printable ASCII without a colon (RFC 5322 §2.2).
+fn is_field(line: &[u8]) -> bool {
+    match line.iter().position(|&b| b == b':') {
+        Some(i) if i > 0 => line[..i].iter().all(|&b| (33..=126).contains(&b)),
+        _ => false,
+    }
+}
+
+/// What part of the original message a report returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Returned {
+    /// The whole message (RET=FULL on a bounce, within the size limit).
+    Full,
+    /// Its header section.
+    Headers,
+    /// Its header section, cut at a line boundary at the size limit.
+    HeadersCut,
+}
+
+/// The original content a report returns, never more than `limit` bytes
+/// (`queue.bounce_size_limit`, like Postfix `bounce_size_limit`): the whole
+/// message only when `full` was asked for and it fits, else its headers,
+/// themselves cut at the last whole line within the limit.
+pub fn returned(original: &[u8], full: bool, limit: usize) -> (&[u8], Returned) {
+    if full && original.len() <= limit {
+        return (original, Returned::Full);
+    }
+    let headers = headers_of(original);
+    if headers.len() <= limit {
+        return (headers, Returned::Headers);
+    }
+    let cut = headers[..limit].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    (&headers[..cut], Returned::HeadersCut)
 }
 
 /// Builds the report message text (CRLF) for `env`: a bounce, a delay
 /// warning or a success notice, depending on the entries' action.
-pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u8], date: &str) -> Vec<u8> {
+/// At most `limit` bytes of `original` are returned (see [`returned`]).
+pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u8], date: &str, limit: usize) -> Vec<u8> {
     let kind = failures.first().map(|f| f.action).unwrap_or(Action::Failed);
     let (subject, intro) = match kind {
         Action::Failed => (
@@ -141,7 +185,9 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
             "Your message was delivered to (or handed on for) the\r\nrecipients listed below, as you asked.",
         ),
     };
-    let full = env.ret.as_deref() == Some("FULL") && kind == Action::Failed;
+    // RET=HDRS, no RET, and every delay or success notice: headers only.
+    let asked_full = env.ret.as_deref() == Some("FULL") && kind == Action::Failed;
+    let (part, what) = returned(original, asked_full, limit);
     let boundary = format!("{}.{}/{}", env.id, crate::time::now_unix(), hostname);
     let mut m = String::new();
     m.push_str(&format!("From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"));
@@ -157,6 +203,15 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
     m.push_str(&format!("This is the mail system at host {hostname}.\r\n\r\n{intro}\r\n\r\n"));
     for f in failures {
         m.push_str(&format!("<{}>: {}\r\n", f.address, one_line(&f.reply.to_string())));
+    }
+    match what {
+        Returned::Headers if asked_full => m.push_str(&format!(
+            "\r\nThe message is larger than {limit} bytes, the most a report returns:\r\nonly its headers are attached.\r\n"
+        )),
+        Returned::HeadersCut => m.push_str(&format!(
+            "\r\nThe message's headers are larger than {limit} bytes, the most a report\r\nreturns: they are cut at that size, and the body is not attached.\r\n"
+        )),
+        _ => {}
     }
     m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"));
     m.push_str(&format!("Reporting-MTA: dns; {hostname}\r\nX-Postern-Queue-ID: {}\r\n", env.id));
@@ -181,13 +236,12 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
         m.push_str(&format!("Diagnostic-Code: smtp; {}\r\n", one_line(&f.reply.to_string())));
         m.push_str(&format!("Last-Attempt-Date: {date}\r\n"));
     }
-    if full {
+    if what == Returned::Full {
         m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Undelivered Message\r\nContent-Type: message/rfc822\r\n\r\n"));
     } else {
         m.push_str(&format!("\r\n--{boundary}\r\nContent-Description: Message Headers\r\nContent-Type: text/rfc822-headers\r\n\r\n"));
     }
     let mut out = m.into_bytes();
-    let part = if full { original } else { headers_of(original) };
     out.extend_from_slice(&postern_wire::data::normalize_crlf(part));
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
@@ -221,9 +275,8 @@ mod tests {
         assert_eq!(f(DeliveryReply::new(250, Enhanced(2, 0, 0), "ok"), Action::Relayed), "2.0.0");
     }
 
-    #[test]
-    fn report_shape() {
-        let env = Envelope {
+    fn envelope(ret: Option<&str>) -> Envelope {
+        Envelope {
             version: ENVELOPE_VERSION,
             id: QueueId::parse("00000000000000AB").unwrap(),
             created: 0,
@@ -246,12 +299,17 @@ mod tests {
             smtputf8: false,
             client: String::new(),
             helo: None,
-            ret: None,
+            ret: ret.map(String::from),
             envid: None,
             quarantine: None,
-        };
+        }
+    }
+
+    #[test]
+    fn report_shape() {
+        let env = envelope(None);
         let f = owed(&env, &HashMap::new());
-        let out = String::from_utf8(build("mx.example", &env, &f, b"Subject: hi\r\nX: y\r\n\r\nsecret body\r\n", "DATE")).unwrap();
+        let out = String::from_utf8(build("mx.example", &env, &f, b"Subject: hi\r\nX: y\r\n\r\nsecret body\r\n", "DATE", 50_000)).unwrap();
         for want in [
             "multipart/report; report-type=delivery-status",
             "Final-Recipient: rfc822; bob@y.example\r\n",
@@ -265,5 +323,73 @@ mod tests {
         }
         assert!(!out.contains("secret body"));
         assert!(!out.contains('\n') || !out.replace("\r\n", "").contains('\n'), "bare LF in bounce");
+    }
+
+    #[test]
+    fn headers_stop_at_the_first_line_that_is_no_header() {
+        for (input, want) in [
+            (&b"Subject: a\r\n folded\r\n\r\nbody\r\n"[..], &b"Subject: a\r\n folded\r\n"[..]),
+            (b"Subject: a\nX: b\n\nbody\n", b"Subject: a\nX: b\n"),
+            // No empty line: the body must not pass for headers (F4).
+            (b"Subject: a\r\nsecret body line\r\nmore\r\n", b"Subject: a\r\n"),
+            (b"secret body without headers", b""),
+            (b" leading fold\r\nX: y\r\n", b""),
+            (b"\r\nbody", b""),
+            (b"Subject: unterminated", b"Subject: unterminated"),
+        ] {
+            assert_eq!(headers_of(input), want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn returned_content_is_capped() {
+        let msg = b"Subject: hi\r\nX: y\r\n\r\nbody\r\n";
+        assert_eq!(returned(msg, true, 1000), (&msg[..], Returned::Full));
+        assert_eq!(returned(msg, false, 1000), (&msg[..19], Returned::Headers));
+        assert_eq!(returned(msg, true, 25), (&msg[..19], Returned::Headers));
+        assert_eq!(returned(msg, true, 18), (&msg[..13], Returned::HeadersCut));
+        assert_eq!(returned(msg, true, 5), (&msg[..0], Returned::HeadersCut));
+    }
+
+    fn report(ret: Option<&str>, action: Action, original: &[u8], limit: usize) -> String {
+        let env = envelope(ret);
+        let f: Vec<Failure> = env.recipients.iter().map(|r| Failure::from_recipient(r, action)).collect();
+        String::from_utf8(build("mx.example", &env, &f, original, "DATE", limit)).unwrap()
+    }
+
+    #[test]
+    fn ret_hdrs_and_notices_never_return_the_body() {
+        let msg = b"Subject: hi\r\n\r\nsecret body\r\n";
+        for (ret, action) in [
+            (Some("HDRS"), Action::Failed),
+            (None, Action::Failed),
+            (Some("FULL"), Action::Delayed),
+            (Some("FULL"), Action::Delivered),
+            (Some("FULL"), Action::Relayed),
+        ] {
+            let out = report(ret, action, msg, 50_000);
+            assert!(!out.contains("secret body"), "{ret:?} {action:?}:\n{out}");
+            assert!(out.contains("text/rfc822-headers\r\n\r\nSubject: hi\r\n"), "{out}");
+        }
+        let out = report(Some("FULL"), Action::Failed, msg, 50_000);
+        assert!(out.contains("Content-Type: message/rfc822\r\n\r\nSubject: hi\r\n\r\nsecret body\r\n"), "{out}");
+    }
+
+    #[test]
+    fn a_large_message_returns_headers_only_and_says_so() {
+        let mut msg = b"Subject: big\r\n\r\n".to_vec();
+        msg.extend(std::iter::repeat_n(b'x', 60_000));
+        let out = report(Some("FULL"), Action::Failed, &msg, 50_000);
+        assert!(out.len() < 5_000, "{} bytes", out.len());
+        assert!(out.contains("larger than 50000 bytes") && out.contains("only its headers are attached"), "{out}");
+        assert!(out.contains("text/rfc822-headers\r\n\r\nSubject: big\r\n"), "{out}");
+        // Headers larger than the limit are cut at a line boundary.
+        let mut huge = Vec::new();
+        for i in 0..10_000 {
+            huge.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(40)).as_bytes());
+        }
+        let out = report(None, Action::Failed, &huge, 50_000);
+        assert!(out.len() < 55_000, "{} bytes", out.len());
+        assert!(out.contains("they are cut at that size"), "{out}");
     }
 }

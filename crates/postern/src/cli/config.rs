@@ -32,7 +32,12 @@ pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
                             file.display()
                         );
                     }
-                    println!("{}: ok{}", file.display(), if open.is_empty() { "" } else { " (with warnings)" });
+                    let credentials = crate::delivery::credentials::config_warning(&s.config.relay);
+                    if let Some(w) = &credentials {
+                        eprintln!("{}: warning: {w}", file.display());
+                    }
+                    let warned = !open.is_empty() || credentials.is_some();
+                    println!("{}: ok{}", file.display(), if warned { " (with warnings)" } else { "" });
                     exit::OK
                 }
                 Err(e) => {

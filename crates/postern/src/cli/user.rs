@@ -4,6 +4,7 @@
 //! May touch: `DATA/users.json`, the terminal or standard input (passwords),
 //! the sasldb2 / passwd files named for import (read), standard output.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use super::sysexits as exit;
@@ -96,7 +97,8 @@ pub(super) fn run(s: &Settings, action: UserCmd) -> i32 {
             return exit::CONFIG;
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&s.data_dir) {
+    // 0700 whatever the umask, like the daemon makes it (review F13).
+    if let Err(e) = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&s.data_dir) {
         eprintln!("postern user: {}: {e}", s.data_dir.display());
         return exit::CANTCREAT;
     }

@@ -480,6 +480,9 @@ pub struct Queue {
     /// together; recipients still open then are deferred (4.4.7). Default "30m".
     #[serde(deserialize_with = "duration")]
     pub attempt_timeout: Duration,
+    /// Most bytes of the original message a bounce or notice returns (Postfix
+    /// `bounce_size_limit`); larger: headers only, cut at this size. Default 50000.
+    pub bounce_size_limit: usize,
 }
 
 impl Default for Queue {
@@ -493,6 +496,7 @@ impl Default for Queue {
             min_free_space: 100 * 1024 * 1024,
             sync: SyncMode::Fsync,
             attempt_timeout: Duration::from_secs(1800),
+            bounce_size_limit: 50_000,
         }
     }
 }

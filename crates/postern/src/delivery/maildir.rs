@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -72,12 +73,14 @@ fn unique_name(host: &str) -> String {
 
 /// Writes one message into the Maildir `dir`; returns the file in `new/`.
 pub fn write_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::io::Result<PathBuf> {
+    // 0700 directories and 0600 messages whatever the umask (review F13):
+    // a mailbox is private to its owner.
     for sub in ["tmp", "new", "cur"] {
-        fs::create_dir_all(dir.join(sub))?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir.join(sub))?;
     }
     let name = unique_name(host);
     let tmp = dir.join("tmp").join(&name);
-    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
     let result = (|| {
         let mut out = Vec::with_capacity(msg.body.len() + 128);
         out.extend_from_slice(format!("Return-Path: <{}>\nDelivered-To: {}\n", msg.sender, rcpt).as_bytes());
@@ -133,5 +136,28 @@ mod tests {
         assert_eq!(text, "Return-Path: <s@x.example>\nDelivered-To: alice@localhost\nSubject: hi\n\nbody\n");
         assert!(fs::read_dir(dir.path().join("alice/tmp")).unwrap().next().is_none());
         assert!(matches!(deliver_one(dir.path(), "h", &msg, "../x@localhost"), Outcome::Failed(_)));
+    }
+
+    #[test]
+    fn mailboxes_are_private_whatever_the_umask() {
+        use nix::sys::stat::{umask, Mode};
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let msg = Message {
+            id: QueueId::generate(),
+            sender: "s@x.example".into(),
+            body: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
+            eight_bit: false,
+            smtputf8: false,
+            dsn: Default::default(),
+        };
+        let old = umask(Mode::empty());
+        let path = write_maildir(&dir.path().join("root/bob"), "h", &msg, "bob@localhost");
+        umask(old);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path.unwrap()), 0o600, "message");
+        for d in ["root", "root/bob", "root/bob/tmp", "root/bob/new", "root/bob/cur"] {
+            assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
+        }
     }
 }

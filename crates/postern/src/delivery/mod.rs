@@ -10,6 +10,7 @@
 //!
 //! May touch: through the transports, the network and the Maildir root.
 
+pub mod credentials;
 pub mod lmtp;
 pub mod maildir;
 pub mod mx;

@@ -185,6 +185,35 @@ pub fn order(mut mx: Vec<(u16, String)>, seed: u64) -> Vec<String> {
     seen
 }
 
+/// Most entries in each per-domain (or per-host) map of [`MxDelivery`]:
+/// past it, entries not in use are pruned, so mail to ever new domains
+/// cannot grow them without bound (review, info notes of F14).
+const MAX_MAP_ENTRIES: usize = 10_000;
+
+/// Keeps `map` below `cap` entries before an insert: drops the entries
+/// `idle` says nobody uses. Entries in use stay (they are bounded by the
+/// deliveries under way).
+fn prune_idle<V>(map: &mut HashMap<String, V>, cap: usize, idle: impl Fn(&V) -> bool) {
+    if map.len() >= cap {
+        map.retain(|_, v| !idle(v));
+    }
+}
+
+/// Records a dead domain in `dead` (at most `cap` entries): expired entries
+/// go first, then, if it is still full, the one that expires soonest.
+fn mark_dead(dead: &mut HashMap<String, (Instant, String)>, cap: usize, domain: &str, until: Instant, why: String) {
+    if !dead.contains_key(domain) {
+        let now = Instant::now();
+        prune_idle(dead, cap, |(t, _)| *t <= now);
+        if dead.len() >= cap {
+            if let Some(k) = dead.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| k.clone()) {
+                dead.remove(&k);
+            }
+        }
+    }
+    dead.insert(domain.to_string(), (until, why));
+}
+
 /// MX delivery state shared by all attempts.
 pub struct MxDelivery {
     resolver: MxResolver,
@@ -228,6 +257,8 @@ impl MxDelivery {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        // A pool only the map holds has no delivery under way.
+        prune_idle(&mut pools, MAX_MAP_ENTRIES, |p| Arc::strong_count(p) == 1);
         pools
             .entry(key)
             .or_insert_with(|| {
@@ -261,6 +292,9 @@ impl MxDelivery {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
+            if !m.contains_key(domain) {
+                prune_idle(&mut m, MAX_MAP_ENTRIES, |s| Arc::strong_count(s) == 1);
+            }
             m.entry(domain.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.concurrency))).clone()
         };
         let Ok(_permit) = sem.acquire_owned().await else { return (format!("mx:{domain}"), defer(MxError::ShuttingDown)) };
@@ -307,7 +341,7 @@ impl MxDelivery {
             }
         }
         if let Ok(mut d) = self.dead.lock() {
-            d.insert(domain.to_string(), (Instant::now() + self.backoff, last.clone()));
+            mark_dead(&mut d, MAX_MAP_ENTRIES, domain, Instant::now() + self.backoff, last.clone());
         }
         (format!("mx:{domain}"), defer(MxError::Unreachable { domain: domain.to_string(), last }))
     }
@@ -364,5 +398,36 @@ mod tests {
             firsts.insert(o[0].clone());
         }
         assert_eq!(firsts.len(), 2, "equal preferences must be shuffled");
+    }
+
+    #[test]
+    fn per_domain_maps_are_pruned() {
+        let mut m: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let busy = Arc::new(Semaphore::new(1));
+        m.insert("busy.example".into(), busy.clone());
+        for i in 0..100 {
+            prune_idle(&mut m, 10, |s| Arc::strong_count(s) == 1);
+            m.insert(format!("d{i}.example"), Arc::new(Semaphore::new(1)));
+            assert!(m.len() <= 10, "{} entries", m.len());
+        }
+        assert!(m.contains_key("busy.example"), "an entry in use was dropped");
+        drop(busy);
+    }
+
+    #[test]
+    fn dead_domains_are_capped() {
+        let mut dead = HashMap::new();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        mark_dead(&mut dead, 3, "expired.example", now - Duration::from_secs(1), "x".into());
+        for i in 0..50 {
+            mark_dead(&mut dead, 3, &format!("d{i}.example"), later + Duration::from_secs(i), "x".into());
+            assert!(dead.len() <= 3);
+        }
+        assert!(!dead.contains_key("expired.example"));
+        // The newest stay; a domain already there is updated in place.
+        assert!(dead.contains_key("d49.example") && dead.contains_key("d48.example"));
+        mark_dead(&mut dead, 3, "d49.example", later, "y".into());
+        assert_eq!(dead.len(), 3);
     }
 }

@@ -37,7 +37,7 @@ use crate::config::{Milter as MilterConfig, MilterDefault};
 use crate::maillog;
 use crate::spool::Draft;
 
-use filter::{Failure, Filter};
+use filter::{Failure, Filter, Mods};
 pub use local::filter_local;
 pub use rewrite::{rewrite_draft, write_rewrite, Rewrite};
 
@@ -386,13 +386,20 @@ impl Milters {
                 i += 1;
                 continue;
             }
-            let mut mods = Vec::new();
+            let mut mods = Mods::new(max_size);
             let r = self.filters[i].send_message(draft, &headers, body.as_deref(), body_offset, eoh, eom, &mut mods).await;
             let final_reply = match r {
                 Ok(f) => f,
                 Err(e) => {
                     let cfg = self.filters.remove(i).cfg;
-                    if let Some(v) = self.fail(&cfg, Stage::Eom, &e) {
+                    let verdict = self.fail(&cfg, Stage::Eom, &e);
+                    // Changes too large are never applied, nor is the message
+                    // accepted without them: it waits (F14).
+                    let verdict = match e {
+                        Failure::ModificationsTooLarge(_) => Some(Verdict::Reject(codes::milter_tempfail())),
+                        _ => verdict,
+                    };
+                    if let Some(v) = verdict {
                         out.verdict = v;
                         return out;
                     }
@@ -405,7 +412,7 @@ impl Milters {
                 let name = self.filters[i].cfg.name.clone();
                 let allowed = self.filters[i].actions;
                 let mut new_body: Option<Vec<u8>> = None;
-                for m in mods {
+                for m in mods.list {
                     let (need, what, detail) = rewrite::describe(&m);
                     if allowed & need == 0 {
                         self.log(&name, "eom", &[("action", what), ("error", "action not negotiated, ignored")]);

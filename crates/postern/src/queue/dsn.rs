@@ -23,7 +23,7 @@ impl Scheduler {
             return false;
         }
         let kind = entries[0].action.as_str();
-        let text = bounce::build(&settings.hostname, env, &entries, body, &rfc5322_date());
+        let text = bounce::build(&settings.hostname, env, &entries, body, &rfc5322_date(), settings.config.queue.bounce_size_limit);
         match enqueue(&self.inner.spool, "", std::slice::from_ref(&env.sender), &text, "local") {
             Ok(nid) => {
                 maillog::dsn(&[("id", env.id.as_str()), ("kind", kind), ("notice_id", nid.as_str()), ("to", &env.sender)]);
@@ -88,7 +88,7 @@ impl Scheduler {
         if env.sender.is_empty() {
             maillog::bounced(&[("id", env.id.as_str()), ("result", "suppressed: null sender, never bounce a bounce")]);
         } else {
-            let text = bounce::build(&settings.hostname, env, &failures, body, &rfc5322_date());
+            let text = bounce::build(&settings.hostname, env, &failures, body, &rfc5322_date(), settings.config.queue.bounce_size_limit);
             match enqueue(&self.inner.spool, "", std::slice::from_ref(&env.sender), &text, "local") {
                 Ok(bid) => {
                     maillog::bounced(&[("id", env.id.as_str()), ("bounce_id", bid.as_str()), ("to", &env.sender)]);

@@ -12,6 +12,7 @@
 mod listener;
 mod privdrop;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,8 +82,10 @@ pub enum ServerError {
 /// Creates the data directory layout; returns the spool.
 pub fn prepare_data_dir(settings: &Settings) -> Result<Spool, ServerError> {
     let d = &settings.data_dir;
-    std::fs::create_dir_all(d).map_err(|source| ServerError::DataDir { what: "data directory", path: d.clone(), source })?;
-    std::fs::create_dir_all(&settings.maildir_root).map_err(|source| ServerError::DataDir {
+    // 0700 whatever the umask (review F13); an existing directory keeps its mode.
+    let private = |p: &std::path::Path| std::fs::DirBuilder::new().recursive(true).mode(0o700).create(p);
+    private(d).map_err(|source| ServerError::DataDir { what: "data directory", path: d.clone(), source })?;
+    private(&settings.maildir_root).map_err(|source| ServerError::DataDir {
         what: "Maildir root",
         path: settings.maildir_root.clone(),
         source,

@@ -48,7 +48,7 @@ pub(super) fn drop_privileges(settings: &Settings) -> Result<(), PrivilegeError>
         .map_err(|source| PrivilegeError::Lookup { name: name.clone(), source })?
         .ok_or_else(|| PrivilegeError::NoSuchUser(name.clone()))?;
     // The data directory must belong to the user we become.
-    chown_tree(&settings.data_dir, user.uid, user.gid);
+    chown_tree(&settings.data_dir, &settings.maildir_root, user.uid, user.gid);
     setgroups(&[user.gid]).map_err(|source| PrivilegeError::Switch { call: "setgroups", source })?;
     setgid(user.gid).map_err(|source| PrivilegeError::Switch { call: "setgid", source })?;
     setuid(user.uid).map_err(|source| PrivilegeError::Switch { call: "setuid", source })?;
@@ -56,27 +56,77 @@ pub(super) fn drop_privileges(settings: &Settings) -> Result<(), PrivilegeError>
     Ok(())
 }
 
-/// Gives `root` and everything below it to `uid:gid`, best effort. `root`
-/// itself is the configured data directory and may be a symbolic link to
-/// it; below it, symbolic links are changed themselves (`lchown`, i.e.
-/// `fchownat(AT_SYMLINK_NOFOLLOW)`) and never followed, so a link planted in
-/// the data directory cannot make root chown a file elsewhere.
-pub(super) fn chown_tree(root: &Path, uid: Uid, gid: Gid) {
+/// Gives what postern made under the data directory `root` to `uid:gid`,
+/// best effort. `root` itself is the configured data directory and may be
+/// a symbolic link to it. Below it, only directories and regular files are
+/// changed (`lchown`, i.e. `fchownat(AT_SYMLINK_NOFOLLOW)`, so a file
+/// swapped for a link meanwhile is not followed either); symbolic links,
+/// FIFOs, sockets and devices are left alone and never followed (review
+/// F7). Inside the Maildir root (`maildirs`, when it lies under `root`)
+/// only the directories postern makes are changed (the root, each mailbox
+/// and its `tmp`, `new`, `cur`), never messages or folders someone else made.
+pub(super) fn chown_tree(root: &Path, maildirs: &Path, uid: Uid, gid: Gid) {
     let _ = std::os::unix::fs::chown(root, Some(uid.as_raw()), Some(gid.as_raw()));
+    // Compare real paths, so `maildirs` is recognised however it is spelled.
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let maildirs = maildirs.canonicalize().unwrap_or_else(|_| maildirs.to_path_buf());
     if root.is_dir() {
-        chown_below(root, uid, gid);
+        chown_below(&root, &maildirs, uid, gid);
     }
 }
 
-fn chown_below(dir: &Path, uid: Uid, gid: Gid) {
+/// What the chown walk does with one entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Visit {
+    /// Change it and descend (a directory of ours).
+    Descend,
+    /// Change it only.
+    Change,
+    /// Leave it alone.
+    Skip,
+}
+
+/// The decision for an entry of type `t`, `depth` levels below the Maildir
+/// root (`None` outside it): pure, table-tested.
+fn visit(t: std::fs::FileType, maildir_depth: Option<usize>) -> Visit {
+    match maildir_depth {
+        _ if !(t.is_dir() || t.is_file()) => Visit::Skip,
+        None if t.is_dir() => Visit::Descend,
+        None => Visit::Change,
+        // The root's children: mailboxes.
+        Some(0) if t.is_dir() => Visit::Descend,
+        // A mailbox's tmp/new/cur: the caller checks the name.
+        Some(1) if t.is_dir() => Visit::Change,
+        Some(_) => Visit::Skip,
+    }
+}
+
+fn chown_below(dir: &Path, maildirs: &Path, uid: Uid, gid: Gid) {
+    let depth = if dir == maildirs { Some(0) } else { None };
+    chown_walk(dir, maildirs, depth, uid, gid);
+}
+
+fn chown_walk(dir: &Path, maildirs: &Path, depth: Option<usize>, uid: Uid, gid: Gid) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
+        // `DirEntry::file_type` does not follow links.
+        let Ok(t) = e.file_type() else { continue };
+        let mut action = visit(t, depth);
+        if depth == Some(1) && !matches!(e.file_name().to_str(), Some("tmp" | "new" | "cur")) {
+            action = Visit::Skip;
+        }
+        if action == Visit::Skip {
+            continue;
+        }
         let _ = std::os::unix::fs::lchown(&p, Some(uid.as_raw()), Some(gid.as_raw()));
-        // `DirEntry::file_type` does not follow links: a link to a
-        // directory is not descended into.
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            chown_below(&p, uid, gid);
+        if action == Visit::Descend {
+            let next = match depth {
+                Some(n) => Some(n + 1),
+                None if p == maildirs => Some(0),
+                None => None,
+            };
+            chown_walk(&p, maildirs, next, uid, gid);
         }
     }
 }
@@ -103,10 +153,64 @@ mod tests {
         let before_file = ctime(&outside.path().join("secret"));
         let before_dir = ctime(outside.path());
         std::thread::sleep(std::time::Duration::from_millis(20));
-        chown_tree(data.path(), uid, gid);
+        chown_tree(data.path(), &data.path().join("mail"), uid, gid);
         assert_eq!(ctime(&outside.path().join("secret")), before_file, "a symlinked file was chowned through the link");
         assert_eq!(ctime(outside.path()), before_dir, "a symlinked directory was chowned through the link");
         let inner = std::fs::metadata(data.path().join("queue/active/a.json")).unwrap();
         assert_eq!(inner.uid(), uid.as_raw());
+    }
+
+    #[test]
+    fn chown_tree_touches_only_what_postern_made() {
+        use std::os::unix::fs::FileTypeExt;
+        let data = tempfile::tempdir().unwrap();
+        let d = data.path();
+        for dir in ["queue/active", "mail/alice/new", "mail/alice/cur", "mail/alice/tmp", "mail/alice/.Archive/cur"] {
+            std::fs::create_dir_all(d.join(dir)).unwrap();
+        }
+        for f in ["queue/active/a.json", "users.json", "mail/alice/new/1.msg", "mail/alice/dovecot.index", "mail/stray"] {
+            std::fs::write(d.join(f), b"x").unwrap();
+        }
+        nix::unistd::mkfifo(&d.join("queue/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(std::fs::symlink_metadata(d.join("queue/fifo")).unwrap().file_type().is_fifo());
+        let ctime = |p: &str| {
+            let m = std::fs::symlink_metadata(d.join(p)).unwrap();
+            m.ctime() * 1_000_000_000 + m.ctime_nsec()
+        };
+        let all = [
+            "queue",
+            "queue/active",
+            "queue/active/a.json",
+            "users.json",
+            "mail",
+            "mail/alice",
+            "mail/alice/new",
+            "mail/alice/cur",
+            "mail/alice/tmp",
+            "mail/alice/new/1.msg",
+            "mail/alice/dovecot.index",
+            "mail/alice/.Archive",
+            "mail/alice/.Archive/cur",
+            "mail/stray",
+            "queue/fifo",
+        ];
+        let before: Vec<i64> = all.iter().map(|p| ctime(p)).collect();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        chown_tree(d, &d.join("mail"), Uid::current(), Gid::current());
+        let changed: Vec<&str> = all.iter().zip(before).filter(|(p, t)| ctime(p) != *t).map(|(p, _)| *p).collect();
+        assert_eq!(
+            changed,
+            [
+                "queue",
+                "queue/active",
+                "queue/active/a.json",
+                "users.json",
+                "mail",
+                "mail/alice",
+                "mail/alice/new",
+                "mail/alice/cur",
+                "mail/alice/tmp"
+            ]
+        );
     }
 }

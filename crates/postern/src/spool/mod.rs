@@ -21,6 +21,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -137,9 +138,20 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     write_new(path, bytes, true)
 }
 
+/// Mode of every file in the spool, set at creation so the umask never
+/// widens it (review F13): queued mail is private to postern.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of the spool's directories.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Opens a new private file (`create_new`, [`FILE_MODE`]).
+fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path)
+}
+
 /// Writes a new file, fdatasync'd when `sync`.
 fn write_new(path: &Path, bytes: &[u8], sync: bool) -> Result<(), SpoolError> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err("create", path))?;
+    let mut f = create_private(path).map_err(io_err("create", path))?;
     f.write_all(bytes).map_err(io_err("write", path))?;
     if sync {
         f.sync_data().map_err(io_err("fsync", path))?;
@@ -221,7 +233,7 @@ impl Draft {
     pub fn rewrite(&mut self, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), SpoolError> {
         let new_path = self.path.with_extension("eml.new");
         let result = (|| {
-            let f = OpenOptions::new().write(true).create(true).truncate(true).open(&new_path)?;
+            let f = OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(&new_path)?;
             let mut out = BufWriter::with_capacity(64 * 1024, f);
             let mut counter = CountingWriter { inner: &mut out, count: 0 };
             fill(&mut counter)?;
@@ -273,9 +285,14 @@ impl Drop for Draft {
 impl Spool {
     /// Opens (creating if needed) the spool under `root` (`DATA/queue`).
     pub fn open(root: &Path) -> Result<Spool, SpoolError> {
-        for d in ["tmp", "messages", "active", "hold"] {
-            let p = root.join(d);
-            fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
+        // Created 0700 whatever the umask, and an existing spool made under a
+        // wide umask (F13) is narrowed: nothing but postern reads queued mail.
+        for p in std::iter::once(root.to_path_buf()).chain(["tmp", "messages", "active", "hold"].map(|d| root.join(d))) {
+            fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(&p).map_err(io_err("create directory", &p))?;
+            let mode = fs::metadata(&p).map_err(io_err("stat", &p))?.permissions().mode();
+            if mode & 0o077 != 0 {
+                fs::set_permissions(&p, fs::Permissions::from_mode(DIR_MODE)).map_err(io_err("chmod", &p))?;
+            }
         }
         let root_dir = File::open(root).map_err(io_err("open", root))?;
         Ok(Spool {
@@ -327,7 +344,7 @@ impl Spool {
         let path = self.dir("tmp").join(format!("{id}.eml"));
         let f = {
             let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_err("create", &path))?
+            create_private(&path).map_err(io_err("create", &path))?
         };
         Ok(Draft { id, path, out: Some(BufWriter::with_capacity(64 * 1024, f)), written: 0, error: None })
     }
@@ -371,7 +388,7 @@ impl Spool {
         let env_bytes = envelope_bytes(env).map_err(io_err("serialise", &env_tmp))?;
         let mut env_file = {
             let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            OpenOptions::new().write(true).create_new(true).open(&env_tmp).map_err(io_err("create", &env_tmp))?
+            create_private(&env_tmp).map_err(io_err("create", &env_tmp))?
         };
         env_file.write_all(&env_bytes).map_err(io_err("write", &env_tmp))?;
         if per_file {

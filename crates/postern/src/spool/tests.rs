@@ -95,3 +95,42 @@ fn ids_are_unique_and_parse() {
     assert_eq!(QueueId::parse(&a.as_str().to_lowercase()), Some(a));
     assert_eq!(QueueId::parse("../../etc/passwd"), None);
 }
+
+/// Runs `f` with a permissive umask (000), restoring the old one after.
+pub(crate) fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+    use nix::sys::stat::{umask, Mode};
+    let old = umask(Mode::from_bits_truncate(mask));
+    let out = f();
+    umask(old);
+    out
+}
+
+#[test]
+fn spool_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("queue");
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (spool, id) = with_umask(0, || {
+        let spool = Spool::open(&root).unwrap();
+        let mut d = spool.draft().unwrap();
+        assert_eq!(mode(&d.path), 0o600, "draft");
+        d.write(b"Subject: x\r\n\r\nhi\r\n");
+        d.rewrite(|w| w.write_all(b"Subject: y\r\n\r\nhi\r\n")).unwrap();
+        assert_eq!(mode(&d.path), 0o600, "rewritten draft");
+        let id = d.id.clone();
+        let e = env(&id);
+        spool.commit(d, &e).unwrap();
+        spool.update(&e, Place::Active).unwrap();
+        (spool, id)
+    });
+    for d in ["", "tmp", "messages", "active", "hold"] {
+        assert_eq!(mode(&root.join(d)), 0o700, "{d}/");
+    }
+    assert_eq!(mode(&spool.env_path(&id, Place::Active)), 0o600, "envelope");
+    assert_eq!(mode(&spool.body_path(&id)), 0o600, "message");
+    // A spool made earlier under a wide umask is narrowed when opened.
+    fs::set_permissions(root.join("active"), fs::Permissions::from_mode(0o755)).unwrap();
+    Spool::open(&root).unwrap();
+    assert_eq!(mode(&root.join("active")), 0o700);
+}

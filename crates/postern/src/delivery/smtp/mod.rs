@@ -20,10 +20,14 @@ use tokio::net::{TcpStream, UnixStream};
 use postern_wire::command::{Body, MailParams, RcptParams};
 use postern_wire::data::dot_stuff;
 use postern_wire::reply::parse_reply_lines;
-use postern_wire::{Enhanced, Reply};
+use postern_wire::Reply;
 
+mod error;
+
+pub use self::error::ConnError;
+use super::credentials::{pick_mechanism, Channel, Refusal};
 use super::reply::made;
-use super::{Attempt, DeliveryReply, Message, Outcome};
+use super::{Attempt, Message, Outcome};
 use crate::config::{Endpoint, OutboundTls};
 use crate::tls::{client_summary, ClientTls};
 
@@ -82,144 +86,13 @@ pub struct Conn {
     tls: String,
     /// How we authenticated, for the log ("" if not).
     auth_note: String,
+    /// How the connection is protected, for the credentials decision.
+    channel: Channel,
 }
 
-/// Why a connection-level step failed: every recipient without an
-/// outcome is deferred (or, for 5.7.8, failed) with [`ConnError::reply`].
-#[derive(Debug, thiserror::Error)]
-pub enum ConnError {
-    /// TCP or unix-socket connect failed or timed out.
-    #[error("connect to {ep}: {reason}")]
-    Connect {
-        /// The peer.
-        ep: Endpoint,
-        /// "timed out" or the OS error.
-        reason: String,
-    },
-    /// The policy wants TLS but no client TLS material was configured.
-    #[error("TLS to {0} is not configured")]
-    TlsNotConfigured(Endpoint),
-    /// The configured TLS server name is not a valid name.
-    #[error("bad TLS server name {name:?}: {reason}")]
-    BadServerName {
-        /// The name.
-        name: String,
-        /// Why.
-        reason: String,
-    },
-    /// The TLS handshake failed or timed out.
-    #[error("TLS handshake with {ep}: {reason}")]
-    Handshake {
-        /// The peer.
-        ep: Endpoint,
-        /// "timed out" or the TLS error.
-        reason: String,
-    },
-    /// The greeting was not 220.
-    #[error("{ep} greeted with {reply}")]
-    Greeting {
-        /// The peer.
-        ep: Endpoint,
-        /// Its greeting.
-        reply: String,
-    },
-    /// EHLO/LHLO was refused.
-    #[error("{ep} refused {verb}: {reply}")]
-    HelloRefused {
-        /// The peer.
-        ep: Endpoint,
-        /// "EHLO" or "LHLO".
-        verb: &'static str,
-        /// Its reply.
-        reply: String,
-    },
-    /// TLS is required and the peer does not offer STARTTLS.
-    #[error("TLS required but {0} does not offer STARTTLS")]
-    NoStartTls(Endpoint),
-    /// TLS is required and the peer refused STARTTLS.
-    #[error("{ep} refused STARTTLS: {reply}")]
-    StartTlsRefused {
-        /// The peer.
-        ep: Endpoint,
-        /// Its reply.
-        reply: String,
-    },
-    /// Credentials would go out in plaintext.
-    #[error("refusing to send credentials to {0} without TLS (smarthost_auth_plaintext = false)")]
-    CredentialsWithoutTls(Endpoint),
-    /// No offered AUTH mechanism is one we use.
-    #[error("{ep} offers no usable AUTH mechanism (offered: {offered})")]
-    NoAuthMechanism {
-        /// The peer.
-        ep: Endpoint,
-        /// What it offered, space-separated.
-        offered: String,
-    },
-    /// The peer rejected our AUTH; `permanent` for a 5xx (5.7.8).
-    #[error("AUTH {mech} at {ep} failed: {reply}")]
-    AuthFailed {
-        /// The mechanism.
-        mech: &'static str,
-        /// The peer.
-        ep: Endpoint,
-        /// Its reply.
-        reply: String,
-        /// 5xx: the credentials are wrong, not a passing problem.
-        permanent: bool,
-    },
-    /// A SASL challenge did not decode, or SCRAM failed on our side.
-    #[error("{0}")]
-    Sasl(String),
-    /// The peer failed SCRAM server authentication.
-    #[error("{0} failed SCRAM server authentication (wrong server key)")]
-    ScramServer(Endpoint),
-    /// Writing to the peer failed.
-    #[error("write: {0}")]
-    Write(std::io::Error),
-    /// Reading from the peer failed.
-    #[error("read: {0}")]
-    Read(std::io::Error),
-    /// No reply in time.
-    #[error("timeout waiting for reply")]
-    ReplyTimeout,
-    /// The peer stopped taking what we write.
-    #[error("timeout writing to the peer")]
-    WriteTimeout,
-    /// The peer closed the connection.
-    #[error("connection closed by peer")]
-    Closed,
-    /// The peer's reply lines did not form a reply.
-    #[error("malformed reply: {0:?}")]
-    MalformedReply(String),
-}
-
-impl ConnError {
-    /// The RFC 3463 status this error stands for.
-    pub fn status(&self) -> Enhanced {
-        match self {
-            ConnError::Connect { .. } => Enhanced(4, 4, 1),
-            ConnError::TlsNotConfigured(_) | ConnError::BadServerName { .. } => Enhanced(4, 7, 0),
-            ConnError::Handshake { .. } => Enhanced(4, 7, 5),
-            ConnError::Greeting { .. } | ConnError::HelloRefused { .. } => Enhanced(4, 4, 2),
-            ConnError::NoStartTls(_) | ConnError::StartTlsRefused { .. } => Enhanced(4, 7, 4),
-            ConnError::CredentialsWithoutTls(_) | ConnError::NoAuthMechanism { .. } => Enhanced(4, 7, 0),
-            ConnError::AuthFailed { permanent: true, .. } => Enhanced(5, 7, 8),
-            ConnError::AuthFailed { permanent: false, .. } | ConnError::Sasl(_) | ConnError::ScramServer(_) => Enhanced(4, 7, 0),
-            ConnError::Write(_) | ConnError::Read(_) | ConnError::ReplyTimeout | ConnError::WriteTimeout | ConnError::Closed => {
-                Enhanced(4, 4, 2)
-            }
-            ConnError::MalformedReply(_) => Enhanced(4, 5, 0),
-        }
-    }
-
-    /// The reply recorded for the recipients it affects.
-    pub fn reply(&self) -> DeliveryReply {
-        DeliveryReply::status_only(self.status(), self.to_string())
-    }
-}
-
-/// TLS handshake as a client; returns the stream and a log summary.
-async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, String), ConnError> {
+/// TLS handshake as a client; returns the stream, a log summary and
+/// whether the server's certificate verified.
+async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, String, Channel), ConnError> {
     let ep = &d.endpoint;
     let tls = d.tls.as_ref().ok_or_else(|| ConnError::TlsNotConfigured(ep.clone()))?;
     let name = ServerName::try_from(d.server_name.clone())
@@ -230,15 +103,15 @@ async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, Str
         .map_err(|_| ConnError::Handshake { ep: ep.clone(), reason: "timed out".into() })?
         .map_err(|e| ConnError::Handshake { ep: ep.clone(), reason: e.to_string() })?;
     let conn = stream.get_ref().1;
-    let verified = match tls.policy {
-        OutboundTls::Verify => "verified".to_string(),
+    let (verified, channel) = match tls.policy {
+        OutboundTls::Verify => ("verified".to_string(), Channel::VerifiedTls),
         _ => match tls.verify_peer(conn, &d.server_name) {
-            Ok(()) => "verified".to_string(),
-            Err(e) => format!("unverified ({e})"),
+            Ok(()) => ("verified".to_string(), Channel::VerifiedTls),
+            Err(e) => (format!("unverified ({e})"), Channel::UnverifiedTls),
         },
     };
     let note = format!("{} {verified}", client_summary(conn));
-    Ok((Box::new(stream), note))
+    Ok((Box::new(stream), note, channel))
 }
 
 impl Conn {
@@ -247,7 +120,8 @@ impl Conn {
     pub async fn open(d: &Dest) -> Result<Conn, ConnError> {
         let ep = &d.endpoint;
         let raw = connect(ep).await?;
-        let (io, tls_note) = if d.implicit_tls { client_handshake(raw, d).await? } else { (raw, "none".to_string()) };
+        let (io, tls_note, channel) =
+            if d.implicit_tls { client_handshake(raw, d).await? } else { (raw, "none".to_string(), Channel::Plaintext) };
         let mut c = Conn {
             io: BufReader::new(io),
             ext: HashSet::new(),
@@ -255,6 +129,7 @@ impl Conn {
             lmtp: d.lmtp,
             tls: tls_note,
             auth_note: String::new(),
+            channel,
         };
         let greeting = c.reply(REPLY_TIMEOUT).await?;
         if greeting.code != 220 {
@@ -284,9 +159,16 @@ impl Conn {
             return Ok(c);
         }
         // Anything buffered after the 220 is discarded with the plaintext reader.
-        let (io, note) = client_handshake(c.io.into_inner(), d).await?;
-        let mut c =
-            Conn { io: BufReader::new(io), ext: HashSet::new(), auth_mechs: Vec::new(), lmtp: d.lmtp, tls: note, auth_note: String::new() };
+        let (io, note, channel) = client_handshake(c.io.into_inner(), d).await?;
+        let mut c = Conn {
+            io: BufReader::new(io),
+            ext: HashSet::new(),
+            auth_mechs: Vec::new(),
+            lmtp: d.lmtp,
+            tls: note,
+            auth_note: String::new(),
+            channel,
+        };
         c.hello(ep, &d.helo).await?;
         c.authenticate(d).await?;
         Ok(c)
@@ -297,14 +179,12 @@ impl Conn {
     async fn authenticate(&mut self, d: &Dest) -> Result<(), ConnError> {
         let Some((user, password)) = &d.credentials else { return Ok(()) };
         let ep = &d.endpoint;
-        if self.tls == "none" && !d.auth_plaintext {
-            return Err(ConnError::CredentialsWithoutTls(ep.clone()));
-        }
-        let offered: Vec<String> = self.auth_mechs.clone();
-        let pick = d.auth_order.iter().copied().find(|m| offered.iter().any(|o| o == m));
-        let Some(mech) = pick else {
-            return Err(ConnError::NoAuthMechanism { ep: ep.clone(), offered: offered.join(" ") });
-        };
+        let offered = &self.auth_mechs;
+        let mech = pick_mechanism(self.channel, d.auth_plaintext, offered, d.auth_order).map_err(|e| match e {
+            Refusal::NoTls => ConnError::CredentialsWithoutTls(ep.clone()),
+            Refusal::Unverified => ConnError::PasswordOverUnverifiedTls { ep: ep.clone(), offered: offered.join(" ") },
+            Refusal::NoMechanism => ConnError::NoAuthMechanism { ep: ep.clone(), offered: offered.join(" ") },
+        })?;
         use postern_wire::sasl::{client_plain, decode_response, encode_challenge, ScramClient};
         let expect = |r: &Reply, code: u16| -> Result<(), ConnError> {
             if r.code == code {
