@@ -253,6 +253,10 @@ pub struct Limits {
     /// Grace period for open sessions at shutdown. Default "30s".
     #[serde(deserialize_with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Most `Received:` header fields a message may arrive with; more is a
+    /// mail loop and gets 554 5.4.6 (RFC 5321 §6.3; Postfix `hopcount_limit`).
+    /// Default 50.
+    pub max_received_headers: u32,
 }
 
 impl Default for Limits {
@@ -268,6 +272,7 @@ impl Default for Limits {
             max_connections_per_ip: 20,
             bare_newline: BareNewline::Reject,
             shutdown_timeout: Duration::from_secs(30),
+            max_received_headers: 50,
         }
     }
 }

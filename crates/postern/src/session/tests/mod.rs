@@ -6,6 +6,7 @@
 //! `crates/postern/tests/policy.rs`.
 
 mod harness;
+mod loops;
 
 use harness::{b64, Client, Harness};
 
