@@ -104,6 +104,8 @@ nameservers = ["127.0.0.1:{dns_port}"]
 port = {port}
 tls = "may"
 domain_backoff = "1s"
+# the sinks are on loopback (127.0.0.2...); postern's own listener stays refused
+dangerous_allow_loopback = true
 """
 
 

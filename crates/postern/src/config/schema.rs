@@ -519,11 +519,25 @@ pub struct Mx {
     /// that domain again (other domains are not held up). Default "1m".
     #[serde(deserialize_with = "duration")]
     pub domain_backoff: Duration,
+    /// Let MX delivery connect to loopback addresses (a test network, a
+    /// filter on another port). Off by default: an MX or address literal
+    /// that points at loopback, at 0.0.0.0/:: or at one of our listeners is
+    /// this host, and the mail bounces with 5.4.6 "loops back to myself".
+    /// Our own listeners (address and port) stay refused even when on.
+    /// Default false.
+    pub dangerous_allow_loopback: bool,
 }
 
 impl Default for Mx {
     fn default() -> Self {
-        Mx { nameservers: Vec::new(), port: 25, tls: OutboundTls::May, domain_concurrency: 10, domain_backoff: Duration::from_secs(60) }
+        Mx {
+            nameservers: Vec::new(),
+            port: 25,
+            tls: OutboundTls::May,
+            domain_concurrency: 10,
+            domain_backoff: Duration::from_secs(60),
+            dangerous_allow_loopback: false,
+        }
     }
 }
 

@@ -12,6 +12,14 @@
 //! its queue does not hold up other domains; at most `mx.domain_concurrency`
 //! deliveries run per domain at once.
 //!
+//! Loops (RFC 5321 §6.3; Postfix "loops back to myself"): an address that
+//! is this host — loopback, 0.0.0.0 or ::, or one of our listeners — is never
+//! connected to ([`Myself`]); when every address of every MX host is this
+//! host, the recipients fail at once with 5.4.6 instead of circling.
+//! `mx.dangerous_allow_loopback` lets tests use loopback sinks; our own
+//! listeners stay refused. A `[[route]]` or smarthost that names such a next
+//! hop is explicit and is not checked.
+//!
 //! [`MxDelivery`] is a [`Transport`]: used for non-local domains when no
 //! smarthost is set, and for `[[route]] transport = "mx"` domains.
 
@@ -106,6 +114,80 @@ pub enum Hosts {
     NoDomain,
 }
 
+/// What this host listens on, for loop detection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Myself {
+    /// The listeners' `address:port`s.
+    pub listeners: Vec<SocketAddr>,
+    /// `mx.dangerous_allow_loopback`.
+    pub allow_loopback: bool,
+}
+
+impl Myself {
+    /// From the configured listeners.
+    pub fn from_settings(s: &Settings) -> Myself {
+        Myself { listeners: s.config.listeners.iter().map(|l| l.address).collect(), allow_loopback: s.config.mx.dangerous_allow_loopback }
+    }
+
+    /// Would a connection to `ip:port` reach this host? Pure.
+    pub fn is_me(&self, ip: IpAddr, port: u16) -> bool {
+        let ip = ip.to_canonical(); // ::ffff:127.0.0.1 is 127.0.0.1
+        if ip.is_unspecified() {
+            return true; // connecting to 0.0.0.0 or :: reaches this host
+        }
+        let listener = self.listeners.iter().any(|l| {
+            let lip = l.ip().to_canonical();
+            if lip.is_unspecified() {
+                // A wildcard listener answers on loopback too.
+                ip.is_loopback() && l.port() == port
+            } else {
+                // Our own address is us on any port; on loopback only the
+                // listener's port is (tests run sinks on other ports).
+                lip == ip && (l.port() == port || !ip.is_loopback())
+            }
+        });
+        listener || (ip.is_loopback() && !self.allow_loopback)
+    }
+}
+
+/// Where to connect for a domain, once its MX hosts are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// `(host, address)` pairs to try, in order.
+    Try(Vec<(String, IpAddr)>),
+    /// Every address found is this host: a mail loop (permanent, 5.4.6).
+    LoopsBack,
+    /// No address to try; the last lookup error (deferred).
+    Nothing(String),
+}
+
+/// Drops the addresses that are this host from the resolved MX hosts (in
+/// order; `Err` is a failed lookup). Only when every address is this host
+/// and no lookup failed is it a loop: a host that failed to resolve may be
+/// elsewhere. Pure.
+pub fn plan(resolved: Vec<(String, Result<Vec<IpAddr>, String>)>, port: u16, me: &Myself) -> Plan {
+    let (mut targets, mut mine, mut last) = (Vec::new(), false, None);
+    for (host, addrs) in resolved {
+        match addrs {
+            Ok(addrs) => {
+                for ip in addrs {
+                    if me.is_me(ip, port) {
+                        mine = true;
+                    } else {
+                        targets.push((host.clone(), ip));
+                    }
+                }
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    match (targets.is_empty(), mine, last) {
+        (false, _, _) => Plan::Try(targets),
+        (true, true, None) => Plan::LoopsBack,
+        (true, _, last) => Plan::Nothing(last.unwrap_or_else(|| "no MX host".into())),
+    }
+}
+
 /// The resolver.
 pub struct MxResolver {
     resolver: TokioResolver,
@@ -193,6 +275,7 @@ pub struct MxDelivery {
     tls: Option<Arc<ClientTls>>,
     concurrency: usize,
     backoff: Duration,
+    me: Myself,
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
     dead: Mutex<HashMap<String, (Instant, String)>>,
     pools: Mutex<HashMap<String, Arc<Smarthost>>>,
@@ -216,6 +299,7 @@ impl MxDelivery {
             tls,
             concurrency: m.domain_concurrency,
             backoff: m.domain_backoff,
+            me: Myself::from_settings(s),
             per_domain: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
@@ -282,30 +366,36 @@ impl MxDelivery {
             }
             Err(e) => return (format!("mx:{domain}"), defer(e)),
         };
-        let mut last = String::from("no MX host");
+        let mut resolved = Vec::with_capacity(hosts.len());
         for host in hosts {
             let addrs = match host.parse::<IpAddr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => match self.resolver.addrs(&host).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        last = e.to_string();
-                        continue;
-                    }
-                },
+                Ok(ip) => Ok(vec![ip]),
+                Err(_) => self.resolver.addrs(&host).await.map_err(|e| e.to_string()),
             };
-            for ip in addrs {
-                match self.pool(ip, &host).try_deliver(msg, rcpts).await {
-                    Ok(a) => {
-                        if let Ok(mut d) = self.dead.lock() {
-                            d.remove(domain);
-                        }
-                        return (format!("mx:{host}[{ip}]:{}", self.port), a);
-                    }
-                    Err(e) => last = format!("{host}[{ip}]: {}", e.reply()),
-                }
-            }
+            resolved.push((host, addrs));
         }
+        let last = match plan(resolved, self.port, &self.me) {
+            Plan::Try(targets) => {
+                let mut last = String::from("no MX host");
+                for (host, ip) in targets {
+                    match self.pool(ip, &host).try_deliver(msg, rcpts).await {
+                        Ok(a) => {
+                            if let Ok(mut d) = self.dead.lock() {
+                                d.remove(domain);
+                            }
+                            return (format!("mx:{host}[{ip}]:{}", self.port), a);
+                        }
+                        Err(e) => last = format!("{host}[{ip}]: {}", e.reply()),
+                    }
+                }
+                last
+            }
+            Plan::LoopsBack => {
+                let o = Outcome::Failed(made::loops_back(domain));
+                return (format!("mx:{domain}"), Attempt::all(o, n, None));
+            }
+            Plan::Nothing(last) => last,
+        };
         if let Ok(mut d) = self.dead.lock() {
             d.insert(domain.to_string(), (Instant::now() + self.backoff, last.clone()));
         }
@@ -364,5 +454,53 @@ mod tests {
             firsts.insert(o[0].clone());
         }
         assert_eq!(firsts.len(), 2, "equal preferences must be shuffled");
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn which_addresses_are_me() {
+        let strict = Myself { listeners: vec!["0.0.0.0:25".parse().unwrap(), "192.0.2.10:587".parse().unwrap()], allow_loopback: false };
+        let tests = Myself { listeners: vec!["127.0.0.1:2525".parse().unwrap()], allow_loopback: true };
+        let cases = [
+            (&strict, "127.0.0.1", 25, true),
+            (&strict, "127.0.0.2", 2525, true),
+            (&strict, "::1", 25, true),
+            (&strict, "::ffff:127.0.0.1", 25, true),
+            (&strict, "0.0.0.0", 25, true),
+            (&strict, "::", 25, true),
+            (&strict, "192.0.2.10", 25, true),
+            (&strict, "192.0.2.11", 25, false),
+            (&strict, "10.0.0.5", 25, false),
+            (&strict, "2001:db8::1", 25, false),
+            (&tests, "127.0.0.1", 2525, true),
+            (&tests, "127.0.0.1", 25, false),
+            (&tests, "127.0.0.2", 2525, false),
+            (&tests, "0.0.0.0", 2525, true),
+        ];
+        for (me, addr, port, want) in cases {
+            assert_eq!(me.is_me(ip(addr), port), want, "{addr}:{port} allow_loopback={}", me.allow_loopback);
+        }
+    }
+
+    #[test]
+    fn plans_over_fake_resolutions() {
+        let me = Myself { listeners: vec!["0.0.0.0:25".parse().unwrap()], allow_loopback: false };
+        let r = |h: &str, a: &[&str]| (h.to_string(), Ok(a.iter().map(|s| ip(s)).collect()));
+        let fail = |h: &str| (h.to_string(), Err(format!("DNS lookup of {h}: timeout")));
+        // Every MX host is this host: a loop, permanent.
+        assert_eq!(plan(vec![r("mx1", &["127.0.0.1", "::1"]), r("mx2", &["0.0.0.0"])], 25, &me), Plan::LoopsBack);
+        assert_eq!(plan(vec![r("127.0.0.1", &["127.0.0.1"])], 25, &me), Plan::LoopsBack);
+        // Some are elsewhere: only those are tried, in order.
+        assert_eq!(
+            plan(vec![r("mx1", &["127.0.0.1"]), r("mx2", &["192.0.2.1", "::1", "2001:db8::2"])], 25, &me),
+            Plan::Try(vec![("mx2".into(), ip("192.0.2.1")), ("mx2".into(), ip("2001:db8::2"))])
+        );
+        // A failed lookup might be elsewhere: deferred, not a loop.
+        assert_eq!(plan(vec![r("mx1", &["127.0.0.1"]), fail("mx2")], 25, &me), Plan::Nothing("DNS lookup of mx2: timeout".into()));
+        assert_eq!(plan(vec![], 25, &me), Plan::Nothing("no MX host".into()));
+        assert_eq!(plan(vec![r("mx1", &[])], 25, &me), Plan::Nothing("no MX host".into()));
     }
 }
