@@ -11,7 +11,7 @@
 //! 5. `trusted-certificate`: client certificate verified by a configured CA → relay;
 //!
 //! and finally `no-relay`: `550 5.7.1 Relaying denied`. An `accept`ed local
-//! recipient must still exist (`550 5.1.1`).
+//! recipient must still exist (`550 5.1.1`) and none may route untrusted ([`routing`]).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -22,6 +22,8 @@ use crate::config::{Cidr, RcptClass, Rule, RuleAction};
 use crate::settings::Settings;
 use crate::tls::ClientCertIdentity;
 use crate::users::UserDb;
+
+pub mod routing;
 
 /// Everything a recipient decision may depend on.
 #[derive(Debug, Clone)]
@@ -286,6 +288,9 @@ pub fn check_rcpt(s: &Settings, f: &Facts<'_>) -> RcptDecision {
         Path::Mailbox(m) => m.to_string(),
         _ => format!("{local}@{domain}"),
     };
+    if let Some(d) = routing::refusal(s, f, action, &addr) {
+        return d;
+    }
     match action {
         RuleAction::Reject => {
             let text = message.unwrap_or_else(|| "Relay access denied".into());

@@ -6,7 +6,7 @@
 //! not only the first. The commented example (`postern config example`,
 //! `example.toml`) is tested to parse and to mention every key.
 //!
-//! Layout: `schema.rs` and `schema_listener.rs` (the serde types),
+//! Layout: `schema.rs`, `schema_listener.rs` and `schema_mx.rs` (the serde types),
 //! `values.rs` (values with their own syntax: `Cidr`, `Endpoint`,
 //! `MilterSocket`, durations, mechanism names), `load.rs` (TOML to `Config`,
 //! problem positions), `validate.rs` (cross-field checks), `error.rs`.
@@ -15,6 +15,7 @@ mod error;
 mod load;
 mod schema;
 mod schema_listener;
+mod schema_mx;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -28,10 +29,11 @@ use serde::Deserialize;
 pub use error::{ConfigError, Position, Problem, ProblemKind};
 pub use load::KeyPath;
 pub use schema::{
-    Auth, BanAction, BareNewline, ExternalIdentity, Limits, Local, LocalDelivery, Log, Milter, MilterDefault, Mx, OutboundTls, Queue,
+    Auth, BanAction, BareNewline, ExternalIdentity, Limits, Local, LocalDelivery, Log, Milter, MilterDefault, OutboundTls, Queue,
     RcptClass, Relay, Route, RouteTransport, Rule, RuleAction, SyncMode, Tls,
 };
 pub use schema_listener::{ClientCertMode, Listener, Role};
+pub use schema_mx::Mx;
 pub use validate::ValidationError;
 pub use values::{AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
 
