@@ -1,7 +1,9 @@
 //! Direct delivery to the Internet: MX routing over DNS (RFC 5321 §5.1).
 //!
 //! May touch: DNS (hickory-resolver: the system configuration, or the
-//! configured `mx.nameservers`), outbound TCP to port `mx.port`.
+//! configured `mx.nameservers`), outbound TCP to port `mx.port`; the list
+//! of this host's interface addresses (getifaddrs) once, when a listener is
+//! a wildcard.
 //!
 //! MX records by preference, random order among equal preferences; no MX →
 //! the domain's own A/AAAA (implicit MX); a null MX (RFC 7505: one MX `.`
@@ -121,12 +123,18 @@ pub struct Myself {
     pub listeners: Vec<SocketAddr>,
     /// `mx.dangerous_allow_loopback`.
     pub allow_loopback: bool,
+    /// This host's interface addresses, when a listener is a wildcard
+    /// (`0.0.0.0`, `::`): each is us, on any port.
+    pub interfaces: Vec<IpAddr>,
 }
 
 impl Myself {
     /// From the configured listeners.
     pub fn from_settings(s: &Settings) -> Myself {
-        Myself { listeners: s.config.listeners.iter().map(|l| l.address).collect(), allow_loopback: s.config.mx.dangerous_allow_loopback }
+        let listeners: Vec<SocketAddr> = s.config.listeners.iter().map(|l| l.address).collect();
+        let wildcard = listeners.iter().any(|l| l.ip().is_unspecified());
+        let interfaces = if wildcard { interface_addrs() } else { Vec::new() };
+        Myself { listeners, allow_loopback: s.config.mx.dangerous_allow_loopback, interfaces }
     }
 
     /// Would a connection to `ip:port` reach this host? Pure.
@@ -146,8 +154,19 @@ impl Myself {
                 lip == ip && (l.port() == port || !ip.is_loopback())
             }
         });
-        listener || (ip.is_loopback() && !self.allow_loopback)
+        let interface = !ip.is_loopback() && self.interfaces.contains(&ip);
+        listener || interface || (ip.is_loopback() && !self.allow_loopback)
     }
+}
+
+/// This host's interface addresses (empty if they cannot be read).
+fn interface_addrs() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| a.as_sockaddr_in().map(|v| IpAddr::V4(v.ip())).or_else(|| a.as_sockaddr_in6().map(|v| IpAddr::V6(v.ip()))))
+        .map(|ip| ip.to_canonical())
+        .collect()
 }
 
 /// Where to connect for a domain, once its MX hosts are resolved.
@@ -462,8 +481,12 @@ mod tests {
 
     #[test]
     fn which_addresses_are_me() {
-        let strict = Myself { listeners: vec!["0.0.0.0:25".parse().unwrap(), "192.0.2.10:587".parse().unwrap()], allow_loopback: false };
-        let tests = Myself { listeners: vec!["127.0.0.1:2525".parse().unwrap()], allow_loopback: true };
+        let strict = Myself {
+            listeners: vec!["0.0.0.0:25".parse().unwrap(), "192.0.2.10:587".parse().unwrap()],
+            allow_loopback: false,
+            interfaces: vec![ip("127.0.0.1"), ip("198.51.100.3"), ip("2001:db8::3")],
+        };
+        let tests = Myself { listeners: vec!["127.0.0.1:2525".parse().unwrap()], allow_loopback: true, interfaces: vec![] };
         let cases = [
             (&strict, "127.0.0.1", 25, true),
             (&strict, "127.0.0.2", 2525, true),
@@ -475,6 +498,10 @@ mod tests {
             (&strict, "192.0.2.11", 25, false),
             (&strict, "10.0.0.5", 25, false),
             (&strict, "2001:db8::1", 25, false),
+            (&strict, "198.51.100.3", 25, true),
+            (&strict, "198.51.100.3", 2525, true),
+            (&strict, "::ffff:198.51.100.3", 25, true),
+            (&strict, "2001:db8::3", 25, true),
             (&tests, "127.0.0.1", 2525, true),
             (&tests, "127.0.0.1", 25, false),
             (&tests, "127.0.0.2", 2525, false),
@@ -486,8 +513,13 @@ mod tests {
     }
 
     #[test]
+    fn interface_addresses_are_read() {
+        assert!(interface_addrs().iter().any(|a| a.is_loopback()), "getifaddrs lists no loopback address");
+    }
+
+    #[test]
     fn plans_over_fake_resolutions() {
-        let me = Myself { listeners: vec!["0.0.0.0:25".parse().unwrap()], allow_loopback: false };
+        let me = Myself { listeners: vec!["0.0.0.0:25".parse().unwrap()], ..Myself::default() };
         let r = |h: &str, a: &[&str]| (h.to_string(), Ok(a.iter().map(|s| ip(s)).collect()));
         let fail = |h: &str| (h.to_string(), Err(format!("DNS lookup of {h}: timeout")));
         // Every MX host is this host: a loop, permanent.
