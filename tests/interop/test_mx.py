@@ -6,6 +6,7 @@ null MX and NXDOMAIN bounces, 4xx then success."""
 import email
 import smtplib
 import threading
+import time
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -104,6 +105,8 @@ nameservers = ["127.0.0.1:{dns_port}"]
 port = {port}
 tls = "may"
 domain_backoff = "1s"
+# the sinks are on loopback (127.0.0.2...); postern's own listener stays refused
+dangerous_allow_loopback = true
 """
 
 
@@ -171,3 +174,22 @@ transport = "mx"
     assert f"relay=mx:mx1.good.test[127.0.0.2]:{port}" in log
     assert f"relay=mx:backup.failover.test[127.0.0.4]:{port}" in log
     assert "not built yet" not in log
+
+
+def test_f1_success_notice_to_a_loopback_literal_does_not_loop(postern_factory):
+    """F1: an unauthenticated client (127.0.0.2) sends MAIL FROM:<x@[127.0.0.1]>
+    to a local user with NOTIFY=SUCCESS, and MX delivery points at postern's
+    own port. The success notice to x@[127.0.0.1] used to go to postern itself,
+    be relayed from loopback and circle (7,694 times in 10 s); now MX delivery
+    refuses this host and the notice fails with 5.4.6 (no bounce of a bounce)."""
+    cfg = BASE_CONFIG + '\n[mx]\nport = {port}\ndomain_backoff = "1s"\n'
+    p = postern_factory(cfg)
+    with smtplib.SMTP("127.0.0.1", p.port, timeout=10, source_address=("127.0.0.2", 0)) as s:
+        s.ehlo("attacker.example")
+        s.sendmail("x@[127.0.0.1]", ["alice@mx.test"], b"Subject: loop?\r\n\r\nx\r\n", rcpt_options=["NOTIFY=SUCCESS"])
+    p.wait_mail("alice")
+    time.sleep(5)  # had it looped, thousands of hops would be queued by now
+    queued = p.log().count("queued id=")
+    assert queued <= 2, f"{queued} messages queued in 5 s: a mail loop"
+    wait_for(lambda: "loops back to myself" in p.log(), what="the notice fails as a loop (5.4.6)")
+    wait_for(lambda: p.queue_files()["active"] == [], what="queue empty")

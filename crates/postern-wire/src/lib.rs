@@ -4,7 +4,7 @@
 //! ([`address`]), replies with RFC 3463 enhanced codes ([`reply`]), DATA
 //! dot-unstuffing with smuggling-safe end detection and BDAT checks
 //! ([`data`]), command-line framing ([`line`]), SASL step machines ([`sasl`])
-//! and the milter protocol codec ([`milter`]). No tokio, no policy;
+//! the milter protocol codec ([`milter`]) and hop counting ([`received`]). No tokio, no policy;
 //! this is the part we fuzz: `fuzz/` at the top of the repository has one
 //! cargo-fuzz target per parser (`scripts/fuzz`).
 //!
@@ -15,6 +15,7 @@ pub mod command;
 pub mod data;
 pub mod line;
 pub mod milter;
+pub mod received;
 pub mod reply;
 pub mod sasl;
 

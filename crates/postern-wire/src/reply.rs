@@ -234,6 +234,8 @@ pub mod codes {
         too_big, 552, 5, 3, 4, "Message size exceeds fixed maximum message size");
     reply!(/// 554 5.5.1 no valid recipients
         no_valid_recipients, 554, 5, 5, 1, "No valid recipients");
+    reply!(/// 554 5.4.6 more `Received:` fields than `limits.max_received_headers` (RFC 5321 §6.3; Postfix's text)
+        too_many_hops, 554, 5, 4, 6, "Too many hops");
     reply!(/// 555 5.5.4 unsupported parameter
         unknown_parameter, 555, 5, 5, 4, "MAIL FROM/RCPT TO parameters not recognized or not implemented");
     reply!(/// 220 2.0.0 after STARTTLS (RFC 3207 §4)

@@ -6,7 +6,7 @@
 //! not only the first. The commented example (`postern config example`,
 //! `example.toml`) is tested to parse and to mention every key.
 //!
-//! Layout: `schema.rs`, `schema_auth.rs`, `schema_listener.rs` and `schema_misc.rs` (the serde types),
+//! Layout: `schema.rs`, `schema_auth.rs`, `schema_listener.rs`, `schema_misc.rs` and `schema_mx.rs` (the serde types),
 //! `values.rs` (values with their own syntax: `Cidr`, `Endpoint`,
 //! `MilterSocket`, durations, mechanism names), `load.rs` (TOML to `Config`,
 //! problem positions), `validate.rs` (cross-field checks), `error.rs`.
@@ -17,6 +17,7 @@ mod schema;
 mod schema_auth;
 mod schema_listener;
 mod schema_misc;
+mod schema_mx;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -30,12 +31,13 @@ use serde::Deserialize;
 pub use error::{ConfigError, Position, Problem, ProblemKind};
 pub use load::KeyPath;
 pub use schema::{
-    BareNewline, Limits, Local, LocalDelivery, Milter, MilterDefault, Mx, OutboundTls, Queue, RcptClass, Relay, Route, RouteTransport,
-    Rule, RuleAction, Tls,
+    BareNewline, Limits, Local, LocalDelivery, Milter, MilterDefault, OutboundTls, Queue, RcptClass, Relay, Route, RouteTransport, Rule,
+    RuleAction, Tls,
 };
 pub use schema_auth::{Auth, BanAction, ExternalIdentity};
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, SyncMode};
+pub use schema_mx::Mx;
 pub use validate::ValidationError;
 pub use values::{AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
 

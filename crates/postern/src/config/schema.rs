@@ -1,18 +1,17 @@
 //! The config schema: the serde structs and enums of every table but
-//! `[[listener]]` (in `schema_listener.rs`), each field with its meaning and
+//! `[[listener]]` (in `schema_listener.rs`) and `[mx]` (in `schema_mx.rs`), each field with its meaning and
 //! default. Strings with a fixed set of values are enums, so a wrong value is
 //! a load error naming file, line and key.
 //!
 //! May touch: nothing (types only).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::schema_misc::SyncMode;
-use super::values::{duration, socket_addrs, Cidr, Endpoint, MilterSocket};
+use super::values::{duration, Cidr, Endpoint, MilterSocket};
 
 /// What to do when a milter cannot be reached, times out or breaks the
 /// protocol (Postfix `milter_default_action`).
@@ -263,6 +262,10 @@ pub struct Limits {
     pub max_junk_commands: u32,
     /// IPv6 clients share `max_connections_per_ip` per this prefix. Default 64.
     pub ipv6_prefix: u8,
+    /// Most `Received:` header fields a message may arrive with; more is a
+    /// mail loop and gets 554 5.4.6 (RFC 5321 §6.3; Postfix `hopcount_limit`).
+    /// Default 50.
+    pub max_received_headers: u32,
 }
 
 impl Default for Limits {
@@ -282,6 +285,7 @@ impl Default for Limits {
             session_lifetime: Duration::from_secs(3600),
             max_junk_commands: 100,
             ipv6_prefix: 64,
+            max_received_headers: 50,
         }
     }
 }
@@ -421,31 +425,6 @@ pub enum OutboundTls {
     Encrypt,
     /// TLS required and the certificate must verify for the host name.
     Verify,
-}
-
-/// Direct delivery to the Internet (MX).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Mx {
-    /// Name servers (`address:port`). Default: the system's (/etc/resolv.conf).
-    #[serde(deserialize_with = "socket_addrs")]
-    pub nameservers: Vec<SocketAddr>,
-    /// The SMTP port of MX hosts. Default 25 (tests use another).
-    pub port: u16,
-    /// TLS to MX hosts: "none", "may" (default), "encrypt", "verify".
-    pub tls: OutboundTls,
-    /// Deliveries at once per destination domain. Default 10.
-    pub domain_concurrency: usize,
-    /// After every MX host of a domain failed, wait this long before trying
-    /// that domain again (other domains are not held up). Default "1m".
-    #[serde(deserialize_with = "duration")]
-    pub domain_backoff: Duration,
-}
-
-impl Default for Mx {
-    fn default() -> Self {
-        Mx { nameservers: Vec::new(), port: 25, tls: OutboundTls::May, domain_concurrency: 10, domain_backoff: Duration::from_secs(60) }
-    }
 }
 
 /// Queue timing and concurrency.

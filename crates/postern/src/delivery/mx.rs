@@ -1,7 +1,9 @@
 //! Direct delivery to the Internet: MX routing over DNS (RFC 5321 §5.1).
 //!
 //! May touch: DNS (hickory-resolver: the system configuration, or the
-//! configured `mx.nameservers`), outbound TCP to port `mx.port`.
+//! configured `mx.nameservers`), outbound TCP to port `mx.port`; the list
+//! of this host's interface addresses (getifaddrs) once, when a listener is
+//! a wildcard.
 //!
 //! MX records by preference, random order among equal preferences; no MX →
 //! the domain's own A/AAAA (implicit MX); a null MX (RFC 7505: one MX `.`
@@ -11,6 +13,14 @@
 //! domain is put on a short backoff so a dead domain is not hammered and
 //! its queue does not hold up other domains; at most `mx.domain_concurrency`
 //! deliveries run per domain at once.
+//!
+//! Loops (RFC 5321 §6.3; Postfix "loops back to myself"): an address that
+//! is this host — loopback, 0.0.0.0 or ::, or one of our listeners — is never
+//! connected to ([`Myself`]); when every address of every MX host is this
+//! host, the recipients fail at once with 5.4.6 instead of circling.
+//! `mx.dangerous_allow_loopback` lets tests use loopback sinks; our own
+//! listeners stay refused. A `[[route]]` or smarthost that names such a next
+//! hop is explicit and is not checked.
 //!
 //! [`MxDelivery`] is a [`Transport`]: used for non-local domains when no
 //! smarthost is set, and for `[[route]] transport = "mx"` domains.
@@ -104,6 +114,97 @@ pub enum Hosts {
     NullMx,
     /// The domain does not exist.
     NoDomain,
+}
+
+/// What this host listens on, for loop detection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Myself {
+    /// The listeners' `address:port`s.
+    pub listeners: Vec<SocketAddr>,
+    /// `mx.dangerous_allow_loopback`.
+    pub allow_loopback: bool,
+    /// This host's interface addresses, when a listener is a wildcard
+    /// (`0.0.0.0`, `::`): each is us, on any port.
+    pub interfaces: Vec<IpAddr>,
+}
+
+impl Myself {
+    /// From the configured listeners.
+    pub fn from_settings(s: &Settings) -> Myself {
+        let listeners: Vec<SocketAddr> = s.config.listeners.iter().map(|l| l.address).collect();
+        let wildcard = listeners.iter().any(|l| l.ip().is_unspecified());
+        let interfaces = if wildcard { interface_addrs() } else { Vec::new() };
+        Myself { listeners, allow_loopback: s.config.mx.dangerous_allow_loopback, interfaces }
+    }
+
+    /// Would a connection to `ip:port` reach this host? Pure.
+    pub fn is_me(&self, ip: IpAddr, port: u16) -> bool {
+        let ip = ip.to_canonical(); // ::ffff:127.0.0.1 is 127.0.0.1
+        if ip.is_unspecified() {
+            return true; // connecting to 0.0.0.0 or :: reaches this host
+        }
+        let listener = self.listeners.iter().any(|l| {
+            let lip = l.ip().to_canonical();
+            if lip.is_unspecified() {
+                // A wildcard listener answers on loopback too.
+                ip.is_loopback() && l.port() == port
+            } else {
+                // Our own address is us on any port; on loopback only the
+                // listener's port is (tests run sinks on other ports).
+                lip == ip && (l.port() == port || !ip.is_loopback())
+            }
+        });
+        let interface = !ip.is_loopback() && self.interfaces.contains(&ip);
+        listener || interface || (ip.is_loopback() && !self.allow_loopback)
+    }
+}
+
+/// This host's interface addresses (empty if they cannot be read).
+fn interface_addrs() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| a.as_sockaddr_in().map(|v| IpAddr::V4(v.ip())).or_else(|| a.as_sockaddr_in6().map(|v| IpAddr::V6(v.ip()))))
+        .map(|ip| ip.to_canonical())
+        .collect()
+}
+
+/// Where to connect for a domain, once its MX hosts are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// `(host, address)` pairs to try, in order.
+    Try(Vec<(String, IpAddr)>),
+    /// Every address found is this host: a mail loop (permanent, 5.4.6).
+    LoopsBack,
+    /// No address to try; the last lookup error (deferred).
+    Nothing(String),
+}
+
+/// Drops the addresses that are this host from the resolved MX hosts (in
+/// order; `Err` is a failed lookup). Only when every address is this host
+/// and no lookup failed is it a loop: a host that failed to resolve may be
+/// elsewhere. Pure.
+pub fn plan(resolved: Vec<(String, Result<Vec<IpAddr>, String>)>, port: u16, me: &Myself) -> Plan {
+    let (mut targets, mut mine, mut last) = (Vec::new(), false, None);
+    for (host, addrs) in resolved {
+        match addrs {
+            Ok(addrs) => {
+                for ip in addrs {
+                    if me.is_me(ip, port) {
+                        mine = true;
+                    } else {
+                        targets.push((host.clone(), ip));
+                    }
+                }
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    match (targets.is_empty(), mine, last) {
+        (false, _, _) => Plan::Try(targets),
+        (true, true, None) => Plan::LoopsBack,
+        (true, _, last) => Plan::Nothing(last.unwrap_or_else(|| "no MX host".into())),
+    }
 }
 
 /// The resolver.
@@ -222,6 +323,7 @@ pub struct MxDelivery {
     tls: Option<Arc<ClientTls>>,
     concurrency: usize,
     backoff: Duration,
+    me: Myself,
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
     dead: Mutex<HashMap<String, (Instant, String)>>,
     pools: Mutex<HashMap<String, Arc<Smarthost>>>,
@@ -245,6 +347,7 @@ impl MxDelivery {
             tls,
             concurrency: m.domain_concurrency,
             backoff: m.domain_backoff,
+            me: Myself::from_settings(s),
             per_domain: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
@@ -316,30 +419,36 @@ impl MxDelivery {
             }
             Err(e) => return (format!("mx:{domain}"), defer(e)),
         };
-        let mut last = String::from("no MX host");
+        let mut resolved = Vec::with_capacity(hosts.len());
         for host in hosts {
             let addrs = match host.parse::<IpAddr>() {
-                Ok(ip) => vec![ip],
-                Err(_) => match self.resolver.addrs(&host).await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        last = e.to_string();
-                        continue;
-                    }
-                },
+                Ok(ip) => Ok(vec![ip]),
+                Err(_) => self.resolver.addrs(&host).await.map_err(|e| e.to_string()),
             };
-            for ip in addrs {
-                match self.pool(ip, &host).try_deliver(msg, rcpts).await {
-                    Ok(a) => {
-                        if let Ok(mut d) = self.dead.lock() {
-                            d.remove(domain);
-                        }
-                        return (format!("mx:{host}[{ip}]:{}", self.port), a);
-                    }
-                    Err(e) => last = format!("{host}[{ip}]: {}", e.reply()),
-                }
-            }
+            resolved.push((host, addrs));
         }
+        let last = match plan(resolved, self.port, &self.me) {
+            Plan::Try(targets) => {
+                let mut last = String::from("no MX host");
+                for (host, ip) in targets {
+                    match self.pool(ip, &host).try_deliver(msg, rcpts).await {
+                        Ok(a) => {
+                            if let Ok(mut d) = self.dead.lock() {
+                                d.remove(domain);
+                            }
+                            return (format!("mx:{host}[{ip}]:{}", self.port), a);
+                        }
+                        Err(e) => last = format!("{host}[{ip}]: {}", e.reply()),
+                    }
+                }
+                last
+            }
+            Plan::LoopsBack => {
+                let o = Outcome::Failed(made::loops_back(domain));
+                return (format!("mx:{domain}"), Attempt::all(o, n, None));
+            }
+            Plan::Nothing(last) => last,
+        };
         if let Ok(mut d) = self.dead.lock() {
             mark_dead(&mut d, MAX_MAP_ENTRIES, domain, Instant::now() + self.backoff, last.clone());
         }
@@ -383,51 +492,4 @@ impl Transport for MxDelivery {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn preference_order_and_shuffle() {
-        let mx = vec![(20, "b".to_string()), (10, "a1".to_string()), (10, "a2".to_string()), (30, "c".to_string())];
-        let mut firsts = std::collections::HashSet::new();
-        for seed in 0..64 {
-            let o = order(mx.clone(), seed);
-            assert_eq!(o.len(), 4);
-            assert!(o[0].starts_with('a') && o[1].starts_with('a'));
-            assert_eq!(&o[2..], &["b".to_string(), "c".to_string()]);
-            firsts.insert(o[0].clone());
-        }
-        assert_eq!(firsts.len(), 2, "equal preferences must be shuffled");
-    }
-
-    #[test]
-    fn per_domain_maps_are_pruned() {
-        let mut m: HashMap<String, Arc<Semaphore>> = HashMap::new();
-        let busy = Arc::new(Semaphore::new(1));
-        m.insert("busy.example".into(), busy.clone());
-        for i in 0..100 {
-            prune_idle(&mut m, 10, |s| Arc::strong_count(s) == 1);
-            m.insert(format!("d{i}.example"), Arc::new(Semaphore::new(1)));
-            assert!(m.len() <= 10, "{} entries", m.len());
-        }
-        assert!(m.contains_key("busy.example"), "an entry in use was dropped");
-        drop(busy);
-    }
-
-    #[test]
-    fn dead_domains_are_capped() {
-        let mut dead = HashMap::new();
-        let now = Instant::now();
-        let later = now + Duration::from_secs(60);
-        mark_dead(&mut dead, 3, "expired.example", now - Duration::from_secs(1), "x".into());
-        for i in 0..50 {
-            mark_dead(&mut dead, 3, &format!("d{i}.example"), later + Duration::from_secs(i), "x".into());
-            assert!(dead.len() <= 3);
-        }
-        assert!(!dead.contains_key("expired.example"));
-        // The newest stay; a domain already there is updated in place.
-        assert!(dead.contains_key("d49.example") && dead.contains_key("d48.example"));
-        mark_dead(&mut dead, 3, "d49.example", later, "y".into());
-        assert_eq!(dead.len(), 3);
-    }
-}
+mod tests;

@@ -167,6 +167,11 @@ pub mod made {
         DeliveryReply::new(556, Enhanced(5, 1, 10), format!("{domain} does not accept mail (null MX, RFC 7505)"))
     }
 
+    /// 554 5.4.6: every MX address of the domain is this host (Postfix's wording).
+    pub fn loops_back(domain: &str) -> DeliveryReply {
+        DeliveryReply::new(554, Enhanced(5, 4, 6), format!("mail for {domain} loops back to myself"))
+    }
+
     /// 550 5.1.2: the domain does not exist.
     pub fn no_such_domain(domain: &str) -> DeliveryReply {
         DeliveryReply::new(550, Enhanced(5, 1, 2), format!("domain {domain} does not exist (NXDOMAIN)"))

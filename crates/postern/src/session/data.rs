@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use postern_wire::command::Body;
 use postern_wire::data::{ChunkScanner, DataDecoder, DataFlags};
+use postern_wire::received::ReceivedCounter;
 use postern_wire::{codes, Reply};
 
 use super::trace::{build_envelope, received_header};
@@ -78,8 +79,10 @@ impl<S: Socket> Session<S> {
         let mut dec = DataDecoder::new(limits.max_line_length, limits.max_message_size);
         let deadline = self.deadline(limits.data_timeout);
         let mut out = Vec::with_capacity(16 * 1024);
+        let mut hops = ReceivedCounter::new();
         loop {
             let fed = dec.feed(&self.rbuf, &mut out);
+            hops.feed(&out);
             draft.write(&out);
             out.clear();
             self.rbuf.drain(..fed.consumed);
@@ -88,7 +91,7 @@ impl<S: Socket> Session<S> {
             }
             self.fill(deadline, false).await?;
         }
-        self.finish_message(greeted, txn, draft, dec.flags(), "DATA").await
+        self.finish_message(greeted, txn, draft, (dec.flags(), hops.count()), "DATA").await
     }
 
     /// BDAT: one chunk; LAST commits.
@@ -104,7 +107,7 @@ impl<S: Socket> Session<S> {
                     },
                     Err(r) => (None, Some(r)),
                 };
-                (greeted, txn, Chunking { draft, scanner: ChunkScanner::new(max_line), size: 0, failed })
+                (greeted, txn, Chunking { draft, scanner: ChunkScanner::new(max_line), hops: ReceivedCounter::new(), size: 0, failed })
             }
             other => {
                 // MAIL without recipients: the chunk is still on its way,
@@ -127,6 +130,7 @@ impl<S: Socket> Session<S> {
             self.read_chunk(size, deadline, |bytes| {
                 if ch.failed.is_none() {
                     ch.scanner.scan(bytes);
+                    ch.hops.feed(bytes);
                     if let Some(d) = ch.draft.as_mut() {
                         d.write(bytes);
                     }
@@ -147,7 +151,7 @@ impl<S: Socket> Session<S> {
         match (chunking.failed, chunking.draft) {
             (None, Some(draft)) => {
                 let flags = chunking.scanner.finish();
-                return self.finish_message(greeted, txn, draft, flags, "BDAT").await;
+                return self.finish_message(greeted, txn, draft, (flags, chunking.hops.count()), "BDAT").await;
             }
             (failed, _) => {
                 let r = failed.unwrap_or_else(codes::local_error);
@@ -176,8 +180,9 @@ impl<S: Socket> Session<S> {
         }
     }
 
-    /// What the decoder saw that refuses the message.
-    fn content_refusal(&self, flags: DataFlags) -> Option<Reply> {
+    /// What the decoder saw that refuses the message. `hops`: the
+    /// `Received:` fields it arrived with (ours is not counted).
+    fn content_refusal(&self, flags: DataFlags, hops: u32) -> Option<Reply> {
         let limits = &self.settings().config.limits;
         if flags.too_big {
             Some(codes::too_big())
@@ -186,6 +191,9 @@ impl<S: Socket> Session<S> {
         } else if flags.long_line {
             let max = limits.max_line_length;
             Some(codes::line_in_message_too_long().with_text(format!("Message has a line longer than {max} octets (RFC 5321 4.5.3.1.6)")))
+        } else if hops > limits.max_received_headers {
+            // RFC 5321 §6.3: a loop is detected by counting Received: fields.
+            Some(codes::too_many_hops())
         } else {
             None
         }
@@ -193,9 +201,17 @@ impl<S: Socket> Session<S> {
 
     /// Checks what the decoder saw, runs the milters' end-of-message stage,
     /// then commits to the spool and replies.
-    async fn finish_message(&mut self, greeted: Greeted, mut txn: Txn, mut draft: Draft, flags: DataFlags, verb: &str) -> Result<(), End> {
+    /// `seen`: the decoder's flags and the `Received:` count.
+    async fn finish_message(
+        &mut self,
+        greeted: Greeted,
+        mut txn: Txn,
+        mut draft: Draft,
+        seen: (DataFlags, u32),
+        verb: &str,
+    ) -> Result<(), End> {
         let sender = txn.sender();
-        if let Some(r) = self.content_refusal(flags) {
+        if let Some(r) = self.content_refusal(seen.0, seen.1) {
             drop(draft); // removes the temp file: no debris
             if let Some(m) = self.milters.as_mut() {
                 m.abort().await;

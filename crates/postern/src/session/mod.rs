@@ -54,6 +54,7 @@ use tokio::time::Instant;
 use postern_wire::command::{MailParams, RcptParams};
 use postern_wire::data::ChunkScanner;
 use postern_wire::line::{scan_line, LineScan};
+use postern_wire::received::ReceivedCounter;
 use postern_wire::{codes, parse_command, Command, Path, Reply};
 
 use crate::auth::{Authenticated, Throttle};
@@ -148,6 +149,8 @@ struct Chunking {
     /// Where the message goes; `None` if it could not be created.
     draft: Option<Draft>,
     scanner: ChunkScanner,
+    /// `Received:` fields of the header section, counted as chunks arrive.
+    hops: ReceivedCounter,
     size: u64,
     /// Set once a chunk failed: later chunks are read and discarded, and get
     /// this reply, until LAST.

@@ -8,6 +8,7 @@
 mod auth_throttle;
 mod harness;
 mod limits;
+mod loops;
 
 use harness::{b64, Client, Harness};
 
