@@ -432,8 +432,14 @@ impl Spool {
             return Err(SpoolError::NotFound(env.id.clone()));
         }
         let tmp = self.dir("tmp").join(format!("{}.json.{}", env.id, rand::random::<u32>()));
-        write_synced(&tmp, &envelope_bytes(env).map_err(io_err("serialise", &tmp))?)?;
-        fs::rename(&tmp, &path).map_err(io_err("rename", &tmp))?;
+        let bytes = envelope_bytes(env).map_err(io_err("serialise", &tmp))?;
+        let written = write_synced(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path).map_err(io_err("rename", &tmp)));
+        if written.is_err() {
+            // A full disk fails every retry's update: leave no temp file
+            // behind each time (the soak found thousands in tmp/).
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
         sync_dir(path.parent().unwrap_or(&self.root))
     }
 

@@ -134,3 +134,19 @@ fn spool_files_are_private_whatever_the_umask() {
     Spool::open(&root).unwrap();
     assert_eq!(mode(&root.join("active")), 0o700);
 }
+
+#[test]
+fn failed_update_leaves_no_temp_file() {
+    // On a full disk every retry's envelope update fails; each used to leave
+    // a `tmp/<id>.json.<n>` behind until the next start (bench/soak
+    // --full-disk). A directory in the envelope's place makes the rename fail.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let id = QueueId::generate();
+    let path = spool.env_path(&id, Place::Active);
+    fs::create_dir(&path).unwrap();
+    fs::write(path.join("x"), b"x").unwrap();
+    assert!(spool.update(&env(&id), Place::Active).is_err());
+    let left: Vec<_> = fs::read_dir(dir.path().join("tmp")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}
