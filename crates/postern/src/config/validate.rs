@@ -65,6 +65,15 @@ pub enum ValidationError {
     /// A local user name that cannot be a mailbox name.
     #[error("{0:?} is not a valid mailbox name (letters, digits, . _ - + =)")]
     BadMailboxName(String),
+    /// F5: a listener requires verified client certificates, but no client
+    /// CA is configured, so no certificate could ever verify.
+    #[error(
+        "listener {0:?} requires client certificates, but no client CA is configured: set tls.client_ca_files or run `postern ca init`"
+    )]
+    RequiredWithoutClientCa(String),
+    /// A `cert_subject` / `cert_issuer` pattern that is not a DN.
+    #[error("{0}")]
+    BadDn(String),
 }
 
 /// A problem and where it is: `at` is located in the file, `key` is named.
