@@ -19,6 +19,7 @@ use postern_wire::{codes, Enhanced, Mailbox, Path, Reply};
 
 use crate::auth::Authenticated;
 use crate::config::{Cidr, RcptClass, Rule, RuleAction};
+use crate::dn::Dn;
 use crate::settings::Settings;
 use crate::tls::ClientCertIdentity;
 use crate::users::UserDb;
@@ -97,31 +98,15 @@ pub fn classify(s: &Settings, rcpt: &Path) -> RcptClass {
     }
 }
 
-/// `*` glob match (case-insensitive), for DNs and SANs.
+/// `*` glob match (case-insensitive), for SANs.
 fn glob(pattern: &str, text: &str) -> bool {
-    let p = pattern.to_ascii_lowercase();
-    let t = text.to_ascii_lowercase();
-    if !p.contains('*') {
-        return p == t;
-    }
-    let parts: Vec<&str> = p.split('*').collect();
-    let mut rest = t.as_str();
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            if !rest.starts_with(part) {
-                return false;
-            }
-            rest = &rest[part.len()..];
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(pos) => rest = &rest[pos + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
+    crate::dn::glob(pattern, text)
+}
+
+/// A `cert_subject` / `cert_issuer` pattern against parsed RDNs (F10): see
+/// [`Dn::matches`]. A pattern that does not parse (refused at load) never matches.
+fn dn_matches(pattern: &str, dn: &Dn) -> bool {
+    Dn::parse(pattern).is_ok_and(|p| p.matches(dn))
 }
 
 fn hex_eq(a: &str, b: &str) -> bool {
@@ -170,12 +155,12 @@ pub fn matches(r: &Rule, f: &Facts<'_>, class: RcptClass) -> bool {
         }
     }
     if let Some(p) = &r.cert_issuer {
-        if !verified.is_some_and(|c| glob(p, &c.cert.issuer)) {
+        if !verified.is_some_and(|c| dn_matches(p, &c.cert.issuer_dn)) {
             return false;
         }
     }
     if let Some(p) = &r.cert_subject {
-        if !verified.is_some_and(|c| glob(p, &c.cert.subject)) {
+        if !verified.is_some_and(|c| dn_matches(p, &c.cert.subject_dn)) {
             return false;
         }
     }

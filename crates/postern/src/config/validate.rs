@@ -119,6 +119,11 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
         if r.action.is_none() {
             out.push(at(key("rule").index(i), ValidationError::RuleWithoutAction));
         }
+        for (k, dn) in [("cert_subject", &r.cert_subject), ("cert_issuer", &r.cert_issuer)] {
+            if let Some(Err(e)) = dn.as_deref().map(crate::dn::Dn::parse) {
+                out.push(at(key("rule").index(i).key(k), ValidationError::BadDn(e.to_string())));
+            }
+        }
         for (k, pins) in [("cert_sha256", &r.cert_sha256), ("cert_spki_sha256", &r.cert_spki_sha256)] {
             for (j, pin) in pins.iter().flatten().enumerate() {
                 if pin.is_empty() || !pin.chars().all(|ch| ch.is_ascii_hexdigit() || ch == ':') {
