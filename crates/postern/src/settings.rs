@@ -61,13 +61,26 @@ pub fn system_hostname() -> String {
 impl Settings {
     /// Loads the config named by `source` (or the embedded default).
     /// The files the config names (`client_file`) are read as part of the
-    /// load, so their problems are reported with the config's own.
+    /// load, so their problems are reported with the config's own; so is a
+    /// required client certificate without any client CA (F5).
     pub fn load(source: &Source) -> Result<Settings, SettingsError> {
+        Settings::load_checking(source, true)
+    }
+
+    /// [`Settings::load`] without the client-CA check, for `postern ca`:
+    /// `postern ca init` is how that problem gets fixed.
+    pub fn load_for_ca(source: &Source) -> Result<Settings, SettingsError> {
+        Settings::load_checking(source, false)
+    }
+
+    fn load_checking(source: &Source, client_ca: bool) -> Result<Settings, SettingsError> {
         let config = match &source.config {
             Some(p) => Config::load_checked(p, |c| {
                 let data_dir = data_dir_of(source, c);
                 let mut problems = read_client_files(c, &data_dir);
-                problems.extend(required_without_ca(c, &data_dir));
+                if client_ca {
+                    problems.extend(required_without_ca(c, &data_dir));
+                }
                 problems
             })?,
             None => Config::default(),
@@ -286,6 +299,8 @@ mod tests {
         // A CA file named, or the built-in CA: fine.
         let named = Config::parse(&format!("{text}[tls]\nclient_ca_files = [\"ca.pem\"]\n"), "t").unwrap();
         assert!(Settings::from_config(named, &source).is_ok());
+        // `postern ca` still loads it: `ca init` is the fix.
+        assert!(Settings::load_for_ca(&source).is_ok());
         crate::ca::Ca::new(dir.path()).init("Test CA", 30, false).unwrap();
         assert!(Settings::load(&source).is_ok());
     }

@@ -290,3 +290,24 @@ fn dn_criteria_match_parsed_rdns_of_real_certificates() {
     assert!(!check("CN=*.sat.example", &spanning));
     assert!(check("CN=evil, OU=*.sat.example", &spanning));
 }
+
+/// F15: `config check` warns when configured client CAs meet the built-in
+/// `trusted-certificate` rule on a listener that asks for certificates.
+#[test]
+fn trusted_certificate_warning_when_client_cas_meet_the_built_in_rule() {
+    let listener = "[[listener]]\naddress = \"127.0.0.1:25\"\nclient_certificates = \"optional\"\n";
+    let cas = "[tls]\nclient_ca_files = [\"/etc/ssl/partner-ca.pem\"]\n";
+    let warn = |text: &str| trusted_certificate_warning(&Config::parse(text, "t.toml").unwrap());
+    let w = warn(&format!("{listener}{cas}")).expect("warning");
+    assert!(w.contains("/etc/ssl/partner-ca.pem"), "{w}");
+    assert!(w.contains("relay.default_rules = false") && w.contains("cert_subject, cert_san or cert_sha256"), "{w}");
+    // Narrowed: no built-in rules.
+    assert_eq!(warn(&format!("{listener}{cas}[relay]\ndefault_rules = false\n")), None);
+    // No configured CA (the built-in CA is the operator's own), or no
+    // listener that asks for a certificate: nothing to warn about.
+    assert_eq!(warn(listener), None);
+    assert_eq!(warn(&format!("{listener}[tls]\nclient_ca_files = []\n")), None);
+    assert_eq!(warn(&format!("[[listener]]\naddress = \"127.0.0.1:25\"\n{cas}")), None);
+    let by_network = "[[listener]]\naddress = \"127.0.0.1:25\"\nrequest_client_certificates_from = [\"10.0.0.0/8\"]\n";
+    assert!(warn(&format!("{by_network}{cas}")).is_some());
+}
