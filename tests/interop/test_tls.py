@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from aiosmtpd.controller import Controller
 
-from conftest import BASE_CONFIG, SinkHandler, free_port, require, swaks, wait_for, wait_port
+from conftest import BASE_CONFIG, SinkHandler, free_port, require, swaks, swaks_full, wait_for, wait_port
 
 TLS_CONFIG = BASE_CONFIG.replace(
     '[[listener]]\naddress = "127.0.0.1:{port}"\n',
@@ -42,11 +42,16 @@ role = "submissions"
 [[listener]]
 address = "127.0.0.1:{port6}"
 role = "submission"
+""",
+)
+
+# F5: "required" without a client CA is a config error, so this listener is
+# only added where the CA exists before the start.
+REQUIRED_LISTENER = """
 [[listener]]
 address = "127.0.0.1:{port7}"
 client_certificates = "required"
-""",
-)
+"""
 
 
 def s_client(port, *extra, starttls=True, data=b"EHLO t.example\r\nQUIT\r\n"):
@@ -154,10 +159,15 @@ def test_client_certificate_identities(postern_factory, tmp_path):
 
 
 def test_required_mode_and_revocation(postern_factory):
-    p = postern_factory(TLS_CONFIG)
+    p = postern_factory(TLS_CONFIG + REQUIRED_LISTENER, start=False)
+    r = p.cli("config", "check", str(p.cfg))
+    assert r.returncode != 0 and b"requires client certificates, but no client CA is configured" in r.stderr, r.stderr
     postern_ca(p)
+    p.start()
     crt, key, serial = issue_client(p, "bob")
-    wait_for(lambda: "reload=ok" in p.log(), what="TLS reload after ca init")
+    # Without STARTTLS, MAIL is refused where a certificate is required.
+    r = swaks_full("--server", f"127.0.0.1:{p.ports['port7']}", "--to", "x@far.example", "--quit-after", "MAIL")
+    assert "530 5.7.0 Must issue a STARTTLS command first" in r.stdout, r.stdout
     assert not tls_ok(s_client(p.ports["port7"])), "required mode must refuse a client without certificate"
     assert tls_ok(s_client(p.ports["port7"], "-cert", str(crt), "-key", str(key)))
     n = p.log().count("reload=ok")

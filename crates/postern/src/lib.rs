@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod delivery;
+pub mod dn;
 pub mod loadgen;
 pub mod maillog;
 pub mod milter;

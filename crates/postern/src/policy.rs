@@ -18,7 +18,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use postern_wire::{codes, Enhanced, Mailbox, Path, Reply};
 
 use crate::auth::Authenticated;
-use crate::config::{Cidr, RcptClass, Rule, RuleAction};
+use crate::config::{Cidr, ClientCertMode, RcptClass, Rule, RuleAction};
+use crate::dn::Dn;
 use crate::settings::Settings;
 use crate::tls::ClientCertIdentity;
 use crate::users::UserDb;
@@ -97,31 +98,15 @@ pub fn classify(s: &Settings, rcpt: &Path) -> RcptClass {
     }
 }
 
-/// `*` glob match (case-insensitive), for DNs and SANs.
+/// `*` glob match (case-insensitive), for SANs.
 fn glob(pattern: &str, text: &str) -> bool {
-    let p = pattern.to_ascii_lowercase();
-    let t = text.to_ascii_lowercase();
-    if !p.contains('*') {
-        return p == t;
-    }
-    let parts: Vec<&str> = p.split('*').collect();
-    let mut rest = t.as_str();
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            if !rest.starts_with(part) {
-                return false;
-            }
-            rest = &rest[part.len()..];
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(pos) => rest = &rest[pos + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
+    crate::dn::glob(pattern, text)
+}
+
+/// A `cert_subject` / `cert_issuer` pattern against parsed RDNs (F10): see
+/// [`Dn::matches`]. A pattern that does not parse (refused at load) never matches.
+fn dn_matches(pattern: &str, dn: &Dn) -> bool {
+    Dn::parse(pattern).is_ok_and(|p| p.matches(dn))
 }
 
 fn hex_eq(a: &str, b: &str) -> bool {
@@ -170,12 +155,12 @@ pub fn matches(r: &Rule, f: &Facts<'_>, class: RcptClass) -> bool {
         }
     }
     if let Some(p) = &r.cert_issuer {
-        if !verified.is_some_and(|c| glob(p, &c.cert.issuer)) {
+        if !verified.is_some_and(|c| dn_matches(p, &c.cert.issuer_dn)) {
             return false;
         }
     }
     if let Some(p) = &r.cert_subject {
-        if !verified.is_some_and(|c| glob(p, &c.cert.subject)) {
+        if !verified.is_some_and(|c| dn_matches(p, &c.cert.subject_dn)) {
             return false;
         }
     }
@@ -236,6 +221,31 @@ pub fn default_rules(s: &Settings) -> Vec<Rule> {
         Rule { authenticated: Some(true), ..base("authenticated", RuleAction::Relay) },
         Rule { cert_verified: Some(true), ..base("trusted-certificate", RuleAction::Relay) },
     ]
+}
+
+/// `config check`'s warning for F15: client CAs are configured
+/// (`tls.client_ca_files`), some listener asks for client certificates, and
+/// the built-in `trusted-certificate` rule is on, so every holder of any
+/// certificate from those CAs may relay. `None` otherwise (the built-in CA
+/// alone, made by `postern ca init`, only certifies whom the operator chose).
+pub fn trusted_certificate_warning(c: &crate::config::Config) -> Option<String> {
+    let cas = c.tls.client_ca_files.as_ref().filter(|v| !v.is_empty())?;
+    let asks = c.listeners.iter().any(|l| {
+        l.client_certificates != ClientCertMode::None
+            || !l.request_client_certificates_from.is_empty()
+            || !l.require_client_certificates_from.is_empty()
+    });
+    if !c.relay.default_rules || !asks {
+        return None;
+    }
+    let files: Vec<String> = cas.iter().map(|p| p.display().to_string()).collect();
+    Some(format!(
+        "the built-in \"trusted-certificate\" rule (relay.default_rules = true) lets EVERY client whose certificate \
+         verifies against tls.client_ca_files ({}) relay to any domain; if these CAs also certify others (a partner \
+         or public CA), narrow it: set relay.default_rules = false and add a [[rule]] with cert_subject, cert_san or \
+         cert_sha256 and action = \"relay\" for the clients that may relay (see docs/relay.md)",
+        files.join(", ")
+    ))
 }
 
 /// The rule that decided, before the local-user check.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::aliases::Aliases;
-use crate::config::{Config, ConfigError, KeyPath, Position, Problem, ProblemKind};
+use crate::config::{ClientCertMode, Config, ConfigError, KeyPath, Position, Problem, ProblemKind, ValidationError};
 
 /// Where the config comes from.
 #[derive(Debug, Clone)]
@@ -61,10 +61,28 @@ pub fn system_hostname() -> String {
 impl Settings {
     /// Loads the config named by `source` (or the embedded default).
     /// The files the config names (`client_file`) are read as part of the
-    /// load, so their problems are reported with the config's own.
+    /// load, so their problems are reported with the config's own; so is a
+    /// required client certificate without any client CA (F5).
     pub fn load(source: &Source) -> Result<Settings, SettingsError> {
+        Settings::load_checking(source, true)
+    }
+
+    /// [`Settings::load`] without the client-CA check, for `postern ca`:
+    /// `postern ca init` is how that problem gets fixed.
+    pub fn load_for_ca(source: &Source) -> Result<Settings, SettingsError> {
+        Settings::load_checking(source, false)
+    }
+
+    fn load_checking(source: &Source, client_ca: bool) -> Result<Settings, SettingsError> {
         let config = match &source.config {
-            Some(p) => Config::load_checked(p, |c| read_client_files(c, &data_dir_of(source, c)))?,
+            Some(p) => Config::load_checked(p, |c| {
+                let data_dir = data_dir_of(source, c);
+                let mut problems = read_client_files(c, &data_dir);
+                if client_ca {
+                    problems.extend(required_without_ca(c, &data_dir));
+                }
+                problems
+            })?,
             None => Config::default(),
         };
         Settings::derive(config, source)
@@ -73,7 +91,8 @@ impl Settings {
     /// Derives settings from a parsed config, reading the files it names.
     pub fn from_config(mut config: Config, source: &Source) -> Result<Settings, SettingsError> {
         let data_dir = data_dir_of(source, &config);
-        let problems = read_client_files(&mut config, &data_dir);
+        let mut problems = read_client_files(&mut config, &data_dir);
+        problems.extend(required_without_ca(&config, &data_dir));
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems).into());
         }
@@ -143,6 +162,39 @@ fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
 /// `data_dir`, or `./postern-data`.
 fn data_dir_of(source: &Source, config: &Config) -> PathBuf {
     source.data_dir.clone().or_else(|| config.data_dir.clone()).unwrap_or_else(|| PathBuf::from("postern-data"))
+}
+
+/// True if client certificates can verify: `tls.client_ca_files` names at
+/// least one file, or (by default) the built-in CA exists. The same facts
+/// as `tls::files::client_ca_paths`, known before the settings are.
+pub fn has_client_ca(config: &Config, data_dir: &Path) -> bool {
+    match &config.tls.client_ca_files {
+        Some(v) => !v.is_empty(),
+        None => data_dir.join("ca/ca.crt").exists(),
+    }
+}
+
+/// F5: `client_certificates = "required"` or `require_client_certificates_from`
+/// without any client CA would never verify a certificate: a load error
+/// (the built-in CA lives in the data directory, so it is checked here).
+fn required_without_ca(config: &Config, data_dir: &Path) -> Vec<Problem> {
+    if has_client_ca(config, data_dir) {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let k = if l.client_certificates == ClientCertMode::Required {
+            "client_certificates"
+        } else if !l.require_client_certificates_from.is_empty() {
+            "require_client_certificates_from"
+        } else {
+            continue;
+        };
+        let at = KeyPath::root().key("listener").index(i).key(k);
+        let kind = ProblemKind::Invalid(ValidationError::RequiredWithoutClientCa(l.label().to_string()));
+        problems.push(config.problem_at(&at, &format!("listener.{k}"), kind));
+    }
+    problems
 }
 
 /// Reads every rule's `client_file` into its `client_file_networks`; returns
@@ -218,5 +270,38 @@ mod tests {
         let config = Config::parse("[[rule]]\naction = \"reject\"\nclient_file = \"nets.txt\"\n", "t").unwrap();
         let s = Settings::from_config(config, &Source { config: None, data_dir: Some(dir.path().into()) }).unwrap();
         assert!(s.config.rules[0].get_ref().client_file_networks[0].contains("192.0.2.7".parse().unwrap()));
+    }
+
+    /// F5: "required" without a client CA is a load error naming the key;
+    /// with the built-in CA (or `tls.client_ca_files`) it loads.
+    #[test]
+    fn required_client_certificates_need_a_client_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("p.toml");
+        let text = "[[listener]]\naddress = \"127.0.0.1:25\"\nclient_certificates = \"required\"\n\
+                    [[listener]]\nname = \"partners\"\naddress = \"127.0.0.1:26\"\nrequire_client_certificates_from = [\"10.0.0.0/8\"]\n\
+                    [[listener]]\naddress = \"127.0.0.1:27\"\nclient_certificates = \"optional\"\n";
+        std::fs::write(&cfg, text).unwrap();
+        let source = Source { config: Some(cfg.clone()), data_dir: Some(dir.path().into()) };
+        let got = Settings::load(&source).unwrap_err().to_string();
+        let c = cfg.display();
+        let hint = "but no client CA is configured: set tls.client_ca_files or run `postern ca init`";
+        let want = [
+            format!("{c}:3:23: key `listener.client_certificates`: listener \"smtp\" requires client certificates, {hint}"),
+            format!(
+                "{c}:7:36: key `listener.require_client_certificates_from`: listener \"partners\" requires client certificates, {hint}"
+            ),
+        ];
+        assert_eq!(got.lines().collect::<Vec<_>>(), want);
+        // Explicitly no CA files: the same.
+        let none = Config::parse(&format!("{text}[tls]\nclient_ca_files = []\n"), "t").unwrap();
+        assert!(Settings::from_config(none, &source).is_err());
+        // A CA file named, or the built-in CA: fine.
+        let named = Config::parse(&format!("{text}[tls]\nclient_ca_files = [\"ca.pem\"]\n"), "t").unwrap();
+        assert!(Settings::from_config(named, &source).is_ok());
+        // `postern ca` still loads it: `ca init` is the fix.
+        assert!(Settings::load_for_ca(&source).is_ok());
+        crate::ca::Ca::new(dir.path()).init("Test CA", 30, false).unwrap();
+        assert!(Settings::load(&source).is_ok());
     }
 }

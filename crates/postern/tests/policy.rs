@@ -12,6 +12,9 @@
 //! - `tls`: `tls` or `-`;
 //! - `cert`: `-`, or `;`-separated `subject=DN`, `issuer=DN`, `san=X`
 //!   (repeatable), `sha256=HEX`, and `verified=ANCHOR DN` or `error=WHY`;
+//!   `subject` and `issuer` are RFC 4514 text parsed into the RDNs policy
+//!   matches (`CN=evil\, O=Partner` is one CN whose value holds a comma);
+//!   the log string and the CN list are derived from them;
 //! - `auth user`: `-` or the SASL user;
 //! - `sender`, `rcpt`: SMTP paths (`<>` for the null sender);
 //! - `reply`: `250` for accept, else a prefix of the reply (`550 5.7.1`);
@@ -25,6 +28,7 @@ use std::path::Path as FsPath;
 
 use postern::auth::Authenticated;
 use postern::config::Config;
+use postern::dn::Dn;
 use postern::policy::{check_rcpt, Facts, RcptDecision};
 use postern::settings::{Settings, Source};
 use postern::tls::{CertInfo, ClientCertIdentity};
@@ -47,13 +51,15 @@ fn cert(spec: &str) -> Result<Option<ClientCertIdentity>, String> {
         spki_sha256: String::new(),
         not_after: 0,
         subject_cns: Vec::new(),
+        subject_dn: Dn::default(),
+        issuer_dn: Dn::default(),
     };
     let mut verified = Err("not verified".to_string());
     for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = part.split_once('=').ok_or_else(|| format!("cert part {part:?} is not key=value"))?;
         match k {
-            "subject" => info.subject = v.into(),
-            "issuer" => info.issuer = v.into(),
+            "subject" => info.subject_dn = Dn::parse(v).map_err(|e| format!("subject: {e}"))?,
+            "issuer" => info.issuer_dn = Dn::parse(v).map_err(|e| format!("issuer: {e}"))?,
             "san" => info.sans.push(v.into()),
             "sha256" => info.sha256 = v.into(),
             "verified" => verified = Ok(v.to_string()),
@@ -62,6 +68,9 @@ fn cert(spec: &str) -> Result<Option<ClientCertIdentity>, String> {
         }
     }
     info.spki_sha256 = format!("spki-{}", info.sha256);
+    info.subject = info.subject_dn.to_string();
+    info.issuer = info.issuer_dn.to_string();
+    info.subject_cns = info.subject_dn.values("CN").map(String::from).collect();
     Ok(Some(ClientCertIdentity { cert: info, verified }))
 }
 

@@ -36,7 +36,11 @@ pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
                     if let Some(w) = &credentials {
                         eprintln!("{}: warning: {w}", file.display());
                     }
-                    let warned = !open.is_empty() || credentials.is_some();
+                    let certificates = crate::policy::trusted_certificate_warning(&s.config);
+                    if let Some(w) = &certificates {
+                        eprintln!("{}: warning: {w}", file.display());
+                    }
+                    let warned = !open.is_empty() || credentials.is_some() || certificates.is_some();
                     println!("{}: ok{}", file.display(), if warned { " (with warnings)" } else { "" });
                     exit::OK
                 }

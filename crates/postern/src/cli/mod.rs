@@ -506,7 +506,15 @@ pub fn run(argv: Vec<String>) -> i32 {
             with_settings(&src, |s| explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt }, json))
         }
         Cmd::User { action } => with_settings(&src, |s| user::run(s, action)),
-        Cmd::Ca { action } => with_settings(&src, |s| ca::run(s, action)),
+        // F5: a config that requires client certificates before any CA
+        // exists is refused elsewhere; `ca init` is its fix, so it loads.
+        Cmd::Ca { action } => match Settings::load_for_ca(&src) {
+            Ok(s) => ca::run(&s, action),
+            Err(e) => {
+                eprintln!("postern: {e}");
+                exit::CONFIG
+            }
+        },
         Cmd::Bench { server, messages, concurrency, size, starttls, auth_user, password_file, reuse, from, to, deadline, json } => {
             let auth = match bench::login(auth_user, password_file) {
                 Ok(a) => a,

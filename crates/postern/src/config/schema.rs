@@ -149,10 +149,12 @@ pub struct Rule {
     /// Verified by the CA with this subject DN (e.g. "CN=postern CA").
     #[serde(default)]
     pub cert_ca: Option<String>,
-    /// Issuer DN of a verified certificate: exact, or a pattern with `*`.
+    /// Issuer DN of a verified certificate, matched as parsed RDNs in the
+    /// certificate's order; `*` matches inside one attribute value only.
     #[serde(default)]
     pub cert_issuer: Option<String>,
-    /// Subject DN of a verified certificate: exact, or a pattern with `*`.
+    /// Subject DN of a verified certificate, matched as parsed RDNs in the
+    /// certificate's order; `*` matches inside one attribute value only.
     #[serde(default)]
     pub cert_subject: Option<String>,
     /// SANs of a verified certificate: "DNS:name", "email:addr" (`*` allowed).

@@ -49,7 +49,9 @@ pub enum ClientCertMode {
     None,
     /// Ask; accept any certificate or none; verification becomes a policy fact.
     Optional,
-    /// The handshake fails without a certificate that verifies against `tls.client_ca_files`.
+    /// The handshake fails without a certificate that verifies against
+    /// `tls.client_ca_files`; MAIL over plaintext gets `530 5.7.0`. Without
+    /// any client CA this is a config error (F5).
     Required,
 }
 
@@ -88,7 +90,8 @@ pub struct Listener {
     /// whatever `client_certificates` says, like sendmail's `Srv_Features`.
     #[serde(default)]
     pub request_client_certificates_from: Vec<Cidr>,
-    /// Clients in these networks must present a verified certificate.
+    /// Clients in these networks must present a verified certificate (STARTTLS
+    /// before MAIL; a client CA must be configured).
     #[serde(default)]
     pub require_client_certificates_from: Vec<Cidr>,
     /// SASL mechanisms on this listener (default: `auth.mechanisms`; `[]`

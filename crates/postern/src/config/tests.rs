@@ -292,6 +292,10 @@ fn every_problem_is_reported_at_once() {
             "[[rule]]\nname = \"x\"\n[[rule]]\naction = \"relay\"\ncert_sha256 = [\"AB:CD\", \"sha256/xyz\"]\n",
             &["f.toml:1:1: key `rule`: [[rule]] needs `action`", "f.toml:5:25: key `rule.cert_sha256`: \"sha256/xyz\" is not a hex SHA-256"],
         ),
+        (
+            "[[rule]]\naction = \"relay\"\ncert_subject = \"CN=x, host\"\ncert_issuer = \"CN=a\\\\\"\n",
+            &["f.toml:3:16: key `rule.cert_subject`: \"host\" is not type=value", "f.toml:4:15: key `rule.cert_issuer`: bad escape in"],
+        ),
     ];
     for (text, want) in table {
         let got = problems(text);

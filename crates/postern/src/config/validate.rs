@@ -65,6 +65,15 @@ pub enum ValidationError {
     /// A local user name that cannot be a mailbox name.
     #[error("{0:?} is not a valid mailbox name (letters, digits, . _ - + =)")]
     BadMailboxName(String),
+    /// F5: a listener requires verified client certificates, but no client
+    /// CA is configured, so no certificate could ever verify.
+    #[error(
+        "listener {0:?} requires client certificates, but no client CA is configured: set tls.client_ca_files or run `postern ca init`"
+    )]
+    RequiredWithoutClientCa(String),
+    /// A `cert_subject` / `cert_issuer` pattern that is not a DN.
+    #[error("{0}")]
+    BadDn(String),
 }
 
 /// A problem and where it is: `at` is located in the file, `key` is named.
@@ -109,6 +118,11 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
         let r = r.get_ref();
         if r.action.is_none() {
             out.push(at(key("rule").index(i), ValidationError::RuleWithoutAction));
+        }
+        for (k, dn) in [("cert_subject", &r.cert_subject), ("cert_issuer", &r.cert_issuer)] {
+            if let Some(Err(e)) = dn.as_deref().map(crate::dn::Dn::parse) {
+                out.push(at(key("rule").index(i).key(k), ValidationError::BadDn(e.to_string())));
+            }
         }
         for (k, pins) in [("cert_sha256", &r.cert_sha256), ("cert_spki_sha256", &r.cert_spki_sha256)] {
             for (j, pin) in pins.iter().flatten().enumerate() {

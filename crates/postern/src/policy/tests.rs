@@ -83,6 +83,8 @@ fn cert(subject: &str, issuer: &str, anchor: Result<&str, &str>, sans: &[&str], 
             spki_sha256: format!("spki-{sha}"),
             not_after: 0,
             subject_cns: subject.split(',').filter_map(|r| r.trim().strip_prefix("CN=")).map(String::from).collect(),
+            subject_dn: crate::dn::Dn::parse(subject).unwrap(),
+            issuer_dn: crate::dn::Dn::parse(issuer).unwrap(),
         },
         verified: anchor.map(String::from).map_err(String::from),
     }
@@ -242,4 +244,70 @@ fn open_relay_detection_and_globs() {
     assert!(!glob("CN=*.sat.example", "CN=a.sat.example.evil"));
     assert!(glob("*@example.org", "x@example.org"));
     assert!(glob("CN=a*b*c", "CN=aXXbYYc"));
+}
+
+/// F10 over real certificates (rcgen, parsed by the TLS layer): a CN whose
+/// value holds ", O=Partner" is not an O attribute, and a `*` never spans
+/// RDNs; the genuine DN matches.
+#[test]
+fn dn_criteria_match_parsed_rdns_of_real_certificates() {
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+    let make = |dn: &[(DnType, &str)]| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name = DistinguishedName::new();
+        for (t, v) in dn {
+            p.distinguished_name.push(t.clone(), *v);
+        }
+        let cert = p.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        ClientCertIdentity { cert: crate::tls::cert_info(cert.der()).unwrap(), verified: Ok("CN=Partner CA".into()) }
+    };
+    let s = settings(RULES);
+    let rcpt = path("<x@far.example>");
+    let check = |pattern: &str, id: &ClientCertIdentity| {
+        let rule = Rule { cert_subject: Some(pattern.into()), action: Some(RuleAction::Relay), ..Rule::default() };
+        let f = Facts {
+            listener: "smtp",
+            client_ip: "203.0.113.1".parse().unwrap(),
+            tls: true,
+            authenticated: None,
+            cert: Some(id),
+            sender: None,
+            rcpt: &rcpt,
+            user_db: None,
+        };
+        matches(&rule, &f, classify(&s, &rcpt))
+    };
+    let genuine = make(&[(DnType::CommonName, "mx"), (DnType::OrganizationName, "Partner")]);
+    let forged = make(&[(DnType::CommonName, "mallory, O=Partner")]);
+    let forged_tight = make(&[(DnType::CommonName, "mallory,O=Partner")]);
+    let spanning = make(&[(DnType::CommonName, "evil"), (DnType::OrganizationalUnitName, "a.sat.example")]);
+    assert_eq!(genuine.cert.subject, "CN=mx, O=Partner");
+    assert_eq!(forged.cert.subject, r"CN=mallory\, O\=Partner", "the log string is escaped");
+    assert!(check("CN=*, O=Partner", &genuine));
+    assert!(check("cn=MX,o=partner", &genuine));
+    assert!(!check("CN=*, O=Partner", &forged));
+    assert!(!check("CN=*,O=Partner", &forged_tight));
+    assert!(!check("CN=*.sat.example", &spanning));
+    assert!(check("CN=evil, OU=*.sat.example", &spanning));
+}
+
+/// F15: `config check` warns when configured client CAs meet the built-in
+/// `trusted-certificate` rule on a listener that asks for certificates.
+#[test]
+fn trusted_certificate_warning_when_client_cas_meet_the_built_in_rule() {
+    let listener = "[[listener]]\naddress = \"127.0.0.1:25\"\nclient_certificates = \"optional\"\n";
+    let cas = "[tls]\nclient_ca_files = [\"/etc/ssl/partner-ca.pem\"]\n";
+    let warn = |text: &str| trusted_certificate_warning(&Config::parse(text, "t.toml").unwrap());
+    let w = warn(&format!("{listener}{cas}")).expect("warning");
+    assert!(w.contains("/etc/ssl/partner-ca.pem"), "{w}");
+    assert!(w.contains("relay.default_rules = false") && w.contains("cert_subject, cert_san or cert_sha256"), "{w}");
+    // Narrowed: no built-in rules.
+    assert_eq!(warn(&format!("{listener}{cas}[relay]\ndefault_rules = false\n")), None);
+    // No configured CA (the built-in CA is the operator's own), or no
+    // listener that asks for a certificate: nothing to warn about.
+    assert_eq!(warn(listener), None);
+    assert_eq!(warn(&format!("{listener}[tls]\nclient_ca_files = []\n")), None);
+    assert_eq!(warn(&format!("[[listener]]\naddress = \"127.0.0.1:25\"\n{cas}")), None);
+    let by_network = "[[listener]]\naddress = \"127.0.0.1:25\"\nrequest_client_certificates_from = [\"10.0.0.0/8\"]\n";
+    assert!(warn(&format!("{by_network}{cas}")).is_some());
 }

@@ -58,7 +58,7 @@ use postern_wire::received::ReceivedCounter;
 use postern_wire::{codes, parse_command, Command, Path, Reply};
 
 use crate::auth::{Authenticated, Throttle};
-use crate::config::{Listener, Role};
+use crate::config::{ClientCertMode, Listener, Role};
 use crate::maillog;
 use crate::milter::{Milters, Verdict};
 use crate::settings::Settings;
@@ -483,7 +483,10 @@ impl<S: Socket> Session<S> {
             tls: self.tls().is_some(),
             tls_available: self.ctx.tls.is_some(),
             authenticated: self.auth().is_some(),
-            listener_needs_tls: self.ctx.listener.tls_required(),
+            // F5: a client that must present a verified certificate
+            // (`required` for its address) must do STARTTLS first.
+            listener_needs_tls: self.ctx.listener.tls_required()
+                || self.ctx.listener.cert_mode_for(self.conn.peer.ip()) == ClientCertMode::Required,
             // RFC 6409 §4.3 / RFC 4954 §6: submission requires SMTP AUTH or
             // a client certificate verified by a configured CA.
             listener_needs_auth: submission && self.auth().is_none() && !self.verified_cert(),

@@ -194,7 +194,8 @@ pub(crate) struct Gate {
     pub(crate) tls_available: bool,
     /// An AUTH exchange succeeded.
     pub(crate) authenticated: bool,
-    /// The listener requires TLS before mail (`tls = "required"`, submission).
+    /// The listener requires TLS before mail (`require_tls`, submission), or
+    /// the client's certificate mode is `required` (F5).
     pub(crate) listener_needs_tls: bool,
     /// The listener requires AUTH (or a verified certificate) before mail,
     /// and neither has happened.

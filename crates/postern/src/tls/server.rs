@@ -112,12 +112,62 @@ impl ClientCertVerifier for RequestAnyClientCert {
     }
 }
 
+/// Refuses every client certificate, and the handshake without one: the
+/// `required` mode when no client CA is configured (F5: fail closed; the
+/// config loader already refuses that setup, this covers a CA file that
+/// went away).
+#[derive(Debug)]
+struct RefuseAllClients {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for RefuseAllClients {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
 /// Server TLS for one load of the material; replaced as a whole on reload.
 #[derive(Clone)]
 pub struct ServerTls {
     none: Arc<rustls::ServerConfig>,
     optional: Arc<rustls::ServerConfig>,
-    required: Option<Arc<rustls::ServerConfig>>,
+    required: Arc<rustls::ServerConfig>,
+    /// A client CA is configured: `required` can be satisfied.
+    has_client_ca: bool,
     verifier: CertVerifier,
     /// SHA-256 of the server certificate.
     pub fingerprint: String,
@@ -177,8 +227,9 @@ impl ServerTls {
         let hints: Vec<DistinguishedName> = roots.subjects();
         let none = build(WebPkiClientVerifier::no_client_auth())?;
         let optional = build(Arc::new(RequestAnyClientCert { hints, algs: algorithms() }))?;
-        let required = if roots.is_empty() {
-            None
+        let has_client_ca = !roots.is_empty();
+        let required = if !has_client_ca {
+            build(Arc::new(RefuseAllClients { algs: algorithms() }))?
         } else {
             let v = WebPkiClientVerifier::builder_with_provider(roots, provider())
                 .with_crls(crls.clone())
@@ -186,29 +237,26 @@ impl ServerTls {
                 .allow_unknown_revocation_status()
                 .build()
                 .map_err(TlsError::ClientCa)?;
-            Some(build(v)?)
+            build(v)?
         };
         let server_cert = chain[0].as_ref().to_vec();
-        Ok(ServerTls { none, optional, required, verifier, fingerprint, server_cert, files })
+        Ok(ServerTls { none, optional, required, has_client_ca, verifier, fingerprint, server_cert, files })
     }
 
     /// The rustls config for a client-certificate mode. `required` without
     /// any CA configured cannot verify anything; it then refuses every
-    /// client (fail closed) by falling back to an empty-trust verifier.
+    /// client (fail closed, F5), never falls back to `optional`.
     pub fn config(&self, mode: ClientCertMode) -> Arc<rustls::ServerConfig> {
         match mode {
             ClientCertMode::None => self.none.clone(),
             ClientCertMode::Optional => self.optional.clone(),
-            ClientCertMode::Required => match &self.required {
-                Some(c) => c.clone(),
-                None => self.optional.clone(),
-            },
+            ClientCertMode::Required => self.required.clone(),
         }
     }
 
     /// True when `required` can be honoured (a client CA is configured).
     pub fn can_require(&self) -> bool {
-        self.required.is_some()
+        self.has_client_ca
     }
 
     /// Verifies a client chain after the handshake (WebPKI: signatures,

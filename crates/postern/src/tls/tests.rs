@@ -35,7 +35,7 @@ fn default_certificate_and_client_verification() {
     let tls = ServerTls::load(&s).unwrap();
     assert_eq!(tls.fingerprint, fp);
     assert!(!tls.can_require(), "no client CA yet");
-    let _ = tls.config(ClientCertMode::Required); // falls back, never panics
+    assert!(!Arc::ptr_eq(&tls.config(ClientCertMode::Required), &tls.config(ClientCertMode::Optional)), "never falls back (F5)");
 
     let ca = Ca::new(dir.path());
     ca.init("Test CA", 30, false).unwrap();
@@ -68,4 +68,30 @@ fn verify_errors_read_as_before() {
     assert_eq!(VerifyError::NoClientCa.to_string(), "no client CA configured");
     assert_eq!(VerifyError::Rejected(webpki::Error::UnknownIssuer).to_string(), "unknown issuer");
     assert_eq!(VerifyError::WrongName("mx.example".into()).to_string(), "certificate not valid for mx.example");
+}
+
+/// F5: `required` without a client CA fails closed: a handshake without a
+/// certificate fails instead of falling back to `optional`.
+#[tokio::test]
+async fn required_without_client_ca_refuses_the_handshake() {
+    use rustls::pki_types::pem::PemObject;
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    ensure_default_certificate(&s).unwrap();
+    let tls = ServerTls::load(&s).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let (cert_path, _) = server_paths(&s);
+    roots.add(rustls::pki_types::CertificateDer::from_pem_file(cert_path).unwrap()).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = s.hostname.clone();
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let accept = tokio_rustls::TlsAcceptor::from(tls.config(ClientCertMode::Required)).accept(b);
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    let connect = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, a);
+    let (server, _client) = tokio::join!(accept, connect);
+    assert!(server.is_err(), "the server accepted a client without a certificate");
 }

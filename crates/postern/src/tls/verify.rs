@@ -11,6 +11,7 @@ use rustls::RootCertStore;
 
 use super::files::{client_ca_paths, crl_paths, load_certs, load_crls, warn_expiry};
 use super::{algorithms, sha256_hex, TlsError};
+use crate::dn::{Attr, Dn};
 use crate::settings::Settings;
 
 /// Why a peer's certificate chain did not verify. Kept as text in
@@ -43,9 +44,9 @@ pub enum VerifyError {
 /// Facts about a certificate, for logs, `Received:` and policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
-    /// Subject DN (RFC 4514 style).
+    /// Subject DN, RFC 4514-escaped, in the certificate's order (for logs).
     pub subject: String,
-    /// Issuer DN.
+    /// Issuer DN, likewise.
     pub issuer: String,
     /// Subject alternative names: `DNS:name`, `email:addr`, `IP:addr`.
     pub sans: Vec<String>,
@@ -59,6 +60,35 @@ pub struct CertInfo {
     /// RDNs in order (an undecodable one as ""). Identity mappings take a
     /// name only when there is exactly one.
     pub subject_cns: Vec<String>,
+    /// The subject as parsed RDNs: what `cert_subject` rules match (F10).
+    pub subject_dn: Dn,
+    /// The issuer as parsed RDNs: what `cert_issuer` rules match.
+    pub issuer_dn: Dn,
+}
+
+/// The RDNs of an X.509 name: attribute types by their short names (`CN`,
+/// `O`, ...) or dotted OIDs; values decoded (a non-string value as `#` and
+/// the hex of its DER, RFC 4514 §2.4).
+fn parsed_dn(name: &x509_parser::x509::X509Name<'_>) -> Dn {
+    let registry = x509_parser::objects::oid_registry();
+    let rdns = name
+        .iter()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|a| {
+                    let name = x509_parser::objects::oid2abbrev(a.attr_type(), registry)
+                        .map(str::to_string)
+                        .unwrap_or_else(|_| a.attr_type().to_id_string());
+                    let value = match a.as_str() {
+                        Ok(v) => v.to_string(),
+                        Err(_) => format!("#{}", hex::encode(a.attr_value().as_bytes())),
+                    };
+                    Attr { name, value }
+                })
+                .collect()
+        })
+        .collect();
+    Dn { rdns }
 }
 
 /// Parses a DER certificate.
@@ -87,14 +117,17 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, TlsError> {
             }
         }
     }
+    let (subject_dn, issuer_dn) = (parsed_dn(cert.subject()), parsed_dn(cert.issuer()));
     Ok(CertInfo {
-        subject: cert.subject().to_string(),
-        issuer: cert.issuer().to_string(),
+        subject: subject_dn.to_string(),
+        issuer: issuer_dn.to_string(),
         sans,
         sha256: sha256_hex(der),
         spki_sha256: sha256_hex(cert.tbs_certificate.subject_pki.raw),
         not_after: cert.validity().not_after.timestamp(),
         subject_cns: cert.subject().iter_common_name().map(|cn| cn.as_str().map(str::to_string).unwrap_or_default()).collect(),
+        subject_dn,
+        issuer_dn,
     })
 }
 
@@ -162,6 +195,8 @@ impl CertVerifier {
                         spki_sha256: String::new(),
                         not_after: 0,
                         subject_cns: Vec::new(),
+                        subject_dn: Dn::default(),
+                        issuer_dn: Dn::default(),
                     },
                     verified: Err(e.to_string()),
                 })

@@ -58,11 +58,23 @@ pub(super) struct Harness {
 impl Harness {
     /// `extra` is TOML appended to the base config (sections only).
     pub(super) async fn new(extra: &str) -> Harness {
+        Harness::build(extra, false)
+    }
+
+    /// [`Harness::new`] with the built-in CA (`postern ca init`) made first.
+    pub(super) async fn with_ca(extra: &str) -> Harness {
+        Harness::build(extra, true)
+    }
+
+    fn build(extra: &str, ca: bool) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let text = format!("{BASE}\n{extra}");
         let config = Config::parse(&text, "test.toml").expect("config");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
+        if ca {
+            crate::ca::Ca::new(&data).init("Test CA", 30, false).expect("CA");
+        }
         let source = Source { config: None, data_dir: Some(data.clone()) };
         let settings = Settings::from_config(config, &source).expect("settings");
         tls::ensure_default_certificate(&settings).expect("certificate");
@@ -88,7 +100,8 @@ impl Harness {
         }
     }
 
-    /// A session on the listener with this role, over a pipe, from 127.0.0.1.
+    /// A session on the listener with this label (name, or role when it
+    /// has none), over a pipe, from 127.0.0.1.
     pub(super) async fn connect(&self, role: &str) -> Client<DuplexStream> {
         self.connect_from(role, [127, 0, 0, 1].into()).await
     }
@@ -106,7 +119,7 @@ impl Harness {
 
     /// [`Harness::connect_raw`] from `peer`.
     fn connect_raw_from(&self, role: &str, peer: std::net::IpAddr, buffer: usize) -> DuplexStream {
-        let listener = self.settings.config.listeners.iter().find(|l| l.role.name() == role).expect("listener role").clone();
+        let listener = self.settings.config.listeners.iter().find(|l| l.label() == role).expect("listener label").clone();
         let ctx = Context {
             settings: self.settings.clone(),
             spool: self.spool.clone(),
@@ -220,6 +233,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Client<T> {
 
     /// The TLS handshake over this connection (after "220 Ready").
     pub(super) async fn starttls(self) -> Client<TlsStream<T>> {
+        self.try_starttls().await.expect("TLS handshake")
+    }
+
+    /// The TLS handshake, without a client certificate; `Err` if it failed.
+    pub(super) async fn try_starttls(self) -> std::io::Result<Client<TlsStream<T>>> {
         assert!(self.buf.is_empty(), "unread plaintext before the handshake");
         let mut roots = rustls::RootCertStore::empty();
         use rustls_pki_types::pem::PemObject;
@@ -231,7 +249,26 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Client<T> {
             .with_root_certificates(roots)
             .with_no_client_auth();
         let name = rustls_pki_types::ServerName::try_from("mx.test").expect("name");
-        let io = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, self.io).await.expect("TLS handshake");
-        Client { io, buf: Vec::new(), cert: self.cert }
+        let io = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, self.io).await?;
+        Ok(Client { io, buf: Vec::new(), cert: self.cert })
+    }
+
+    /// Sends `text` and reads: true if the server ended the connection (or
+    /// the TLS layer failed) instead of answering. With TLS 1.3 the server
+    /// judges a client's certificate after the client's handshake ended, so
+    /// a refusal shows on the first read.
+    pub(super) async fn send_finds_closed(&mut self, text: &str) -> bool {
+        let data = format!("{text}\r\n");
+        if self.io.write_all(data.as_bytes()).await.is_err() || self.io.flush().await.is_err() {
+            return true;
+        }
+        let mut chunk = [0u8; 512];
+        match tokio::time::timeout(Duration::from_secs(20), self.io.read(&mut chunk)).await.expect("timed out waiting for a reply") {
+            Ok(0) | Err(_) => true,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                false
+            }
+        }
     }
 }

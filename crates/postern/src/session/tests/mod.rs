@@ -6,6 +6,7 @@
 //! `crates/postern/tests/policy.rs`.
 
 mod auth_throttle;
+mod certs;
 mod harness;
 mod limits;
 mod loops;
