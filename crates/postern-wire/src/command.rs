@@ -393,15 +393,17 @@ fn parse_bdat(arg: &str) -> Result<Command, ParseError> {
     Ok(Command::Bdat { size, last })
 }
 
-/// Decodes RFC 3461 §4 xtext (`+XX` hex escapes).
+/// Decodes RFC 3461 §4 xtext (`+XX` hex escapes). Each escape is `+` and
+/// exactly two hex digits (either case): not `from_str_radix`, which also
+/// takes a sign (`++1`, found by the `xtext` fuzz target).
 pub fn xtext_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'+' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let digit = |j: usize| b.get(j).and_then(|&c| char::from(c).to_digit(16));
+            out.push(u8::try_from(digit(i + 1)? * 16 + digit(i + 2)?).ok()?);
             i += 3;
         } else if (33..=126).contains(&b[i]) && b[i] != b'=' {
             out.push(b[i]);

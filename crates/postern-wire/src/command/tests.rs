@@ -160,3 +160,14 @@ fn xtext_roundtrip() {
     assert_eq!(xtext_decode("a=b"), None);
     assert_eq!(xtext_decode("+4"), None);
 }
+
+/// An escape is `+` and two hex digits, nothing else (found by the `xtext`
+/// fuzz target: `++2` decoded as 0x02, `from_str_radix` taking the sign).
+#[test]
+fn xtext_escape_needs_two_hex_digits() {
+    for bad in ["++2", "34++2~0cb", "+-1", "+ 1", "+1", "+G0", "a+", "+é"] {
+        assert_eq!(xtext_decode(bad), None, "{bad}");
+    }
+    assert_eq!(xtext_decode("+2B+2b+41").as_deref(), Some("++A"));
+    assert_eq!(parse_command(b"RCPT TO:<a@b.example> ORCPT=rfc822;++40"), Err(ParseError::BadParam("ORCPT".into())));
+}
