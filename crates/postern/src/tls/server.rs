@@ -63,20 +63,26 @@ impl TlsInfo {
     }
 }
 
-/// Accepts any client certificate at the TLS layer (handshake signatures
-/// are still verified); used for the `optional` mode.
+/// Our client-certificate verifier for the modes that do not chain-check
+/// in the handshake (handshake signatures are still verified).
+/// `optional`: asks, accepts any certificate or none (`identify` checks the
+/// chain after the handshake and records the result instead of failing).
+/// `refuse_all`: the `required` mode when no client CA is configured (F5:
+/// fail closed; the config loader already refuses that setup, this covers a
+/// CA file that went away): every certificate, and no certificate, fails.
 #[derive(Debug)]
-struct RequestAnyClientCert {
+struct RequestClientCert {
     hints: Vec<DistinguishedName>,
     algs: WebPkiSupportedAlgorithms,
+    refuse_all: bool,
 }
 
-impl ClientCertVerifier for RequestAnyClientCert {
+impl ClientCertVerifier for RequestClientCert {
     fn offer_client_auth(&self) -> bool {
         true
     }
     fn client_auth_mandatory(&self) -> bool {
-        false
+        self.refuse_all
     }
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &self.hints
@@ -87,57 +93,10 @@ impl ClientCertVerifier for RequestAnyClientCert {
         _intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        // Deliberately no chain check here: `identify` does it after the
-        // handshake and records the result instead of failing.
+        if self.refuse_all {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
+        }
         Ok(ClientCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
-}
-
-/// Refuses every client certificate, and the handshake without one: the
-/// `required` mode when no client CA is configured (F5: fail closed; the
-/// config loader already refuses that setup, this covers a CA file that
-/// went away).
-#[derive(Debug)]
-struct RefuseAllClients {
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ClientCertVerifier for RefuseAllClients {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-    fn client_auth_mandatory(&self) -> bool {
-        true
-    }
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
     }
     fn verify_tls12_signature(
         &self,
@@ -226,10 +185,10 @@ impl ServerTls {
         };
         let hints: Vec<DistinguishedName> = roots.subjects();
         let none = build(WebPkiClientVerifier::no_client_auth())?;
-        let optional = build(Arc::new(RequestAnyClientCert { hints, algs: algorithms() }))?;
+        let optional = build(Arc::new(RequestClientCert { hints, algs: algorithms(), refuse_all: false }))?;
         let has_client_ca = !roots.is_empty();
         let required = if !has_client_ca {
-            build(Arc::new(RefuseAllClients { algs: algorithms() }))?
+            build(Arc::new(RequestClientCert { hints: Vec::new(), algs: algorithms(), refuse_all: true }))?
         } else {
             let v = WebPkiClientVerifier::builder_with_provider(roots, provider())
                 .with_crls(crls.clone())
