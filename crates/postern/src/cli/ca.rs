@@ -6,9 +6,78 @@
 //! standard output.
 
 use super::sysexits as exit;
-use super::{CaCmd, IssueKind};
 use crate::ca::{Ca, CaError, Kind};
 use crate::settings::Settings;
+use clap::Subcommand;
+
+/// `postern ca ...`.
+#[derive(Subcommand)]
+pub enum CaCmd {
+    /// Create the CA: DATA/ca/ca.key (ECDSA P-256) and ca.crt. The server then trusts it for client certificates.
+    Init {
+        /// The CA's common name.
+        #[arg(long, default_value = "postern CA")]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+        /// RSA key instead of ECDSA P-256 (for old clients).
+        #[arg(long)]
+        rsa: bool,
+    },
+    /// Issue a certificate signed by the CA, into DATA/ca/issued/.
+    Issue {
+        #[command(subcommand)]
+        kind: IssueKind,
+    },
+    /// List issued certificates with serials and revocation state.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a certificate by serial (hex) and rewrite DATA/ca/crl.pem; the server honours it at once.
+    Revoke {
+        /// Serial number as shown by `ca list`.
+        serial: String,
+    },
+}
+
+/// `postern ca issue ...`.
+#[derive(Subcommand)]
+pub enum IssueKind {
+    /// A TLS server certificate (NAME is also a DNS SAN unless --san is given).
+    Server {
+        /// Common name and file name.
+        name: String,
+        /// Subject alternative names (DNS names, IP addresses or e-mail addresses); repeatable.
+        #[arg(long)]
+        san: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// RSA key instead of ECDSA P-256 (for old clients).
+        #[arg(long)]
+        rsa: bool,
+    },
+    /// A TLS client certificate, plus NAME.p12 (PKCS#12 for Outlook, Thunderbird, macOS Keychain).
+    Client {
+        /// Common name and file name.
+        name: String,
+        /// Subject alternative names (e-mail addresses, DNS names); repeatable.
+        #[arg(long)]
+        san: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// RSA key instead of ECDSA P-256 (for old clients).
+        #[arg(long)]
+        rsa: bool,
+        /// Password for the PKCS#12 bundle (default: generated and printed).
+        #[arg(long, env = "POSTERN_P12_PASSWORD")]
+        p12_password: Option<String>,
+    },
+}
 
 /// Runs `postern ca ACTION`; returns the exit code (1 on a CA error).
 pub(super) fn run(s: &Settings, action: CaCmd) -> i32 {

@@ -4,9 +4,25 @@
 //! May touch: the configuration file named (read), standard output.
 
 use super::sysexits as exit;
-use super::{ConfigCmd, SYSTEM_CONFIG};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::SYSTEM_CONFIG;
 use crate::config::EXAMPLE;
 use crate::settings::{Settings, Source};
+
+/// `postern config ...`.
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Print a complete, commented example configuration.
+    Example,
+    /// Validate a configuration file (default: --config, $POSTERN_CONFIG or /etc/postern/postern.toml).
+    Check {
+        /// The file to check.
+        file: Option<PathBuf>,
+    },
+}
 
 /// Runs `postern config ACTION`; returns the exit code.
 pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {

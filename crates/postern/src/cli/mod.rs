@@ -65,12 +65,12 @@ enum Cmd {
     /// Inspect and manage the queue.
     Queue {
         #[command(subcommand)]
-        action: QueueCmd,
+        action: queue::QueueCmd,
     },
     /// Print or check configuration.
     Config {
         #[command(subcommand)]
-        action: ConfigCmd,
+        action: config::ConfigCmd,
     },
     /// Check the aliases file (like `newaliases`; postern reads it directly, nothing to rebuild).
     Aliases,
@@ -104,12 +104,12 @@ enum Cmd {
     /// Manage SMTP AUTH users (DATA/users.json; the server picks up changes without restart).
     User {
         #[command(subcommand)]
-        action: UserCmd,
+        action: user::UserCmd,
     },
     /// The built-in certificate authority for client and server certificates (files in DATA/ca).
     Ca {
         #[command(subcommand)]
-        action: CaCmd,
+        action: ca::CaCmd,
     },
     /// SMTP load generator for benchmarks (bench/run): sends N messages to any SMTP server and
     /// prints the rate and p50/p99 time per message. Loopback use only; not for production servers.
@@ -153,206 +153,6 @@ enum Cmd {
     },
 }
 
-#[derive(Subcommand)]
-enum UserCmd {
-    /// Add a user (prompts twice for the password, or reads one line with --password-stdin).
-    Add {
-        /// User name (also a local mailbox).
-        name: String,
-        /// Read the password from standard input (one line).
-        #[arg(long)]
-        password_stdin: bool,
-        /// MAIL FROM addresses this user may use (auth.sender_login_match); repeatable.
-        #[arg(long)]
-        address: Vec<String>,
-    },
-    /// Change a user's password.
-    Passwd {
-        /// User name.
-        name: String,
-        /// Read the password from standard input (one line).
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// Delete a user.
-    Del {
-        /// User name.
-        name: String,
-    },
-    /// List users and what each can log in with.
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check a password (exit 0 if it matches, 1 if not).
-    Verify {
-        /// User name.
-        name: String,
-        /// Read the password from standard input (one line).
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// Let a client certificate (by SHA-256 fingerprint) log in as NAME with EXTERNAL.
-    Cert {
-        /// User name.
-        name: String,
-        /// SHA-256 of the certificate (hex, as in the mail log's cert_sha256).
-        sha256: String,
-    },
-    /// Import users from a Cyrus/sendmail sasldb2 (Berkeley DB); passwords are re-hashed.
-    ImportSasldb {
-        /// The sasldb2 file (e.g. /etc/sasldb2).
-        file: PathBuf,
-    },
-    /// Import a Dovecot/htpasswd passwd-file (bcrypt, SHA512-CRYPT, SHA256-CRYPT, argon2 hashes are verified natively).
-    ImportPasswd {
-        /// The passwd-file.
-        file: PathBuf,
-    },
-    /// Remove every stored plaintext-equivalent secret (after disabling CRAM-MD5).
-    PurgePlain,
-}
-
-#[derive(Subcommand)]
-enum CaCmd {
-    /// Create the CA: DATA/ca/ca.key (ECDSA P-256) and ca.crt. The server then trusts it for client certificates.
-    Init {
-        /// The CA's common name.
-        #[arg(long, default_value = "postern CA")]
-        name: String,
-        /// Validity in days.
-        #[arg(long, default_value_t = 3650)]
-        days: i64,
-        /// RSA key instead of ECDSA P-256 (for old clients).
-        #[arg(long)]
-        rsa: bool,
-    },
-    /// Issue a certificate signed by the CA, into DATA/ca/issued/.
-    Issue {
-        #[command(subcommand)]
-        kind: IssueKind,
-    },
-    /// List issued certificates with serials and revocation state.
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Revoke a certificate by serial (hex) and rewrite DATA/ca/crl.pem; the server honours it at once.
-    Revoke {
-        /// Serial number as shown by `ca list`.
-        serial: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum IssueKind {
-    /// A TLS server certificate (NAME is also a DNS SAN unless --san is given).
-    Server {
-        /// Common name and file name.
-        name: String,
-        /// Subject alternative names (DNS names, IP addresses or e-mail addresses); repeatable.
-        #[arg(long)]
-        san: Vec<String>,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
-        days: i64,
-        /// RSA key instead of ECDSA P-256 (for old clients).
-        #[arg(long)]
-        rsa: bool,
-    },
-    /// A TLS client certificate, plus NAME.p12 (PKCS#12 for Outlook, Thunderbird, macOS Keychain).
-    Client {
-        /// Common name and file name.
-        name: String,
-        /// Subject alternative names (e-mail addresses, DNS names); repeatable.
-        #[arg(long)]
-        san: Vec<String>,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
-        days: i64,
-        /// RSA key instead of ECDSA P-256 (for old clients).
-        #[arg(long)]
-        rsa: bool,
-        /// Password for the PKCS#12 bundle (default: generated and printed).
-        #[arg(long, env = "POSTERN_P12_PASSWORD")]
-        p12_password: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum QueueCmd {
-    /// List queued messages (same as `mailq`). `!` after the id marks a held message.
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one message: envelope, per-recipient state and text.
-    Show {
-        /// Queue id.
-        id: String,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Ask the running daemon to try all (or one) queued messages now.
-    Flush {
-        /// Queue id; all messages when omitted.
-        id: Option<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Delete messages from the queue without bouncing them.
-    Delete {
-        /// Queue ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Put messages on hold: kept, never tried, until released.
-    Hold {
-        /// Queue ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Return messages to their senders now (pending recipients fail with a bounce).
-    Bounce {
-        /// Queue ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Release held messages and try them now.
-    Release {
-        /// Queue ids.
-        #[arg(required = true)]
-        ids: Vec<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand)]
-enum ConfigCmd {
-    /// Print a complete, commented example configuration.
-    Example,
-    /// Validate a configuration file (default: --config, $POSTERN_CONFIG or /etc/postern/postern.toml).
-    Check {
-        /// The file to check.
-        file: Option<PathBuf>,
-    },
-}
 /// The face a program name selects: a `sendmail`, `mailq` or `newaliases`
 /// symlink acts like that program; any other name is `postern`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,15 +291,7 @@ pub fn run(argv: Vec<String>) -> i32 {
     match cli.command {
         Cmd::Serve => serve(src),
         Cmd::Sendmail { args } => with_settings(&src, |s| sendmail_command(s, &args)),
-        Cmd::Queue { action } => with_settings(&src, |s| match action {
-            QueueCmd::List { json } => queue::list(s, json),
-            QueueCmd::Show { id, json } => queue::show(s, &id, json),
-            QueueCmd::Flush { id, json } => queue::flush(s, id.as_deref(), json),
-            QueueCmd::Delete { ids, json } => queue::change(s, queue::Change::Delete, &ids, json),
-            QueueCmd::Hold { ids, json } => queue::change(s, queue::Change::Hold, &ids, json),
-            QueueCmd::Release { ids, json } => queue::change(s, queue::Change::Release, &ids, json),
-            QueueCmd::Bounce { ids, json } => queue::change(s, queue::Change::Bounce, &ids, json),
-        }),
+        Cmd::Queue { action } => with_settings(&src, |s| queue::run(s, action)),
         Cmd::Config { action } => config::run(action, &src),
         Cmd::Aliases => with_settings(&src, aliases_command),
         Cmd::Explain { listener, ip, tls, cert, auth, from, rcpt, json } => {

@@ -5,6 +5,7 @@
 //!
 //! May touch: the spool, the control socket, standard output.
 
+use clap::Subcommand;
 use serde_json::json;
 
 use super::sysexits as exit;
@@ -13,6 +14,82 @@ use crate::control;
 use crate::maillog;
 use crate::settings::Settings;
 use crate::spool::{Envelope, Listing, Place, QueueId, RcptStatus, Spool};
+
+/// `postern queue ...`.
+#[derive(Subcommand)]
+pub enum QueueCmd {
+    /// List queued messages (same as `mailq`). `!` after the id marks a held message.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one message: envelope, per-recipient state and text.
+    Show {
+        /// Queue id.
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to try all (or one) queued messages now.
+    Flush {
+        /// Queue id; all messages when omitted.
+        id: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete messages from the queue without bouncing them.
+    Delete {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put messages on hold: kept, never tried, until released.
+    Hold {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return messages to their senders now (pending recipients fail with a bounce).
+    Bounce {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release held messages and try them now.
+    Release {
+        /// Queue ids.
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs `postern queue ACTION`; returns the exit code.
+pub(super) fn run(s: &Settings, action: QueueCmd) -> i32 {
+    match action {
+        QueueCmd::List { json } => list(s, json),
+        QueueCmd::Show { id, json } => show(s, &id, json),
+        QueueCmd::Flush { id, json } => flush(s, id.as_deref(), json),
+        QueueCmd::Delete { ids, json } => change(s, Change::Delete, &ids, json),
+        QueueCmd::Hold { ids, json } => change(s, Change::Hold, &ids, json),
+        QueueCmd::Release { ids, json } => change(s, Change::Release, &ids, json),
+        QueueCmd::Bounce { ids, json } => change(s, Change::Bounce, &ids, json),
+    }
+}
 
 /// What `queue delete|hold|release|bounce` does to each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

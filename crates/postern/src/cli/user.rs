@@ -5,12 +5,74 @@
 //! the sasldb2 / passwd files named for import (read), standard output.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::sysexits as exit;
-use super::UserCmd;
 use crate::settings::Settings;
 use crate::users::{UserDb, UserError};
+use clap::Subcommand;
+
+/// `postern user ...`.
+#[derive(Subcommand)]
+pub enum UserCmd {
+    /// Add a user (prompts twice for the password, or reads one line with --password-stdin).
+    Add {
+        /// User name (also a local mailbox).
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+        /// MAIL FROM addresses this user may use (auth.sender_login_match); repeatable.
+        #[arg(long)]
+        address: Vec<String>,
+    },
+    /// Change a user's password.
+    Passwd {
+        /// User name.
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user.
+    Del {
+        /// User name.
+        name: String,
+    },
+    /// List users and what each can log in with.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a password (exit 0 if it matches, 1 if not).
+    Verify {
+        /// User name.
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Let a client certificate (by SHA-256 fingerprint) log in as NAME with EXTERNAL.
+    Cert {
+        /// User name.
+        name: String,
+        /// SHA-256 of the certificate (hex, as in the mail log's cert_sha256).
+        sha256: String,
+    },
+    /// Import users from a Cyrus/sendmail sasldb2 (Berkeley DB); passwords are re-hashed.
+    ImportSasldb {
+        /// The sasldb2 file (e.g. /etc/sasldb2).
+        file: PathBuf,
+    },
+    /// Import a Dovecot/htpasswd passwd-file (bcrypt, SHA512-CRYPT, SHA256-CRYPT, argon2 hashes are verified natively).
+    ImportPasswd {
+        /// The passwd-file.
+        file: PathBuf,
+    },
+    /// Remove every stored plaintext-equivalent secret (after disabling CRAM-MD5).
+    PurgePlain,
+}
 
 /// Why reading a password failed.
 #[derive(Debug, thiserror::Error)]
