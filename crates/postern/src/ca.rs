@@ -201,10 +201,8 @@ impl Ca {
 
     fn save_index(&self, idx: &Index) -> Result<(), CaError> {
         let p = self.index_path();
-        let tmp = p.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(idx).map_err(CaError::Serialize)?)
-            .and_then(|_| std::fs::rename(&tmp, &p))
-            .map_err(|source| CaError::File { path: p, source })
+        let bytes = serde_json::to_vec_pretty(idx).map_err(CaError::Serialize)?;
+        crate::private_file::write(&p, "json.tmp", &bytes).map_err(|source| CaError::File { path: p.clone(), source })
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, CaError> {
@@ -219,7 +217,7 @@ impl Ca {
         if self.key_path().exists() {
             return Err(CaError::Exists(self.key_path()));
         }
-        std::fs::create_dir_all(self.issued_dir()).map_err(|source| CaError::File { path: self.dir.clone(), source })?;
+        crate::private_file::create_dirs(&self.issued_dir()).map_err(|source| CaError::File { path: self.dir.clone(), source })?;
         let key = new_key(rsa)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
@@ -232,7 +230,8 @@ impl Ca {
         params.serial_number = Some(SerialNumber::from(1u64));
         let cert = params.self_signed(&key).map_err(CaError::Sign)?;
         write_private(&self.key_path(), key.serialize_pem().as_bytes())?;
-        std::fs::write(self.cert_path(), cert.pem()).map_err(|source| CaError::File { path: self.cert_path(), source })?;
+        crate::private_file::write(&self.cert_path(), "crt.tmp", cert.pem().as_bytes())
+            .map_err(|source| CaError::File { path: self.cert_path(), source })?;
         let issued = Issued {
             serial: "01".into(),
             kind: Kind::Ca,
@@ -289,8 +288,9 @@ impl Ca {
         let cert = params.signed_by(&key, &issuer).map_err(CaError::Sign)?;
         let crt_path = self.issued_dir().join(format!("{safe}.crt"));
         let key_path = self.issued_dir().join(format!("{safe}.key"));
-        std::fs::create_dir_all(self.issued_dir()).map_err(CaError::Io)?;
-        std::fs::write(&crt_path, cert.pem()).map_err(|source| CaError::File { path: crt_path.clone(), source })?;
+        crate::private_file::create_dirs(&self.issued_dir()).map_err(CaError::Io)?;
+        crate::private_file::write(&crt_path, "crt.tmp", cert.pem().as_bytes())
+            .map_err(|source| CaError::File { path: crt_path.clone(), source })?;
         write_private(&key_path, key.serialize_pem().as_bytes())?;
         let issued = Issued {
             serial: format!("{serial:02X}"),
@@ -386,8 +386,7 @@ impl Ca {
         idx.next_crl = idx.next_crl.max(1) + 1;
         let crl = params.signed_by(&issuer).map_err(CaError::Crl)?;
         let pem = crl.pem().map_err(CaError::Crl)?;
-        let tmp = self.crl_path().with_extension("pem.tmp");
-        std::fs::write(&tmp, pem).and_then(|_| std::fs::rename(&tmp, self.crl_path())).map_err(CaError::Io)?;
+        crate::private_file::write(&self.crl_path(), "pem.tmp", pem.as_bytes()).map_err(CaError::Io)?;
         self.save_index(&idx)
     }
 }

@@ -17,6 +17,7 @@ pub mod loadgen;
 pub mod maillog;
 pub mod milter;
 pub mod policy;
+pub mod private_file;
 pub mod queue;
 pub mod server;
 pub mod session;

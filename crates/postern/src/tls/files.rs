@@ -115,18 +115,7 @@ pub fn ensure_default_certificate(s: &Settings) -> Result<Option<String>, TlsErr
 
 /// Writes a file readable only by its owner (private keys).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|source| TlsError::Write { path: tmp.clone(), source })?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|source| TlsError::Write { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| TlsError::Write { path: path.to_path_buf(), source })
+    crate::private_file::write(path, "tmp", bytes).map_err(|source| TlsError::Write { path: path.to_path_buf(), source })
 }
 
 pub(super) fn mtime(p: &Path) -> Option<std::time::SystemTime> {

@@ -21,7 +21,6 @@ pub mod sasldb;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -233,23 +232,9 @@ impl UserDb {
 
     /// Writes the file atomically with mode 0600.
     pub fn save(&self, path: &Path) -> Result<(), UserError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|source| UserError::Write { path: tmp.clone(), source })?;
         let mut bytes = serde_json::to_vec_pretty(self).map_err(UserError::Serialize)?;
         bytes.push(b'\n');
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(|source| UserError::Write { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, path).map_err(|source| UserError::Write { path: path.to_path_buf(), source })?;
-        if let Some(dir) = path.parent() {
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        }
-        Ok(())
+        crate::private_file::write(path, "json.tmp", &bytes).map_err(|source| UserError::Write { path: path.to_path_buf(), source })
     }
 
     /// Sets (or creates) a user's password: argon2id, SCRAM keys, and the
