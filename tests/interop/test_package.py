@@ -118,14 +118,15 @@ def check_installed():
 
 
 def serve_and_send(tmp_path):
-    """The installed binary with the installed config, its listener moved to
-    a free loopback port: swaks, then `sendmail -t` as nobody."""
+    """The installed binary as the unit runs it (`serve --config
+    /etc/postern/postern.toml`), its listener moved to a free loopback port
+    by editing the installed config as an admin would (so `sendmail` and the
+    daemon read the same file): swaks, then `sendmail -t` as nobody."""
     port = free_port()
-    config = pathlib.Path("/etc/postern/postern.toml").read_text()
+    cfg = pathlib.Path("/etc/postern/postern.toml")
+    config = cfg.read_text()
     assert 'address = "127.0.0.1:25"' in config
-    cfg = tmp_path / "postern.toml"
     cfg.write_text(config.replace('address = "127.0.0.1:25"', f'address = "127.0.0.1:{port}"'))
-    cfg.chmod(0o644)
     log = tmp_path / "serve.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
