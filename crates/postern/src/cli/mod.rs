@@ -13,6 +13,7 @@ pub mod bench;
 pub mod ca;
 pub mod config;
 pub mod explain;
+pub mod generate;
 pub mod queue;
 pub mod sendmail;
 pub mod sysexits;
@@ -151,6 +152,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write man pages or shell completions generated from this grammar (for packaging).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        action: generate::GenerateCmd,
+    },
+}
+
+/// The clap grammar of `postern` (for man pages and completions, [`generate`]).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
 }
 
 /// The face a program name selects: a `sendmail`, `mailq` or `newaliases`
@@ -315,6 +328,7 @@ pub fn run(argv: Vec<String>) -> i32 {
             let plan = crate::loadgen::Plan { server, messages, concurrency, size, starttls, auth, reuse, from, to, deadline };
             runtime().map_or_else(|c| c, |rt| bench::run(&rt, plan, json))
         }
+        Cmd::Generate { action } => generate::run(action),
     }
 }
 

@@ -10,6 +10,7 @@
 //! credentials (setuid/setgid after bind, `privdrop`), the control socket.
 
 mod listener;
+mod notify;
 mod privdrop;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -222,13 +223,21 @@ pub async fn serve(source: Source) -> Result<(), ServerError> {
     let running = start(source).await?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // Every listener is bound and accepting: tell systemd (Type=notify).
+    let listening: Vec<String> = running.addrs.iter().map(|a| a.to_string()).collect();
+    notify::notify(&format!("READY=1\nSTATUS=accepting mail on {}", listening.join(" ")));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => { running.shared.reload(); }
+            _ = hup.recv() => {
+                notify::notify(&notify::reloading());
+                let ok = running.shared.reload();
+                notify::notify(if ok { "READY=1\nSTATUS=reloaded" } else { "READY=1\nSTATUS=reload failed, running the previous configuration" });
+            }
         }
     }
+    notify::notify("STOPPING=1\nSTATUS=draining sessions");
     maillog::stop(&[("reason", "signal")]);
     running.stop().await;
     Ok(())
