@@ -423,3 +423,14 @@ smarthost_client_key = "{issued / 'satellite.key'}"
         if pf:
             pf.stop()
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def test_ipv4_client_on_a_dual_stack_listener_is_plain_ipv4(postern_factory):
+    """A `[::]` listener sees IPv4 clients as ::ffff:a.b.c.d; the log, the
+    relay networks and fail2ban must see 127.0.0.1 (as Postfix logs it)."""
+    cfg = CLOSED.replace('address = "127.0.0.1:{port}"', 'address = "[::]:{port}"').replace("networks = []", 'networks = ["127.0.0.0/8"]')
+    p = postern_factory(cfg)
+    code, _ = try_rcpt(p, "someone@far.example", tls=False)
+    assert code == 250  # 127.0.0.0/8 matched the mapped client
+    wait_for(lambda: "client=[127.0.0.1]" in p.log(), what="plain IPv4 in the connect line")
+    assert "::ffff:" not in p.log()

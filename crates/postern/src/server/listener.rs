@@ -106,7 +106,10 @@ pub(super) async fn accept_loop(sock: TcpListener, l: Listener, w: Wiring) {
             _ = shutdown.wait_for(|v| *v) => return,
         };
         let (stream, peer) = match accepted {
-            Ok(x) => x,
+            // A `[::]` listener sees IPv4 clients as ::ffff:a.b.c.d; every
+            // later use (log, Received:, milter macros, policy, fail2ban)
+            // wants the plain IPv4 form, as Postfix gives it.
+            Ok((s, p)) => (s, std::net::SocketAddr::new(p.ip().to_canonical(), p.port())),
             Err(e) => {
                 tracing::warn!("accept on {}: {e}", l.address);
                 tokio::time::sleep(Duration::from_millis(100)).await;
