@@ -109,9 +109,10 @@ fn target(s: &Settings, address: &str) -> Target {
     Target { address: address.to_string(), mailer, destination }
 }
 
-/// The relay decision for `address`: always accepted from `sendmail`;
-/// what the SMTP server would answer a loopback client, with the rule.
-fn relay_line(s: &Settings, address: &str) -> String {
+/// The relay decision for `address`: from `sendmail`, accepted unless the
+/// local user is unknown; what the SMTP server would answer a loopback
+/// client, with the rule.
+fn relay_line(s: &Settings, address: &str, deliverable: bool) -> String {
     let Ok(m) = Mailbox::parse(address, true) else { return String::new() };
     let listener = s.config.listeners.first().map(|l| l.label().to_string()).unwrap_or_default();
     let rcpt = Path::Mailbox(m);
@@ -130,7 +131,8 @@ fn relay_line(s: &Settings, address: &str) -> String {
         RcptDecision::Accept { action, .. } => action.as_str().to_string(),
         RcptDecision::Reject { reply, .. } => format!("reject ({})", reply.summary()),
     };
-    format!("relay: accepted from local sendmail; SMTP from 127.0.0.1 on listener {listener}: {what} (rule {}, {})", d.rule(), d.origin())
+    let local = if deliverable { "accepted from local sendmail" } else { "refused by local sendmail (exit 67)" };
+    format!("relay: {local}; SMTP from 127.0.0.1 on listener {listener}: {what} (rule {}, {})", d.rule(), d.origin())
 }
 
 /// sendmail's `-bv` lines for one address.
@@ -179,7 +181,7 @@ pub fn report(s: &Settings, address: &str) -> Vec<String> {
             }
         }
     }
-    out.push(format!("  {}", relay_line(s, &full)));
+    out.push(format!("  {}", relay_line(s, &full, matches!(v, Verdict::Deliverable { .. }))));
     out
 }
 
@@ -238,6 +240,8 @@ mod tests {
         assert!(r.contains("alias team (") && r.contains("aliases:2) -> alice, bob@far.test"), "{r}");
         assert!(r.contains(&format!("alice@mx.test -> mailer local, Maildir {root}/alice/")), "{r}");
         assert!(r.contains("relay: accepted from local sendmail; SMTP from 127.0.0.1"), "{r}");
+        let r = report(&s, "nobody").join("\n");
+        assert!(r.contains("undeliverable: User unknown") && r.contains("relay: refused by local sendmail (exit 67)"), "{r}");
         let r = report(&s, "root").join("\n");
         assert!(r.contains("alias root (") && r.contains(":4) -> postmaster"), "{r}");
         let s = settings("[relay]\nsmarthost = \"relay.test:587\"\n");
