@@ -13,6 +13,8 @@ use std::path::Path;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Aliases {
     map: BTreeMap<String, Vec<String>>,
+    /// The line each alias starts on (for `sendmail -bt`).
+    lines: BTreeMap<String, usize>,
 }
 
 /// A problem in the aliases file.
@@ -34,6 +36,7 @@ impl Aliases {
     /// Parses aliases text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Aliases, AliasError> {
         let mut map = BTreeMap::new();
+        let mut lines = BTreeMap::new();
         let mut current: Option<(usize, String, String)> = None;
         let mut entries = Vec::new();
         for (i, raw) in text.lines().enumerate() {
@@ -83,11 +86,12 @@ impl Aliases {
             if list.is_empty() {
                 return Err(err(file, line, &format!("alias {name:?} has no targets")));
             }
+            lines.insert(name.clone(), line);
             if map.insert(name.clone(), list).is_some() {
                 return Err(err(file, line, &format!("alias {name:?} defined twice")));
             }
         }
-        Ok(Aliases { map })
+        Ok(Aliases { map, lines })
     }
 
     /// Reads an aliases file.
@@ -100,6 +104,11 @@ impl Aliases {
     /// True if `name` (lower-case local part) is an alias.
     pub fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
+    }
+
+    /// The targets `name` lists directly and the line it starts on, if it is an alias.
+    pub fn entry(&self, name: &str) -> Option<(&[String], usize)> {
+        self.map.get(name).map(|t| (t.as_slice(), self.lines.get(name).copied().unwrap_or(0)))
     }
 
     /// Every target name or address listed anywhere.

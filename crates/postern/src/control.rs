@@ -7,6 +7,12 @@
 //! kick <ID>        -> ok          (a new or released message is waiting)
 //! reload           -> ok | error <text>
 //! reload-tls       -> ok | error <text>  (certificates, CAs, CRLs only)
+//! flush-match rcpt|sender|id <TEXT>
+//!                  -> ok N        (messages whose pending recipient, sender
+//!                                  or queue id contains TEXT are due now)
+//! reload-aliases   -> ok N | error <text>  (N aliases now active)
+//! status <ID>      -> ok <JSON> | error unknown id   (queued or recently finished:
+//!                     {"place":"active|hold|done","recipients":[{"to","status","attempts","reply"}]})
 //! ```
 //!
 //! May touch: the control socket (mode 0600: only the daemon's user, or
@@ -35,6 +41,23 @@ pub trait Control: Send + Sync + 'static {
     fn reload(&self) -> bool;
     /// Reloads certificates, CAs and CRLs; `false` (logged) if they are broken.
     fn reload_tls(&self) -> bool;
+    /// Makes due the active messages matching `what` (`sendmail -qR/-qS/-qI`); returns how many.
+    fn flush_matching(&self, what: &FlushMatch) -> usize;
+    /// Re-reads the aliases file (`newaliases`); the number of aliases, or why not (logged).
+    fn reload_aliases(&self) -> Result<usize, String>;
+    /// A queued or recently finished message's state as one line of JSON (`sendmail -v`).
+    fn status(&self, id: &QueueId) -> Option<String>;
+}
+
+/// Which messages `flush-match` selects: case-insensitive substring matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlushMatch {
+    /// A pending recipient contains this text (`-qR`).
+    Recipient(String),
+    /// The sender contains this text (`-qS`).
+    Sender(String),
+    /// The queue id contains this text (`-qI`).
+    Id(String),
 }
 
 /// Where the control socket lives.
@@ -72,12 +95,26 @@ async fn handle(stream: UnixStream, control: &dyn Control) -> std::io::Result<()
     let mut words = line.split_whitespace();
     let answer = match (words.next(), words.next()) {
         (Some("flush"), None) => format!("ok {}", control.flush_all()),
+        (Some("status"), Some(id)) => match QueueId::parse(id).and_then(|id| control.status(&id)) {
+            Some(json) => format!("ok {json}"),
+            None => "error unknown id".to_string(),
+        },
         (Some("flush" | "kick"), Some(id)) => match QueueId::parse(id) {
             Some(id) => {
                 control.kick(id);
                 "ok".to_string()
             }
             None => "error bad queue id".to_string(),
+        },
+        (Some("flush-match"), Some(kind)) => match (kind, words.next()) {
+            ("rcpt", Some(t)) => format!("ok {}", control.flush_matching(&FlushMatch::Recipient(t.to_string()))),
+            ("sender", Some(t)) => format!("ok {}", control.flush_matching(&FlushMatch::Sender(t.to_string()))),
+            ("id", Some(t)) => format!("ok {}", control.flush_matching(&FlushMatch::Id(t.to_string()))),
+            _ => "error usage: flush-match rcpt|sender|id TEXT".to_string(),
+        },
+        (Some("reload-aliases"), None) => match control.reload_aliases() {
+            Ok(n) => format!("ok {n}"),
+            Err(e) => format!("error {e}"),
         },
         (Some("reload-tls"), None) => {
             if control.reload_tls() {

@@ -143,6 +143,12 @@ impl Settings {
         resolve(&self.data_dir, p)
     }
 
+    /// The aliases file: `local.aliases` (relative to the data directory),
+    /// else `DATA/aliases` (which may be missing: no aliases).
+    pub fn aliases_path(&self) -> PathBuf {
+        self.config.local.aliases.as_ref().map(|p| self.resolve(p)).unwrap_or_else(|| self.data_dir.join("aliases"))
+    }
+
     /// True if the local name is a user or alias we know.
     pub fn knows_local(&self, name: &str) -> bool {
         self.users.contains(name) || self.aliases.contains(name)

@@ -9,6 +9,7 @@
 //!
 //! Exit codes are sysexits(3), from [`sysexits`].
 
+pub mod addrtest;
 pub mod bench;
 pub mod ca;
 pub mod config;
@@ -16,6 +17,10 @@ pub mod explain;
 pub mod generate;
 pub mod queue;
 pub mod sendmail;
+pub mod sendmail_bs;
+pub mod sendmail_help;
+pub mod sendmail_modes;
+pub mod sendmail_verbose;
 pub mod sysexits;
 pub mod user;
 
@@ -39,7 +44,7 @@ Configuration: --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.to
 else the embedded default (SMTP on 127.0.0.1:2525, local domains localhost and the host name, \
 Maildirs under DATA/mail, loopback clients may relay). State lives in the data directory: \
 --data-dir, else $POSTERN_DATA_DIR, else `data_dir` in the config, else ./postern-data.\n\n\
-Invoked as `sendmail` it is `postern sendmail`; as `mailq`, `postern queue list`; as `newaliases`, it checks the aliases file."
+Invoked as `sendmail` it is `postern sendmail`; as `mailq`, `postern queue list`; as `newaliases`, it checks the aliases file and makes the running daemon reload it."
 )]
 struct Cli {
     /// Configuration file (TOML). See `postern config example`.
@@ -59,7 +64,7 @@ enum Cmd {
     /// Queue a message from standard input, like /usr/sbin/sendmail (`postern sendmail --help`).
     #[command(disable_help_flag = true)]
     Sendmail {
-        /// sendmail options and recipients: -t, -i, -oi, -f ADDR, -F NAME, -bp, rcpt...
+        /// sendmail options and recipients: -t, -i, -f ADDR, -F NAME, -v, -bm, -bp, -bs, -bv, -bt, -bi, -q..., rcpt...
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -73,7 +78,7 @@ enum Cmd {
         #[command(subcommand)]
         action: config::ConfigCmd,
     },
-    /// Check the aliases file (like `newaliases`; postern reads it directly, nothing to rebuild).
+    /// Check the aliases file and make the running daemon reload it (like `newaliases`, `sendmail -bi`).
     Aliases,
     /// Explain the relay decision for one recipient, with the same code the server runs.
     Explain {
@@ -209,7 +214,8 @@ pub fn mailq_face(args: &[String]) -> i32 {
     env_settings().map_or_else(|c| c, |s| queue::list(&s, args.iter().any(|a| a == "--json")))
 }
 
-/// `newaliases` (invoked through a symlink): checks the aliases file. Returns the exit code.
+/// `newaliases` (invoked through a symlink): checks the aliases file and
+/// makes the running daemon reload it. Returns the exit code.
 pub fn newaliases_face() -> i32 {
     env_settings().map_or_else(|c| c, |s| aliases_command(&s))
 }
@@ -253,13 +259,14 @@ fn sendmail_command(s: &Settings, args: &[String]) -> i32 {
             exit::OK
         }
         Ok(Mode::ListQueue) => queue::list(s, false),
-        Ok(Mode::Submit(o)) => match sendmail::submit(s, &o, std::io::stdin().lock()) {
+        Ok(Mode::Submit(o)) if !o.verbose => match sendmail::submit(s, &o, std::io::stdin().lock()) {
             Ok(_) => exit::OK,
             Err(e) => {
                 eprintln!("postern sendmail: {e}");
                 e.exit_code()
             }
         },
+        Ok(mode) => sendmail_modes::run(s, mode),
         Err(e) => {
             eprintln!("postern sendmail: {e}\n{HELP}");
             e.exit_code()
@@ -268,8 +275,7 @@ fn sendmail_command(s: &Settings, args: &[String]) -> i32 {
 }
 
 fn aliases_command(s: &Settings) -> i32 {
-    println!("postern: {} aliases, nothing to rebuild", s.aliases.len());
-    exit::OK
+    sendmail_modes::newaliases(s)
 }
 
 /// Loads the settings and runs `f` on them; a config error is printed and exits 78.

@@ -31,7 +31,7 @@ pub enum SendmailError {
     /// An option that takes a value (`-f`, `-F`, `-N`, ...) had none.
     #[error("option {0} needs a value")]
     MissingValue(String),
-    /// A `-b` mode other than `-bm` and `-bp`.
+    /// A `-b` mode postern does not have (`-bd`, `-bD`, `-bh`, ...), or one combined with `-q`.
     #[error("unsupported mode -b{0}")]
     UnsupportedMode(String),
     /// An option this face does not know.
@@ -117,10 +117,33 @@ pub enum Mode {
     Submit(Options),
     /// `-bp`: list the queue, like `mailq`.
     ListQueue,
+    /// `-bs`: an SMTP dialogue on standard input/output ([`super::sendmail_bs`]).
+    Smtp(Options),
+    /// `-q`, `-q<interval>`, `-qR<site>`, `-qS<site>`, `-qI<id>`: ask the daemon to flush.
+    Flush(Flush),
+    /// `-bv`: verify the recipients ([`super::addrtest`]).
+    Verify(Options),
+    /// `-bt`: address test, addresses from the arguments or standard input.
+    AddressTest(Options),
+    /// `-bi` (and the `newaliases` face): check the aliases, reload the daemon's.
+    Newaliases,
+}
+
+/// Which queued messages `-q` flushes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flush {
+    /// `-q`, `-q1h`: every message.
+    All,
+    /// `-qR<site>`: messages with a pending recipient containing `site`.
+    Recipient(String),
+    /// `-qS<site>`: messages whose sender contains `site`.
+    Sender(String),
+    /// `-qI<id>`: one message (a queue id, or a part of one).
+    Id(String),
 }
 
 /// Parsed sendmail options.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Options {
     /// `-t`: take recipients from To/Cc/Bcc (Bcc removed).
     pub from_headers: bool,
@@ -132,24 +155,11 @@ pub struct Options {
     pub full_name: Option<String>,
     /// Command-line recipients.
     pub recipients: Vec<String>,
+    /// `-v`: a delivery transcript on standard error ([`super::sendmail_verbose`]).
+    pub verbose: bool,
 }
 
-/// The help text for `postern sendmail --help`.
-pub const HELP: &str = "\
-Usage: postern sendmail [options] [recipient ...]   (also as `sendmail`)
-Reads a message from standard input and queues it.
-  -t            read recipients from To:, Cc:, Bcc: (Bcc: is removed);
-                command-line recipients are added
-  -i, -oi       a line with a single \".\" does not end the message
-  -f ADDR, -r ADDR
-                envelope sender (default: your login name @ host name)
-  -F NAME       full name for a generated From: header
-  -bm           deliver mail (the default)
-  -bp           list the queue (like mailq)
-  -oX, -v, -N X, -R X, -V X, -B X, -L X
-                accepted for compatibility and ignored
-Exit codes (sysexits): 0 queued, 64 usage, 65 bad message or no recipients,
-67 unknown local user, 73 cannot write the queue, 75 try again, 78 config.";
+pub use super::sendmail_help::HELP;
 
 /// Parses sendmail-style arguments (not clap: `-oi`, `-fADDR` and `-f ADDR`
 /// forms do not fit a modern parser). `--help` or `-h` anywhere wins.
@@ -158,7 +168,8 @@ pub fn parse_args(args: &[String]) -> Result<Mode, SendmailError> {
         return Ok(Mode::Help);
     }
     let mut o = Options::default();
-    let mut list_queue = false;
+    let mut mode: Option<&str> = None;
+    let mut flush: Option<Flush> = None;
     let mut i = 0;
     let value = |i: &mut usize, flag: &str, rest: &str| -> Result<String, SendmailError> {
         if !rest.is_empty() {
@@ -187,11 +198,11 @@ pub fn parse_args(args: &[String]) -> Result<Mode, SendmailError> {
             "-f" | "-r" => o.sender = Some(value(&mut i, flag, rest)?),
             "-F" => o.full_name = Some(value(&mut i, flag, rest)?),
             "-b" => match rest {
-                "m" => {}
-                "p" => list_queue = true,
+                "m" | "p" | "s" | "v" | "t" | "i" => mode = Some(rest),
                 _ => return Err(SendmailError::UnsupportedMode(rest.to_string())),
             },
-            "-v" => {}
+            "-q" => flush = Some(super::sendmail_modes::parse_q(rest, || value(&mut i, a, ""))?),
+            "-v" if rest.is_empty() => o.verbose = true,
             "-N" | "-R" | "-V" | "-B" | "-L" => {
                 value(&mut i, flag, rest)?;
             }
@@ -199,7 +210,16 @@ pub fn parse_args(args: &[String]) -> Result<Mode, SendmailError> {
         }
         i += 1;
     }
-    Ok(if list_queue { Mode::ListQueue } else { Mode::Submit(o) })
+    match (mode, flush) {
+        (None | Some("m"), Some(f)) => Ok(Mode::Flush(f)),
+        (Some(m), Some(_)) => Err(SendmailError::UnsupportedMode(format!("{m} with -q"))),
+        (Some("p"), None) => Ok(Mode::ListQueue),
+        (Some("s"), None) => Ok(Mode::Smtp(o)),
+        (Some("v"), None) => Ok(Mode::Verify(o)),
+        (Some("t"), None) => Ok(Mode::AddressTest(o)),
+        (Some("i"), None) => Ok(Mode::Newaliases),
+        _ => Ok(Mode::Submit(o)),
+    }
 }
 
 /// Reads the message: stops at a lone `.` line unless `ignore_dots`.
@@ -496,36 +516,6 @@ fn filtered(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<String> {
-        s.split_whitespace().map(String::from).collect()
-    }
-
-    fn submit(s: &str) -> Options {
-        match parse_args(&args(s)).unwrap() {
-            Mode::Submit(o) => o,
-            other => panic!("{s}: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn option_table() {
-        let o = submit("-t -oi -f me@x.example -F Me a@b");
-        assert!(o.from_headers && o.ignore_dots);
-        assert_eq!(o.sender.as_deref(), Some("me@x.example"));
-        assert_eq!(o.full_name.as_deref(), Some("Me"));
-        assert_eq!(o.recipients, vec!["a@b"]);
-        let o = submit("-fme@x -i -oem -v -- -weird@x");
-        assert_eq!(o.sender.as_deref(), Some("me@x"));
-        assert_eq!(o.recipients, vec!["-weird@x"]);
-        assert!(parse_args(&args("-f")).is_err());
-        assert!(parse_args(&args("-q")).is_err());
-        assert!(parse_args(&args("-bs")).is_err());
-        assert_eq!(parse_args(&args("-bp")).unwrap(), Mode::ListQueue);
-        assert!(parse_args(&args("-bp -q")).is_err());
-        assert_eq!(parse_args(&args("-f x -h")).unwrap(), Mode::Help);
-        assert_eq!(parse_args(&args("-f")).unwrap_err().exit_code(), exit::USAGE);
-    }
 
     #[test]
     fn reads_until_dot_unless_i() {

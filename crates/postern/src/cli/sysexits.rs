@@ -15,6 +15,8 @@ pub const NOINPUT: i32 = 66;
 pub const NOUSER: i32 = 67;
 /// Service unavailable (a milter refused the message; the daemon is not running).
 pub const UNAVAILABLE: i32 = 69;
+/// Internal software error (a mode reached the wrong dispatcher).
+pub const SOFTWARE: i32 = 70;
 /// Cannot create (queue) file.
 pub const CANTCREAT: i32 = 73;
 /// Temporary failure; try again.

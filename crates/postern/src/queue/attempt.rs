@@ -172,6 +172,7 @@ impl Scheduler {
         self.delay_warnings(&settings, &mut env, &body, &fresh);
         self.bounce_failures(&settings, &mut env, &body, &fresh);
         if env.is_finished() {
+            self.remember_finished(&env);
             if let Err(e) = spool.remove(id) {
                 maillog::error(&[("id", id.as_str()), ("error", &e.to_string())]);
             } else {

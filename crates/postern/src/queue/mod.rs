@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::delivery::Transports;
 use crate::maillog;
-use crate::spool::{Listing, Place, QueueId, Spool};
+use crate::spool::{Envelope, Listing, Place, QueueId, Spool};
 use crate::state::SettingsHandle;
 use crate::time::now_unix;
 use crate::users::UserStore;
@@ -47,7 +47,12 @@ struct Inner {
     running: Mutex<HashSet<QueueId>>,
     wake: Notify,
     transports: Transports,
+    /// The last finished envelopes, newest last (`sendmail -v` asks for them).
+    finished: Mutex<std::collections::VecDeque<Envelope>>,
 }
+
+/// How many finished envelopes [`Scheduler::finished`] remembers.
+const FINISHED_KEPT: usize = 256;
 
 impl Scheduler {
     /// A scheduler over `spool`, reading the current settings from
@@ -64,6 +69,7 @@ impl Scheduler {
                 running: Mutex::new(HashSet::new()),
                 wake: Notify::new(),
                 transports: Transports::default(),
+                finished: Mutex::new(std::collections::VecDeque::new()),
             }),
         }
     }
@@ -97,6 +103,20 @@ impl Scheduler {
         drop(due);
         self.inner.wake.notify_one();
         n
+    }
+
+    /// The final envelope of a recently finished message (kept in memory,
+    /// the last few hundred), for `sendmail -v`.
+    pub fn finished(&self, id: &QueueId) -> Option<Envelope> {
+        lock(&self.inner.finished).iter().rev().find(|e| &e.id == id).cloned()
+    }
+
+    fn remember_finished(&self, env: &Envelope) {
+        let mut f = lock(&self.inner.finished);
+        if f.len() >= FINISHED_KEPT {
+            f.pop_front();
+        }
+        f.push_back(env.clone());
     }
 
     /// Makes one message due now (after a flush or release).

@@ -10,6 +10,7 @@
 //! credentials (setuid/setgid after bind, `privdrop`), the control socket.
 
 mod listener;
+mod local_modes;
 mod notify;
 mod privdrop;
 
@@ -108,6 +109,7 @@ async fn bind_all(listeners: &[Listener]) -> Result<Vec<(TcpListener, Listener)>
 struct Daemon {
     shared: Arc<Shared>,
     scheduler: Scheduler,
+    spool: Spool,
 }
 
 impl Control for Daemon {
@@ -125,6 +127,18 @@ impl Control for Daemon {
 
     fn reload_tls(&self) -> bool {
         self.shared.reload_tls()
+    }
+
+    fn flush_matching(&self, what: &control::FlushMatch) -> usize {
+        local_modes::flush_matching(&self.spool, &self.scheduler, what)
+    }
+
+    fn reload_aliases(&self) -> Result<usize, String> {
+        local_modes::reload_aliases(&self.shared)
+    }
+
+    fn status(&self, id: &QueueId) -> Option<String> {
+        local_modes::status(&self.spool, &self.scheduler, id)
     }
 }
 
@@ -168,9 +182,10 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let (queued_tx, queued_rx) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(shared.settings.clone(), shared.users.clone(), spool.clone(), queued_tx.clone());
     let sched_task = tokio::spawn(scheduler.clone().run(queued_rx, shutdown_rx.clone()));
-    let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler });
+    let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler, spool: spool.clone() });
     let control_task = tokio::spawn(control::serve(control_path, daemon, shutdown_rx.clone()));
     tokio::spawn(listener::watch_tls_files(shared.clone(), shutdown_rx.clone()));
+    tokio::spawn(local_modes::watch_aliases(shared.clone(), shutdown_rx.clone()));
     let mut addrs = Vec::new();
     for (sock, l) in &bound {
         let addr = sock.local_addr()?;
