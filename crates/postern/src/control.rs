@@ -7,6 +7,7 @@
 //! kick <ID>        -> ok          (a new or released message is waiting)
 //! reload           -> ok | error <text>
 //! reload-tls       -> ok | error <text>  (certificates, CAs, CRLs only)
+//! reopen-log       -> ok | error <text>  (the mail log file, after rotation)
 //! ```
 //!
 //! May touch: the control socket (mode 0600: only the daemon's user, or
@@ -35,6 +36,8 @@ pub trait Control: Send + Sync + 'static {
     fn reload(&self) -> bool;
     /// Reloads certificates, CAs and CRLs; `false` (logged) if they are broken.
     fn reload_tls(&self) -> bool;
+    /// Opens the mail log file again by name (after logrotate); `Err` says why not.
+    fn reopen_log(&self) -> Result<(), String>;
 }
 
 /// Where the control socket lives.
@@ -86,6 +89,10 @@ async fn handle(stream: UnixStream, control: &dyn Control) -> std::io::Result<()
                 "error invalid TLS material, see the mail log".to_string()
             }
         }
+        (Some("reopen-log"), None) => match control.reopen_log() {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error {e}"),
+        },
         (Some("reload"), None) => {
             if control.reload() {
                 "ok".to_string()

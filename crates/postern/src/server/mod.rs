@@ -2,7 +2,7 @@
 //! directory, binds the listeners, drops privileges, and wires the shared
 //! state ([`crate::state`]), the scheduler, the control socket and the
 //! accept loops together; handles signals (SIGTERM/SIGINT: drain and stop;
-//! SIGHUP: reload the configuration).
+//! SIGHUP: reload the configuration and reopen the mail log).
 //!
 //! Dependencies point one way: `server -> {state, control, queue, session}`.
 //!
@@ -10,6 +10,7 @@
 //! credentials (setuid/setgid after bind, `privdrop`), the control socket.
 
 mod listener;
+mod logs;
 mod privdrop;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -119,12 +120,24 @@ impl Control for Daemon {
     }
 
     fn reload(&self) -> bool {
-        self.shared.reload()
+        reload_and_reopen(&self.shared)
     }
 
     fn reload_tls(&self) -> bool {
         self.shared.reload_tls()
     }
+
+    fn reopen_log(&self) -> Result<(), String> {
+        logs::reopen(&self.shared)
+    }
+}
+
+/// SIGHUP and `reload`: reloads the config, then reopens the mail log
+/// (a new `log.mail_log` or `log.format` takes effect here).
+fn reload_and_reopen(shared: &Shared) -> bool {
+    let ok = shared.reload();
+    let _ = logs::reopen(shared);
+    ok
 }
 
 /// A running server (listeners, scheduler, control socket).
@@ -144,10 +157,11 @@ pub struct Running {
 /// and starts everything. Used by `serve` and by the in-process tests.
 pub async fn start(source: Source) -> Result<Running, ServerError> {
     let settings = Settings::load(&source).map_err(|e| ServerError::Config(e.to_string()))?;
-    maillog::init(&settings.config.log.mail_log)
+    maillog::init(&settings.config.log.mail_log, settings.config.log.format.into())
         .map_err(|source| ServerError::MailLog { path: settings.config.log.mail_log.clone(), source })?;
     let spool = prepare_data_dir(&settings)?;
     let bound = bind_all(&settings.config.listeners).await?;
+    logs::banner(&settings, &bound);
     // Keys are read before dropping privileges (they may be root-only);
     // reloads later run as the unprivileged user (see docs/tls.md).
     if let Some(fp) = tls::ensure_default_certificate(&settings).map_err(|e| ServerError::DefaultCertificate(e.to_string()))? {
@@ -226,7 +240,7 @@ pub async fn serve(source: Source) -> Result<(), ServerError> {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => { running.shared.reload(); }
+            _ = hup.recv() => { reload_and_reopen(&running.shared); }
         }
     }
     maillog::stop(&[("reason", "signal")]);
