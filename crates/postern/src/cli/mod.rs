@@ -268,7 +268,7 @@ fn sendmail_command(s: &Settings, args: &[String]) -> i32 {
             }
         },
         Err(e) => {
-            eprintln!("postern sendmail: {e}\nFor more information, try 'postern sendmail --help'.");
+            eprintln!("postern sendmail: {e}\n{HELP}");
             e.exit_code()
         }
     }

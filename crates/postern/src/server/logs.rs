@@ -19,7 +19,7 @@ pub(super) fn banner(s: &Settings, bound: &[(TcpListener, Listener)]) {
         .iter()
         .map(|(sock, l)| {
             let addr = sock.local_addr().map_or_else(|_| l.address.to_string(), |a| a.to_string());
-            format!("{}={addr}", l.role.name())
+            format!("{}:{addr}", l.role.name())
         })
         .collect();
     maillog::start(&[

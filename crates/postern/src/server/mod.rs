@@ -233,9 +233,11 @@ impl Running {
 
 /// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the config.
 pub async fn serve(source: Source) -> Result<(), ServerError> {
-    let running = start(source).await?;
+    // Handlers first: a SIGHUP right after the listeners are up (logrotate,
+    // systemctl reload) must not kill the daemon with the default action.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let running = start(source).await?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
