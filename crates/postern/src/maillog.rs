@@ -293,12 +293,16 @@ mod tests {
         assert!(!log.exists());
         reopen().expect("reopen");
         error(&[("marker", "after-rotation")]);
+        // A file that cannot be opened keeps the old file and format.
+        assert!(configure("/nonexistent-postern-dir/mail.log", Format::Json).is_err());
+        error(&[("marker", "kept-after-failed-switch")]);
         configure("-", Format::Logfmt).expect("back to stderr");
         let old = std::fs::read_to_string(dir.join("mail.log.1")).expect("old");
         let new = std::fs::read_to_string(&log).expect("new");
         assert!(old.contains("before-rotation") && old.contains("still-old-file"), "{old}");
         assert!(!old.contains("after-rotation"), "{old}");
         assert!(new.contains("after-rotation") && !new.contains("before-rotation"), "{new}");
+        assert!(new.contains(" error marker=kept-after-failed-switch"), "{new}");
         assert_eq!(std::fs::metadata(&log).expect("meta").permissions().mode() & 0o777, 0o600);
         let _ = std::fs::remove_dir_all(&dir);
     }
