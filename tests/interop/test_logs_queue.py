@@ -57,6 +57,14 @@ def test_sighup_and_log_reopen_after_mv(postern_factory, tmp_path):
     send(p, "alice@mx.test", "carol@mx.test", "after reopen")
     wait_for(lambda: "delivered " in read(log), what="delivery logged after log reopen")
     assert "carol@mx.test" not in read(log.with_name("mail.log.2"))
+    # A new log.mail_log takes effect on reload; the old file says where it went.
+    moved = tmp_path / "logs" / "moved.log"
+    p.cfg.write_text(p.cfg.read_text().replace(str(log), str(moved)))
+    p.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "mail log switched" in read(moved), what="the new log file after reload")
+    assert "switching mail log" in read(log) and str(moved) in read(log)
+    send(p, "alice@mx.test", "bob@mx.test", "after switch")
+    wait_for(lambda: "delivered " in read(moved), what="delivery logged in the new path")
     p.stop()
     # Without a daemon, reopen says so (69).
     r = p.cli("log", "reopen")

@@ -84,6 +84,11 @@ pub fn reopen() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where the log goes now ("-" for standard error), if [`init`] ran.
+pub fn current_target() -> Option<String> {
+    state().as_ref().map(|st| st.target.clone())
+}
+
 /// Switches to `target` and `format` (a reload), reopening the file in any
 /// case; returns whether the target or format changed. On error the old
 /// file and format are kept.

@@ -39,6 +39,10 @@ pub(super) fn banner(s: &Settings, bound: &[(TcpListener, Listener)]) {
 pub(super) fn reopen(shared: &Shared) -> Result<(), String> {
     let s = shared.settings();
     let log = &s.config.log;
+    if maillog::current_target().is_some_and(|t| t != log.mail_log) {
+        // The last line of the old file says where the log went.
+        maillog::reload(&[("mail_log", &log.mail_log), ("result", "switching mail log")]);
+    }
     match maillog::configure(&log.mail_log, log.format.into()) {
         Ok(changed) => {
             if changed {
