@@ -13,6 +13,7 @@
 //! reload-aliases   -> ok N | error <text>  (N aliases now active)
 //! status <ID>      -> ok <JSON> | error unknown id   (queued or recently finished:
 //!                     {"place":"active|hold|done","recipients":[{"to","status","attempts","reply"}]})
+//! reopen-log       -> ok | error <text>  (the mail log file, after rotation)
 //! ```
 //!
 //! May touch: the control socket (mode 0600: only the daemon's user, or
@@ -47,6 +48,8 @@ pub trait Control: Send + Sync + 'static {
     fn reload_aliases(&self) -> Result<usize, String>;
     /// A queued or recently finished message's state as one line of JSON (`sendmail -v`).
     fn status(&self, id: &QueueId) -> Option<String>;
+    /// Opens the mail log file again by name (after logrotate); `Err` says why not.
+    fn reopen_log(&self) -> Result<(), String>;
 }
 
 /// Which messages `flush-match` selects: case-insensitive substring matches.
@@ -123,6 +126,10 @@ async fn handle(stream: UnixStream, control: &dyn Control) -> std::io::Result<()
                 "error invalid TLS material, see the mail log".to_string()
             }
         }
+        (Some("reopen-log"), None) => match control.reopen_log() {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error {e}"),
+        },
         (Some("reload"), None) => {
             if control.reload() {
                 "ok".to_string()

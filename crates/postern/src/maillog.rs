@@ -1,37 +1,103 @@
 //! The operator's mail log: one stable, greppable line per event.
 //!
-//! Format: `<RFC 3339 UTC time> <event> key=value key="value with spaces"`.
+//! Format `logfmt` (default): `<RFC 3339 UTC time> <event> key=value key="value with spaces"`.
+//! Format `json`: one object per line, `{"time":"…","event":"…","key":"value",…}`,
+//! every value a JSON string (numbers too), keys in the same order as logfmt.
 //! Separate from `tracing`, which is for debugging. Every event has its
 //! own function below (and nothing else can write a line), so this list is
 //! the whole vocabulary; a unit test checks that it matches [`EVENTS`].
+//! All of them go through the one `write` function.
 //!
 //! Events: connect, helo, tls, auth, rcpt, reject, milter, queued, hold,
 //! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
 //! release, delete, bounce, disconnect, reload, start, stop, error.
 //!
+//! The log file is created mode 0600 (whatever the umask) and opened for
+//! append; [`reopen`] closes and opens it again by name (after logrotate
+//! or `mv`), [`configure`] switches to another file or format.
+//!
 //! May touch: the mail log file or standard error.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::sync::{Mutex, OnceLock};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::{Mutex, MutexGuard};
+
+/// How lines are written (`log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// `time event key=value ...`.
+    #[default]
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
 
 enum Sink {
     Stderr,
     File(std::fs::File),
 }
 
-static SINK: OnceLock<Mutex<Sink>> = OnceLock::new();
+struct State {
+    target: String,
+    format: Format,
+    sink: Sink,
+}
+
+static STATE: Mutex<Option<State>> = Mutex::new(None);
 
 /// Every line written, for unit tests that assert on the log.
 #[cfg(test)]
 pub(crate) static CAPTURED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+fn state() -> MutexGuard<'static, Option<State>> {
+    match STATE.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Opens `target` ("-": standard error; else a file, created 0600, append).
+fn open(target: &str) -> std::io::Result<Sink> {
+    if target == "-" {
+        return Ok(Sink::Stderr);
+    }
+    let f = OpenOptions::new().create(true).append(true).mode(0o600).open(target)?;
+    Ok(Sink::File(f))
+}
+
 /// Sets where the mail log goes: "-" for standard error, or a file path
-/// (opened for append). Called once at start-up.
-pub fn init(target: &str) -> std::io::Result<()> {
-    let sink = if target == "-" { Sink::Stderr } else { Sink::File(OpenOptions::new().create(true).append(true).open(target)?) };
-    let _ = SINK.set(Mutex::new(sink));
+/// (opened for append, created 0600), and its format. Called at start-up.
+pub fn init(target: &str, format: Format) -> std::io::Result<()> {
+    let sink = open(target)?;
+    *state() = Some(State { target: target.to_string(), format, sink });
     Ok(())
+}
+
+/// Opens the log file again by name (after it was renamed by logrotate
+/// or `mv`): new lines go to a new file. On error the old file is kept.
+pub fn reopen() -> std::io::Result<()> {
+    let mut g = state();
+    if let Some(st) = g.as_mut() {
+        st.sink = open(&st.target)?;
+    }
+    Ok(())
+}
+
+/// Where the log goes now ("-" for standard error), if [`init`] ran.
+pub fn current_target() -> Option<String> {
+    state().as_ref().map(|st| st.target.clone())
+}
+
+/// Switches to `target` and `format` (a reload), reopening the file in any
+/// case; returns whether the target or format changed. On error the old
+/// file and format are kept.
+pub fn configure(target: &str, format: Format) -> std::io::Result<bool> {
+    let sink = open(target)?;
+    let mut g = state();
+    let changed = g.as_ref().is_none_or(|st| st.target != target || st.format != format);
+    *g = Some(State { target: target.to_string(), format, sink });
+    Ok(changed)
 }
 
 /// Quotes a value if it needs it, so lines stay parseable.
@@ -133,21 +199,37 @@ events! {
     error,
 }
 
+/// One JSON line (without the newline): `time`, `event`, then the fields.
+pub fn format_json(time: &str, event: &str, fields: &[(&str, &str)]) -> String {
+    let q = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into());
+    let mut line = format!("{{\"time\":{},\"event\":{}", q(time), q(event));
+    for (k, v) in fields {
+        line.push(',');
+        line.push_str(&q(k));
+        line.push(':');
+        line.push_str(&q(v));
+    }
+    line.push('}');
+    line
+}
+
+/// The single writer: every event goes through here.
 fn write(event: &str, fields: &[(&str, &str)]) {
-    let line = format!("{} {}\n", chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), format_event(event, fields));
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut guard = state();
+    let format = guard.as_ref().map(|st| st.format).unwrap_or_default();
+    let line = match format {
+        Format::Logfmt => format!("{time} {}\n", format_event(event, fields)),
+        Format::Json => format!("{}\n", format_json(&time, event, fields)),
+    };
     #[cfg(test)]
     match CAPTURED.lock() {
         Ok(mut g) => g.push(line.clone()),
         Err(p) => p.into_inner().push(line.clone()),
     }
-    let sink = SINK.get_or_init(|| Mutex::new(Sink::Stderr));
-    let mut guard = match sink.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let _ = match &mut *guard {
-        Sink::Stderr => std::io::stderr().write_all(line.as_bytes()),
-        Sink::File(f) => f.write_all(line.as_bytes()),
+    let _ = match guard.as_mut().map(|st| &mut st.sink) {
+        None | Some(Sink::Stderr) => std::io::stderr().write_all(line.as_bytes()),
+        Some(Sink::File(f)) => f.write_all(line.as_bytes()),
     };
 }
 
@@ -171,5 +253,62 @@ mod tests {
             format_event("reject", &[("id", "ABC"), ("reply", "550 5.7.1 no"), ("from", ""), ("x", "a\"b")]),
             "reject id=ABC reply=\"550 5.7.1 no\" from=\"\" x=\"a\\\"b\""
         );
+    }
+
+    /// Every event in JSON is one object that serde_json reads back:
+    /// `time`, `event`, then the same keys and values, quoting included.
+    #[test]
+    fn json_round_trip_for_every_event() {
+        let fields: &[(&str, &str)] = &[
+            ("id", "0123456789ABCDEF"),
+            ("reply", "550 5.7.1 \"no\" \\ way"),
+            ("from", ""),
+            ("ctl", "a\r\nb\x07\u{7f}"),
+            ("utf8", "Grüße ✉"),
+            ("size", "1234"),
+        ];
+        for event in EVENTS {
+            let line = format_json("2026-12-05T09:00:00.000Z", event, fields);
+            assert!(!line.contains('\n'), "{line}");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{event}: {e}: {line}"));
+            let obj = v.as_object().expect("object");
+            assert_eq!(obj.len(), 2 + fields.len());
+            assert_eq!(v["time"], "2026-12-05T09:00:00.000Z");
+            assert_eq!(v["event"], *event);
+            for (k, val) in fields {
+                assert_eq!(v[*k], *val, "{event} {k}");
+            }
+            assert!(line.starts_with("{\"time\":\"2026-12-05T09:00:00.000Z\",\"event\":"), "{line}");
+        }
+    }
+
+    /// Reopen: write, rename the file away, reopen, write: the second line
+    /// is in a new file with mode 0600, the first stays in the renamed one.
+    #[test]
+    fn reopen_after_rename_writes_a_new_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("postern-maillog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let log = dir.join("mail.log");
+        let target = log.to_str().expect("utf-8").to_string();
+        configure(&target, Format::Logfmt).expect("configure");
+        error(&[("marker", "before-rotation")]);
+        std::fs::rename(&log, dir.join("mail.log.1")).expect("rename");
+        error(&[("marker", "still-old-file")]);
+        assert!(!log.exists());
+        reopen().expect("reopen");
+        error(&[("marker", "after-rotation")]);
+        // A file that cannot be opened keeps the old file and format.
+        assert!(configure("/nonexistent-postern-dir/mail.log", Format::Json).is_err());
+        error(&[("marker", "kept-after-failed-switch")]);
+        configure("-", Format::Logfmt).expect("back to stderr");
+        let old = std::fs::read_to_string(dir.join("mail.log.1")).expect("old");
+        let new = std::fs::read_to_string(&log).expect("new");
+        assert!(old.contains("before-rotation") && old.contains("still-old-file"), "{old}");
+        assert!(!old.contains("after-rotation"), "{old}");
+        assert!(new.contains("after-rotation") && !new.contains("before-rotation"), "{new}");
+        assert!(new.contains(" error marker=kept-after-failed-switch"), "{new}");
+        assert_eq!(std::fs::metadata(&log).expect("meta").permissions().mode() & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

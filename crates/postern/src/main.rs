@@ -12,6 +12,8 @@ use postern::cli::{self, Face};
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let face = Face::of(argv.first().map(String::as_str).unwrap_or("postern"));
+    // `postern queue list | head -1`: a closed stdout ends quietly (141).
+    cli::pipe::exit_quietly_on_broken_pipe();
     let args = argv.get(1..).unwrap_or_default();
     let code = match face {
         Face::Sendmail => cli::sendmail_face(args),

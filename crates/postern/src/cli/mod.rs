@@ -15,7 +15,10 @@ pub mod ca;
 pub mod config;
 pub mod explain;
 pub mod generate;
+pub mod log;
+pub mod pipe;
 pub mod queue;
+pub mod select;
 pub mod sendmail;
 pub mod sendmail_bs;
 pub mod sendmail_help;
@@ -59,7 +62,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the mail server (SIGTERM/SIGINT: drain and stop; SIGHUP: reload the config).
+    /// Run the mail server (SIGTERM/SIGINT: drain and stop; SIGHUP: reload the config and reopen the mail log).
     Serve,
     /// Queue a message from standard input, like /usr/sbin/sendmail (`postern sendmail --help`).
     #[command(disable_help_flag = true)]
@@ -72,6 +75,11 @@ enum Cmd {
     Queue {
         #[command(subcommand)]
         action: queue::QueueCmd,
+    },
+    /// The mail log: `postern log reopen` after logrotate.
+    Log {
+        #[command(subcommand)]
+        action: log::LogCmd,
     },
     /// Print or check configuration.
     Config {
@@ -249,6 +257,18 @@ fn runtime() -> Result<tokio::runtime::Runtime, i32> {
     })
 }
 
+/// Prints clap's message (help, version, or the error with one "try
+/// '--help'" line) and returns the exit code: 0 for help and version, 64
+/// (EX_USAGE) for every usage error, like postern's own.
+fn usage_error(e: &clap::Error) -> i32 {
+    let _ = e.print();
+    if e.use_stderr() {
+        exit::USAGE
+    } else {
+        exit::OK
+    }
+}
+
 /// `postern sendmail ...` and the `sendmail` face: `-bp` lists the queue
 /// (as `mailq`), anything else submits a message from standard input.
 fn sendmail_command(s: &Settings, args: &[String]) -> i32 {
@@ -302,16 +322,20 @@ fn serve(src: Source) -> i32 {
     }
 }
 
-/// Runs `postern [OPTIONS] COMMAND ...` (`argv[0]` included); clap prints
-/// help and usage errors and exits by itself. Returns the exit code.
+/// Runs `postern [OPTIONS] COMMAND ...` (`argv[0]` included). Returns the
+/// exit code: `--help`/`--version` 0, usage errors 64 ([`usage_error`]).
 pub fn run(argv: Vec<String>) -> i32 {
-    let cli = Cli::parse_from(argv);
+    let cli = match Cli::try_parse_from(argv) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
     let src = source(cli.config, cli.data_dir);
     match cli.command {
         Cmd::Serve => serve(src),
         Cmd::Sendmail { args } => with_settings(&src, |s| sendmail_command(s, &args)),
         Cmd::Queue { action } => with_settings(&src, |s| queue::run(s, action)),
         Cmd::Config { action } => config::run(action, &src),
+        Cmd::Log { action } => with_settings(&src, |s| log::run(s, action)),
         Cmd::Aliases => with_settings(&src, aliases_command),
         Cmd::Explain { listener, ip, tls, cert, auth, from, rcpt, json } => {
             with_settings(&src, |s| explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt }, json))
@@ -349,6 +373,23 @@ mod tests {
         assert_eq!(Face::of("/usr/bin/newaliases"), Face::Newaliases);
         assert_eq!(Face::of("/usr/local/bin/postern"), Face::Postern);
         assert_eq!(Face::of("sendmail.postfix"), Face::Postern);
+    }
+
+    /// Usage errors exit 64 (EX_USAGE), help and version 0.
+    #[test]
+    fn usage_errors_exit_64() {
+        for (args, want) in [
+            (&["postern", "frobnicate"][..], exit::USAGE),
+            (&["postern"][..], exit::USAGE),
+            (&["postern", "queue", "list", "--bogus"][..], exit::USAGE),
+            (&["postern", "queue", "list", "--older-than", "soon"][..], exit::USAGE),
+            (&["postern", "--help"][..], exit::OK),
+            (&["postern", "queue", "--help"][..], exit::OK),
+            (&["postern", "--version"][..], exit::OK),
+        ] {
+            let argv: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            assert_eq!(run(argv), want, "{args:?}");
+        }
     }
 
     #[test]

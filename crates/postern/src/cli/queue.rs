@@ -8,6 +8,7 @@
 use clap::Subcommand;
 use serde_json::json;
 
+use super::select::{Filter, Selection};
 use super::sysexits as exit;
 use crate::bounce::unix_to_rfc5322;
 use crate::control;
@@ -19,10 +20,18 @@ use crate::spool::{Envelope, Listing, Place, QueueId, RcptStatus, Spool};
 #[derive(Subcommand)]
 pub enum QueueCmd {
     /// List queued messages (same as `mailq`). `!` after the id marks a held message.
+    ///
+    /// Selectors narrow the list (all must match); a selection that matches nothing says so and
+    /// exits 0.
     List {
-        /// Machine-readable output.
-        #[arg(long)]
+        #[command(flatten)]
+        filter: Filter,
+        /// Machine-readable output: one JSON array.
+        #[arg(long, conflicts_with = "json_lines")]
         json: bool,
+        /// Machine-readable output: one JSON object per line, streamed (like `postqueue -j`).
+        #[arg(long)]
+        json_lines: bool,
     },
     /// Show one message: envelope, per-recipient state and text.
     Show {
@@ -32,62 +41,111 @@ pub enum QueueCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Ask the running daemon to try all (or one) queued messages now.
+    /// Ask the running daemon to try queued messages now.
+    ///
+    /// All of them when no id or selector is given, else the selected ones. Prints `ok N`;
+    /// `--json` prints `{"flushed": N, "result": "ok N"}`. Exit 69 when no daemon runs.
     Flush {
-        /// Queue id; all messages when omitted.
-        id: Option<String>,
+        /// Queue ids, or ALL.
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: Filter,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Delete messages from the queue without bouncing them.
+    ///
+    /// `postern queue delete ALL` empties the queue; `postern queue delete ALL --deferred` keeps
+    /// held mail; `postern queue delete --from spammer@` deletes by sender. Prints one line per
+    /// message and a count; a selection that matches nothing says so and exits 0.
     Delete {
-        /// Queue ids.
-        #[arg(required = true)]
+        /// Queue ids, or ALL; with selectors only the matching messages.
         ids: Vec<String>,
+        #[command(flatten)]
+        filter: Filter,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Put messages on hold: kept, never tried, until released.
     Hold {
-        /// Queue ids.
-        #[arg(required = true)]
+        /// Queue ids, or ALL; with selectors only the matching messages.
         ids: Vec<String>,
+        #[command(flatten)]
+        filter: Filter,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Return messages to their senders now (pending recipients fail with a bounce).
     Bounce {
-        /// Queue ids.
-        #[arg(required = true)]
+        /// Queue ids, or ALL; with selectors only the matching messages.
         ids: Vec<String>,
+        #[command(flatten)]
+        filter: Filter,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
     /// Release held messages and try them now.
     Release {
-        /// Queue ids.
-        #[arg(required = true)]
+        /// Queue ids, or ALL; with selectors only the matching messages.
         ids: Vec<String>,
+        #[command(flatten)]
+        filter: Filter,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
     },
 }
 
+/// How `queue list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The `mailq` table.
+    Text,
+    /// One pretty JSON array.
+    Json,
+    /// One compact JSON object per line.
+    JsonLines,
+}
+
 /// Runs `postern queue ACTION`; returns the exit code.
 pub(super) fn run(s: &Settings, action: QueueCmd) -> i32 {
+    let (ids, filter, need_some) = match &action {
+        QueueCmd::Show { .. } => (Vec::new(), Filter::default(), false),
+        QueueCmd::List { filter, .. } => (Vec::new(), filter.clone(), false),
+        QueueCmd::Flush { ids, filter, .. } => (ids.clone(), filter.clone(), false),
+        QueueCmd::Delete { ids, filter, .. }
+        | QueueCmd::Hold { ids, filter, .. }
+        | QueueCmd::Release { ids, filter, .. }
+        | QueueCmd::Bounce { ids, filter, .. } => (ids.clone(), filter.clone(), true),
+    };
+    let sel = match Selection::new(&ids, filter, need_some) {
+        Ok(sel) => sel,
+        Err(e) => {
+            eprintln!("postern: {e}\nFor more information, try '--help'.");
+            return exit::USAGE;
+        }
+    };
     match action {
-        QueueCmd::List { json } => list(s, json),
+        QueueCmd::List { json, json_lines, .. } => {
+            let out = if json_lines {
+                Output::JsonLines
+            } else if json {
+                Output::Json
+            } else {
+                Output::Text
+            };
+            list_selected(s, &sel, out)
+        }
         QueueCmd::Show { id, json } => show(s, &id, json),
-        QueueCmd::Flush { id, json } => flush(s, id.as_deref(), json),
-        QueueCmd::Delete { ids, json } => change(s, Change::Delete, &ids, json),
-        QueueCmd::Hold { ids, json } => change(s, Change::Hold, &ids, json),
-        QueueCmd::Release { ids, json } => change(s, Change::Release, &ids, json),
-        QueueCmd::Bounce { ids, json } => change(s, Change::Bounce, &ids, json),
+        QueueCmd::Flush { json, .. } => flush(s, &sel, sel.selects_all(), json),
+        QueueCmd::Delete { json, .. } => change(s, Change::Delete, &sel, json),
+        QueueCmd::Hold { json, .. } => change(s, Change::Hold, &sel, json),
+        QueueCmd::Release { json, .. } => change(s, Change::Release, &sel, json),
+        QueueCmd::Bounce { json, .. } => change(s, Change::Bounce, &sel, json),
     }
 }
 
@@ -114,9 +172,19 @@ impl Change {
             Change::Bounce => "bounce",
         }
     }
+
+    /// What was done, for the count line ("3 messages deleted").
+    pub fn past(self) -> &'static str {
+        match self {
+            Change::Delete => "deleted",
+            Change::Hold => "held",
+            Change::Release => "released",
+            Change::Bounce => "returned to sender",
+        }
+    }
 }
 
-fn open(settings: &Settings) -> Result<Spool, i32> {
+pub(super) fn open(settings: &Settings) -> Result<Spool, i32> {
     let root = settings.data_dir.join("queue");
     if !root.exists() {
         eprintln!("postern: no queue at {} (wrong --data-dir?)", root.display());
@@ -128,35 +196,57 @@ fn open(settings: &Settings) -> Result<Spool, i32> {
     })
 }
 
-fn env_json(e: &Envelope, place: Place) -> serde_json::Value {
+pub(super) fn env_json(e: &Envelope, place: Place) -> serde_json::Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
     v["place"] = json!(place);
     v
 }
 
-/// `queue list` / `mailq`.
+/// `mailq` and `sendmail -bp`: every message.
 pub fn list(settings: &Settings, as_json: bool) -> i32 {
-    let spool = match open(settings) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let Listing { envelopes: list, corrupt: bad } = match spool.list() {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("postern: {e}");
-            return exit::TEMPFAIL;
-        }
-    };
+    match Selection::new(&[], Filter::default(), false) {
+        Ok(sel) => list_selected(settings, &sel, if as_json { Output::Json } else { Output::Text }),
+        Err(_) => exit::USAGE,
+    }
+}
+
+/// The queued messages `sel` selects, in queue order; `Err` is the exit code.
+pub(super) fn selected(settings: &Settings, sel: &Selection) -> Result<(Spool, Vec<(Envelope, Place)>), i32> {
+    let spool = open(settings)?;
+    let Listing { envelopes, corrupt: bad } = spool.list().map_err(|e| {
+        eprintln!("postern: {e}");
+        exit::TEMPFAIL
+    })?;
     for e in &bad {
         eprintln!("postern: warning: {e}");
     }
-    if as_json {
-        let v: Vec<_> = list.iter().map(|(e, p)| env_json(e, *p)).collect();
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return exit::OK;
+    let now = crate::time::now_unix();
+    let list = envelopes.into_iter().filter(|(e, p)| sel.matches(e, *p, now)).collect();
+    Ok((spool, list))
+}
+
+/// `queue list [selectors]`.
+pub fn list_selected(settings: &Settings, sel: &Selection, out: Output) -> i32 {
+    let list = match selected(settings, sel) {
+        Ok((_, list)) => list,
+        Err(c) => return c,
+    };
+    match out {
+        Output::Json => {
+            let v: Vec<_> = list.iter().map(|(e, p)| env_json(e, *p)).collect();
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            return exit::OK;
+        }
+        Output::JsonLines => {
+            for (e, p) in &list {
+                println!("{}", env_json(e, *p));
+            }
+            return exit::OK;
+        }
+        Output::Text => {}
     }
     if list.is_empty() {
-        println!("Mail queue is empty");
+        println!("{}", if sel.selects_all() { "Mail queue is empty" } else { "No queued message matches the selection" });
         return exit::OK;
     }
     println!("-Queue ID-------- --Size-- ----Arrival Time---- -Sender/Recipient-------");
@@ -247,26 +337,46 @@ pub fn show(settings: &Settings, id: &str, as_json: bool) -> i32 {
     exit::OK
 }
 
-/// `queue flush [ID] [--json]`: asks the running daemon to try now.
-pub fn flush(settings: &Settings, id: Option<&str>, as_json: bool) -> i32 {
-    let cmd = match id.map(parse_id).transpose() {
-        Ok(Some(id)) => format!("flush {id}"),
-        Ok(None) => "flush".to_string(),
-        Err(c) => return c,
+/// `queue flush [ID...|ALL] [selectors] [--json]`: asks the running daemon
+/// to try now: everything (`flush`, one request) when `everything`, else
+/// each selected message. Prints `ok N` or `{"flushed": N, "result": "ok N"}`.
+pub fn flush(settings: &Settings, sel: &Selection, everything: bool, as_json: bool) -> i32 {
+    let cmds: Vec<String> = if everything {
+        vec!["flush".to_string()]
+    } else {
+        let ids = match ids_of(settings, sel) {
+            Ok((_, ids)) => ids,
+            Err(c) => return c,
+        };
+        if ids.is_empty() {
+            eprintln!("postern: no queued message matches the selection");
+        }
+        ids.iter().map(|id| format!("flush {id}")).collect()
     };
-    let answer = control::request(&settings.data_dir, &cmd);
-    let code = match &answer {
-        Ok(a) if a.starts_with("ok") => exit::OK,
-        Ok(_) => exit::TEMPFAIL,
-        Err(_) => exit::UNAVAILABLE,
+    let mut flushed = 0usize;
+    let mut failure = None;
+    for cmd in &cmds {
+        match control::request(&settings.data_dir, cmd) {
+            Ok(a) if a == "ok" => flushed += 1,
+            Ok(a) if a.starts_with("ok ") => flushed += a[3..].trim().parse::<usize>().unwrap_or(0),
+            other => {
+                failure = Some(other);
+                break;
+            }
+        }
+    }
+    let code = match &failure {
+        None => exit::OK,
+        Some(Ok(_)) => exit::TEMPFAIL,
+        Some(Err(_)) => exit::UNAVAILABLE,
     };
-    match (answer, as_json) {
-        (Ok(a), true) if code == exit::OK => println!("{}", json!({"result": a})),
-        (Ok(a), true) => println!("{}", json!({"error": a})),
-        (Err(e), true) => println!("{}", json!({"error": format!("daemon not reachable: {e}")})),
-        (Ok(a), false) if code == exit::OK => println!("{a}"),
-        (Ok(a), false) => eprintln!("postern: daemon says: {a}"),
-        (Err(e), false) => eprintln!(
+    match (failure, as_json) {
+        (None, true) => println!("{}", json!({"flushed": flushed, "result": format!("ok {flushed}")})),
+        (None, false) => println!("ok {flushed}"),
+        (Some(Ok(a)), true) => println!("{}", json!({"error": a, "flushed": flushed})),
+        (Some(Err(e)), true) => println!("{}", json!({"error": format!("daemon not reachable: {e}"), "flushed": flushed})),
+        (Some(Ok(a)), false) => eprintln!("postern: daemon says: {a}"),
+        (Some(Err(e)), false) => eprintln!(
             "postern: cannot reach the daemon at {}: {e}\n(queued mail is delivered when `postern serve` runs)",
             control::socket_path(&settings.data_dir).display()
         ),
@@ -274,20 +384,34 @@ pub fn flush(settings: &Settings, id: Option<&str>, as_json: bool) -> i32 {
     code
 }
 
-/// `queue delete|hold|release|bounce ID...`.
-pub fn change(settings: &Settings, change: Change, ids: &[String], as_json: bool) -> i32 {
+/// The spool and the ids `sel` names: plain ids as given (missing ones are
+/// reported by the action), else the matching messages in queue order.
+fn ids_of(settings: &Settings, sel: &Selection) -> Result<(Spool, Vec<QueueId>), i32> {
+    match sel.plain_ids() {
+        Some(ids) => Ok((open(settings)?, ids)),
+        None => {
+            let (spool, list) = selected(settings, sel)?;
+            Ok((spool, list.into_iter().map(|(e, _)| e.id).collect()))
+        }
+    }
+}
+
+/// `queue delete|hold|release|bounce ID...|ALL [selectors]`: acts on each
+/// selected message, prints one line per message and a count (or a JSON
+/// array, one object per message). No match: a notice on stderr, exit 0.
+pub fn change(settings: &Settings, change: Change, sel: &Selection, as_json: bool) -> i32 {
     let action = change.as_str();
-    let spool = match open(settings) {
-        Ok(s) => s,
+    let (spool, ids) = match ids_of(settings, sel) {
+        Ok(x) => x,
         Err(c) => return c,
     };
+    if ids.is_empty() {
+        eprintln!("postern: no queued message matches the selection");
+    }
     let mut code = exit::OK;
     let mut results = Vec::new();
-    for raw in ids {
-        let id = match parse_id(raw) {
-            Ok(i) => i,
-            Err(c) => return c,
-        };
+    let mut done = 0usize;
+    for id in ids {
         let r = match change {
             Change::Delete => spool.remove(&id).map(|_| true),
             Change::Bounce => spool.load(&id).and_then(|(mut env, place)| {
@@ -320,6 +444,7 @@ pub fn change(settings: &Settings, change: Change, ids: &[String], as_json: bool
                 if matches!(change, Change::Release | Change::Bounce) {
                     let _ = control::request(&settings.data_dir, &format!("kick {id}"));
                 }
+                done += usize::from(changed);
                 results.push(json!({"id": id, "action": action, "changed": changed}));
                 if !as_json {
                     println!("{id}: {}", if changed { format!("{action} done") } else { format!("already {action}d") });
@@ -336,6 +461,8 @@ pub fn change(settings: &Settings, change: Change, ids: &[String], as_json: bool
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&results).unwrap_or_default());
+    } else {
+        println!("{done} message{} {}", if done == 1 { "" } else { "s" }, change.past());
     }
     code
 }

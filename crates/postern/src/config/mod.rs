@@ -36,7 +36,7 @@ pub use schema::{
 };
 pub use schema_auth::{Auth, BanAction, ExternalIdentity};
 pub use schema_listener::{ClientCertMode, Listener, Role};
-pub use schema_misc::{Log, SyncMode};
+pub use schema_misc::{Log, LogFormat, SyncMode};
 pub use schema_mx::Mx;
 pub use validate::ValidationError;
 pub use values::{AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};

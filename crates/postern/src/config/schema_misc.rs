@@ -1,5 +1,5 @@
 //! Small config types split off `schema.rs` (kept under 600 lines):
-//! `queue.sync` and the `[log]` table, each field with its meaning and default.
+//! `queue.sync` and the `[log]` table (`mail_log`, `format`), each field with its meaning and default.
 //!
 //! May touch: nothing (types only).
 
@@ -26,10 +26,34 @@ pub enum SyncMode {
 pub struct Log {
     /// Where the mail log goes: "-" for standard error (default) or a file path.
     pub mail_log: String,
+    /// Line format of the mail log: "logfmt" (default: `time event key=value ...`)
+    /// or "json" (one object per line: `time`, `event`, then the same keys,
+    /// every value a string). Takes effect on reload (SIGHUP).
+    pub format: LogFormat,
 }
 
 impl Default for Log {
     fn default() -> Self {
-        Log { mail_log: "-".into() }
+        Log { mail_log: "-".into(), format: LogFormat::default() }
+    }
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `time event key=value key="value with spaces"`.
+    #[default]
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
+
+impl From<LogFormat> for crate::maillog::Format {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Logfmt => crate::maillog::Format::Logfmt,
+            LogFormat::Json => crate::maillog::Format::Json,
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! directory, binds the listeners, drops privileges, and wires the shared
 //! state ([`crate::state`]), the scheduler, the control socket and the
 //! accept loops together; handles signals (SIGTERM/SIGINT: drain and stop;
-//! SIGHUP: reload the configuration).
+//! SIGHUP: reload the configuration and reopen the mail log).
 //!
 //! Dependencies point one way: `server -> {state, control, queue, session}`.
 //!
@@ -11,6 +11,7 @@
 
 mod listener;
 mod local_modes;
+mod logs;
 mod notify;
 mod privdrop;
 
@@ -122,7 +123,7 @@ impl Control for Daemon {
     }
 
     fn reload(&self) -> bool {
-        self.shared.reload()
+        reload_and_reopen(&self.shared)
     }
 
     fn reload_tls(&self) -> bool {
@@ -140,6 +141,18 @@ impl Control for Daemon {
     fn status(&self, id: &QueueId) -> Option<String> {
         local_modes::status(&self.spool, &self.scheduler, id)
     }
+
+    fn reopen_log(&self) -> Result<(), String> {
+        logs::reopen(&self.shared)
+    }
+}
+
+/// SIGHUP and `reload`: reloads the config, then reopens the mail log
+/// (a new `log.mail_log` or `log.format` takes effect here).
+fn reload_and_reopen(shared: &Shared) -> bool {
+    let ok = shared.reload();
+    let _ = logs::reopen(shared);
+    ok
 }
 
 /// A running server (listeners, scheduler, control socket).
@@ -159,10 +172,11 @@ pub struct Running {
 /// and starts everything. Used by `serve` and by the in-process tests.
 pub async fn start(source: Source) -> Result<Running, ServerError> {
     let settings = Settings::load(&source).map_err(|e| ServerError::Config(e.to_string()))?;
-    maillog::init(&settings.config.log.mail_log)
+    maillog::init(&settings.config.log.mail_log, settings.config.log.format.into())
         .map_err(|source| ServerError::MailLog { path: settings.config.log.mail_log.clone(), source })?;
     let spool = prepare_data_dir(&settings)?;
     let bound = bind_all(&settings.config.listeners).await?;
+    logs::banner(&settings, &bound);
     // Keys are read before dropping privileges (they may be root-only);
     // reloads later run as the unprivileged user (see docs/tls.md).
     if let Some(fp) = tls::ensure_default_certificate(&settings).map_err(|e| ServerError::DefaultCertificate(e.to_string()))? {
@@ -235,9 +249,11 @@ impl Running {
 
 /// Runs the daemon until SIGTERM/SIGINT; SIGHUP reloads the config.
 pub async fn serve(source: Source) -> Result<(), ServerError> {
-    let running = start(source).await?;
+    // Handlers first: a SIGHUP right after the listeners are up (logrotate,
+    // systemctl reload) must not kill the daemon with the default action.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let running = start(source).await?;
     // Every listener is bound and accepting: tell systemd (Type=notify).
     let listening: Vec<String> = running.addrs.iter().map(|a| a.to_string()).collect();
     notify::notify(&format!("READY=1\nSTATUS=accepting mail on {}", listening.join(" ")));
@@ -247,7 +263,7 @@ pub async fn serve(source: Source) -> Result<(), ServerError> {
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
                 notify::notify(&notify::reloading());
-                let ok = running.shared.reload();
+                let ok = reload_and_reopen(&running.shared);
                 notify::notify(if ok { "READY=1\nSTATUS=reloaded" } else { "READY=1\nSTATUS=reload failed, running the previous configuration" });
             }
         }
