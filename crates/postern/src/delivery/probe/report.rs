@@ -166,8 +166,10 @@ impl Facts {
         let tls_done = self.tls_note().is_some();
         let has = |f: fn(&Event) -> bool| self.events.iter().any(f);
         match e {
+            // Postfix with smtpd_tls_req_ccert answers the first command
+            // inside TLS with 421 "No client certificate presented".
+            ConnError::Greeting { .. } | ConnError::HelloRefused { .. } if tls_done && self.requested() => "client_certificate",
             ConnError::Connect { .. } | ConnError::Greeting { .. } => "connect",
-            ConnError::HelloRefused { .. } if tls_done && self.hello(true).is_none() && self.requested() => "client_certificate",
             ConnError::HelloRefused { .. } => "ehlo",
             ConnError::NoStartTls(_) | ConnError::StartTlsRefused { .. } | ConnError::TlsNotConfigured(_) => "tls",
             ConnError::BadServerName { .. } => "tls",
@@ -271,8 +273,12 @@ fn tls_passed(f: &Facts, policy: &str) -> Step {
         return step(name, Verdict::Warn, "TLS is off (relay.smarthost_tls = \"none\"): mail and any password travel in clear")
             .fix("set relay.smarthost_tls = \"verify\" (or \"encrypt\")");
     }
-    let refused = f.events.iter().find_map(|e| if let Event::StartTls(r) = e { Some(r.summary()) } else { None });
-    let text = match refused {
+    let reply = f.events.iter().find_map(|e| if let Event::StartTls(r) = e { Some(r) } else { None });
+    if f.implicit_tls || reply.is_some_and(|r| r.code == 220) {
+        let how = if f.implicit_tls { "implicit TLS" } else { "STARTTLS accepted" };
+        return step(name, Verdict::Ok, format!("{how}; the handshake did not finish (see below)"));
+    }
+    let text = match reply.map(|r| r.summary()) {
         Some(r) => format!("the server refused STARTTLS ({r}); mail goes unencrypted (smarthost_tls = \"{policy}\")"),
         None => format!("the server does not offer STARTTLS; mail goes unencrypted (smarthost_tls = \"{policy}\")"),
     };
