@@ -116,21 +116,23 @@ impl ResolvesClientCert for RecordingResolver {
     }
 }
 
-/// A distinguished name from a CertificateRequest (the DER of the
-/// RDNSequence without its outer SEQUENCE header, as rustls hands it over).
-fn dn_text(inner: &[u8]) -> String {
-    let mut der = vec![0x30];
-    match inner.len() {
-        n if n < 0x80 => der.push(n as u8),
-        n if n < 0x100 => der.extend_from_slice(&[0x81, n as u8]),
-        n => der.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
-    }
-    der.extend_from_slice(inner);
+/// A distinguished name from a CertificateRequest as RFC 4514 text. rustls
+/// hands over the DER of the Name; older versions left out the outer
+/// SEQUENCE header, so that form is accepted too.
+fn dn_text(der: &[u8]) -> String {
     use x509_parser::prelude::FromDer;
-    match x509_parser::x509::X509Name::from_der(&der) {
-        Ok((_, name)) => name.to_string(),
-        Err(_) => format!("(unparsable, {} octets)", inner.len()),
+    let parse = |d: &[u8]| match x509_parser::x509::X509Name::from_der(d) {
+        Ok((rest, name)) if rest.is_empty() && !name.to_string().is_empty() => Some(name.to_string()),
+        _ => None,
+    };
+    let mut wrapped = vec![0x30];
+    match der.len() {
+        n if n < 0x80 => wrapped.push(n as u8),
+        n if n < 0x100 => wrapped.extend_from_slice(&[0x81, n as u8]),
+        n => wrapped.extend_from_slice(&[0x82, (n >> 8) as u8, n as u8]),
     }
+    wrapped.extend_from_slice(der);
+    parse(der).or_else(|| parse(&wrapped)).unwrap_or_else(|| format!("(unparsable, {} octets)", der.len()))
 }
 
 impl ClientTls {
@@ -160,10 +162,13 @@ mod tests {
 
     #[test]
     fn certificate_request_names_print_as_text() {
-        // SEQUENCE { SET { SEQUENCE { OID 2.5.4.3 (CN), UTF8String "postern CA" } } } without the outer header.
+        // SET { SEQUENCE { OID 2.5.4.3 (CN), UTF8String "postern CA" } }: the Name without its outer header, then with it.
         let mut inner = vec![0x31, 0x13, 0x30, 0x11, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x0a];
         inner.extend_from_slice(b"postern CA");
         assert_eq!(dn_text(&inner), "CN=postern CA");
-        assert!(dn_text(b"\x01\x02").starts_with("(unparsable"));
+        let mut full = vec![0x30, 0x15];
+        full.extend_from_slice(&inner);
+        assert_eq!(dn_text(&full), "CN=postern CA");
+        assert!(dn_text(b"\x31\x10\x30").starts_with("(unparsable"), "{}", dn_text(b"\x31\x10\x30"));
     }
 }
