@@ -12,6 +12,7 @@
 pub mod addrtest;
 pub mod bench;
 pub mod ca;
+pub mod check;
 pub mod config;
 pub mod explain;
 pub mod generate;
@@ -124,6 +125,11 @@ enum Cmd {
     Ca {
         #[command(subcommand)]
         action: ca::CaCmd,
+    },
+    /// Self-tests: `check smarthost [ROUTE]` connects to the next hop as delivery would, step by step.
+    Check {
+        #[command(subcommand)]
+        action: check::CheckCmd,
     },
     /// SMTP load generator for benchmarks (bench/run): sends N messages to any SMTP server and
     /// prints the rate and p50/p99 time per message. Loopback use only; not for production servers.
@@ -350,6 +356,7 @@ pub fn run(argv: Vec<String>) -> i32 {
                 exit::CONFIG
             }
         },
+        Cmd::Check { action } => with_settings(&src, |s| check::run(s, action)),
         Cmd::Bench { server, messages, concurrency, size, starttls, auth_user, password_file, reuse, from, to, deadline, json } => {
             let auth = match bench::login(auth_user, password_file) {
                 Ok(a) => a,

@@ -15,6 +15,7 @@ pub mod lmtp;
 pub mod maildir;
 pub mod mx;
 pub mod pool;
+pub mod probe;
 pub mod reply;
 pub mod smtp;
 mod transports;

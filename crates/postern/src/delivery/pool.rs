@@ -40,6 +40,72 @@ pub struct Smarthost {
     idle: Mutex<Vec<(Instant, Conn)>>,
 }
 
+/// Where and how a `[[route]]` SMTP next hop is reached: STARTTLS when
+/// offered, no AUTH. `postern check smarthost ROUTE` connects with the same.
+pub fn route_dest(s: &Settings, endpoint: Endpoint) -> Result<Dest, SetupError> {
+    let tls = ClientTls::build(OutboundTls::May, &default_cas(s), None).map_err(|e| SetupError::RouteTls(e.to_string()))?;
+    let server_name = host_of(&endpoint);
+    Ok(Dest {
+        endpoint,
+        lmtp: false,
+        helo: s.hostname.clone(),
+        tls: Some(Arc::new(tls)),
+        implicit_tls: false,
+        server_name,
+        credentials: None,
+        auth_plaintext: false,
+        auth_order: AUTH_ORDER,
+    })
+}
+
+/// Where and how the smarthost is reached, from `relay.smarthost*` (loads
+/// TLS material and the password file). `postern check smarthost` connects
+/// with the same.
+pub fn smarthost_dest(s: &Settings) -> Result<Dest, SetupError> {
+    let r = &s.config.relay;
+    let endpoint = r.smarthost.clone().ok_or(SetupError::SmarthostNotConfigured)?;
+    let setup = |e: String| SetupError::SmarthostSetup(e);
+    let policy = if r.smarthost_implicit_tls && r.smarthost_tls == OutboundTls::None { OutboundTls::Encrypt } else { r.smarthost_tls };
+    let tls = if policy == OutboundTls::None {
+        None
+    } else {
+        let mut cas: Vec<PathBuf> = r.smarthost_ca_files.iter().map(|p| s.resolve(p)).collect();
+        if cas.is_empty() {
+            cas = default_cas(s);
+        }
+        let cert = match (&r.smarthost_client_certificate, &r.smarthost_client_key) {
+            (Some(c), Some(k)) => Some((s.resolve(c), s.resolve(k))),
+            _ => None,
+        };
+        let t = ClientTls::build(policy, &cas, cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).map_err(|e| setup(e.to_string()))?;
+        Some(Arc::new(t))
+    };
+    let server_name = r.smarthost_server_name.clone().unwrap_or_else(|| host_of(&endpoint));
+    let credentials = match (&r.smarthost_username, &r.smarthost_password_file) {
+        (Some(u), Some(f)) => {
+            let f = s.resolve(f);
+            let text = std::fs::read_to_string(&f).map_err(|e| setup(format!("relay.smarthost_password_file {}: {e}", f.display())))?;
+            let pw = text.lines().next().unwrap_or("").to_string();
+            if pw.is_empty() {
+                return Err(setup(format!("relay.smarthost_password_file {}: empty", f.display())));
+            }
+            Some((u.clone(), pw))
+        }
+        _ => None,
+    };
+    Ok(Dest {
+        endpoint,
+        lmtp: false,
+        helo: s.hostname.clone(),
+        tls,
+        implicit_tls: r.smarthost_implicit_tls,
+        server_name,
+        credentials,
+        auth_plaintext: r.smarthost_auth_plaintext,
+        auth_order: AUTH_ORDER,
+    })
+}
+
 impl Smarthost {
     /// A smarthost transport with an empty pool.
     pub fn new(dest: Dest) -> Smarthost {
@@ -48,66 +114,12 @@ impl Smarthost {
 
     /// An SMTP next hop from a `[[route]]`: STARTTLS when offered, no AUTH.
     pub fn for_route(s: &Settings, endpoint: Endpoint) -> Result<Smarthost, SetupError> {
-        let tls = ClientTls::build(OutboundTls::May, &default_cas(s), None).map_err(|e| SetupError::RouteTls(e.to_string()))?;
-        let server_name = host_of(&endpoint);
-        Ok(Smarthost::new(Dest {
-            endpoint,
-            lmtp: false,
-            helo: s.hostname.clone(),
-            tls: Some(Arc::new(tls)),
-            implicit_tls: false,
-            server_name,
-            credentials: None,
-            auth_plaintext: false,
-            auth_order: AUTH_ORDER,
-        }))
+        Ok(Smarthost::new(route_dest(s, endpoint)?))
     }
 
     /// Builds the transport from `relay.smarthost*` settings (loads TLS material).
     pub fn from_settings(s: &Settings) -> Result<Smarthost, SetupError> {
-        let r = &s.config.relay;
-        let endpoint = r.smarthost.clone().ok_or(SetupError::SmarthostNotConfigured)?;
-        let setup = |e: String| SetupError::SmarthostSetup(e);
-        let policy = if r.smarthost_implicit_tls && r.smarthost_tls == OutboundTls::None { OutboundTls::Encrypt } else { r.smarthost_tls };
-        let tls = if policy == OutboundTls::None {
-            None
-        } else {
-            let mut cas: Vec<PathBuf> = r.smarthost_ca_files.iter().map(|p| s.resolve(p)).collect();
-            if cas.is_empty() {
-                cas = default_cas(s);
-            }
-            let cert = match (&r.smarthost_client_certificate, &r.smarthost_client_key) {
-                (Some(c), Some(k)) => Some((s.resolve(c), s.resolve(k))),
-                _ => None,
-            };
-            let t =
-                ClientTls::build(policy, &cas, cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).map_err(|e| setup(e.to_string()))?;
-            Some(Arc::new(t))
-        };
-        let server_name = r.smarthost_server_name.clone().unwrap_or_else(|| host_of(&endpoint));
-        let credentials = match (&r.smarthost_username, &r.smarthost_password_file) {
-            (Some(u), Some(f)) => {
-                let f = s.resolve(f);
-                let text = std::fs::read_to_string(&f).map_err(|e| setup(format!("relay.smarthost_password_file {}: {e}", f.display())))?;
-                let pw = text.lines().next().unwrap_or("").to_string();
-                if pw.is_empty() {
-                    return Err(setup(format!("relay.smarthost_password_file {}: empty", f.display())));
-                }
-                Some((u.clone(), pw))
-            }
-            _ => None,
-        };
-        Ok(Smarthost::new(Dest {
-            endpoint,
-            lmtp: false,
-            helo: s.hostname.clone(),
-            tls,
-            implicit_tls: r.smarthost_implicit_tls,
-            server_name,
-            credentials,
-            auth_plaintext: r.smarthost_auth_plaintext,
-            auth_order: AUTH_ORDER,
-        }))
+        Ok(Smarthost::new(smarthost_dest(s)?))
     }
 
     fn take_idle(&self) -> Option<Conn> {

@@ -60,7 +60,7 @@ impl ServerCertVerifier for AnyServerCert {
 pub struct ClientTls {
     /// The rustls config.
     pub config: Arc<rustls::ClientConfig>,
-    roots: Arc<RootCertStore>,
+    pub(super) roots: Arc<RootCertStore>,
     /// The policy.
     pub policy: OutboundTls,
 }
@@ -81,14 +81,7 @@ impl ClientTls {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(TlsError::Versions)?;
-        let builder = if policy == OutboundTls::Verify {
-            let v = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
-                .build()
-                .map_err(TlsError::ServerCa)?;
-            builder.with_webpki_verifier(v)
-        } else {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServerCert { algs: algorithms() }))
-        };
+        let builder = builder.dangerous().with_custom_certificate_verifier(server_verifier(policy, &roots)?);
         let config = match client_cert {
             Some((c, k)) => {
                 let chain = load_certs(c)?;
@@ -104,7 +97,14 @@ impl ClientTls {
 
     /// After a handshake: did the server's certificate verify for `name`?
     pub fn verify_peer(&self, conn: &rustls::ClientConnection, name: &str) -> Result<(), VerifyError> {
-        let chain = conn.peer_certificates().ok_or(VerifyError::NoServerCertificate)?;
+        self.verify_chain(conn.peer_certificates().ok_or(VerifyError::NoServerCertificate)?, name)
+    }
+
+    /// Does this chain (end entity first) verify for `name` against our CAs?
+    pub fn verify_chain(&self, chain: &[CertificateDer<'_>], name: &str) -> Result<(), VerifyError> {
+        if chain.is_empty() {
+            return Err(VerifyError::NoServerCertificate);
+        }
         if self.roots.is_empty() {
             return Err(VerifyError::NoCa);
         }
@@ -115,6 +115,17 @@ impl ClientTls {
         let sn = ServerName::try_from(name.to_string()).map_err(VerifyError::BadName)?;
         ee.verify_is_valid_for_subject_name(&sn).map_err(|_| VerifyError::WrongName(name.to_string()))
     }
+}
+
+/// The server certificate verifier for `policy`: WebPKI against `roots`
+/// for "verify", else one that accepts any certificate (checked after the
+/// handshake by [`ClientTls::verify_peer`]).
+pub(super) fn server_verifier(policy: OutboundTls, roots: &Arc<RootCertStore>) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
+    Ok(if policy == OutboundTls::Verify {
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.clone(), provider()).build().map_err(TlsError::ServerCa)?
+    } else {
+        Arc::new(AnyServerCert { algs: algorithms() })
+    })
 }
 
 /// Describes a finished client handshake for the log.

@@ -23,6 +23,7 @@
 
 pub mod client;
 pub mod files;
+pub mod observe;
 pub mod server;
 pub mod verify;
 

@@ -23,8 +23,10 @@ use postern_wire::reply::parse_reply_lines;
 use postern_wire::Reply;
 
 mod error;
+mod observe;
 
 pub use self::error::ConnError;
+pub use self::observe::{Event, Observer};
 use super::credentials::{pick_mechanism, Channel, Refusal};
 use super::reply::made;
 use super::{Attempt, Message, Outcome};
@@ -118,10 +120,23 @@ impl Conn {
     /// Connects (TLS first for implicit TLS), reads the greeting, sends
     /// EHLO/LHLO, and upgrades with STARTTLS as the policy says.
     pub async fn open(d: &Dest) -> Result<Conn, ConnError> {
+        Conn::open_observed(d, &mut ()).await
+    }
+
+    /// [`Conn::open`], telling `obs` each step as it happens (the smarthost
+    /// self-test); the steps are the same whoever watches.
+    pub async fn open_observed(d: &Dest, obs: &mut dyn Observer) -> Result<Conn, ConnError> {
         let ep = &d.endpoint;
-        let raw = connect(ep).await?;
-        let (io, tls_note, channel) =
-            if d.implicit_tls { client_handshake(raw, d).await? } else { (raw, "none".to_string(), Channel::Plaintext) };
+        let started = std::time::Instant::now();
+        let (raw, peer) = connect(ep).await?;
+        obs.event(Event::Connected { peer, elapsed: started.elapsed() });
+        let (io, tls_note, channel) = if d.implicit_tls {
+            let (io, note, channel) = client_handshake(raw, d).await?;
+            obs.event(Event::Tls(note.clone()));
+            (io, note, channel)
+        } else {
+            (raw, "none".to_string(), Channel::Plaintext)
+        };
         let mut c = Conn {
             io: BufReader::new(io),
             ext: HashSet::new(),
@@ -132,13 +147,14 @@ impl Conn {
             channel,
         };
         let greeting = c.reply(REPLY_TIMEOUT).await?;
+        obs.event(Event::Greeting(greeting.clone()));
         if greeting.code != 220 {
             return Err(ConnError::Greeting { ep: ep.clone(), reply: greeting.summary() });
         }
-        c.hello(ep, &d.helo).await?;
+        c.hello(ep, &d.helo, obs).await?;
         let policy = d.tls.as_ref().map(|t| t.policy).unwrap_or(OutboundTls::None);
         if d.implicit_tls || policy == OutboundTls::None {
-            c.authenticate(d).await?;
+            c.authenticate(d, obs).await?;
             return Ok(c);
         }
         let must = matches!(policy, OutboundTls::Encrypt | OutboundTls::Verify);
@@ -146,20 +162,22 @@ impl Conn {
             if must {
                 return Err(ConnError::NoStartTls(ep.clone()));
             }
-            c.authenticate(d).await?;
+            c.authenticate(d, obs).await?;
             return Ok(c);
         }
         c.send(b"STARTTLS\r\n").await?;
         let r = c.reply(REPLY_TIMEOUT).await?;
+        obs.event(Event::StartTls(r.clone()));
         if r.code != 220 {
             if must {
                 return Err(ConnError::StartTlsRefused { ep: ep.clone(), reply: r.summary() });
             }
-            c.authenticate(d).await?;
+            c.authenticate(d, obs).await?;
             return Ok(c);
         }
         // Anything buffered after the 220 is discarded with the plaintext reader.
         let (io, note, channel) = client_handshake(c.io.into_inner(), d).await?;
+        obs.event(Event::Tls(note.clone()));
         let mut c = Conn {
             io: BufReader::new(io),
             ext: HashSet::new(),
@@ -169,14 +187,14 @@ impl Conn {
             auth_note: String::new(),
             channel,
         };
-        c.hello(ep, &d.helo).await?;
-        c.authenticate(d).await?;
+        c.hello(ep, &d.helo, obs).await?;
+        c.authenticate(d, obs).await?;
         Ok(c)
     }
 
     /// SMTP AUTH as a client (RFC 4954): SCRAM-SHA-256, PLAIN or LOGIN,
     /// the best the server offers; never before TLS unless allowed.
-    async fn authenticate(&mut self, d: &Dest) -> Result<(), ConnError> {
+    async fn authenticate(&mut self, d: &Dest, obs: &mut dyn Observer) -> Result<(), ConnError> {
         let Some((user, password)) = &d.credentials else { return Ok(()) };
         let ep = &d.endpoint;
         let offered = &self.auth_mechs;
@@ -199,11 +217,12 @@ impl Conn {
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .map_err(|e| ConnError::Sasl(format!("bad challenge from {ep}: {e}")))
         };
-        match mech {
+        let done = match mech {
             "PLAIN" => {
                 self.send(format!("AUTH PLAIN {}\r\n", client_plain(user, password)).as_bytes()).await?;
                 let r = self.reply(REPLY_TIMEOUT).await?;
                 expect(&r, 235)?;
+                r
             }
             "LOGIN" => {
                 self.send(b"AUTH LOGIN\r\n").await?;
@@ -215,6 +234,7 @@ impl Conn {
                 self.send(format!("{}\r\n", encode_challenge(password.as_bytes())).as_bytes()).await?;
                 let r = self.reply(REPLY_TIMEOUT).await?;
                 expect(&r, 235)?;
+                r
             }
             _ => {
                 let (mut scram, first) = ScramClient::new(user, password);
@@ -231,19 +251,23 @@ impl Conn {
                     self.send(b"\r\n").await?;
                     let r = self.reply(REPLY_TIMEOUT).await?;
                     expect(&r, 235)?;
+                    r
                 } else {
                     expect(&r, 235)?;
+                    r
                 }
             }
-        }
+        };
+        obs.event(Event::Auth { mech, reply: done });
         self.auth_note = format!("{mech} as {user}");
         Ok(())
     }
 
-    async fn hello(&mut self, ep: &Endpoint, helo: &str) -> Result<(), ConnError> {
+    async fn hello(&mut self, ep: &Endpoint, helo: &str, obs: &mut dyn Observer) -> Result<(), ConnError> {
         let verb = if self.lmtp { "LHLO" } else { "EHLO" };
         self.send(format!("{verb} {helo}\r\n").as_bytes()).await?;
         let r = self.reply(REPLY_TIMEOUT).await?;
+        obs.event(Event::Hello { reply: r.clone(), tls: self.channel != Channel::Plaintext });
         if r.code != 250 {
             return Err(ConnError::HelloRefused { ep: ep.clone(), verb, reply: r.summary() });
         }
@@ -259,21 +283,26 @@ impl Conn {
     }
 }
 
-async fn connect(ep: &Endpoint) -> Result<Box<dyn Io>, ConnError> {
-    let io: Box<dyn Io> = match ep {
+/// Connects to `ep`; returns the stream and the peer's address.
+async fn connect(ep: &Endpoint) -> Result<(Box<dyn Io>, String), ConnError> {
+    let io: (Box<dyn Io>, String) = match ep {
         Endpoint::Tcp(h, p) => {
             let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((h.as_str(), *p)))
                 .await
                 .map_err(|_| ConnError::Connect { ep: ep.clone(), reason: "timed out".into() })?
                 .map_err(|e| ConnError::Connect { ep: ep.clone(), reason: e.to_string() })?;
             let _ = s.set_nodelay(true);
-            Box::new(s)
+            let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            (Box::new(s), peer)
         }
-        Endpoint::Unix(path) => Box::new(
-            tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
-                .await
-                .map_err(|_| ConnError::Connect { ep: ep.clone(), reason: "timed out".into() })?
-                .map_err(|e| ConnError::Connect { ep: ep.clone(), reason: e.to_string() })?,
+        Endpoint::Unix(path) => (
+            Box::new(
+                tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path))
+                    .await
+                    .map_err(|_| ConnError::Connect { ep: ep.clone(), reason: "timed out".into() })?
+                    .map_err(|e| ConnError::Connect { ep: ep.clone(), reason: e.to_string() })?,
+            ),
+            path.display().to_string(),
         ),
     };
     Ok(io)
@@ -423,6 +452,17 @@ impl Conn {
             }
         }
         Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred(made::no_reply()))).collect())
+    }
+
+    /// The EHLO keywords offered (upper case).
+    pub fn extensions(&self) -> &HashSet<String> {
+        &self.ext
+    }
+
+    /// RSET (RFC 5321 §4.1.1.5): its reply.
+    pub async fn rset(&mut self) -> Result<Reply, ConnError> {
+        self.send(b"RSET\r\n").await?;
+        self.reply(REPLY_TIMEOUT).await
     }
 
     /// Ends the session politely (QUIT, then the reply), best effort.
