@@ -7,6 +7,7 @@
 //! kick <ID>        -> ok          (a new or released message is waiting)
 //! reload           -> ok | error <text>
 //! reload-tls       -> ok | error <text>  (certificates, CAs, CRLs only)
+//! status           -> ok <JSON>   (`postern status`: one line, monitor::Status)
 //! ```
 //!
 //! May touch: the control socket (mode 0600: only the daemon's user, or
@@ -35,6 +36,8 @@ pub trait Control: Send + Sync + 'static {
     fn reload(&self) -> bool;
     /// Reloads certificates, CAs and CRLs; `false` (logged) if they are broken.
     fn reload_tls(&self) -> bool;
+    /// The daemon's status as one line of JSON (`postern status`).
+    fn status(&self) -> String;
 }
 
 /// Where the control socket lives.
@@ -93,6 +96,7 @@ async fn handle(stream: UnixStream, control: &dyn Control) -> std::io::Result<()
                 "error invalid configuration, see the mail log".to_string()
             }
         }
+        (Some("status"), None) => format!("ok {}", control.status()),
         _ => "error unknown command".to_string(),
     };
     w.write_all(format!("{answer}\n").as_bytes()).await?;

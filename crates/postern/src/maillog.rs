@@ -134,6 +134,7 @@ events! {
 }
 
 fn write(event: &str, fields: &[(&str, &str)]) {
+    crate::metrics::observe(event, fields);
     let line = format!("{} {}\n", chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true), format_event(event, fields));
     #[cfg(test)]
     match CAPTURED.lock() {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod explain;
 pub mod queue;
 pub mod sendmail;
+pub mod status;
 pub mod sysexits;
 pub mod user;
 
@@ -72,6 +73,9 @@ enum Cmd {
         #[command(subcommand)]
         action: config::ConfigCmd,
     },
+    /// Show the running daemon's listeners, queue and certificate expiry; a health check
+    /// (exit 0 healthy, 1 unhealthy with the reasons on stderr, 69 not running).
+    Status(status::StatusArgs),
     /// Check the aliases file (like `newaliases`; postern reads it directly, nothing to rebuild).
     Aliases,
     /// Explain the relay decision for one recipient, with the same code the server runs.
@@ -294,6 +298,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         Cmd::Queue { action } => with_settings(&src, |s| queue::run(s, action)),
         Cmd::Config { action } => config::run(action, &src),
         Cmd::Aliases => with_settings(&src, aliases_command),
+        Cmd::Status(a) => with_settings(&src, |s| status::run(s, &a)),
         Cmd::Explain { listener, ip, tls, cert, auth, from, rcpt, json } => {
             with_settings(&src, |s| explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt }, json))
         }

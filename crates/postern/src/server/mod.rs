@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use crate::config::Listener;
 use crate::control::{self, Control};
 use crate::maillog;
+use crate::monitor::{self, Monitor};
 use crate::queue::Scheduler;
 use crate::settings::{Settings, Source};
 use crate::spool::{QueueId, Spool};
@@ -107,6 +108,7 @@ async fn bind_all(listeners: &[Listener]) -> Result<Vec<(TcpListener, Listener)>
 struct Daemon {
     shared: Arc<Shared>,
     scheduler: Scheduler,
+    monitor: Arc<Monitor>,
 }
 
 impl Control for Daemon {
@@ -124,6 +126,10 @@ impl Control for Daemon {
 
     fn reload_tls(&self) -> bool {
         self.shared.reload_tls()
+    }
+
+    fn status(&self) -> String {
+        serde_json::to_string(&self.monitor.status()).unwrap_or_default()
     }
 }
 
@@ -148,6 +154,7 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
         .map_err(|source| ServerError::MailLog { path: settings.config.log.mail_log.clone(), source })?;
     let spool = prepare_data_dir(&settings)?;
     let bound = bind_all(&settings.config.listeners).await?;
+    let metrics_sock = monitor::bind(&settings).await.map_err(|(addr, source)| ServerError::Bind { addr, source })?;
     // Keys are read before dropping privileges (they may be root-only);
     // reloads later run as the unprivileged user (see docs/tls.md).
     if let Some(fp) = tls::ensure_default_certificate(&settings).map_err(|e| ServerError::DefaultCertificate(e.to_string()))? {
@@ -167,7 +174,8 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let (queued_tx, queued_rx) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(shared.settings.clone(), shared.users.clone(), spool.clone(), queued_tx.clone());
     let sched_task = tokio::spawn(scheduler.clone().run(queued_rx, shutdown_rx.clone()));
-    let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler });
+    let monitor = monitor::start(shared.clone(), spool.clone(), &bound, metrics_sock, shutdown_rx.clone());
+    let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler, monitor: monitor.clone() });
     let control_task = tokio::spawn(control::serve(control_path, daemon, shutdown_rx.clone()));
     tokio::spawn(listener::watch_tls_files(shared.clone(), shutdown_rx.clone()));
     let mut addrs = Vec::new();
@@ -181,8 +189,8 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let (done_tx, done_rx) = mpsc::channel::<()>(1);
     let slots = listener::Slots::default();
     let mut accepts = JoinSet::new();
-    for (sock, l) in bound {
-        accepts.spawn(listener::accept_loop(
+    for (i, (sock, l)) in bound.into_iter().enumerate() {
+        let accept = listener::accept_loop(
             sock,
             l,
             listener::Wiring {
@@ -193,7 +201,8 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
                 shutdown: shutdown_rx.clone(),
                 done: done_tx.clone(),
             },
-        ));
+        );
+        accepts.spawn(monitor.track(i, accept));
     }
     drop(done_tx);
     Ok(Running { addrs, shared, shutdown_tx, done_rx, accepts, sched_task, control_task })
