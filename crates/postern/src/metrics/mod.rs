@@ -128,7 +128,7 @@ impl Metrics {
         r.register("recipients_deferred", "Delivery attempts that failed temporarily, per recipient, by transport", m.deferred.clone());
         r.register("recipients_failed", "Recipients that failed permanently (bounced), by transport", m.failed.clone());
         r.register("bounces", "Non-delivery reports: queued, or suppressed (null sender)", m.bounces.clone());
-        r.register("messages_expired", "Messages that outlived queue.max_lifetime", m.expired.clone());
+        r.register("recipients_expired", "Recipients that outlived queue.max_lifetime (then bounced)", m.expired.clone());
         r.register("tls_handshakes", "Inbound TLS handshakes that succeeded, by protocol version", m.tls_handshakes.clone());
         r.register("tls_handshake_failures", "Inbound TLS handshakes that failed or timed out", m.tls_failures.clone());
         r.register("auth_successes", "SMTP AUTH successes, by mechanism", m.auth_successes.clone());

@@ -48,7 +48,7 @@ fn log_lines_move_counters() {
         (&[("failed", &[("relay", "weird thing")])], "postern_recipients_failed_total{transport=\"other\"}", 1.0),
         (&[("bounced", &[("id", "A"), ("bounce_id", "B"), ("to", "x@y")])], "postern_bounces_total{result=\"queued\"}", 1.0),
         (&[("bounced", &[("id", "A"), ("result", "suppressed: null sender")])], "postern_bounces_total{result=\"suppressed\"}", 1.0),
-        (&[("expired", &[("id", "A")])], "postern_messages_expired_total", 1.0),
+        (&[("expired", &[("id", "A")])], "postern_recipients_expired_total", 1.0),
         (
             &[("tls", &[("client", "[192.0.2.1]:1"), ("version", "TLSv1.3"), ("cipher", "X")])],
             "postern_tls_handshakes_total{version=\"TLSv1.3\"}",
@@ -157,4 +157,57 @@ fn text_format_names_counters_by_their_samples() {
     assert!(om.contains("# TYPE postern_connections counter\n"), "{om}");
     assert!(om.ends_with("# EOF\n"), "{om}");
     assert_eq!(value(&text, "postern_build_info{version=\"0.1.0\"}"), Some(1.0), "{text}");
+}
+
+/// Every metric family, with every label family populated.
+fn every_family() -> Vec<String> {
+    let m = Metrics::new();
+    let lines: &[Line] = &[
+        ("connect", &[("client", "c"), ("listener", "smtp")]),
+        ("queued", &[("client", "c")]),
+        ("delivered", &[("relay", "maildir"), ("delay", "1s")]),
+        ("deferred", &[("relay", "mx:x")]),
+        ("failed", &[("relay", "smtp:x")]),
+        ("bounced", &[("bounce_id", "B")]),
+        ("expired", &[("id", "A")]),
+        ("tls", &[("client", "c"), ("version", "TLSv1.3")]),
+        ("tls", &[("client", "c"), ("error", "x")]),
+        ("auth", &[("mechanism", "PLAIN"), ("result", "ok")]),
+        ("auth", &[("mechanism", "PLAIN"), ("result", "fail")]),
+        ("reject", &[("command", "RCPT")]),
+    ];
+    for (event, fields) in lines {
+        m.observe(event, fields);
+    }
+    m.commit_seconds.observe(0.1);
+    m.attempt_seconds.get_or_create(&vec![("transport", "mx".to_string())]).observe(0.1);
+    let snap = Snapshot { certificates: vec![("server".into(), "a".into(), 1)], ..Snapshot::default() };
+    let text = m.render(&snap, false);
+    text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).map(String::from).collect()
+}
+
+/// docs/operations.md lists every metric, and the Grafana dashboard uses
+/// only metrics that exist.
+#[test]
+fn docs_and_dashboard_match_the_metrics() {
+    let families = every_family();
+    assert_eq!(families.len(), 23, "{families:?}");
+    let doc = include_str!("../../../../docs/operations.md");
+    for f in &families {
+        assert!(doc.contains(&format!("`{f}`")), "docs/operations.md does not list {f}");
+    }
+    let dash: serde_json::Value = serde_json::from_str(include_str!("../../../../contrib/grafana/postern.json")).unwrap();
+    let text = dash.to_string();
+    let mut used: Vec<&str> = text
+        .match_indices("postern_")
+        .map(|(i, _)| &text[i..])
+        .map(|s| s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next().unwrap_or(""))
+        .collect();
+    used.sort();
+    used.dedup();
+    assert!(used.len() > 10, "{used:?}");
+    for u in used {
+        let base = u.strip_suffix("_bucket").unwrap_or(u);
+        assert!(families.iter().any(|f| f == base), "contrib/grafana/postern.json uses unknown metric {u}");
+    }
 }
