@@ -73,8 +73,12 @@ enum Cmd {
         #[command(subcommand)]
         action: config::ConfigCmd,
     },
-    /// Show the running daemon's listeners, queue and certificate expiry; a health check
-    /// (exit 0 healthy, 1 unhealthy with the reasons on stderr, 69 not running).
+    /// Show the running daemon's listeners, queue and certificate expiry (a health check).
+    ///
+    /// Asks the daemon over DATA/control.sock (run as root or the daemon's user). Unhealthy: a
+    /// listener down, a certificate expired or expiring within --cert-days, the oldest active or
+    /// deferred message older than --max-age, an unreadable envelope. Exit 0 healthy; 1 unhealthy,
+    /// each reason on stderr; 69 the daemon is not running; 78 config error.
     Status(status::StatusArgs),
     /// Check the aliases file (like `newaliases`; postern reads it directly, nothing to rebuild).
     Aliases,
