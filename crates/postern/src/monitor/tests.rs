@@ -190,3 +190,27 @@ fn queue_states() {
     assert!(q.oldest_age_seconds.unwrap() >= 100, "{q:?}");
     assert!(q.active_bytes > 0 && q.deferred_bytes > q.active_bytes && q.hold_bytes > q.deferred_bytes, "{q:?}");
 }
+
+#[test]
+fn ca_certificates_listed_until_expiry_or_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::ca::Ca::new(dir.path());
+    ca.init("Test CA", 365, false).unwrap();
+    ca.issue(crate::ca::Kind::Client, "alice", &[], 5, false).unwrap();
+    let (bob, _, _) = ca.issue(crate::ca::Kind::Client, "bob", &[], 90, false).unwrap();
+    ca.issue(crate::ca::Kind::Client, "carol", &[], 20, false).unwrap();
+    ca.revoke(&bob.serial).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let certs = super::ca_certificates(dir.path(), now);
+    let got: Vec<(&str, &str, i64)> = certs.iter().map(|c| (c.kind.as_str(), c.name.as_str(), c.days_left.unwrap())).collect();
+    assert_eq!(got[0].0, "ca");
+    assert!(got[0].2 >= 364, "{got:?}");
+    // bob is revoked: gone. alice expires in 5 days: unhealthy at the default 7.
+    let names: Vec<(&str, &str)> = got[1..].iter().map(|(k, n, _)| (*k, *n)).collect();
+    assert_eq!(names, [("ca_issued", "alice"), ("ca_issued", "carol")], "{got:?}");
+    assert!((4..=5).contains(&got[1].2) && (19..=20).contains(&got[2].2), "{got:?}");
+    let left = (certs[1].not_after.unwrap() - now) / 86400;
+    let s = Status { certificates: certs, ..Status::default() };
+    let p = problems(&s, now, Duration::from_secs(86400), 7);
+    assert_eq!(p, vec![format!("ca_issued certificate alice expires in {left} day(s)")]);
+}
