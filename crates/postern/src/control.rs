@@ -14,6 +14,7 @@
 //! status <ID>      -> ok <JSON> | error unknown id   (queued or recently finished:
 //!                     {"place":"active|hold|done","recipients":[{"to","status","attempts","reply"}]})
 //! reopen-log       -> ok | error <text>  (the mail log file, after rotation)
+//! status           -> ok <JSON>   (`postern status`: one line, monitor::Status)
 //! ```
 //!
 //! May touch: the control socket (mode 0600: only the daemon's user, or
@@ -50,6 +51,8 @@ pub trait Control: Send + Sync + 'static {
     fn status(&self, id: &QueueId) -> Option<String>;
     /// Opens the mail log file again by name (after logrotate); `Err` says why not.
     fn reopen_log(&self) -> Result<(), String>;
+    /// The daemon's status as one line of JSON (`postern status`).
+    fn daemon_status(&self) -> String;
 }
 
 /// Which messages `flush-match` selects: case-insensitive substring matches.
@@ -137,6 +140,7 @@ async fn handle(stream: UnixStream, control: &dyn Control) -> std::io::Result<()
                 "error invalid configuration, see the mail log".to_string()
             }
         }
+        (Some("status"), None) => format!("ok {}", control.daemon_status()),
         _ => "error unknown command".to_string(),
     };
     w.write_all(format!("{answer}\n").as_bytes()).await?;

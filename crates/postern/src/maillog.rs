@@ -215,6 +215,7 @@ pub fn format_json(time: &str, event: &str, fields: &[(&str, &str)]) -> String {
 
 /// The single writer: every event goes through here.
 fn write(event: &str, fields: &[(&str, &str)]) {
+    crate::metrics::observe(event, fields);
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut guard = state();
     let format = guard.as_ref().map(|st| st.format).unwrap_or_default();

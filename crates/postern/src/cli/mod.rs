@@ -25,6 +25,7 @@ pub mod sendmail_bs;
 pub mod sendmail_help;
 pub mod sendmail_modes;
 pub mod sendmail_verbose;
+pub mod status;
 pub mod sysexits;
 pub mod user;
 
@@ -87,6 +88,13 @@ enum Cmd {
         #[command(subcommand)]
         action: config::ConfigCmd,
     },
+    /// Show the running daemon's listeners, queue and certificate expiry (a health check).
+    ///
+    /// Asks the daemon over DATA/control.sock (run as root or the daemon's user). Unhealthy: a
+    /// listener down, a certificate expired or expiring within --cert-days, the oldest active or
+    /// deferred message older than --max-age, an unreadable envelope. Exit 0 healthy; 1 unhealthy,
+    /// each reason on stderr; 69 the daemon is not running; 78 config error.
+    Status(status::StatusArgs),
     /// Check the aliases file and make the running daemon reload it (like `newaliases`, `sendmail -bi`).
     Aliases,
     /// Explain the relay decision for one recipient, with the same code the server runs.
@@ -343,6 +351,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         Cmd::Config { action } => config::run(action, &src),
         Cmd::Log { action } => with_settings(&src, |s| log::run(s, action)),
         Cmd::Aliases => with_settings(&src, aliases_command),
+        Cmd::Status(a) => with_settings(&src, |s| status::run(s, &a)),
         Cmd::Explain { listener, ip, tls, cert, auth, from, rcpt, json } => {
             with_settings(&src, |s| explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt }, json))
         }

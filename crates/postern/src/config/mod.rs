@@ -36,7 +36,7 @@ pub use schema::{
 };
 pub use schema_auth::{Auth, BanAction, ExternalIdentity};
 pub use schema_listener::{ClientCertMode, Listener, Role};
-pub use schema_misc::{Log, LogFormat, SyncMode};
+pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
 pub use validate::ValidationError;
 pub use values::{AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
@@ -99,6 +99,9 @@ pub struct Config {
     /// Mail filters (milters), referred to by name from `listener.milters`.
     #[serde(default, rename = "milter")]
     pub milters: Vec<Milter>,
+    /// The Prometheus metrics endpoint; off unless `address` is set.
+    #[serde(default)]
+    pub metrics: Metrics,
     /// The file and text this config was loaded from (to place problems
     /// found later, e.g. in files it names).
     #[serde(skip)]
@@ -126,6 +129,7 @@ impl Default for Config {
             rule_lines: Vec::new(),
             log: Log::default(),
             milters: Vec::new(),
+            metrics: Metrics::default(),
             origin: load::Origin::default(),
         }
     }

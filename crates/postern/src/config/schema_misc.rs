@@ -1,5 +1,5 @@
 //! Small config types split off `schema.rs` (kept under 600 lines):
-//! `queue.sync` and the `[log]` table (`mail_log`, `format`), each field with its meaning and default.
+//! `queue.sync`, the `[log]` table (`mail_log`, `format`) and the `[metrics]` table, each field with its meaning and default.
 //!
 //! May touch: nothing (types only).
 
@@ -56,4 +56,14 @@ impl From<LogFormat> for crate::maillog::Format {
             LogFormat::Json => crate::maillog::Format::Json,
         }
     }
+}
+
+/// The Prometheus metrics endpoint (`[metrics]`, docs/operations.md "Metrics").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// Where `GET /metrics` is served (Prometheus text format), e.g.
+    /// "127.0.0.1:9325". Default: none, no endpoint. It has no
+    /// authentication: bind it to loopback or a management network.
+    pub address: Option<std::net::SocketAddr>,
 }

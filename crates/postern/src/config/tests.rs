@@ -142,6 +142,7 @@ fn example_parses_and_covers_every_key() {
         "connect_timeout",
         "command_timeout",
         "eom_timeout",
+        "[metrics]",
     ] {
         assert!(EXAMPLE.contains(key), "example.toml does not mention {key}");
     }

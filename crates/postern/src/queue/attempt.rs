@@ -120,7 +120,9 @@ impl Scheduler {
         for (rt, idx) in groups {
             let addrs: Vec<String> = idx.iter().map(|&i| env.recipients[i].address.clone()).collect();
             let local = rt.is_local();
+            let started = std::time::Instant::now();
             let (relay, attempt) = self.deliver_route(&settings, &rt, &msg, &addrs, deadline).await;
+            crate::metrics::delivery_duration(&relay, started.elapsed());
             let tls = attempt.tls.clone().unwrap_or_else(|| "-".into());
             let remote_mta = (!local).then(|| remote_mta(&relay));
             for (&i, o) in idx.iter().zip(attempt.outcomes) {

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use crate::config::Listener;
 use crate::control::{self, Control};
 use crate::maillog;
+use crate::monitor::{self, Monitor};
 use crate::queue::Scheduler;
 use crate::settings::{Settings, Source};
 use crate::spool::{QueueId, Spool};
@@ -111,6 +112,7 @@ struct Daemon {
     shared: Arc<Shared>,
     scheduler: Scheduler,
     spool: Spool,
+    monitor: Arc<Monitor>,
 }
 
 impl Control for Daemon {
@@ -145,6 +147,10 @@ impl Control for Daemon {
     fn reopen_log(&self) -> Result<(), String> {
         logs::reopen(&self.shared)
     }
+
+    fn daemon_status(&self) -> String {
+        serde_json::to_string(&self.monitor.status()).unwrap_or_default()
+    }
 }
 
 /// SIGHUP and `reload`: reloads the config, then reopens the mail log
@@ -177,6 +183,7 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let spool = prepare_data_dir(&settings)?;
     let bound = bind_all(&settings.config.listeners).await?;
     logs::banner(&settings, &bound);
+    let metrics_sock = monitor::bind(&settings).await.map_err(|(addr, source)| ServerError::Bind { addr, source })?;
     // Keys are read before dropping privileges (they may be root-only);
     // reloads later run as the unprivileged user (see docs/tls.md).
     if let Some(fp) = tls::ensure_default_certificate(&settings).map_err(|e| ServerError::DefaultCertificate(e.to_string()))? {
@@ -196,7 +203,8 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let (queued_tx, queued_rx) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(shared.settings.clone(), shared.users.clone(), spool.clone(), queued_tx.clone());
     let sched_task = tokio::spawn(scheduler.clone().run(queued_rx, shutdown_rx.clone()));
-    let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler, spool: spool.clone() });
+    let monitor = monitor::start(shared.clone(), spool.clone(), &bound, metrics_sock, shutdown_rx.clone());
+    let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler, spool: spool.clone(), monitor: monitor.clone() });
     let control_task = tokio::spawn(control::serve(control_path, daemon, shutdown_rx.clone()));
     tokio::spawn(listener::watch_tls_files(shared.clone(), shutdown_rx.clone()));
     tokio::spawn(local_modes::watch_aliases(shared.clone(), shutdown_rx.clone()));
@@ -211,8 +219,8 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let (done_tx, done_rx) = mpsc::channel::<()>(1);
     let slots = listener::Slots::default();
     let mut accepts = JoinSet::new();
-    for (sock, l) in bound {
-        accepts.spawn(listener::accept_loop(
+    for (i, (sock, l)) in bound.into_iter().enumerate() {
+        let accept = listener::accept_loop(
             sock,
             l,
             listener::Wiring {
@@ -223,7 +231,8 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
                 shutdown: shutdown_rx.clone(),
                 done: done_tx.clone(),
             },
-        ));
+        );
+        accepts.spawn(monitor.track(i, accept));
     }
     drop(done_tx);
     Ok(Running { addrs, shared, shutdown_tx, done_rx, accepts, sched_task, control_task })

@@ -266,7 +266,9 @@ impl<S: Socket> Session<S> {
         env.quarantine = quarantine;
         let spool = self.ctx.spool.clone();
         let env2 = env.clone();
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || spool.commit_to(draft, &env2, place)).await;
+        crate::metrics::commit_duration(started.elapsed());
         match result {
             Ok(Ok(())) => {
                 self.messages += 1;
