@@ -17,6 +17,7 @@ pub mod loadgen;
 pub mod maillog;
 pub mod milter;
 pub mod policy;
+pub mod preflight;
 pub mod queue;
 pub mod server;
 pub mod session;

@@ -39,27 +39,7 @@ pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
             // Settings::load reports every problem of the file at once,
             // including those of files it names (client_file).
             match Settings::load(&Source { config: Some(file.clone()), data_dir: src.data_dir.clone() }) {
-                Ok(s) => {
-                    let open: Vec<&str> =
-                        s.config.listeners.iter().map(|l| l.label()).filter(|l| crate::policy::is_open_relay(&s, l)).collect();
-                    for l in &open {
-                        eprintln!(
-                            "{}: warning: OPEN RELAY: listener {l:?} relays mail from any client to any domain (see `postern explain`)",
-                            file.display()
-                        );
-                    }
-                    let credentials = crate::delivery::credentials::config_warning(&s.config.relay);
-                    if let Some(w) = &credentials {
-                        eprintln!("{}: warning: {w}", file.display());
-                    }
-                    let certificates = crate::policy::trusted_certificate_warning(&s.config);
-                    if let Some(w) = &certificates {
-                        eprintln!("{}: warning: {w}", file.display());
-                    }
-                    let warned = !open.is_empty() || credentials.is_some() || certificates.is_some();
-                    println!("{}: ok{}", file.display(), if warned { " (with warnings)" } else { "" });
-                    exit::OK
-                }
+                Ok(s) => check_loaded(&s, &file),
                 Err(e) => {
                     eprintln!("{e}");
                     exit::CONFIG
@@ -67,4 +47,32 @@ pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
             }
         }
     }
+}
+
+/// The checks past loading: what `serve` would refuse ([`crate::preflight`],
+/// the same function serve runs), then the warnings. Returns the exit code.
+fn check_loaded(s: &Settings, file: &std::path::Path) -> i32 {
+    let report = crate::preflight::check(s);
+    for e in &report.errors {
+        eprintln!("{e}");
+    }
+    let mut warnings: Vec<String> = report.warnings.iter().map(|w| w.with_severity("warning")).collect();
+    for l in s.config.listeners.iter().map(|l| l.label()).filter(|l| crate::policy::is_open_relay(s, l)) {
+        warnings.push(format!(
+            "{}: warning: OPEN RELAY: listener {l:?} relays mail from any client to any domain (see `postern explain`)",
+            file.display()
+        ));
+    }
+    let others = [crate::delivery::credentials::config_warning(&s.config.relay), crate::policy::trusted_certificate_warning(&s.config)];
+    warnings.extend(others.into_iter().flatten().map(|w| format!("{}: warning: {w}", file.display())));
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    if !report.errors.is_empty() {
+        let n = report.errors.len();
+        eprintln!("{}: {n} error{}, serve would refuse to start", file.display(), if n == 1 { "" } else { "s" });
+        return exit::CONFIG;
+    }
+    println!("{}: ok{}", file.display(), if warnings.is_empty() { "" } else { " (with warnings)" });
+    exit::OK
 }

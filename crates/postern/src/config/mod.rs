@@ -18,8 +18,11 @@ mod schema_auth;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
+mod suggest;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_check;
 mod validate;
 mod values;
 
@@ -39,7 +42,7 @@ pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, SyncMode};
 pub use schema_mx::Mx;
 pub use validate::ValidationError;
-pub use values::{AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
+pub use values::{format_size, parse_size, AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
 
 /// The commented example configuration, printed by `postern config example`.
 pub const EXAMPLE: &str = include_str!("example.toml");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::schema_misc::SyncMode;
-use super::values::{duration, Cidr, Endpoint, MilterSocket};
+use super::values::{duration, size, size_usize, Cidr, Endpoint, MilterSocket};
 
 /// What to do when a milter cannot be reached, times out or breaks the
 /// protocol (Postfix `milter_default_action`).
@@ -231,7 +231,9 @@ pub enum BareNewline {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest message accepted, in bytes (declared SIZE and actual). Default 26214400 (25 MiB).
+    /// Largest message accepted (declared SIZE and actual): bytes, or a
+    /// number with K, M or G (binary: K = 1024). Default "25M" (26214400).
+    #[serde(deserialize_with = "size")]
     pub max_message_size: u64,
     /// Recipients per message; more get 452 4.5.3. Default 1000.
     pub max_recipients: usize,
@@ -449,7 +451,8 @@ pub struct Queue {
     /// Deliveries in progress at once. Default 20.
     pub concurrency: usize,
     /// Refuse new mail with 452 4.3.1 when the queue's file system has less
-    /// free space than this, in bytes. Default 104857600 (100 MiB).
+    /// free space than this: bytes, or K, M, G (K = 1024). Default "100M".
+    #[serde(deserialize_with = "size")]
     pub min_free_space: u64,
     /// How a message is made durable before its 250: "fsync" (default:
     /// fdatasync each new file, fsync the directories, directory fsyncs
@@ -462,7 +465,9 @@ pub struct Queue {
     #[serde(deserialize_with = "duration")]
     pub attempt_timeout: Duration,
     /// Most bytes of the original message a bounce or notice returns (Postfix
-    /// `bounce_size_limit`); larger: headers only, cut at this size. Default 50000.
+    /// `bounce_size_limit`); larger: headers only, cut at this size. Bytes,
+    /// or K, M, G (K = 1024). Default 50000.
+    #[serde(deserialize_with = "size_usize")]
     pub bounce_size_limit: usize,
 }
 

@@ -144,8 +144,16 @@ pub struct Running {
 /// and starts everything. Used by `serve` and by the in-process tests.
 pub async fn start(source: Source) -> Result<Running, ServerError> {
     let settings = Settings::load(&source).map_err(|e| ServerError::Config(e.to_string()))?;
+    // The same checks as `postern config check`, with the same messages.
+    let report = crate::preflight::check(&settings);
+    if !report.errors.is_empty() {
+        return Err(ServerError::Config(report.errors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")));
+    }
     maillog::init(&settings.config.log.mail_log)
         .map_err(|source| ServerError::MailLog { path: settings.config.log.mail_log.clone(), source })?;
+    for w in &report.warnings {
+        maillog::start(&[("warning", &w.to_string())]);
+    }
     let spool = prepare_data_dir(&settings)?;
     let bound = bind_all(&settings.config.listeners).await?;
     // Keys are read before dropping privileges (they may be root-only);
