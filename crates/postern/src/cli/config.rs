@@ -1,7 +1,9 @@
-//! `postern config example|check`: print the commented example
-//! configuration, or validate a file and warn about open relays.
+//! `postern config example|check|show`: print the commented example
+//! configuration, check a file for everything `serve` would refuse (and
+//! warn about open relays), or print the effective configuration.
 //!
-//! May touch: the configuration file named (read), standard output.
+//! May touch: the configuration file named and the files it names (read),
+//! standard output.
 
 use super::sysexits as exit;
 use std::path::PathBuf;
@@ -22,6 +24,18 @@ pub enum ConfigCmd {
         /// The file to check.
         file: Option<PathBuf>,
     },
+    /// Print the effective configuration as TOML: every key with its value
+    /// after defaults (like `postconf`), secrets shown as <redacted>. Reads
+    /// the same config as the daemon (--config, $POSTERN_CONFIG,
+    /// /etc/postern/postern.toml, else the embedded default).
+    Show {
+        /// Only the keys whose value differs from the default (like `postconf -n`).
+        #[arg(short = 'n', long = "non-default")]
+        non_default: bool,
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `postern config ACTION`; returns the exit code.
@@ -31,6 +45,7 @@ pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
             print!("{EXAMPLE}");
             exit::OK
         }
+        ConfigCmd::Show { non_default, json } => show(src, non_default, json),
         ConfigCmd::Check { file } => {
             let Some(file) = file.or_else(|| src.config.clone()) else {
                 eprintln!("postern: no config file given (and {SYSTEM_CONFIG} does not exist); the embedded default is valid");
@@ -75,4 +90,49 @@ fn check_loaded(s: &Settings, file: &std::path::Path) -> i32 {
     }
     println!("{}: ok{}", file.display(), if warnings.is_empty() { "" } else { " (with warnings)" });
     exit::OK
+}
+
+/// `postern config show`: the effective config, or only its non-defaults.
+fn show(src: &Source, non_default: bool, json: bool) -> i32 {
+    use crate::config::show;
+    let s = match Settings::load(src) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::CONFIG;
+        }
+    };
+    let table = if non_default {
+        show::non_default(&s.config)
+    } else {
+        // The derived defaults, as the daemon computes them.
+        let mut c = s.config.clone();
+        c.hostname = Some(s.hostname.clone());
+        c.data_dir = Some(s.data_dir.clone());
+        let mut domains: Vec<String> = s.local_domains.iter().cloned().collect();
+        domains.sort();
+        c.local.domains = Some(domains);
+        c.local.maildir_root = Some(s.maildir_root.clone());
+        show::table(&c)
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&table).map(|t| t + "\n").map_err(|e| e.to_string())
+    } else {
+        toml::to_string(&table).map_err(|e| e.to_string())
+    };
+    match text {
+        Ok(t) => {
+            if !json {
+                let from = src.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the embedded default".into());
+                let what = if non_default { "keys that differ from the defaults" } else { "effective configuration, defaults filled in" };
+                println!("# {what}; from {from}");
+            }
+            print!("{t}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("postern: config show: {e}");
+            exit::CONFIG
+        }
+    }
 }

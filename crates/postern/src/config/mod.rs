@@ -18,6 +18,7 @@ mod schema_auth;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
+pub mod show;
 mod suggest;
 #[cfg(test)]
 mod tests;
@@ -29,7 +30,7 @@ mod values;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, Position, Problem, ProblemKind};
 pub use load::KeyPath;
@@ -48,7 +49,7 @@ pub use values::{format_size, parse_size, AuthMechanism, Cidr, Endpoint, MilterS
 pub const EXAMPLE: &str = include_str!("example.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The name this server uses in its greeting, EHLO, `Received:` and

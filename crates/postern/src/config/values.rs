@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A config value that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -385,4 +385,58 @@ where
             Ok(placeholder())
         }
     }
+}
+
+// Serializing (`postern config show`): every value as the file would spell
+// it, so the output loads again.
+
+/// Serializes a value through its `Display` (the config spelling).
+fn show<S: Serializer>(v: &impl fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        show(self, s)
+    }
+}
+
+impl Serialize for MilterSocket {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Endpoint::Tcp(h, p) if h.contains(':') => s.collect_str(&format_args!("inet6:[{h}]:{p}")),
+            Endpoint::Tcp(h, p) => s.collect_str(&format_args!("inet:{h}:{p}")),
+            Endpoint::Unix(p) => s.collect_str(&format_args!("unix:{}", p.display())),
+        }
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        show(self, s)
+    }
+}
+
+impl Serialize for AuthMechanism {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name())
+    }
+}
+
+/// `serialize_with` for a duration: "5m", "1h 30m", "5days".
+pub(super) fn show_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    show(&humantime::format_duration(*d), s)
+}
+
+/// `serialize_with` for a size: "25M", or bytes when no unit divides it.
+pub(super) fn show_size<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    match format_size(*n) {
+        t if t.ends_with(|c: char| c.is_ascii_digit()) => s.serialize_u64(*n),
+        t => s.serialize_str(&t),
+    }
+}
+
+/// `serialize_with` for a `usize` size.
+pub(super) fn show_size_usize<S: Serializer>(n: &usize, s: S) -> Result<S::Ok, S::Error> {
+    show_size(&(*n as u64), s)
 }
