@@ -112,7 +112,7 @@ fn show(src: &Source, non_default: bool, json: bool) -> i32 {
         let mut domains: Vec<String> = s.local_domains.iter().cloned().collect();
         domains.sort();
         c.local.domains = Some(domains);
-        c.local.maildir_root = Some(s.maildir_root.clone());
+        c.local.maildir_root = Some(s.maildir_root);
         show::table(&c)
     };
     let text = if json {
