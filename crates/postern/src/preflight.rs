@@ -66,6 +66,8 @@ pub fn check(s: &Settings) -> Report {
         }
     }
     listeners(s, &mut r);
+    r.errors.sort_by_key(|p| p.position);
+    r.warnings.sort_by_key(|p| p.position);
     r
 }
 

@@ -24,6 +24,10 @@ pub enum ConfigCmd {
         /// The file to check.
         file: Option<PathBuf>,
     },
+    /// Ask the running daemon to reload its config and TLS files (like
+    /// SIGHUP) and print its answer: `ok changed=...`, `partial ... tls=error`
+    /// (exit 75: config in use, old certificate kept) or `error ...` (exit 78).
+    Reload,
     /// Print the effective configuration as TOML: every key with its value
     /// after defaults (like `postconf`), secrets shown as <redacted>. Reads
     /// the same config as the daemon (--config, $POSTERN_CONFIG,
@@ -46,6 +50,7 @@ pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
             exit::OK
         }
         ConfigCmd::Show { non_default, json } => show(src, non_default, json),
+        ConfigCmd::Reload => reload(src),
         ConfigCmd::Check { file } => {
             let Some(file) = file.or_else(|| src.config.clone()) else {
                 eprintln!("postern: no config file given (and {SYSTEM_CONFIG} does not exist); the embedded default is valid");
@@ -133,6 +138,31 @@ fn show(src: &Source, non_default: bool, json: bool) -> i32 {
         Err(e) => {
             eprintln!("postern: config show: {e}");
             exit::CONFIG
+        }
+    }
+}
+
+/// `postern config reload`: the control socket's `reload`.
+fn reload(src: &Source) -> i32 {
+    let s = match Settings::load(src) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit::CONFIG;
+        }
+    };
+    match crate::control::request(&s.data_dir, "reload") {
+        Ok(answer) => {
+            println!("reload {answer}");
+            match answer.split_whitespace().next() {
+                Some("ok") => exit::OK,
+                Some("partial") => exit::TEMPFAIL,
+                _ => exit::CONFIG,
+            }
+        }
+        Err(e) => {
+            eprintln!("postern: no daemon answers on {}: {e}", crate::control::socket_path(&s.data_dir).display());
+            exit::UNAVAILABLE
         }
     }
 }

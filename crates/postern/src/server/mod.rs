@@ -118,7 +118,7 @@ impl Control for Daemon {
         self.scheduler.kick(id);
     }
 
-    fn reload(&self) -> bool {
+    fn reload(&self) -> String {
         self.shared.reload()
     }
 
