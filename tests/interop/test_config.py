@@ -193,6 +193,10 @@ def test_certbot_deploy_hook_after_privilege_drop(postern_factory):
         copied = config + f'[tls]\ncertificate = "{dest}/fullchain.pem"\nkey = "{dest}/privkey.pem"\n'
         p = postern_factory(copied, start=False)
         p.data = data
+        # The daemon re-reads its config as nobody on reload: not in pytest's root-only tmp.
+        shutil.copy(p.cfg, base / "postern.toml")
+        p.cfg = base / "postern.toml"
+        os.chmod(p.cfg, 0o644)
         env = dict(os.environ, RENEWED_LINEAGE=str(live), POSTERN_TLS_DIR=str(dest), POSTERN_USER="nobody",
                    POSTERN_BIN=BIN, POSTERN_CONFIG=str(p.cfg))
 
@@ -203,7 +207,7 @@ def test_certbot_deploy_hook_after_privilege_drop(postern_factory):
         r = subprocess.run([BIN, "config", "check", str(direct)], capture_output=True, timeout=30)
         assert r.returncode == 0, r.stderr
         assert b'warning: key `tls.key`' in r.stderr and b'not readable by user "nobody"' in r.stderr, r.stderr
-        assert b"certbot-deploy-hook" in r.stderr
+        assert b"contrib/certbot/postern-deploy-hook" in r.stderr
 
         # First run of the hook, before the daemon runs: it copies only.
         r = subprocess.run([str(HOOK)], env=env, capture_output=True, timeout=60)

@@ -52,6 +52,10 @@ pub fn check(s: &Settings) -> Report {
     .filter_map(|(k, p)| p.map(|p| (k, s.resolve(p))))
     .chain(relay.smarthost_ca_files.iter().map(|p| ("relay.smarthost_ca_files", s.resolve(p))))
     .collect();
+    // The config file itself is read again on every reload.
+    if let Some(f) = &s.config_file {
+        after_drop(Path::new(f), target.as_ref(), &mut r, s, "");
+    }
     for (k, p) in later {
         if readable(&p, &mut r, s, &at(k), k) {
             after_drop(&p, target.as_ref(), &mut r, s, k);
@@ -66,6 +70,7 @@ pub fn check(s: &Settings) -> Report {
         }
     }
     listeners(s, &mut r);
+    paths(s, &mut r);
     r.errors.sort_by_key(|p| p.position);
     r.warnings.sort_by_key(|p| p.position);
     r
@@ -146,6 +151,29 @@ fn listeners(s: &Settings, r: &mut Report) {
     }
 }
 
+/// The data directory and the mail log: serve creates them, but not
+/// through a file in the way or below a missing directory.
+fn paths(s: &Settings, r: &mut Report) {
+    if s.data_dir.exists() && !s.data_dir.is_dir() {
+        let text = format!("{} exists and is not a directory", s.data_dir.display());
+        r.errors.push(s.config.problem_at(&KeyPath::root().key("data_dir"), "data_dir", ProblemKind::Check(text)));
+    }
+    let log = Path::new(&s.config.log.mail_log);
+    if s.config.log.mail_log != "-" {
+        let parent = log.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let text = if log.is_dir() {
+            Some(format!("{} is a directory", log.display()))
+        } else if !parent.is_dir() {
+            Some(format!("directory {} does not exist", parent.display()))
+        } else {
+            None
+        };
+        if let Some(text) = text {
+            r.errors.push(s.config.problem_at(&KeyPath::root().keys("log.mail_log"), "log.mail_log", ProblemKind::Check(text)));
+        }
+    }
+}
+
 /// True if `p` can be read by this process; an error otherwise.
 fn readable(p: &Path, r: &mut Report, s: &Settings, at: &KeyPath, k: &str) -> bool {
     match std::fs::File::open(p) {
@@ -168,10 +196,11 @@ fn after_drop(p: &Path, target: Option<&Target>, r: &mut Report, s: &Settings, k
     if !Uid::effective().is_root() || readable_by(p, t.uid, t.gid) {
         return;
     }
+    let hook = if k.starts_with("tls") { " or, for certbot, copy them with contrib/certbot/postern-deploy-hook (docs/tls.md)" } else { "" };
     let text = format!(
-        "{} is not readable by user {:?} (uid {}, gid {}): start-up reads it as root, but reloads and renewed files are read after the \
-         privilege drop and will fail. Fix: give the group read access (e.g. `chgrp {} FILE; chmod 0640 FILE`, and g+x on its directories) \
-         or copy the files with contrib/certbot-deploy-hook (docs/tls.md)",
+        "{} is not readable by user {:?} (uid {}, gid {}): start-up reads it as root, but reloads, renewals and deliveries read it after \
+         the privilege drop and will fail. Fix: give the group read access (`chgrp {} FILE; chmod 0640 FILE`, and g+x on its \
+         directories){hook}",
         p.display(),
         t.name,
         t.uid,

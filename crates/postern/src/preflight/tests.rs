@@ -49,6 +49,8 @@ fn findings() {
             "key `relay.smarthost_password_file`: cannot read",
             "",
         ),
+        ("[log]\nmail_log = \"DIR/nodir/mail.log\"\n", ":4:12: key `log.mail_log`: directory ", ""),
+        ("[log]\nmail_log = \"DIR\"\n", "is a directory", ""),
         ("[[milter]]\nname = \"m\"\nsocket = \"unix:DIR/plain\"\n", "", "key `milter.socket`: milter \"m\": "),
     ];
     for (config, error, warning) in table {
