@@ -19,7 +19,11 @@ use crate::settings::{Settings, Source};
 pub enum ConfigCmd {
     /// Print a complete, commented example configuration.
     Example,
-    /// Validate a configuration file (default: --config, $POSTERN_CONFIG or /etc/postern/postern.toml).
+    /// Check a configuration file for everything `serve` would refuse, all findings at once, each
+    /// as file:line:column (the files it names are read as the current user: run it as root, like
+    /// serve). Exit 78 on any error; warnings (exit 0) for files `user` cannot read after the
+    /// privilege drop, a non-FQDN host name, open relays. Default file: --config,
+    /// $POSTERN_CONFIG or /etc/postern/postern.toml.
     Check {
         /// The file to check.
         file: Option<PathBuf>,

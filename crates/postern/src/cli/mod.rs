@@ -67,7 +67,7 @@ enum Cmd {
         #[command(subcommand)]
         action: queue::QueueCmd,
     },
-    /// Print or check configuration.
+    /// The configuration: example, check (everything serve would refuse), show (effective, -n non-default), reload.
     Config {
         #[command(subcommand)]
         action: config::ConfigCmd,
