@@ -19,8 +19,9 @@ use crate::settings::{Settings, Source};
 pub enum ConfigCmd {
     /// Print a complete, commented example configuration.
     Example,
-    /// Check a configuration file for everything `serve` would refuse, all findings at once, each
-    /// as file:line:column (the files it names are read as the current user: run it as root, like
+    /// Check a config file for everything `serve` would refuse (exit 78), and warn.
+    ///
+    /// Reports all findings at once, each as file:line:column (the files it names are read as the current user: run it as root, like
     /// serve). Exit 78 on any error; warnings (exit 0) for files `user` cannot read after the
     /// privilege drop, a non-FQDN host name, open relays. Default file: --config,
     /// $POSTERN_CONFIG or /etc/postern/postern.toml.
@@ -28,12 +29,14 @@ pub enum ConfigCmd {
         /// The file to check.
         file: Option<PathBuf>,
     },
-    /// Ask the running daemon to reload its config and TLS files (like
-    /// SIGHUP) and print its answer: `ok changed=...`, `partial ... tls=error`
+    /// Ask the running daemon to reload its config and TLS files (like SIGHUP).
+    ///
+    /// Prints its answer: `ok changed=...`, `partial ... tls=error`
     /// (exit 75: config in use, old certificate kept) or `error ...` (exit 78).
     Reload,
-    /// Print the effective configuration as TOML: every key with its value
-    /// after defaults (like `postconf`), secrets shown as <redacted>. Reads
+    /// Print the effective configuration (like `postconf`; -n: only non-defaults).
+    ///
+    /// TOML (or --json): every key with its value after defaults, secrets shown as <redacted>. Reads
     /// the same config as the daemon (--config, $POSTERN_CONFIG,
     /// /etc/postern/postern.toml, else the embedded default).
     Show {
