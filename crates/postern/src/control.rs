@@ -5,7 +5,7 @@
 //! flush            -> ok N        (every queued message is due now)
 //! flush <ID>       -> ok          (that message is due now)
 //! kick <ID>        -> ok          (a new or released message is waiting)
-//! reload           -> ok | error <text>
+//! reload           -> ok changed=K,K [restart_needed=K] | partial changed=... tls=error error=... | error error=...
 //! reload-tls       -> ok | error <text>  (certificates, CAs, CRLs only)
 //! flush-match rcpt|sender|id <TEXT>
 //!                  -> ok N        (messages whose pending recipient, sender
@@ -39,8 +39,9 @@ pub trait Control: Send + Sync + 'static {
     fn flush_all(&self) -> usize;
     /// Makes one message due now (after a flush, a release, a local submission).
     fn kick(&self, id: QueueId);
-    /// Reloads the configuration; `false` (logged) if the new one is invalid.
-    fn reload(&self) -> bool;
+    /// Reloads the configuration and TLS material; returns the answer
+    /// (`ok changed=...`, `partial ... tls=error ...`, `error ...`), as logged.
+    fn reload(&self) -> String;
     /// Reloads certificates, CAs and CRLs; `false` (logged) if they are broken.
     fn reload_tls(&self) -> bool;
     /// Makes due the active messages matching `what` (`sendmail -qR/-qS/-qI`); returns how many.
@@ -133,13 +134,7 @@ async fn handle(stream: UnixStream, control: &dyn Control) -> std::io::Result<()
             Ok(()) => "ok".to_string(),
             Err(e) => format!("error {e}"),
         },
-        (Some("reload"), None) => {
-            if control.reload() {
-                "ok".to_string()
-            } else {
-                "error invalid configuration, see the mail log".to_string()
-            }
-        }
+        (Some("reload"), None) => control.reload(),
         (Some("status"), None) => format!("ok {}", control.daemon_status()),
         _ => "error unknown command".to_string(),
     };

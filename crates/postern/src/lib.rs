@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod milter;
 pub mod monitor;
 pub mod policy;
+pub mod preflight;
 pub mod private_file;
 pub mod queue;
 pub mod server;

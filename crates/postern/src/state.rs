@@ -89,10 +89,7 @@ impl Shared {
         match ServerTls::load(&settings) {
             Ok(new) => {
                 maillog::tls(&[("reload", "ok"), ("fingerprint", &new.fingerprint)]);
-                match self.tls.write() {
-                    Ok(mut g) => *g = Some(Arc::new(new)),
-                    Err(p) => *p.into_inner() = Some(Arc::new(new)),
-                }
+                self.install_tls(new);
                 true
             }
             Err(e) => {
@@ -102,30 +99,64 @@ impl Shared {
         }
     }
 
-    /// Reloads the configuration; an invalid one is logged and the old stays.
-    pub fn reload(&self) -> bool {
-        match Settings::load(&self.source) {
-            Ok(new) => {
-                let old = self.settings();
-                if new.config.listeners.len() != old.config.listeners.len()
-                    || new.config.listeners.iter().zip(&old.config.listeners).any(|(a, b)| a.address != b.address)
-                {
-                    maillog::reload(&[("warning", "listener changes need a restart")]);
-                }
-                if new.data_dir != old.data_dir {
-                    maillog::reload(&[("warning", "data_dir changes need a restart; keeping the old one")]);
-                }
-                let mut new = new;
-                new.data_dir = old.data_dir.clone();
-                self.settings.replace(new);
-                maillog::reload(&[("result", "ok")]);
-                self.reload_tls();
-                true
-            }
+    /// Reloads the configuration and the TLS material, and logs one
+    /// `reload` line saying what happened: `result=ok changed="a.b,c.d"`
+    /// (or `changed=none`), with `restart_needed="listener"` for changes
+    /// only a restart applies; `result=partial tls=error error=...` when the
+    /// config is in use but the TLS files could not be read (the old
+    /// certificate stays); `result=error` when the config is invalid (the old
+    /// one stays). Returns the control socket's answer: `ok ...`,
+    /// `partial ...` or `error ...`, with the same fields.
+    pub fn reload(&self) -> String {
+        let new = match Settings::load(&self.source) {
+            Ok(new) => new,
             Err(e) => {
-                maillog::reload(&[("result", "error"), ("error", &e.to_string()), ("action", "keeping old config")]);
-                false
+                let e = e.to_string();
+                maillog::reload(&[("result", "error"), ("error", &e), ("action", "keeping old config")]);
+                return maillog::format_event("error", &[("error", &e), ("action", "keeping old config")]);
             }
+        };
+        let old = self.settings();
+        let changes = crate::config::show::changes(&old.config, &new.config);
+        let mut new = new;
+        new.data_dir = old.data_dir.clone();
+        // TLS first, with the new settings, so one line reports both.
+        let tls = ServerTls::load(&new);
+        self.settings.replace(new);
+        let changed = if changes.changed.is_empty() { "none".to_string() } else { changes.changed.join(",") };
+        let restart = changes.restart_needed.join(",");
+        let mut fields: Vec<(&str, String)> = Vec::new();
+        let tls_error = tls.as_ref().err().map(|e| e.to_string());
+        match tls {
+            Ok(t) => {
+                fields.push(("result", "ok".into()));
+                fields.push(("changed", changed));
+                if !restart.is_empty() {
+                    fields.push(("restart_needed", restart));
+                }
+                fields.push(("certificate_sha256", t.fingerprint.clone()));
+                self.install_tls(t);
+            }
+            Err(_) => {
+                fields.push(("result", "partial".into()));
+                fields.push(("changed", changed));
+                if !restart.is_empty() {
+                    fields.push(("restart_needed", restart));
+                }
+                fields.push(("tls", "error".into()));
+                fields.push(("error", tls_error.unwrap_or_default()));
+                fields.push(("action", "keeping old certificate".into()));
+            }
+        }
+        let pairs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        maillog::reload(&pairs);
+        maillog::format_event(pairs[0].1, &pairs[1..])
+    }
+
+    fn install_tls(&self, new: ServerTls) {
+        match self.tls.write() {
+            Ok(mut g) => *g = Some(Arc::new(new)),
+            Err(p) => *p.into_inner() = Some(Arc::new(new)),
         }
     }
 }

@@ -83,7 +83,7 @@ enum Cmd {
         #[command(subcommand)]
         action: log::LogCmd,
     },
-    /// Print or check configuration.
+    /// The configuration: example, check (everything serve would refuse), show (effective, -n non-default), reload.
     Config {
         #[command(subcommand)]
         action: config::ConfigCmd,

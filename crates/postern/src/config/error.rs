@@ -77,6 +77,10 @@ pub enum ProblemKind {
     /// A cross-field check failed.
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    /// A start-up check failed (`preflight`: the user, certificates,
+    /// sockets, the host name).
+    #[error("{0}")]
+    Check(String),
     /// A file the config names cannot be read.
     #[error("cannot read {}: {source}", path.display())]
     Unreadable {
@@ -85,6 +89,23 @@ pub enum ProblemKind {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+impl Problem {
+    /// The problem as a compiler would print it with a severity:
+    /// `file:line:column: warning: key `a.b`: what`.
+    pub fn with_severity(&self, severity: &str) -> String {
+        let text = self.to_string();
+        let mut location = self.file.clone();
+        if let Some(p) = self.position {
+            location.push_str(&format!(":{}", p.line));
+            if let Some(c) = p.column {
+                location.push_str(&format!(":{c}"));
+            }
+        }
+        let rest = text.strip_prefix(&location).and_then(|r| r.strip_prefix(": ")).unwrap_or(&text);
+        format!("{location}: {severity}: {rest}")
+    }
 }
 
 impl fmt::Display for Problem {

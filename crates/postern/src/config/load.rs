@@ -114,7 +114,7 @@ pub(super) fn parse(text: &str, file: &str, more: impl FnOnce(&mut Config) -> Ve
             }
             Err(e) => e,
         };
-        let message = e.message().trim().to_string();
+        let message = super::suggest::did_you_mean(e.message().trim());
         let found = e.span().and_then(|s| find(work.get_ref(), &s).map(|(p, _)| (s, p)));
         let Some((span, path)) = found else {
             problems.push(Problem { file: file.into(), position: None, key: None, kind: ProblemKind::Toml(message) });

@@ -18,15 +18,19 @@ mod schema_auth;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
+pub mod show;
+mod suggest;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_check;
 mod validate;
 mod values;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use error::{ConfigError, Position, Problem, ProblemKind};
 pub use load::KeyPath;
@@ -39,13 +43,13 @@ pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
 pub use validate::ValidationError;
-pub use values::{AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
+pub use values::{format_size, parse_size, AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
 
 /// The commented example configuration, printed by `postern config example`.
 pub const EXAMPLE: &str = include_str!("example.toml");
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The name this server uses in its greeting, EHLO, `Received:` and

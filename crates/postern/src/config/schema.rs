@@ -8,14 +8,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::schema_misc::SyncMode;
-use super::values::{duration, Cidr, Endpoint, MilterSocket};
+use super::values::{duration, show_duration, show_size, show_size_usize, size, size_usize, Cidr, Endpoint, MilterSocket};
 
 /// What to do when a milter cannot be reached, times out or breaks the
 /// protocol (Postfix `milter_default_action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MilterDefault {
     /// Answer 451 4.7.1 to MAIL, RCPT, DATA and end of data (default): mail waits.
@@ -27,7 +27,7 @@ pub enum MilterDefault {
 }
 
 /// One mail filter speaking the sendmail milter protocol.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Milter {
     /// The name used in `listener.milters` and in the mail log.
@@ -39,13 +39,13 @@ pub struct Milter {
     #[serde(default = "default_milter_action")]
     pub default_action: MilterDefault,
     /// Time to connect and negotiate. Default "10s".
-    #[serde(default = "default_milter_connect", deserialize_with = "duration")]
+    #[serde(default = "default_milter_connect", deserialize_with = "duration", serialize_with = "show_duration")]
     pub connect_timeout: Duration,
     /// Time for each reply before end of message. Default "30s".
-    #[serde(default = "default_milter_command", deserialize_with = "duration")]
+    #[serde(default = "default_milter_command", deserialize_with = "duration", serialize_with = "show_duration")]
     pub command_timeout: Duration,
     /// Time for the reply to end of message (progress replies restart it). Default "5m".
-    #[serde(default = "default_milter_eom", deserialize_with = "duration")]
+    #[serde(default = "default_milter_eom", deserialize_with = "duration", serialize_with = "show_duration")]
     pub eom_timeout: Duration,
 }
 
@@ -63,7 +63,7 @@ fn default_milter_eom() -> Duration {
 }
 
 /// What a matching rule does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleAction {
     /// Take mail for a local or relay domain. Never relays: for other
@@ -90,7 +90,7 @@ impl RuleAction {
 }
 
 /// Recipient classes for rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RcptClass {
     /// A local domain (or bare `<Postmaster>`).
@@ -114,7 +114,7 @@ impl RcptClass {
 
 /// One relay rule. Every criterion given must match (lists match if any
 /// element does); the first matching rule decides.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// A name for logs and `explain`.
@@ -179,7 +179,7 @@ pub struct Rule {
 }
 
 /// How mail for some domains is delivered (transport map).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// The domains (lower-case match). These are also relay domains.
@@ -192,7 +192,7 @@ pub struct Route {
 }
 
 /// How a `[[route]]` delivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteTransport {
     /// SMTP to `next_hop`, STARTTLS when offered.
@@ -218,7 +218,7 @@ impl RouteTransport {
 }
 
 /// How to treat bare CR or LF inside DATA (SMTP smuggling defence).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BareNewline {
     /// Refuse the message with 550 5.6.0 (default).
@@ -228,20 +228,22 @@ pub enum BareNewline {
 }
 
 /// Limits on everything a client controls.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Largest message accepted, in bytes (declared SIZE and actual). Default 26214400 (25 MiB).
+    /// Largest message accepted (declared SIZE and actual): bytes, or a
+    /// number with K, M or G (binary: K = 1024). Default "25M" (26214400).
+    #[serde(deserialize_with = "size", serialize_with = "show_size")]
     pub max_message_size: u64,
     /// Recipients per message; more get 452 4.5.3. Default 1000.
     pub max_recipients: usize,
     /// Longest command or text line including CRLF (RFC 5321 §4.5.3.1). Default 1000.
     pub max_line_length: usize,
     /// Idle time allowed while waiting for a command. Default "5m" (RFC 5321 §4.5.3.2).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub command_timeout: Duration,
     /// Time allowed for the whole DATA/BDAT transfer of one message. Default "10m".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub data_timeout: Duration,
     /// Protocol errors before the session is closed with 421. Default 20.
     pub max_errors: u32,
@@ -252,13 +254,13 @@ pub struct Limits {
     /// Bare CR or LF inside DATA: "reject" (default) or "normalize".
     pub bare_newline: BareNewline,
     /// Grace period for open sessions at shutdown. Default "30s".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub shutdown_timeout: Duration,
     /// Time one write to a client may take (a client that stops reading). Default "5m".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub write_timeout: Duration,
     /// Total lifetime of a session; then 421 4.4.2 at the next command. Default "1h".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub session_lifetime: Duration,
     /// NOOP, VRFY, EXPN, HELP, RSET, HELO/EHLO per session before 421 4.7.0. Default 100.
     pub max_junk_commands: u32,
@@ -293,7 +295,7 @@ impl Default for Limits {
 }
 
 /// How local mail is delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LocalDelivery {
     /// Maildir under `maildir_root/<user>/` (default).
@@ -303,7 +305,7 @@ pub enum LocalDelivery {
 }
 
 /// Local domains, users and delivery.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Local {
     /// Domains delivered here. Default: `localhost` and the host name.
@@ -343,7 +345,7 @@ impl Default for Local {
 }
 
 /// Relaying.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Relay {
     /// Client networks allowed to relay (like Postfix `mynetworks`). Default loopback only.
@@ -399,7 +401,7 @@ impl Default for Relay {
 }
 
 /// Server-side TLS material. Paths are relative to the data directory.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     /// Server certificate chain (PEM, leaf first). Default: `DATA/tls/server.crt`,
@@ -416,7 +418,7 @@ pub struct Tls {
 }
 
 /// Outbound TLS policy for a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutboundTls {
     /// Never use TLS.
@@ -430,26 +432,27 @@ pub enum OutboundTls {
 }
 
 /// Queue timing and concurrency.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Queue {
     /// First retry delay; doubles each attempt. Default "5m".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub retry_min: Duration,
     /// Longest retry delay. Default "1h".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub retry_max: Duration,
     /// After this long in the queue, undelivered recipients bounce. Default "5d".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub max_lifetime: Duration,
     /// Warn the sender (RFC 3464 "delayed") when mail is still undelivered
     /// after this long, then again every interval. "0s" turns it off. Default "4h".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub delay_warning: Duration,
     /// Deliveries in progress at once. Default 20.
     pub concurrency: usize,
     /// Refuse new mail with 452 4.3.1 when the queue's file system has less
-    /// free space than this, in bytes. Default 104857600 (100 MiB).
+    /// free space than this: bytes, or K, M, G (K = 1024). Default "100M".
+    #[serde(deserialize_with = "size", serialize_with = "show_size")]
     pub min_free_space: u64,
     /// How a message is made durable before its 250: "fsync" (default:
     /// fdatasync each new file, fsync the directories, directory fsyncs
@@ -459,10 +462,12 @@ pub struct Queue {
     pub sync: SyncMode,
     /// Longest time one delivery attempt of one message may take, all routes
     /// together; recipients still open then are deferred (4.4.7). Default "30m".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub attempt_timeout: Duration,
     /// Most bytes of the original message a bounce or notice returns (Postfix
-    /// `bounce_size_limit`); larger: headers only, cut at this size. Default 50000.
+    /// `bounce_size_limit`); larger: headers only, cut at this size. Bytes,
+    /// or K, M, G (K = 1024). Default 50000.
+    #[serde(deserialize_with = "size_usize", serialize_with = "show_size_usize")]
     pub bounce_size_limit: usize,
 }
 

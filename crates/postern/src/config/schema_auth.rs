@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use postern_wire::sasl::Mechanism;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::values::{duration, AuthMechanism, Cidr};
+use super::values::{duration, show_duration, AuthMechanism, Cidr};
 
 /// How EXTERNAL maps a verified client certificate to a user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExternalIdentity {
     /// The subject's one CN attribute (parsed RDNs) is the user name; a
@@ -25,7 +25,7 @@ pub enum ExternalIdentity {
 }
 
 /// What to do once a client or user has failed too often.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BanAction {
     /// Answer AUTH with 454 4.7.0 until the ban ends.
@@ -35,7 +35,7 @@ pub enum BanAction {
 }
 
 /// SMTP AUTH settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     /// Mechanisms offered, in order. Default ["SCRAM-SHA-256-PLUS",
@@ -73,10 +73,10 @@ pub struct Auth {
     /// Default 2.
     pub delay_after: u32,
     /// Window in which failures are counted. Default "10m".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub failure_window: Duration,
     /// How long a ban lasts. Default "15m".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub ban_time: Duration,
     /// "refuse" (default: 454 4.7.0 to AUTH) or "disconnect" (421 4.7.0).
     pub ban_action: BanAction,
@@ -85,7 +85,7 @@ pub struct Auth {
     /// message does not pay for argon2 each time (like Dovecot's auth
     /// cache). A password change takes effect at once. "0s" turns it off.
     /// Default "15m".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub verified_cache_ttl: Duration,
     /// The AUTH throttle counts IPv6 clients per network of this prefix
     /// length (one /64 is usually one customer's); 128 counts each address,
@@ -98,13 +98,13 @@ pub struct Auth {
     pub ban_exempt_networks: Vec<Cidr>,
     /// The longest delay of a failed AUTH reply (and of the per-user
     /// slow-down). Default "15s", Dovecot's auth penalty maximum.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub max_failure_delay: Duration,
     /// How long a successful login of a user from an address (IPv6: per
     /// `ipv6_prefix` network) is remembered, in memory only. From such an
     /// address that user is neither slowed down by failures elsewhere nor
     /// refused by an address ban. Default "30d".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub login_memory: Duration,
     /// Entries each of the AUTH throttle's in-memory maps (addresses, users,
     /// remembered logins) holds at most; the least recently used are

@@ -6,12 +6,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::values::{socket_addr, AuthMechanism, Cidr};
 
 /// What a listener is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// MTA-to-MTA SMTP, the port 25 role: STARTTLS offered.
@@ -42,7 +42,7 @@ impl Role {
 }
 
 /// Whether a listener asks TLS clients for a certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientCertMode {
     /// No CertificateRequest at all (what Entourage-era clients need).
@@ -67,7 +67,7 @@ impl ClientCertMode {
 }
 
 /// One listening socket.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
     /// A name for rules and logs. Default: the role.

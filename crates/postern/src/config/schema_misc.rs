@@ -3,10 +3,10 @@
 //!
 //! May touch: nothing (types only).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How a commit is made durable before the 250 (`queue.sync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
     /// fdatasync each new file, then fsync `messages/` and `active/`
@@ -21,7 +21,7 @@ pub enum SyncMode {
 }
 
 /// The operator's mail log.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// Where the mail log goes: "-" for standard error (default) or a file path.
@@ -39,7 +39,7 @@ impl Default for Log {
 }
 
 /// `log.format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// `time event key=value key="value with spaces"`.
@@ -59,7 +59,7 @@ impl From<LogFormat> for crate::maillog::Format {
 }
 
 /// The Prometheus metrics endpoint (`[metrics]`, docs/operations.md "Metrics").
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Metrics {
     /// Where `GET /metrics` is served (Prometheus text format), e.g.

@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::schema::OutboundTls;
-use super::values::{duration, socket_addrs};
+use super::values::{duration, show_duration, socket_addrs};
 
 /// Direct delivery to the Internet (MX).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mx {
     /// Name servers (`address:port`). Default: the system's (/etc/resolv.conf).
@@ -25,7 +25,7 @@ pub struct Mx {
     pub domain_concurrency: usize,
     /// After every MX host of a domain failed, wait this long before trying
     /// that domain again (other domains are not held up). Default "1m".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub domain_backoff: Duration,
     /// Let MX delivery connect to loopback addresses (a test network, a
     /// filter on another port). Off by default: an MX or address literal

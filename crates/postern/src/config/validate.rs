@@ -14,9 +14,13 @@ pub enum ValidationError {
     /// `listener = []`: nothing would listen.
     #[error("at least one listener is needed")]
     NoListener,
-    /// Two listeners bind the same address.
-    #[error("{0} is bound by another listener too")]
-    DuplicateAddress(std::net::SocketAddr),
+    /// Two listeners bind the same address, or one binds the wildcard
+    /// address (0.0.0.0 / ::) on a port another binds specifically.
+    #[error("{0} is bound by another listener too ({1}); the second bind would fail with \"Address already in use\"")]
+    DuplicateAddress(std::net::SocketAddr, std::net::SocketAddr),
+    /// A rule names a listener that does not exist: it could never match.
+    #[error("no [[listener]] named {0:?} (listeners are named by `name`, else by their role: {1})")]
+    UnknownRuleListener(String, String),
     /// `local.delivery = "lmtp"` without `local.lmtp`.
     #[error("required when local.delivery = \"lmtp\"")]
     LmtpRequired,
@@ -132,6 +136,7 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
             }
         }
     }
+    rule_listeners(c, &mut out);
     routes(c, &mut out);
     milters(c, &mut out);
     domains(c, &mut out);
@@ -149,8 +154,33 @@ fn listeners(c: &Config, out: &mut Vec<Issue>) {
     }
     for (i, l) in c.listeners.iter().enumerate() {
         // Port 0 asks the kernel for a free port: never a clash (tests).
-        if l.address.port() != 0 && c.listeners[..i].iter().any(|o| o.address == l.address) {
-            out.push(at(key("listener").index(i).key("address"), ValidationError::DuplicateAddress(l.address)));
+        if let Some(o) = c.listeners[..i].iter().find(|o| clashes(o.address, l.address)) {
+            out.push(at(key("listener").index(i).key("address"), ValidationError::DuplicateAddress(l.address, o.address)));
+        }
+    }
+}
+
+/// True when binding both would fail: the same port (not 0: the kernel
+/// picks a free one) on the same address, or the wildcard address of the
+/// same family (Linux refuses 0.0.0.0:25 next to 127.0.0.1:25 without
+/// SO_REUSEPORT). `[::]` is dual-stack on Linux by default
+/// (net.ipv6.bindv6only = 0), so it also clashes with IPv4 addresses.
+pub(super) fn clashes(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    let dual = |x: std::net::SocketAddr| x.is_ipv6() && x.ip().is_unspecified();
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || dual(a) || dual(b) || (a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())))
+}
+
+/// Rules naming listeners that do not exist.
+fn rule_listeners(c: &Config, out: &mut Vec<Issue>) {
+    let labels: Vec<&str> = c.listeners.iter().map(|l| l.label()).collect();
+    for (i, r) in c.rules.iter().enumerate() {
+        for (j, name) in r.get_ref().listener.iter().flatten().enumerate() {
+            if !labels.iter().any(|l| l.eq_ignore_ascii_case(name)) {
+                let e = ValidationError::UnknownRuleListener(name.clone(), labels.join(", "));
+                out.push(at(key("rule").index(i).key("listener").index(j), e));
+            }
         }
     }
 }

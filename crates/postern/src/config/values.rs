@@ -20,7 +20,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A config value that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +57,9 @@ pub enum ValueError {
         /// Why it does not parse.
         reason: String,
     },
+    /// A size that is neither a number of bytes nor a number with a suffix.
+    #[error("bad size {0:?} (use bytes, e.g. 26214400, or a number with K, M or G: \"512K\", \"25M\", \"1G\"; K = 1024)")]
+    Size(String),
     /// A SASL mechanism postern does not implement.
     #[error("unknown mechanism {0:?} (PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-256-PLUS, EXTERNAL)")]
     Mechanism(String),
@@ -233,6 +236,78 @@ fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     humantime::parse_duration(s).map_err(|e| ValueError::Duration { text: s.into(), reason: e.to_string() })
 }
 
+/// Parses a size: plain bytes (`26214400`) or a number with a binary
+/// suffix, K = 1024, M = 1024², G = 1024³, case-insensitive, optionally
+/// followed by `B` or `iB` (`"512k"`, `"25M"`, `"10MB"`, `"1GiB"`).
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
+    let bad = || ValueError::Size(s.to_string());
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_uppercase();
+    let shift = match unit.as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
+/// Prints a size the way [`parse_size`] reads it back: the largest unit
+/// that divides it exactly (`"25M"`), plain bytes otherwise.
+pub fn format_size(n: u64) -> String {
+    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
+        if n != 0 && n.is_multiple_of(1u64 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+/// A size as written in the file: an integer or a string with a suffix.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeText {
+    Bytes(u64),
+    Text(String),
+}
+
+/// `deserialize_with` for a size in bytes: `26214400`, `"25M"`, `"512K"`, `"1G"`.
+pub(super) fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let parse = |t: &str| parse_size(t);
+    if SET_ASIDE.with(|c| c.borrow().is_none()) {
+        return match SizeText::deserialize(d)? {
+            SizeText::Bytes(n) => Ok(n),
+            SizeText::Text(t) => parse(&t).map_err(de::Error::custom),
+        };
+    }
+    let v = toml::Spanned::<SizeText>::deserialize(d)
+        .map_err(|_| de::Error::custom("expected a size: bytes (26214400) or \"25M\", \"512K\", \"1G\""))?;
+    let span = v.span();
+    match v.into_inner() {
+        SizeText::Bytes(n) => Ok(n),
+        SizeText::Text(t) => match parse(&t) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                SET_ASIDE.with(|c| {
+                    if let Some(list) = c.borrow_mut().as_mut() {
+                        list.push((span, e));
+                    }
+                });
+                Ok(0)
+            }
+        },
+    }
+}
+
+/// `deserialize_with` for a size that is a `usize` (see [`size`]).
+pub(super) fn size_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    size(d).and_then(|n| usize::try_from(n).map_err(|_| de::Error::custom("size too large")))
+}
+
 /// `deserialize_with` for a duration written like "30s", "5m", "5d".
 pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     lenient(d, parse_duration, || Duration::ZERO)
@@ -310,4 +385,58 @@ where
             Ok(placeholder())
         }
     }
+}
+
+// Serializing (`postern config show`): every value as the file would spell
+// it, so the output loads again.
+
+/// Serializes a value through its `Display` (the config spelling).
+fn show<S: Serializer>(v: &impl fmt::Display, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        show(self, s)
+    }
+}
+
+impl Serialize for MilterSocket {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Endpoint::Tcp(h, p) if h.contains(':') => s.collect_str(&format_args!("inet6:[{h}]:{p}")),
+            Endpoint::Tcp(h, p) => s.collect_str(&format_args!("inet:{h}:{p}")),
+            Endpoint::Unix(p) => s.collect_str(&format_args!("unix:{}", p.display())),
+        }
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        show(self, s)
+    }
+}
+
+impl Serialize for AuthMechanism {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name())
+    }
+}
+
+/// `serialize_with` for a duration: "5m", "1h 30m", "5days".
+pub(super) fn show_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    show(&humantime::format_duration(*d), s)
+}
+
+/// `serialize_with` for a size: "25M", or bytes when no unit divides it.
+pub(super) fn show_size<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    match format_size(*n) {
+        t if t.ends_with(|c: char| c.is_ascii_digit()) => s.serialize_u64(*n),
+        t => s.serialize_str(&t),
+    }
+}
+
+/// `serialize_with` for a `usize` size.
+pub(super) fn show_size_usize<S: Serializer>(n: &usize, s: S) -> Result<S::Ok, S::Error> {
+    show_size(&(*n as u64), s)
 }

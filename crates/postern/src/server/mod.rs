@@ -124,7 +124,7 @@ impl Control for Daemon {
         self.scheduler.kick(id);
     }
 
-    fn reload(&self) -> bool {
+    fn reload(&self) -> String {
         reload_and_reopen(&self.shared)
     }
 
@@ -155,10 +155,11 @@ impl Control for Daemon {
 
 /// SIGHUP and `reload`: reloads the config, then reopens the mail log
 /// (a new `log.mail_log` or `log.format` takes effect here).
-fn reload_and_reopen(shared: &Shared) -> bool {
-    let ok = shared.reload();
+/// Returns the control socket's answer (`ok ...`, `partial ...`, `error ...`).
+fn reload_and_reopen(shared: &Shared) -> String {
+    let answer = shared.reload();
     let _ = logs::reopen(shared);
-    ok
+    answer
 }
 
 /// A running server (listeners, scheduler, control socket).
@@ -178,8 +179,16 @@ pub struct Running {
 /// and starts everything. Used by `serve` and by the in-process tests.
 pub async fn start(source: Source) -> Result<Running, ServerError> {
     let settings = Settings::load(&source).map_err(|e| ServerError::Config(e.to_string()))?;
+    // The same checks as `postern config check`, with the same messages.
+    let report = crate::preflight::check(&settings);
+    if !report.errors.is_empty() {
+        return Err(ServerError::Config(report.errors.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n")));
+    }
     maillog::init(&settings.config.log.mail_log, settings.config.log.format.into())
         .map_err(|source| ServerError::MailLog { path: settings.config.log.mail_log.clone(), source })?;
+    for w in &report.warnings {
+        maillog::start(&[("warning", &w.to_string())]);
+    }
     let spool = prepare_data_dir(&settings)?;
     let bound = bind_all(&settings.config.listeners).await?;
     logs::banner(&settings, &bound);
@@ -272,7 +281,7 @@ pub async fn serve(source: Source) -> Result<(), ServerError> {
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
                 notify::notify(&notify::reloading());
-                let ok = reload_and_reopen(&running.shared);
+                let ok = !reload_and_reopen(&running.shared).starts_with("error");
                 notify::notify(if ok { "READY=1\nSTATUS=reloaded" } else { "READY=1\nSTATUS=reload failed, running the previous configuration" });
             }
         }
