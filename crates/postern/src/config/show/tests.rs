@@ -58,7 +58,7 @@ fn changes_name_keys_and_restarts() {
                 "log.mail_log",
                 "user",
             ],
-            &["listener", "log.mail_log", "user"],
+            &["listener", "user"],
         ),
     ];
     let old = Config::parse(base, "f.toml").unwrap();
