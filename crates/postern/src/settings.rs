@@ -128,6 +128,8 @@ impl Settings {
                 }
             }
         };
+        // Role names (root, abuse, MAILER-DAEMON...) reach postmaster unless defined.
+        let aliases = aliases.with_role_defaults(&users);
         let maildir_root = config.local.maildir_root.as_ref().map(|p| resolve(&data_dir, p)).unwrap_or_else(|| data_dir.join("mail"));
         let config_file = source.config.as_ref().map(|p| p.display().to_string());
         Ok(Settings { config, hostname, data_dir, local_domains, relay_domains, users, aliases, maildir_root, config_file })
