@@ -169,6 +169,8 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let sched_task = tokio::spawn(scheduler.clone().run(queued_rx, shutdown_rx.clone()));
     let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler });
     let control_task = tokio::spawn(control::serve(control_path, daemon, shutdown_rx.clone()));
+    // Mail from `sendmail` (any local user): DATA/maildrop -> the queue.
+    tokio::spawn(crate::maildrop::pickup::run(shared.settings.clone(), spool.clone(), queued_tx.clone(), shutdown_rx.clone()));
     tokio::spawn(listener::watch_tls_files(shared.clone(), shutdown_rx.clone()));
     let mut addrs = Vec::new();
     for (sock, l) in &bound {

@@ -103,10 +103,10 @@ fn visit(t: std::fs::FileType, maildir_depth: Option<usize>) -> Visit {
 
 fn chown_below(dir: &Path, maildirs: &Path, uid: Uid, gid: Gid) {
     let depth = if dir == maildirs { Some(0) } else { None };
-    chown_walk(dir, maildirs, depth, uid, gid);
+    chown_walk(dir, dir, maildirs, depth, uid, gid);
 }
 
-fn chown_walk(dir: &Path, maildirs: &Path, depth: Option<usize>, uid: Uid, gid: Gid) {
+fn chown_walk(root: &Path, dir: &Path, maildirs: &Path, depth: Option<usize>, uid: Uid, gid: Gid) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
@@ -115,6 +115,12 @@ fn chown_walk(dir: &Path, maildirs: &Path, depth: Option<usize>, uid: Uid, gid: 
         let mut action = visit(t, depth);
         if depth == Some(1) && !matches!(e.file_name().to_str(), Some("tmp" | "new" | "cur")) {
             action = Visit::Skip;
+        }
+        // Drop files belong to their submitters: the owner is the identity
+        // the pickup trusts (the maildrop directory itself is ours).
+        if depth.is_none() && t.is_dir() && p == crate::maildrop::dir(root) {
+            let _ = std::os::unix::fs::lchown(&p, Some(uid.as_raw()), Some(gid.as_raw()));
+            continue;
         }
         if action == Visit::Skip {
             continue;
@@ -126,7 +132,7 @@ fn chown_walk(dir: &Path, maildirs: &Path, depth: Option<usize>, uid: Uid, gid: 
                 None if p == maildirs => Some(0),
                 None => None,
             };
-            chown_walk(&p, maildirs, next, uid, gid);
+            chown_walk(root, &p, maildirs, next, uid, gid);
         }
     }
 }
@@ -168,7 +174,8 @@ mod tests {
         for dir in ["queue/active", "mail/alice/new", "mail/alice/cur", "mail/alice/tmp", "mail/alice/.Archive/cur"] {
             std::fs::create_dir_all(d.join(dir)).unwrap();
         }
-        for f in ["queue/active/a.json", "users.json", "mail/alice/new/1.msg", "mail/alice/dovecot.index", "mail/stray"] {
+        std::fs::create_dir_all(d.join("maildrop")).unwrap();
+        for f in ["queue/active/a.json", "users.json", "mail/alice/new/1.msg", "mail/alice/dovecot.index", "mail/stray", "maildrop/0123"] {
             std::fs::write(d.join(f), b"x").unwrap();
         }
         nix::unistd::mkfifo(&d.join("queue/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -193,6 +200,8 @@ mod tests {
             "mail/alice/.Archive/cur",
             "mail/stray",
             "queue/fifo",
+            "maildrop",
+            "maildrop/0123",
         ];
         let before: Vec<i64> = all.iter().map(|p| ctime(p)).collect();
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -209,7 +218,8 @@ mod tests {
                 "mail/alice",
                 "mail/alice/new",
                 "mail/alice/cur",
-                "mail/alice/tmp"
+                "mail/alice/tmp",
+                "maildrop"
             ]
         );
     }
