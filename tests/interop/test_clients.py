@@ -124,7 +124,7 @@ def test_embedded_default_config(tmp_path):
             raise AssertionError("port 2525 is already in use; cannot test the embedded default")
     except OSError:
         pass
-    env = {"PATH": "/usr/bin:/bin"}
+    env = {"PATH": "/usr/bin:/bin", "POSTERN_RUN_DIR": str(tmp_path / "run")}
     proc = subprocess.Popen([BIN, "serve"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_port(2525, proc=proc)

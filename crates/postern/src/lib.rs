@@ -14,6 +14,7 @@ pub mod control;
 pub mod delivery;
 pub mod dn;
 pub mod loadgen;
+pub mod locate;
 pub mod maildrop;
 pub mod maillog;
 pub mod milter;

@@ -160,10 +160,13 @@ fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// The data directory when nothing names one (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "postern-data";
+
 /// The data directory: `--data-dir` / `POSTERN_DATA_DIR`, the config's
 /// `data_dir`, or `./postern-data`.
 fn data_dir_of(source: &Source, config: &Config) -> PathBuf {
-    source.data_dir.clone().or_else(|| config.data_dir.clone()).unwrap_or_else(|| PathBuf::from("postern-data"))
+    source.data_dir.clone().or_else(|| config.data_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
 /// True if client certificates can verify: `tls.client_ca_files` names at

@@ -10,8 +10,8 @@
 //! May touch: standard input, `DATA/maildrop`, `DATA/pickup.sock`.
 //!
 //! Exit codes are sysexits(3) (see [`super::sysexits`]): 0 ok, 64 usage,
-//! 65 data error, 67 unknown user, 73 cannot create queue file, 75
-//! temporary failure, 78 config error. `-bp` is not handled here:
+//! 65 data error, 67 unknown user, 69 no maildrop, 73 cannot create the
+//! drop file, 75 temporary failure, 78 config error. `-bp` is not handled here:
 //! [`parse_args`] returns [`Mode::ListQueue`] and the dispatcher lists the
 //! queue, as it does for `mailq`.
 
@@ -162,8 +162,10 @@ Reads a message from standard input and queues it.
   -bp           list the queue (like mailq)
   -oX, -v, -N X, -R X, -V X, -B X, -L X
                 accepted for compatibility and ignored
-Exit codes (sysexits): 0 queued, 64 usage, 65 bad message or no recipients,
-67 unknown local user, 73 cannot write the queue, 75 try again, 78 config.";
+Silent on success: the daemon queues the message and logs it (with your uid).
+Exit codes (sysexits): 0 handed to the daemon, 64 usage, 65 bad message or no
+recipients, 67 unknown local user, 69 no maildrop, 73 cannot write the maildrop,
+75 try again, 78 config (or no daemon found and no data directory configured).";
 
 /// Parses sendmail-style arguments (not clap: `-oi`, `-fADDR` and `-f ADDR`
 /// forms do not fit a modern parser). `--help` or `-h` anywhere wins.
@@ -290,13 +292,22 @@ pub enum Submitted {
 /// writes every `queued` line to its own mail log (with `uid=`), so one
 /// grep by queue id shows a message's whole life whoever sent it.
 pub fn submit(settings: &Settings, o: &Options, input: impl Read) -> Result<Submitted, SendmailError> {
+    let d = &settings.data_dir;
+    if d.as_path() == std::path::Path::new(crate::settings::DEFAULT_DATA_DIR) && !maildrop::dir(d).is_dir() {
+        // Never strand mail in a `./postern-data` nobody reads (review §2).
+        return Err(SendmailError::NoDataDir(format!(
+            "no running postern daemon found ({}/daemon.json) and no data directory configured \
+             (--data-dir, $POSTERN_DATA_DIR, `data_dir` in the config); not queueing into ./{}",
+            crate::locate::run_dir().display(),
+            crate::settings::DEFAULT_DATA_DIR
+        )));
+    }
     let max = settings.config.limits.max_message_size;
     let text = read_message(input, o.ignore_dots, max)?;
     let uid = nix::unistd::getuid().as_raw();
     let h = Headers { from_headers: o.from_headers, full_name: o.full_name.as_deref(), uid };
     // The daemon checks again and trusts none of it; this is for the exit code.
     compose(settings, o.sender.as_deref(), &o.recipients, &text, h)?;
-    let d = &settings.data_dir;
     if nix::unistd::geteuid().is_root() && !maildrop::dir(d).is_dir() {
         // Before the daemon first ran: root may make the maildrop.
         maildrop::prepare_dirs(d)

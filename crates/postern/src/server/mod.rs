@@ -147,6 +147,10 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     maillog::init(&settings.config.log.mail_log)
         .map_err(|source| ServerError::MailLog { path: settings.config.log.mail_log.clone(), source })?;
     let spool = prepare_data_dir(&settings)?;
+    // So that the CLI finds this daemon's config and data (crate::locate).
+    if let Err(e) = crate::locate::DaemonRecord::this(source.config.as_deref(), &settings.data_dir).write(&settings.data_dir) {
+        maillog::error(&[("error", &format!("cannot record the daemon in {}/daemon.json: {e}", settings.data_dir.display()))]);
+    }
     let bound = bind_all(&settings.config.listeners).await?;
     // Keys are read before dropping privileges (they may be root-only);
     // reloads later run as the unprivileged user (see docs/tls.md).
@@ -215,6 +219,7 @@ impl Running {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.sched_task).await;
         self.control_task.abort();
         let _ = std::fs::remove_file(control::socket_path(&self.shared.settings().data_dir));
+        crate::locate::DaemonRecord::remove(&self.shared.settings().data_dir);
         maillog::stop(&[("result", "clean")]);
     }
 }
