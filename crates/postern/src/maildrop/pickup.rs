@@ -31,6 +31,9 @@ use crate::settings::Settings;
 use crate::spool::{QueueId, Spool};
 use crate::state::SettingsHandle;
 
+/// A temporary drop file older than this was abandoned.
+const STALE_TEMP: Duration = Duration::from_secs(24 * 3600);
+
 /// What became of one drop file.
 #[derive(Debug)]
 pub enum Picked {
@@ -101,7 +104,15 @@ pub async fn run(settings: SettingsHandle, spool: Spool, queued: mpsc::Unbounded
 async fn scan(settings: &std::sync::Arc<Settings>, spool: &Spool, queued: &mpsc::UnboundedSender<QueueId>) {
     let d = dir(&settings.data_dir);
     let Ok(rd) = std::fs::read_dir(&d) else { return };
-    let mut names: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| super::is_drop_name(n)).collect();
+    let all: Vec<String> = rd.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    // A `.tmp-` file a day old is a `sendmail` that died while writing.
+    for stale in all.iter().filter(|n| n.starts_with(".tmp-")) {
+        let age = std::fs::symlink_metadata(d.join(stale)).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|a| a > STALE_TEMP) {
+            move_aside(&settings.data_dir, stale, "unfinished drop file (the sendmail writing it died)");
+        }
+    }
+    let mut names: Vec<String> = all.into_iter().filter(|n| super::is_drop_name(n)).collect();
     names.sort();
     names.truncate(settings.config.local.pickup_batch.max(1));
     for name in names {

@@ -16,7 +16,7 @@ fn parse_table() {
     let mut longer = good.clone();
     longer.extend_from_slice(b"more");
     let table: Vec<(&str, Vec<u8>, Result<(), &str>)> = vec![
-        ("good", good.clone(), Ok(())),
+        ("good", good, Ok(())),
         ("truncated body", cut, Err("truncated")),
         ("truncated envelope", b"POSTERN-DROP 1\nsize 3\nrcpt a".to_vec(), Err("truncated")),
         ("longer than size", longer, Err("bad field \"size\"")),

@@ -65,6 +65,8 @@ pub(super) fn drop_privileges(settings: &Settings) -> Result<(), PrivilegeError>
 /// F7). Inside the Maildir root (`maildirs`, when it lies under `root`)
 /// only the directories postern makes are changed (the root, each mailbox
 /// and its `tmp`, `new`, `cur`), never messages or folders someone else made.
+/// In `DATA/maildrop`, files keep their owner (the submitter) and only get
+/// the group.
 pub(super) fn chown_tree(root: &Path, maildirs: &Path, uid: Uid, gid: Gid) {
     let _ = std::os::unix::fs::chown(root, Some(uid.as_raw()), Some(gid.as_raw()));
     // Compare real paths, so `maildirs` is recognised however it is spelled.
@@ -120,6 +122,12 @@ fn chown_walk(root: &Path, dir: &Path, maildirs: &Path, depth: Option<usize>, ui
         // the pickup trusts (the maildrop directory itself is ours).
         if depth.is_none() && t.is_dir() && p == crate::maildrop::dir(root) {
             let _ = std::os::unix::fs::lchown(&p, Some(uid.as_raw()), Some(gid.as_raw()));
+            // Files dropped before the daemon first ran: its group, so it can read them.
+            for f in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                if f.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = std::os::unix::fs::lchown(f.path(), None, Some(gid.as_raw()));
+                }
+            }
             continue;
         }
         if action == Visit::Skip {
@@ -219,8 +227,26 @@ mod tests {
                 "mail/alice/new",
                 "mail/alice/cur",
                 "mail/alice/tmp",
-                "maildrop"
+                "maildrop",
+                "maildrop/0123"
             ]
         );
+    }
+
+    /// A drop file gets the daemon's group but keeps its owner: the owner
+    /// is the submitter the pickup trusts.
+    #[test]
+    fn drop_files_keep_their_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let data = tempfile::tempdir().unwrap();
+        let d = data.path();
+        std::fs::create_dir_all(d.join("maildrop")).unwrap();
+        let f = d.join("maildrop/0123");
+        std::fs::write(&f, b"x").unwrap();
+        let owner = if Uid::effective().is_root() { 33 } else { Uid::current().as_raw() };
+        std::os::unix::fs::lchown(&f, Some(owner), None).unwrap();
+        chown_tree(d, &d.join("mail"), Uid::current(), Gid::current());
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!((m.uid(), m.gid()), (owner, Gid::current().as_raw()));
     }
 }
