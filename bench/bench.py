@@ -106,7 +106,8 @@ mail_log = "{self.dir}/mail.log"
                             BENCH_USER, "--password-stdin"], input=(BENCH_PASSWORD + "\n").encode(), check=True,
                            capture_output=True)
         self.proc = subprocess.Popen([POSTERN, "serve", "--config", cfg, "--data-dir", os.path.join(self.dir, "data")],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env={**os.environ, "POSTERN_RUN_DIR": self.dir})  # not /run/postern
         wait_port(self.port)
         self.pids = [self.proc.pid]
 

@@ -106,11 +106,15 @@ class Postern:
             (self.data / "aliases").write_text(aliases)
         self.logfile = self.dir / "postern.log"
         self.proc = None
+        # Where `serve` records itself (crate::locate); per test, never the
+        # machine's /run/postern.
+        self.run_dir = self.dir / "run"
 
     def start(self):
         self.log_handle = open(self.logfile, "ab")
         self.proc = subprocess.Popen(
             [BIN, "serve", "--config", str(self.cfg), "--data-dir", str(self.data)],
+            env={**os.environ, "POSTERN_RUN_DIR": str(self.run_dir)},
             stdout=self.log_handle,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -142,6 +146,7 @@ class Postern:
 
     def cli(self, *args, input=None, env=None, argv0=None):
         e = dict(os.environ)
+        e["POSTERN_RUN_DIR"] = str(self.run_dir)
         e.update(env or {})
         cmd = [argv0 or BIN, *args]
         if argv0 is None:

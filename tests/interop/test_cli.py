@@ -48,25 +48,32 @@ def test_sendmail_symlink_and_exit_codes(postern, tmp_path):
     assert r.returncode == 0 and b"Mail queue is empty" in r.stdout, r.stdout + r.stderr
 
 
-def test_sendmail_without_daemon_waits_in_queue(postern_factory):
+def test_sendmail_without_daemon_waits_in_maildrop(postern_factory):
+    """With no daemon, the message waits in DATA/maildrop (not the queue)
+    and the daemon picks it up at start; sendmail itself prints nothing."""
     p = postern_factory(start=False)
     r = p.cli("sendmail", "alice", input=b"Subject: queued offline\n\nx\n")
-    assert r.returncode == 0, r.stderr
-    assert len(p.queue_files()["active"]) == 1
-    listing = json.loads(p.cli("queue", "list", "--json").stdout)
-    assert listing[0]["recipients"][0]["address"] == "alice@mx.test"
-    assert listing[0]["recipients"][0]["status"] == "pending"
+    assert r.returncode == 0 and r.stdout == b"" and r.stderr == b"", r
+    drops = [f for f in os.listdir(p.data / "maildrop") if not f.startswith(".")]
+    assert len(drops) == 1, drops
+    assert not (p.data / "queue").exists(), "sendmail does not write the queue"
     p.start()
-    p.wait_mail("alice")
+    got = p.wait_mail("alice")[0]
+    assert b"Subject: queued offline" in got
+    wait_for(lambda: [f for f in os.listdir(p.data / "maildrop") if not f.startswith(".")] == [], what="maildrop to drain")
+    wait_for(lambda: "client=local uid=0" in p.log(), what="queued line in the daemon's log")
     wait_for(lambda: p.queue_files()["active"] == [], what="queue to drain")
 
 
 def test_sendmail_bp_is_mailq_and_newaliases_face(postern_factory, tmp_path):
-    p = postern_factory(start=False)
-    assert p.cli("sendmail", "alice", input=b"Subject: listed\n\nx\n").returncode == 0
+    # A smarthost that is down keeps the message in the queue.
+    p = postern_factory(smarthost_config(free_port()))
+    assert p.cli("sendmail", "far@far.example", input=b"Subject: listed\n\nx\n").returncode == 0
+    wait_for(lambda: p.queue_files()["active"], what="message queued by the pickup")
+    wait_for(lambda: "deferred id=" in p.log(), what="first attempt deferred")
     mailq = p.cli("queue", "list")
     bp = p.cli("sendmail", "-bp")
-    assert bp.returncode == 0 and bp.stdout == mailq.stdout and b"alice@mx.test" in bp.stdout, bp.stderr
+    assert bp.returncode == 0 and bp.stdout == mailq.stdout and b"far@far.example" in bp.stdout, bp.stderr
     link = tmp_path / "sendmail"
     os.symlink(BIN, link)
     assert p.cli("-bp", argv0=str(link)).stdout == mailq.stdout

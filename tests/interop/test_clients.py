@@ -104,11 +104,16 @@ def test_smarthost_per_recipient_results_and_bounce(postern_factory, sink):
     assert b"ok@far.example" not in raw.split(b"message/delivery-status")[1].split(b"text/rfc822-headers")[0]
 
 
-def test_null_sender_failure_is_not_bounced(postern_factory, sink):
+def test_double_bounce_goes_to_postmaster(postern_factory, sink):
+    """A bounce (null sender) that fails is not dropped: the report goes to
+    postmaster (Postfix's 2bounce_notice_recipient), and is not bounced again."""
     p = postern_factory(smarthost_config(sink.port))
     with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
         s.sendmail("<>", ["reject-bounce@far.example"], b"Subject: a bounce\r\n\r\nx\r\n")
-    wait_for(lambda: "never bounce a bounce" in p.log(), what="suppressed bounce log line")
+    got = p.wait_mail("postmaster")[0]
+    assert b"Undelivered Mail Returned to Sender" in got and b"reject-bounce@far.example" in got, got
+    assert b"To: <postmaster@mx.test>" in got
+    assert "to=postmaster@mx.test" in p.log()
     wait_for(lambda: p.queue_files()["active"] == [], what="queue to empty")
 
 
@@ -119,7 +124,7 @@ def test_embedded_default_config(tmp_path):
             raise AssertionError("port 2525 is already in use; cannot test the embedded default")
     except OSError:
         pass
-    env = {"PATH": "/usr/bin:/bin"}
+    env = {"PATH": "/usr/bin:/bin", "POSTERN_RUN_DIR": str(tmp_path / "run")}
     proc = subprocess.Popen([BIN, "serve"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_port(2525, proc=proc)

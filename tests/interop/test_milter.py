@@ -6,6 +6,7 @@ by a separate verifier (dkimpy)."""
 import email
 import email.policy
 import json
+import os
 import pathlib
 import re
 import smtplib
@@ -394,13 +395,22 @@ def test_sendmail_command_goes_through_milters(postern_factory, scripted):
     conn = m.events("connect")[0]
     assert conn["macros"]["{daemon_name}"] == "sendmail" and conn["addr"] == "127.0.0.1"
     assert m.events("rcpt")[0]["rcpt"] == "<alice@mx.test>"
-    # A refusal is the command's exit status (69 = EX_UNAVAILABLE, 75 = EX_TEMPFAIL), nothing queued.
+    # The daemon's pickup runs the milters: a 5xx refusal moves the drop
+    # file aside with an error line, a 4xx leaves it for the next scan;
+    # nothing is queued either way.
+    drops = lambda: sorted(f for f in os.listdir(p.data / "maildrop") if not f.startswith("."))
     r = p.cli("sendmail", "alice", input=b"Subject: reject-eom\n\nx\n")
-    assert r.returncode == 69 and b"550 5.7.1 Content refused by milter" in r.stderr, r
+    assert r.returncode == 0, r
+    wait_for(lambda: os.listdir(p.data / "maildrop" / ".bad"), what="refused drop file moved aside")
+    assert "550 5.7.1 Content refused by milter" in p.log()
     r = p.cli("sendmail", "alice", input=b"Subject: tempfail-eom\n\nx\n")
-    assert r.returncode == 75, r
+    assert r.returncode == 0, r
+    wait_for(lambda: 'action="will retry"' in p.log(), what="tempfail left in the maildrop")
+    assert len(drops()) == 1
+    os.remove(p.data / "maildrop" / drops()[0])
     r = p.cli("sendmail", "alice", input=b"Subject: quarantine\n\nx\n")
     assert r.returncode == 0
+    wait_for(lambda: p.queue_files()["hold"], what="quarantined message")
     listing = json.loads(p.cli("queue", "list", "--json").stdout)
     assert [e["place"] for e in listing] == ["hold"], listing
     # The SMTP listener has no milters here: SMTP mail is not filtered.

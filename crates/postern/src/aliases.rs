@@ -29,6 +29,13 @@ pub struct AliasError {
     pub message: String,
 }
 
+/// Names that reach `postmaster` unless the aliases file or `local.users`
+/// defines them: `root` (cron and daemons mail it), the RFC 2142 role
+/// mailboxes (§§3-5: abuse, noc, security, hostmaster, usenet, news,
+/// webmaster, www, uucp, ftp) and `mailer-daemon` (the sender of bounces).
+pub const ROLE_NAMES: &[&str] =
+    &["root", "mailer-daemon", "abuse", "noc", "security", "hostmaster", "usenet", "news", "webmaster", "www", "uucp", "ftp"];
+
 /// How deep alias expansion may nest before we call it a loop.
 const MAX_DEPTH: usize = 20;
 
@@ -116,6 +123,23 @@ impl Aliases {
         self.map.values().flatten().map(String::as_str)
     }
 
+    /// Adds the built-in role aliases ([`ROLE_NAMES`] → `postmaster`) for
+    /// every name that is neither an alias here nor in `mailboxes` (local
+    /// mailbox names, lower-case), so mail for `root` (cron), `abuse` or
+    /// `MAILER-DAEMON` reaches a person out of the box, as Postfix's
+    /// default `/etc/aliases` does. The aliases file overrides each one;
+    /// a name the file uses as a target (`postmaster: root`) is a mailbox
+    /// the file means, so it gets no default (which would loop back).
+    pub fn with_role_defaults(mut self, mailboxes: &std::collections::HashSet<String>) -> Aliases {
+        let targets: HashSet<String> = self.targets().map(|t| t.to_ascii_lowercase()).collect();
+        for name in ROLE_NAMES {
+            if !self.map.contains_key(*name) && !mailboxes.contains(*name) && !targets.contains(*name) {
+                self.map.insert(name.to_string(), vec!["postmaster".to_string()]);
+            }
+        }
+        self
+    }
+
     /// Number of aliases.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -187,6 +211,30 @@ mod tests {
         assert_eq!(a.expand("loop1"), vec!["loop1"]);
         assert_eq!(a.expand("nobody"), vec!["nobody"]);
         assert!(a.contains("root"));
+    }
+
+    #[test]
+    fn role_defaults_reach_postmaster_unless_defined() {
+        let users: HashSet<String> = ["postmaster", "www"].iter().map(|s| s.to_string()).collect();
+        let a = Aliases::parse("abuse: alice\npostmaster: root\n", "aliases").unwrap().with_role_defaults(&users);
+        // (name, expansion): the file wins, a mailbox wins, a name the file
+        // targets is a mailbox (no `root: postmaster` loop), the rest reach postmaster (here: root).
+        let table = [
+            ("root", vec!["root"]),
+            ("postmaster", vec!["root"]),
+            ("MAILER-DAEMON", vec!["root"]),
+            ("hostmaster", vec!["root"]),
+            ("abuse", vec!["alice"]),
+        ];
+        for (name, want) in table {
+            assert_eq!(a.expand(name), want, "{name}");
+        }
+        assert!(!a.contains("www"), "a local mailbox is not shadowed");
+        assert!(a.contains("noc") && a.contains("security") && a.contains("webmaster"));
+        assert!(!Aliases::default().contains("root"));
+        let plain = Aliases::default().with_role_defaults(&users);
+        assert_eq!(plain.expand("root"), vec!["postmaster"]);
+        assert_eq!(plain.expand("postmaster"), vec!["postmaster"]);
     }
 
     #[test]

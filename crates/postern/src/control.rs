@@ -1,5 +1,7 @@
-//! The control socket `DATA/control.sock`: how `postern sendmail` and
-//! `postern queue …` reach a running daemon. One line in, one line out:
+//! The control socket `DATA/control.sock` (root and the daemon's user only):
+//! how `postern queue …`, `config reload`, `status`, `log reopen` and the
+//! root-run sendmail modes (`-q`, `-bi`, `-v`) reach a running daemon. One
+//! line in, one line out:
 //!
 //! ```text
 //! flush            -> ok N        (every queued message is due now)
@@ -13,6 +15,7 @@
 //! reload-aliases   -> ok N | error <text>  (N aliases now active)
 //! status <ID>      -> ok <JSON> | error unknown id   (queued or recently finished:
 //!                     {"place":"active|hold|done","recipients":[{"to","status","attempts","reply"}]})
+//! dropped <NAME>   -> ok <ID> | error not picked up yet  (the queue id a drop file got)
 //! reopen-log       -> ok | error <text>  (the mail log file, after rotation)
 //! status           -> ok <JSON>   (`postern status`: one line, monitor::Status)
 //! ```
@@ -130,6 +133,10 @@ async fn handle(stream: UnixStream, control: &dyn Control) -> std::io::Result<()
                 "error invalid TLS material, see the mail log".to_string()
             }
         }
+        (Some("dropped"), Some(name)) => match crate::maildrop::pickup::queued_as(name) {
+            Some(id) => format!("ok {id}"),
+            None => "error not picked up yet".to_string(),
+        },
         (Some("reopen-log"), None) => match control.reopen_log() {
             Ok(()) => "ok".to_string(),
             Err(e) => format!("error {e}"),

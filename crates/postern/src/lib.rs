@@ -14,6 +14,8 @@ pub mod control;
 pub mod delivery;
 pub mod dn;
 pub mod loadgen;
+pub mod locate;
+pub mod maildrop;
 pub mod maillog;
 pub mod metrics;
 pub mod milter;

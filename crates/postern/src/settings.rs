@@ -128,6 +128,8 @@ impl Settings {
                 }
             }
         };
+        // Role names (root, abuse, MAILER-DAEMON...) reach postmaster unless defined.
+        let aliases = aliases.with_role_defaults(&users);
         let maildir_root = config.local.maildir_root.as_ref().map(|p| resolve(&data_dir, p)).unwrap_or_else(|| data_dir.join("mail"));
         let config_file = source.config.as_ref().map(|p| p.display().to_string());
         Ok(Settings { config, hostname, data_dir, local_domains, relay_domains, users, aliases, maildir_root, config_file })
@@ -164,10 +166,13 @@ fn resolve(data_dir: &Path, p: &Path) -> PathBuf {
     }
 }
 
+/// The data directory when nothing names one (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "postern-data";
+
 /// The data directory: `--data-dir` / `POSTERN_DATA_DIR`, the config's
 /// `data_dir`, or `./postern-data`.
 fn data_dir_of(source: &Source, config: &Config) -> PathBuf {
-    source.data_dir.clone().or_else(|| config.data_dir.clone()).unwrap_or_else(|| PathBuf::from("postern-data"))
+    source.data_dir.clone().or_else(|| config.data_dir.clone()).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
 }
 
 /// True if client certificates can verify: `tls.client_ca_files` names at

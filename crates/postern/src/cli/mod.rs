@@ -46,9 +46,12 @@ const SYSTEM_CONFIG: &str = "/etc/postern/postern.toml";
     about = "postern: a mail transfer agent (ESMTP server, queue, local and relay delivery)",
     long_about = "postern: a mail transfer agent (ESMTP server, queue, local and relay delivery).\n\n\
 Configuration: --config FILE, else $POSTERN_CONFIG, else /etc/postern/postern.toml if it exists, \
+else the config and data directory of the running daemon (recorded in /run/postern/daemon.json), \
 else the embedded default (SMTP on 127.0.0.1:2525, local domains localhost and the host name, \
 Maildirs under DATA/mail, loopback clients may relay). State lives in the data directory: \
---data-dir, else $POSTERN_DATA_DIR, else `data_dir` in the config, else ./postern-data.\n\n\
+--data-dir, else $POSTERN_DATA_DIR, else `data_dir` in the config, else ./postern-data \
+(which `sendmail` refuses: it never strands mail there). A command whose config differs from the \
+running daemon's says so on stderr.\n\n\
 Invoked as `sendmail` it is `postern sendmail`; as `mailq`, `postern queue list`; as `newaliases`, it checks the aliases file and makes the running daemon reload it."
 )]
 struct Cli {
@@ -223,7 +226,7 @@ impl Face {
 /// `$POSTERN_CONFIG` / `$POSTERN_DATA_DIR`, else the defaults.
 fn env_settings() -> Result<Settings, i32> {
     let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
-    load(&source(var("POSTERN_CONFIG"), var("POSTERN_DATA_DIR")))
+    load(&source(var("POSTERN_CONFIG"), var("POSTERN_DATA_DIR"), true))
 }
 
 /// `sendmail ARGS...` (invoked through a `sendmail` symlink). Returns the exit code.
@@ -242,11 +245,26 @@ pub fn newaliases_face() -> i32 {
     env_settings().map_or_else(|c| c, |s| aliases_command(&s))
 }
 
-fn source(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Source {
+/// Where the config and data come from: --config / $POSTERN_CONFIG, else
+/// /etc/postern/postern.toml if it exists; with neither and no data
+/// directory named, the running daemon's config and data directory
+/// (`crate::locate`), else the embedded default. `find_daemon` is false for
+/// `serve` itself. When the daemon runs another config than the one
+/// chosen, one warning line on stderr names both.
+fn source(config: Option<PathBuf>, data_dir: Option<PathBuf>, find_daemon: bool) -> Source {
     let config = config.or_else(|| {
         let p = PathBuf::from(SYSTEM_CONFIG);
         p.exists().then_some(p)
     });
+    let Some(daemon) = find_daemon.then(crate::locate::DaemonRecord::find).flatten() else {
+        return Source { config, data_dir };
+    };
+    if config.is_none() && data_dir.is_none() {
+        return Source { config: daemon.config, data_dir: Some(daemon.data_dir) };
+    }
+    if let Some(warning) = daemon.differs(config.as_deref()) {
+        eprintln!("{warning}");
+    }
     Source { config, data_dir }
 }
 
@@ -343,7 +361,8 @@ pub fn run(argv: Vec<String>) -> i32 {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
-    let src = source(cli.config, cli.data_dir);
+    let find_daemon = !matches!(cli.command, Cmd::Serve);
+    let src = source(cli.config, cli.data_dir, find_daemon);
     match cli.command {
         Cmd::Serve => serve(src),
         Cmd::Sendmail { args } => with_settings(&src, |s| sendmail_command(s, &args)),

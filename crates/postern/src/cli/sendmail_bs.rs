@@ -203,6 +203,8 @@ pub fn dialogue<R: Read, W: Write>(s: &Settings, input: R, out: W, submit: &mut 
                     let o = Options { sender: done.sender, recipients: done.rcpts, ignore_dots: true, ..Options::default() };
                     match submit(&o, &text) {
                         Ok(Submitted::Queued(id)) => codes::ok().with_text(format!("Ok: queued as {id}")),
+                        // The daemon's `queued` line names it as `drop=NAME`.
+                        Ok(Submitted::Dropped(name)) => codes::ok().with_text(format!("Ok: queued as {name}")),
                         Ok(Submitted::Discarded) => codes::ok().with_text("Ok: discarded by a milter"),
                         Err(e) => refusal(&e),
                     }

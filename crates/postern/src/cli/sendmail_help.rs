@@ -45,6 +45,9 @@ Modes:
 Accepted for compatibility and ignored:
   -oX (other than -oi), -N X, -R X, -V X, -B X, -L X
 Not supported (exit 64): -bd, -bD, -bh, -bH, -bP and other -b modes.
-Exit codes (sysexits): 0 ok, 64 usage, 65 bad message, no recipients or bad
-aliases file, 67 unknown local user, 69 daemon not running, 73 cannot write
-the queue, 75 try again, 78 config.";
+Silent on success: the message goes to the maildrop, and the daemon queues it
+and logs it (with your uid); it waits there while no daemon runs.
+Exit codes (sysexits): 0 ok (handed to the daemon), 64 usage, 65 bad message,
+no recipients or bad aliases file, 67 unknown local user, 69 daemon not running
+or no maildrop, 73 cannot write the maildrop, 75 try again, 78 config (or no
+daemon found and no data directory configured).";

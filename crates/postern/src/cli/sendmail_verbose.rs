@@ -29,7 +29,14 @@ pub fn submit(s: &Settings, o: &Options) -> i32 {
             return e.exit_code();
         }
     };
-    let (_, header_rcpts) = sendmail::prepare(&text, o, "", "", "", "");
+    let (_, header_rcpts) = crate::maildrop::compose::prepare(
+        &text,
+        crate::maildrop::compose::Headers { from_headers: o.from_headers, full_name: o.full_name.as_deref(), uid: 0 },
+        "",
+        "",
+        "",
+        "",
+    );
     let mut all = o.recipients.clone();
     all.extend(header_rcpts);
     if let Ok(rcpts) = sendmail::resolve(s, &all) {
@@ -43,6 +50,14 @@ pub fn submit(s: &Settings, o: &Options) -> i32 {
             wait(s, &id, WAIT);
             exit::OK
         }
+        Ok(Submitted::Dropped(name)) => {
+            eprintln!("Submitted to the maildrop as {name}");
+            if let Some(id) = picked_up(s, &name, WAIT) {
+                eprintln!("Queued as {id}");
+                wait(s, &id, WAIT);
+            }
+            exit::OK
+        }
         Ok(Submitted::Discarded) => {
             eprintln!("Discarded by a milter (local.sendmail_milters)");
             exit::OK
@@ -51,6 +66,30 @@ pub fn submit(s: &Settings, o: &Options) -> i32 {
             eprintln!("postern sendmail: {e}");
             e.exit_code()
         }
+    }
+}
+
+/// Waits until the daemon's pickup has queued drop file `name`; its queue
+/// id, or `None` (said on stderr) if the daemon cannot be asked or is late.
+fn picked_up(s: &Settings, name: &str, limit: Duration) -> Option<QueueId> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match control::request(&s.data_dir, &format!("dropped {name}")) {
+            Ok(a) => {
+                if let Some(id) = a.strip_prefix("ok ").and_then(QueueId::parse) {
+                    return Some(id);
+                }
+            }
+            Err(e) => {
+                eprintln!("No delivery transcript: the daemon is not reachable ({e}); the message waits in the maildrop");
+                return None;
+            }
+        }
+        if Instant::now() >= deadline {
+            eprintln!("The daemon has not picked the message up yet; it waits in the maildrop");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -327,6 +327,14 @@ pub struct Local {
     /// `sendmail` command, e.g. a DKIM signer (Postfix `non_smtpd_milters`).
     /// Default: none.
     pub sendmail_milters: Vec<String>,
+    /// How often the daemon scans `DATA/maildrop` for mail from the
+    /// `sendmail` command when nothing woke it (each `sendmail` wakes it at
+    /// once through `DATA/pickup.sock`; this is the fallback). Default "1m".
+    #[serde(deserialize_with = "duration")]
+    pub pickup_interval: Duration,
+    /// At most this many maildrop files are taken per scan (the rest wait
+    /// for the next one). Default 100.
+    pub pickup_batch: usize,
 }
 
 impl Default for Local {
@@ -340,6 +348,8 @@ impl Default for Local {
             lmtp: None,
             lmtp_tls: OutboundTls::None,
             sendmail_milters: Vec::new(),
+            pickup_interval: Duration::from_secs(60),
+            pickup_batch: 100,
         }
     }
 }

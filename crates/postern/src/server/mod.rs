@@ -190,6 +190,10 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
         maillog::start(&[("warning", &w.to_string())]);
     }
     let spool = prepare_data_dir(&settings)?;
+    // So that the CLI finds this daemon's config and data (crate::locate).
+    if let Err(e) = crate::locate::DaemonRecord::this(source.config.as_deref(), &settings.data_dir).write(&settings.data_dir) {
+        maillog::error(&[("error", &format!("cannot record the daemon in {}/daemon.json: {e}", settings.data_dir.display()))]);
+    }
     let bound = bind_all(&settings.config.listeners).await?;
     logs::banner(&settings, &bound);
     let metrics_sock = monitor::bind(&settings).await.map_err(|(addr, source)| ServerError::Bind { addr, source })?;
@@ -215,6 +219,8 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let monitor = monitor::start(shared.clone(), spool.clone(), &bound, metrics_sock, shutdown_rx.clone());
     let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler, spool: spool.clone(), monitor: monitor.clone() });
     let control_task = tokio::spawn(control::serve(control_path, daemon, shutdown_rx.clone()));
+    // Mail from `sendmail` (any local user): DATA/maildrop -> the queue.
+    tokio::spawn(crate::maildrop::pickup::run(shared.settings.clone(), spool.clone(), queued_tx.clone(), shutdown_rx.clone()));
     tokio::spawn(listener::watch_tls_files(shared.clone(), shutdown_rx.clone()));
     tokio::spawn(local_modes::watch_aliases(shared.clone(), shutdown_rx.clone()));
     let mut addrs = Vec::new();
@@ -261,6 +267,7 @@ impl Running {
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.sched_task).await;
         self.control_task.abort();
         let _ = std::fs::remove_file(control::socket_path(&self.shared.settings().data_dir));
+        crate::locate::DaemonRecord::remove(&self.shared.settings().data_dir);
         maillog::stop(&[("result", "clean")]);
     }
 }

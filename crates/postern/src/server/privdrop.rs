@@ -65,6 +65,8 @@ pub(super) fn drop_privileges(settings: &Settings) -> Result<(), PrivilegeError>
 /// F7). Inside the Maildir root (`maildirs`, when it lies under `root`)
 /// only the directories postern makes are changed (the root, each mailbox
 /// and its `tmp`, `new`, `cur`), never messages or folders someone else made.
+/// In `DATA/maildrop`, files keep their owner (the submitter) and only get
+/// the group.
 pub(super) fn chown_tree(root: &Path, maildirs: &Path, uid: Uid, gid: Gid) {
     let _ = std::os::unix::fs::chown(root, Some(uid.as_raw()), Some(gid.as_raw()));
     // Compare real paths, so `maildirs` is recognised however it is spelled.
@@ -103,10 +105,10 @@ fn visit(t: std::fs::FileType, maildir_depth: Option<usize>) -> Visit {
 
 fn chown_below(dir: &Path, maildirs: &Path, uid: Uid, gid: Gid) {
     let depth = if dir == maildirs { Some(0) } else { None };
-    chown_walk(dir, maildirs, depth, uid, gid);
+    chown_walk(dir, dir, maildirs, depth, uid, gid);
 }
 
-fn chown_walk(dir: &Path, maildirs: &Path, depth: Option<usize>, uid: Uid, gid: Gid) {
+fn chown_walk(root: &Path, dir: &Path, maildirs: &Path, depth: Option<usize>, uid: Uid, gid: Gid) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let p = e.path();
@@ -115,6 +117,18 @@ fn chown_walk(dir: &Path, maildirs: &Path, depth: Option<usize>, uid: Uid, gid: 
         let mut action = visit(t, depth);
         if depth == Some(1) && !matches!(e.file_name().to_str(), Some("tmp" | "new" | "cur")) {
             action = Visit::Skip;
+        }
+        // Drop files belong to their submitters: the owner is the identity
+        // the pickup trusts (the maildrop directory itself is ours).
+        if depth.is_none() && t.is_dir() && p == crate::maildrop::dir(root) {
+            let _ = std::os::unix::fs::lchown(&p, Some(uid.as_raw()), Some(gid.as_raw()));
+            // Files dropped before the daemon first ran: its group, so it can read them.
+            for f in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                if f.file_type().is_ok_and(|t| t.is_file()) {
+                    let _ = std::os::unix::fs::lchown(f.path(), None, Some(gid.as_raw()));
+                }
+            }
+            continue;
         }
         if action == Visit::Skip {
             continue;
@@ -126,7 +140,7 @@ fn chown_walk(dir: &Path, maildirs: &Path, depth: Option<usize>, uid: Uid, gid: 
                 None if p == maildirs => Some(0),
                 None => None,
             };
-            chown_walk(&p, maildirs, next, uid, gid);
+            chown_walk(root, &p, maildirs, next, uid, gid);
         }
     }
 }
@@ -168,7 +182,8 @@ mod tests {
         for dir in ["queue/active", "mail/alice/new", "mail/alice/cur", "mail/alice/tmp", "mail/alice/.Archive/cur"] {
             std::fs::create_dir_all(d.join(dir)).unwrap();
         }
-        for f in ["queue/active/a.json", "users.json", "mail/alice/new/1.msg", "mail/alice/dovecot.index", "mail/stray"] {
+        std::fs::create_dir_all(d.join("maildrop")).unwrap();
+        for f in ["queue/active/a.json", "users.json", "mail/alice/new/1.msg", "mail/alice/dovecot.index", "mail/stray", "maildrop/0123"] {
             std::fs::write(d.join(f), b"x").unwrap();
         }
         nix::unistd::mkfifo(&d.join("queue/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -193,6 +208,8 @@ mod tests {
             "mail/alice/.Archive/cur",
             "mail/stray",
             "queue/fifo",
+            "maildrop",
+            "maildrop/0123",
         ];
         let before: Vec<i64> = all.iter().map(|p| ctime(p)).collect();
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -209,8 +226,27 @@ mod tests {
                 "mail/alice",
                 "mail/alice/new",
                 "mail/alice/cur",
-                "mail/alice/tmp"
+                "mail/alice/tmp",
+                "maildrop",
+                "maildrop/0123"
             ]
         );
+    }
+
+    /// A drop file gets the daemon's group but keeps its owner: the owner
+    /// is the submitter the pickup trusts.
+    #[test]
+    fn drop_files_keep_their_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let data = tempfile::tempdir().unwrap();
+        let d = data.path();
+        std::fs::create_dir_all(d.join("maildrop")).unwrap();
+        let f = d.join("maildrop/0123");
+        std::fs::write(&f, b"x").unwrap();
+        let owner = if Uid::effective().is_root() { 33 } else { Uid::current().as_raw() };
+        std::os::unix::fs::lchown(&f, Some(owner), None).unwrap();
+        chown_tree(d, &d.join("mail"), Uid::current(), Gid::current());
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!((m.uid(), m.gid()), (owner, Gid::current().as_raw()));
     }
 }
