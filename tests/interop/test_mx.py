@@ -62,6 +62,7 @@ def internet():
     ips = ("127.0.0.2", "127.0.0.4", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8", "127.0.0.9")
     sinks = {ip: kinds.get(ip, SinkHandler)() for ip in ips}
     controllers = []
+    sinks["::1"] = SinkHandler()
     for ip, h in sinks.items():
         c = Controller(h, hostname=ip, port=port, decode_data=False, enable_SMTPUTF8=(ip != "127.0.0.8"))
         c.start()
@@ -85,6 +86,10 @@ def internet():
         ("mx.ascii.test", "A"): [A("127.0.0.8")],
         ("sevenbit.test", "MX"): [MX("mx.sevenbit.test", 10)],
         ("mx.sevenbit.test", "A"): [A("127.0.0.9")],
+        # A refused IPv4 address, then the same host's IPv6 address.
+        ("dual.test", "MX"): [MX("mx.dual.test", 10)],
+        ("mx.dual.test", "A"): [A("127.0.0.3")],
+        ("mx.dual.test", "AAAA"): [AAAA("::1")],
     }
     dns_port = free_port()
     server = DNSServer(Zone(records), port=dns_port, address="127.0.0.1")
@@ -128,6 +133,16 @@ def test_mx_preference_failover_implicit(postern_factory, internet):
     log = p.log()
     assert f"relay=mx:mx1.good.test[127.0.0.2]:{port}" in log
     assert f"relay=mx:backup.failover.test[127.0.0.4]:{port}" in log
+
+
+def test_mx_host_ipv6_after_its_ipv4_address_refuses(postern_factory, internet):
+    """An MX host with A and AAAA records: IPv4 first, then IPv6 (the AAAA
+    used to be looked up only for hosts without an A record)."""
+    port, dns_port, sinks = internet
+    p = postern_factory(mx_config(port, dns_port))
+    send(p, "user@dual.test")
+    assert sinks["::1"].wait()[0]["rcpt_tos"] == ["user@dual.test"]
+    assert f"relay=mx:mx.dual.test[::1]:{port}" in p.log()
 
 
 def test_mx_4xx_then_success(postern_factory, internet):

@@ -230,6 +230,10 @@ impl MxResolver {
         // Mail routing must follow DNS, not /etc/hosts; and keep answers fresh.
         builder.options_mut().use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
         builder.options_mut().cache_size = 256;
+        // Both families for MX hosts (the default asks AAAA only when there
+        // is no A record): an IPv6 address is another way in when the IPv4
+        // ones refuse. `addrs` puts IPv4 first, as before.
+        builder.options_mut().ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
         Ok(MxResolver { resolver: builder.build() })
     }
 
@@ -258,7 +262,11 @@ impl MxResolver {
         self.resolver
             .lookup_ip(fqdn.as_str())
             .await
-            .map(|l| l.iter().collect())
+            .map(|l| {
+                let mut ips: Vec<IpAddr> = l.iter().collect();
+                ips.sort_by_key(|ip| ip.is_ipv6()); // stable: IPv4 first, DNS order within a family
+                ips
+            })
             .map_err(|e| MxError::HostLookup { host: host.to_string(), reason: e.to_string() })
     }
 }
