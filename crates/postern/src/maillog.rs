@@ -162,7 +162,7 @@ events! {
     /// A milter decision or modification: `client`, `id`, `milter`, `stage`, `action` | `error`.
     milter,
     /// A message is on disk: `id`, `from`, `size`, `nrcpt`, `client` | `uid`, `helo`,
-    /// `auth` (verification results, `spf:pass,dkim:pass,dmarc:pass,arc:none`, when checked).
+    /// `authres` (verification results, `spf:pass,dkim:pass,dmarc:pass,arc:none`, when checked).
     queued,
     /// A message was put on hold: `id`, `reason` | `by`.
     hold,

@@ -16,8 +16,9 @@ use super::values::{duration, show_duration};
 pub struct MailAuth {
     /// Check SPF, DKIM, DMARC and ARC on mail arriving on smtp-role
     /// listeners and add an `Authentication-Results:` header. Clients in
-    /// `relay.networks`, authenticated clients and submission listeners are
-    /// not checked (they are ours). Default true.
+    /// `relay.networks`, authenticated clients, clients with a verified
+    /// certificate and submission listeners are not checked (they are ours).
+    /// Default true.
     pub verify: bool,
     /// The authserv-id of our `Authentication-Results:` headers; incoming
     /// headers carrying it are removed as forged. Default: the host name.

@@ -15,6 +15,8 @@ use std::net::IpAddr;
 use mail_auth::common::cache::NoCache;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::{Dmarc, Policy as MaPolicy};
+use mail_auth::hickory_resolver::proto::op::ResponseCode;
+use mail_auth::hickory_resolver::proto::ProtoErrorKind;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, DkimResult, DmarcResult, MessageAuthenticator, SpfResult, Txt};
 
@@ -55,11 +57,14 @@ pub async fn verify(auth: &MessageAuthenticator, env: &Envelope<'_>, message: &[
         (SpfParameters::verify_mail_from(env.ip, env.helo, env.host, env.mail_from), SpfIdentity::MailFrom(env.mail_from.to_string()))
     };
     let spf_out = auth.verify_spf(spf_params).await;
-    let spf = spf_outcome(spf_out.result());
     let mail_from_domain = match env.mail_from.rsplit_once('@') {
         Some((_, d)) => d.to_ascii_lowercase(),
         None => env.helo.to_ascii_lowercase(),
     };
+    let mut spf = spf_outcome(spf_out.result());
+    if spf == Outcome::None && dns_failed(auth, &mail_from_domain).await {
+        spf = Outcome::TempError;
+    }
 
     let Some(msg) = AuthenticatedMessage::parse(message) else {
         // Not a parseable message: nothing signed, no From domain.
@@ -75,7 +80,7 @@ pub async fn verify(auth: &MessageAuthenticator, env: &Envelope<'_>, message: &[
         };
     };
     let dkim_out = auth.verify_dkim(&msg).await;
-    let dkim: Vec<DkimSignature> = dkim_out
+    let mut dkim: Vec<DkimSignature> = dkim_out
         .iter()
         .map(|o| {
             let (domain, selector, b) = match o.signature() {
@@ -85,6 +90,11 @@ pub async fn verify(auth: &MessageAuthenticator, env: &Envelope<'_>, message: &[
             DkimSignature { result: dkim_outcome(o.result()), domain, selector, b }
         })
         .collect();
+    for sig in dkim.iter_mut().filter(|s| matches!(s.result, Outcome::PermError | Outcome::Neutral) && !s.domain.is_empty()) {
+        if dns_failed(auth, &format!("{}._domainkey.{}", sig.selector, sig.domain)).await {
+            sig.result = Outcome::TempError;
+        }
+    }
     let arc_out = auth.verify_arc(&msg).await;
     let arc = match arc_out.result() {
         DkimResult::None => Outcome::None,
@@ -107,8 +117,35 @@ pub async fn verify(auth: &MessageAuthenticator, env: &Envelope<'_>, message: &[
         }
         None => (None, 100),
     };
-    let dmarc = dmarc_outcome(dmarc_out.spf_result(), dmarc_out.dkim_result(), record.is_some(), spf, &dkim);
+    let mut dmarc = dmarc_outcome(dmarc_out.spf_result(), dmarc_out.dkim_result(), record.is_some(), spf, &dkim);
+    if dmarc == Outcome::None && !from_domain.is_empty() {
+        let org = organizational_domain(&from_domain).to_string();
+        if dns_failed(auth, &format!("_dmarc.{from_domain}")).await || dns_failed(auth, &format!("_dmarc.{org}")).await {
+            dmarc = Outcome::TempError;
+        }
+    }
     Results { spf, spf_identity, dkim, dmarc, from_domain, policy, pct, arc }
+}
+
+/// Did the TXT lookup of `name` fail for another reason than "no such
+/// record"? `mail-auth` 0.7 reads every empty answer, SERVFAIL included
+/// (hickory 0.26 reports it as "no records"), as "not found": a DNS outage
+/// would turn into `none`. Asked again only when a result came out
+/// `none` (or a key was "missing"); the resolver's cache makes it cheap.
+async fn dns_failed(auth: &MessageAuthenticator, name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    // Not a host name (an address literal HELO, junk): nothing to ask.
+    if !name.contains('.') || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
+        return false;
+    }
+    let fqdn = format!("{name}.");
+    match auth.resolver().txt_lookup(fqdn.as_str()).await {
+        Ok(_) => false,
+        Err(e) => match e.kind() {
+            ProtoErrorKind::NoRecordsFound(nr) => !matches!(nr.response_code, ResponseCode::NXDomain | ResponseCode::NoError),
+            _ => true,
+        },
+    }
 }
 
 /// `b=` as base64, first 8 characters (RFC 6008 §4).
@@ -134,6 +171,9 @@ fn spf_outcome(r: SpfResult) -> Outcome {
 fn dkim_outcome(r: &DkimResult) -> Outcome {
     match r {
         DkimResult::Pass => Outcome::Pass,
+        // RFC 6376 §6.1.3: a body hash that does not match is a failed
+        // verification (PERMFAIL); mail-auth 0.7 calls it neutral.
+        DkimResult::Neutral(mail_auth::Error::FailedBodyHashMatch) => Outcome::Fail,
         DkimResult::Neutral(_) => Outcome::Neutral,
         DkimResult::Fail(_) => Outcome::Fail,
         DkimResult::PermError(_) => Outcome::PermError,

@@ -23,7 +23,7 @@ pub(super) struct Disposition {
     pub(super) place: Place,
     /// Why it is on hold.
     pub(super) quarantine: Option<String>,
-    /// The verification results for the `queued` line (`auth=`).
+    /// The verification results for the `queued` line (`authres=`).
     pub(super) auth: Option<String>,
 }
 
@@ -43,9 +43,11 @@ impl<S: Socket> Session<S> {
         let s = self.settings();
         let cfg = &s.config.mail_auth;
         let ip = self.conn.peer.ip();
-        // Mail from our own side (AUTH, relay.networks, submission) is not
-        // checked: it is signed, not verified.
-        let trusted = greeted.auth.is_some() || s.config.relay.networks.iter().any(|c| c.contains(ip));
+        // Mail from our own side (AUTH, a verified client certificate,
+        // relay.networks, submission) is not checked: it is signed, not
+        // verified.
+        let cert_verified = self.tls().and_then(|t| t.client_cert.as_ref()).is_some_and(|c| c.verified.is_ok());
+        let trusted = greeted.auth.is_some() || cert_verified || s.config.relay.networks.iter().any(|c| c.contains(ip));
         if !cfg.verify || !matches!(self.ctx.listener.role, Role::Smtp) || trusted {
             return AuthStep::Continue(None);
         }

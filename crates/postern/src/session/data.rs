@@ -258,7 +258,7 @@ impl<S: Socket> Session<S> {
             }
             AuthStep::Refuse(r, log) => {
                 drop(draft);
-                self.reject(verb, r, &[("from", &sender), ("auth", &log)]);
+                self.reject(verb, r, &[("from", &sender), ("authres", &log)]);
                 self.enter(State::Ready { greeted });
                 return Ok(());
             }
@@ -294,7 +294,7 @@ impl<S: Socket> Session<S> {
                     ("helo", &greeted.helo.name),
                 ];
                 if let Some(a) = &auth {
-                    fields.push(("auth", a));
+                    fields.push(("authres", a));
                 }
                 maillog::queued(&fields);
                 if let Some(reason) = &env.quarantine {
