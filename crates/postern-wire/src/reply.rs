@@ -288,6 +288,10 @@ pub mod codes {
         sender_not_owned, 553, 5, 7, 1, "Sender address not owned by user");
     reply!(/// 450 4.7.1 a rule's temporary refusal; text from the rule
         rule_tempfail, 450, 4, 7, 1, "Try again later");
+    reply!(/// 550 5.7.1 DMARC p=reject failed (`mail_auth.dmarc_reject`)
+        dmarc_rejected, 550, 5, 7, 1, "Message rejected by the DMARC policy of the From domain");
+    reply!(/// 451 4.7.1 a DNS error left the DMARC verdict open while a reject policy depends on it
+        dmarc_tempfail, 451, 4, 7, 1, "Temporary DNS error checking SPF/DKIM/DMARC, try again later");
 }
 
 #[cfg(test)]

@@ -161,7 +161,8 @@ events! {
     reject,
     /// A milter decision or modification: `client`, `id`, `milter`, `stage`, `action` | `error`.
     milter,
-    /// A message is on disk: `id`, `from`, `size`, `nrcpt`, `client` | `uid`, `helo`.
+    /// A message is on disk: `id`, `from`, `size`, `nrcpt`, `client` | `uid`, `helo`,
+    /// `authres` (verification results, `spf:pass,dkim:pass,dmarc:pass,arc:none`, when checked).
     queued,
     /// A message was put on hold: `id`, `reason` | `by`.
     hold,

@@ -33,6 +33,8 @@ domains = ["mx.test", "localhost"]
 users = ["alice", "bob"]
 [relay]
 networks = ["192.0.2.0/24"]
+[mail_auth]
+verify = false
 [queue]
 retry_min = "1s"
 retry_max = "2s"

@@ -15,6 +15,7 @@ pub mod ca;
 pub mod check;
 pub mod config;
 pub mod explain;
+pub mod explain_auth;
 pub mod generate;
 pub mod log;
 pub mod pipe;
@@ -120,9 +121,17 @@ enum Cmd {
         /// MAIL FROM address ("<>" for the null sender).
         #[arg(long, value_name = "ADDR", default_value = "<>")]
         from: String,
-        /// RCPT TO address.
-        #[arg(long, value_name = "ADDR")]
-        rcpt: String,
+        /// RCPT TO address (optional with --message).
+        #[arg(long, value_name = "ADDR", required_unless_present = "message")]
+        rcpt: Option<String>,
+        /// A message file: print its SPF/DKIM/DMARC/ARC results and the
+        /// [mail_auth] decision, as the server computes them for mail from
+        /// --ip with --helo and --from (DNS: [mx] nameservers).
+        #[arg(long, value_name = "FILE")]
+        message: Option<PathBuf>,
+        /// The HELO name for --message (default: the --from domain).
+        #[arg(long, value_name = "NAME")]
+        helo: Option<String>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -371,9 +380,16 @@ pub fn run(argv: Vec<String>) -> i32 {
         Cmd::Log { action } => with_settings(&src, |s| log::run(s, action)),
         Cmd::Aliases => with_settings(&src, aliases_command),
         Cmd::Status(a) => with_settings(&src, |s| status::run(s, &a)),
-        Cmd::Explain { listener, ip, tls, cert, auth, from, rcpt, json } => {
-            with_settings(&src, |s| explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt }, json))
-        }
+        Cmd::Explain { listener, ip, tls, cert, auth, from, rcpt, message, helo, json } => with_settings(&src, |s| {
+            let mut code = exit::OK;
+            if let Some(file) = &message {
+                code = runtime().map_or_else(|c| c, |rt| explain_auth::run(&rt, s, file, ip, helo.as_deref(), &from, json));
+            }
+            match rcpt {
+                Some(rcpt) if code == exit::OK => explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt }, json),
+                _ => code,
+            }
+        }),
         Cmd::User { action } => with_settings(&src, |s| user::run(s, action)),
         // F5: a config that requires client certificates before any CA
         // exists is refused elsewhere; `ca init` is its fix, so it loads.

@@ -15,6 +15,7 @@ mod error;
 mod load;
 mod schema;
 mod schema_auth;
+mod schema_auth_mail;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
@@ -39,6 +40,7 @@ pub use schema::{
     RuleAction, Tls,
 };
 pub use schema_auth::{Auth, BanAction, ExternalIdentity};
+pub use schema_auth_mail::{DmarcQuarantine, MailAuth};
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
@@ -106,6 +108,9 @@ pub struct Config {
     /// The Prometheus metrics endpoint; off unless `address` is set.
     #[serde(default)]
     pub metrics: Metrics,
+    /// Verification of incoming mail (SPF, DKIM, DMARC, ARC).
+    #[serde(default)]
+    pub mail_auth: MailAuth,
     /// The file and text this config was loaded from (to place problems
     /// found later, e.g. in files it names).
     #[serde(skip)]
@@ -134,6 +139,7 @@ impl Default for Config {
             log: Log::default(),
             milters: Vec::new(),
             metrics: Metrics::default(),
+            mail_auth: MailAuth::default(),
             origin: load::Origin::default(),
         }
     }

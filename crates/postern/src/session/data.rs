@@ -13,6 +13,7 @@ use postern_wire::data::{ChunkScanner, DataDecoder, DataFlags};
 use postern_wire::received::ReceivedCounter;
 use postern_wire::{codes, Reply};
 
+use super::authcheck::{AuthStep, Disposition};
 use super::trace::{build_envelope, received_header};
 use super::{Chunking, End, Greeted, Session, Socket, State, Txn};
 use crate::config::BareNewline;
@@ -246,20 +247,29 @@ impl<S: Socket> Session<S> {
                 }
             }
         }
-        self.commit(greeted, txn, draft, place, quarantine, verb).await
+        let auth = match self.mail_auth(&greeted, &txn, &mut draft).await {
+            AuthStep::Continue(log) => log,
+            AuthStep::Hold(reason, log) => {
+                if quarantine.is_none() {
+                    place = Place::Hold;
+                    quarantine = Some(reason);
+                }
+                Some(log)
+            }
+            AuthStep::Refuse(r, log) => {
+                drop(draft);
+                self.reject(verb, r, &[("from", &sender), ("authres", &log)]);
+                self.enter(State::Ready { greeted });
+                return Ok(());
+            }
+        };
+        self.commit(greeted, txn, draft, Disposition { place, quarantine, auth }, verb).await
     }
 
     /// Commits the draft (fsync, on a blocking thread), then replies: the
     /// 250 goes out only once the message is on disk.
-    async fn commit(
-        &mut self,
-        greeted: Greeted,
-        txn: Txn,
-        draft: Draft,
-        place: Place,
-        quarantine: Option<String>,
-        verb: &str,
-    ) -> Result<(), End> {
+    async fn commit(&mut self, greeted: Greeted, txn: Txn, draft: Draft, disp: Disposition, verb: &str) -> Result<(), End> {
+        let Disposition { place, quarantine, auth } = disp;
         let id = draft.id.clone();
         let sender = txn.sender();
         let mut env = build_envelope(&id, &txn, draft.written(), &self.conn, &greeted.helo);
@@ -274,14 +284,19 @@ impl<S: Socket> Session<S> {
                 self.messages += 1;
                 self.junk = 0;
                 let client = self.client_text();
-                maillog::queued(&[
+                let (size, nrcpt) = (env.size.to_string(), env.recipients.len().to_string());
+                let mut fields = vec![
                     ("id", id.as_str()),
                     ("from", &sender),
-                    ("size", &env.size.to_string()),
-                    ("nrcpt", &env.recipients.len().to_string()),
+                    ("size", &size),
+                    ("nrcpt", &nrcpt),
                     ("client", &client),
                     ("helo", &greeted.helo.name),
-                ]);
+                ];
+                if let Some(a) = &auth {
+                    fields.push(("authres", a));
+                }
+                maillog::queued(&fields);
                 if let Some(reason) = &env.quarantine {
                     maillog::hold(&[("id", id.as_str()), ("reason", reason)]);
                 }
