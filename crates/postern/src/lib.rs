@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod dn;
 pub mod loadgen;
 pub mod locate;
+pub mod mailauth;
 pub mod maildrop;
 pub mod maillog;
 pub mod metrics;

@@ -15,6 +15,7 @@ mod error;
 mod load;
 mod schema;
 mod schema_auth;
+mod schema_dkim;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
@@ -39,6 +40,7 @@ pub use schema::{
     RuleAction, Tls,
 };
 pub use schema_auth::{Auth, BanAction, ExternalIdentity};
+pub use schema_dkim::{DkimAlgorithm, DkimKey};
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
@@ -106,6 +108,10 @@ pub struct Config {
     /// The Prometheus metrics endpoint; off unless `address` is set.
     #[serde(default)]
     pub metrics: Metrics,
+    /// DKIM signing keys (`[[dkim]]`), per sender domain. Default: none
+    /// (nothing is signed).
+    #[serde(default, rename = "dkim")]
+    pub dkim: Vec<DkimKey>,
     /// The file and text this config was loaded from (to place problems
     /// found later, e.g. in files it names).
     #[serde(skip)]
@@ -134,6 +140,7 @@ impl Default for Config {
             log: Log::default(),
             milters: Vec::new(),
             metrics: Metrics::default(),
+            dkim: Vec::new(),
             origin: load::Origin::default(),
         }
     }
