@@ -330,7 +330,7 @@ pub struct Local {
     /// How often the daemon scans `DATA/maildrop` for mail from the
     /// `sendmail` command when nothing woke it (each `sendmail` wakes it at
     /// once through `DATA/pickup.sock`; this is the fallback). Default "1m".
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
     pub pickup_interval: Duration,
     /// At most this many maildrop files are taken per scan (the rest wait
     /// for the next one). Default 100.

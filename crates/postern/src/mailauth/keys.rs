@@ -248,9 +248,20 @@ impl rsa::rand_core::TryCryptoRng for SystemRng {}
 pub fn generate(kind: NewKey) -> Result<String, KeyError> {
     match kind {
         NewKey::Ed25519 => {
-            let der = Ed25519Key::generate_pkcs8().map_err(|e| KeyError::Generate(e.to_string()))?;
-            let der = PrivatePkcs8KeyDer::from(der);
-            Ok(pem_encode("PRIVATE KEY", der.secret_pkcs8_der()))
+            // ring makes PKCS#8 v2 (with the public key), which OpenSSL,
+            // and so opendkim, refuse; RFC 8410 §7's v1 form holds only the
+            // 32-octet seed, and ring reads it too.
+            let v2 = Ed25519Key::generate_pkcs8().map_err(|e| KeyError::Generate(e.to_string()))?;
+            let v2 = PrivatePkcs8KeyDer::from(v2);
+            let seed = v2
+                .secret_pkcs8_der()
+                .windows(4)
+                .position(|w| w == [0x04, 0x22, 0x04, 0x20])
+                .and_then(|i| v2.secret_pkcs8_der().get(i + 4..i + 36))
+                .ok_or_else(|| KeyError::Generate("unexpected Ed25519 PKCS#8 layout".into()))?;
+            let mut v1 = ED25519_PKCS8_V1_PREFIX.to_vec();
+            v1.extend_from_slice(seed);
+            Ok(pem_encode("PRIVATE KEY", &v1))
         }
         NewKey::Rsa(bits) => {
             use rsa::pkcs8::EncodePrivateKey;
@@ -263,6 +274,11 @@ pub fn generate(kind: NewKey) -> Result<String, KeyError> {
         }
     }
 }
+
+/// The DER of a PKCS#8 v1 Ed25519 key up to its 32-octet seed (RFC 8410
+/// §7: SEQUENCE, version 0, algorithm id-Ed25519, OCTET STRING of the
+/// CurvePrivateKey OCTET STRING).
+const ED25519_PKCS8_V1_PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 /// PEM with 64-column base64 lines (RFC 7468).
 fn pem_encode(label: &str, der: &[u8]) -> String {

@@ -4,7 +4,8 @@
 //! oversigned), and the signature itself ([`sign`], relaxed/relaxed, `t=`
 //! and optional `x=`) by `mail-auth`.
 //!
-//! May touch: nothing (keys are in memory). RFCs: 6376 §3.4 (relaxed
+//! May touch: a spool draft ([`sign_draft`]: read, then rewritten with the
+//! signatures in front); keys are in memory. RFCs: 6376 §3.4 (relaxed
 //! canonicalization), §3.5 (the tags), §5.4 (which fields to sign; §8.15
 //! oversigning), 8463 (Ed25519), 5322 §3.6.2 (From:).
 
@@ -14,6 +15,7 @@ use mail_auth::dkim::{Canonicalization, DkimSigner};
 
 use super::keys::{KeySet, LoadedKey, PrivateKey};
 use crate::config::Role;
+use crate::spool::Draft;
 
 /// The header fields signed by default: opendkim's `SignHeaders` default
 /// (RFC 6376 §5.4.1) plus the MIME fields and Message-ID. Only fields the
@@ -245,6 +247,28 @@ pub fn sign(keys: &KeySet, text: &[u8], envelope_sender: &str) -> Result<Option<
         labels.push(k.label());
     }
     Ok(Some(Signed { header, labels }))
+}
+
+/// Signs a spool draft in place: its text is read back, and the
+/// signatures are written in front of it (a draft rewrite: nothing is
+/// durable until the commit). `Ok(labels)` as for the mail log's `dkim=`;
+/// `Ok(None)`: no key for the domain. `Err`: why not (the caller refuses
+/// with a temporary error).
+pub fn sign_draft(keys: &KeySet, draft: &mut Draft, envelope_sender: &str) -> Result<Option<String>, String> {
+    use std::io::{Read, Write};
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let mut text = Vec::with_capacity(usize::try_from(draft.written()).unwrap_or(0));
+    draft.reader().map_err(|e| e.to_string())?.read_to_end(&mut text).map_err(|e| e.to_string())?;
+    let Some(signed) = sign(keys, &text, envelope_sender).map_err(|e| e.to_string())? else { return Ok(None) };
+    draft
+        .rewrite(|w: &mut dyn Write| {
+            w.write_all(signed.header.as_bytes())?;
+            w.write_all(&text)
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(Some(signed.labels.join(",")))
 }
 
 #[cfg(test)]

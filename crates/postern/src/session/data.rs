@@ -246,20 +246,31 @@ impl<S: Socket> Session<S> {
                 }
             }
         }
-        self.commit(greeted, txn, draft, place, quarantine, verb).await
+        // After the milters' changes, before the 250: the signature covers what is queued.
+        let dkim = match self.dkim_sign(&greeted, &txn, &mut draft) {
+            Ok(d) => d,
+            Err(r) => {
+                drop(draft);
+                self.reject(verb, r, &[("from", &sender)]);
+                self.enter(State::Ready { greeted });
+                return Ok(());
+            }
+        };
+        self.commit(greeted, txn, draft, (place, quarantine, dkim), verb).await
     }
 
     /// Commits the draft (fsync, on a blocking thread), then replies: the
-    /// 250 goes out only once the message is on disk.
+    /// 250 goes out only once the message is on disk. `how`: the place,
+    /// the quarantine reason and the DKIM signatures made (for the log).
     async fn commit(
         &mut self,
         greeted: Greeted,
         txn: Txn,
         draft: Draft,
-        place: Place,
-        quarantine: Option<String>,
+        how: (Place, Option<String>, Option<String>),
         verb: &str,
     ) -> Result<(), End> {
+        let (place, quarantine, dkim) = how;
         let id = draft.id.clone();
         let sender = txn.sender();
         let mut env = build_envelope(&id, &txn, draft.written(), &self.conn, &greeted.helo);
@@ -274,14 +285,19 @@ impl<S: Socket> Session<S> {
                 self.messages += 1;
                 self.junk = 0;
                 let client = self.client_text();
-                maillog::queued(&[
+                let (size, nrcpt) = (env.size.to_string(), env.recipients.len().to_string());
+                let mut fields = vec![
                     ("id", id.as_str()),
                     ("from", &sender),
-                    ("size", &env.size.to_string()),
-                    ("nrcpt", &env.recipients.len().to_string()),
+                    ("size", &size),
+                    ("nrcpt", &nrcpt),
                     ("client", &client),
                     ("helo", &greeted.helo.name),
-                ]);
+                ];
+                if let Some(d) = &dkim {
+                    fields.push(("dkim", d));
+                }
+                maillog::queued(&fields);
                 if let Some(reason) = &env.quarantine {
                     maillog::hold(&[("id", id.as_str()), ("reason", reason)]);
                 }

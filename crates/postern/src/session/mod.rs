@@ -32,6 +32,7 @@
 
 mod auth;
 mod data;
+mod dkim;
 mod filter;
 mod helo;
 mod mail;
