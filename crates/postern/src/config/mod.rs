@@ -6,7 +6,7 @@
 //! not only the first. The commented example (`postern config example`,
 //! `example.toml`) is tested to parse and to mention every key.
 //!
-//! Layout: `schema.rs`, `schema_auth.rs`, `schema_listener.rs`, `schema_misc.rs` and `schema_mx.rs` (the serde types),
+//! Layout: `schema.rs`, `schema_auth.rs`, `schema_listener.rs`, `schema_misc.rs`, `schema_mx.rs` and `schema_dkim.rs` (the serde types),
 //! `values.rs` (values with their own syntax: `Cidr`, `Endpoint`,
 //! `MilterSocket`, durations, mechanism names), `load.rs` (TOML to `Config`,
 //! problem positions), `validate.rs` (cross-field checks), `error.rs`.
