@@ -8,6 +8,7 @@ fails both. Inbound mail from an unauthenticated client is not signed."""
 
 import re
 import shutil
+import signal
 import subprocess
 
 import dkim
@@ -120,3 +121,14 @@ def test_inbound_mail_is_not_signed(signer):
     assert r.returncode == 0, r.stdout + r.stderr
     msgs = signer.wait_mail("bob")
     assert b"DKIM-Signature" not in msgs[0]
+
+
+def test_reload_with_a_bad_key_keeps_the_old_keys(signer, tmp_path):
+    cfg = signer.cfg.read_text()
+    signer.cfg.write_text(re.sub(r'key_file = "[^"]*e1\.pem"', 'key_file = "/nonexistent/e1.pem"', cfg))
+    signer.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload result=error" in signer.log() and "DKIM key e1@mx.test" in signer.log(), what="reload refused")
+    r = swaks("--server", f"127.0.0.1:{signer.port}", "--tls", "--auth", "PLAIN", "--auth-user", "alice",
+              "--auth-password", PASSWORD, "--from", "alice@mx.test", "--to", "friend@far.example")
+    assert r.returncode == 0, r.stdout + r.stderr
+    check_both(signer, tmp_path, signer.sink.wait(1)[0]["data"])

@@ -179,6 +179,11 @@ impl KeySet {
         self.keys.is_empty()
     }
 
+    /// The first key that failed to load, as "DKIM key SEL@DOMAIN: file: reason".
+    pub fn first_error(&self) -> Option<String> {
+        self.keys.iter().find_map(|k| k.key.as_ref().err().map(|e| format!("DKIM key {}: {e}", k.label())))
+    }
+
     /// Every entry, in config order (index = `dkim[i]`).
     pub fn entries(&self) -> &[LoadedKey] {
         &self.keys
