@@ -123,6 +123,19 @@ def test_inbound_mail_is_not_signed(signer):
     assert b"DKIM-Signature" not in msgs[0]
 
 
+def test_mail_from_relay_networks_is_signed(signer, tmp_path):
+    """Like opendkim's InternalHosts: a LAN host in relay.networks submits
+    without AUTH and its mail is signed."""
+    signer.cfg.write_text(signer.cfg.read_text().replace("networks = []", 'networks = ["127.0.0.0/8"]'))
+    r = signer.cli("config", "reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = swaks("--server", f"127.0.0.1:{signer.port}", "--from", "app@mx.test", "--to", "bob@mx.test")
+    assert r.returncode == 0, r.stdout + r.stderr
+    msg = signer.wait_mail("bob")[0]
+    assert msg.count(b"DKIM-Signature:") == 2, msg[:600]
+    check_both(signer, tmp_path, msg)
+
+
 def test_reload_with_a_bad_key_keeps_the_old_keys(signer, tmp_path):
     cfg = signer.cfg.read_text()
     signer.cfg.write_text(re.sub(r'key_file = "[^"]*e1\.pem"', 'key_file = "/nonexistent/e1.pem"', cfg))

@@ -63,17 +63,21 @@ pub struct Origin {
     /// The client may relay because of its client certificate (a rule
     /// matching the certificate decided).
     pub cert_relay: bool,
+    /// The client's address is in `relay.networks` (opendkim's
+    /// `InternalHosts`: the LAN's application servers, printers, cron
+    /// hosts submit without AUTH and expect their mail signed).
+    pub trusted_network: bool,
 }
 
 /// Is mail from `o` ours to sign? Submissions (authenticated, on a
-/// submission listener, relayed by certificate, or local) are; inbound mail
-/// from unauthenticated clients on an smtp listener is not (signing it
-/// would vouch for mail we did not originate).
+/// submission listener, relayed by certificate, from `relay.networks`, or
+/// local) are; inbound mail from other unauthenticated clients on an smtp
+/// listener is not (signing it would vouch for mail we did not originate).
 pub fn should_sign(o: &Origin) -> bool {
     match o.role {
         None => true,
         Some(Role::Submission | Role::Submissions) => true,
-        Some(Role::Smtp) => o.authenticated || o.cert_relay,
+        Some(Role::Smtp) => o.authenticated || o.cert_relay || o.trusted_network,
     }
 }
 

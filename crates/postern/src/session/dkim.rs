@@ -52,6 +52,7 @@ impl<S: Socket> Session<S> {
             role: Some(self.ctx.listener.role),
             authenticated: greeted.auth.is_some(),
             cert_relay: self.relays_by_certificate(txn),
+            trusted_network: self.settings().config.relay.networks.iter().any(|c| c.contains(self.conn.peer.ip())),
         };
         if !sign::should_sign(&origin) {
             return Ok(None);

@@ -18,18 +18,19 @@ body\r\n";
 
 #[test]
 fn which_mail_is_signed() {
-    // (role, authenticated, certificate relay) -> signed
+    // (role, authenticated, certificate relay, relay.networks) -> signed
     let table = [
-        (Some(Role::Smtp), false, false, false),
-        (Some(Role::Smtp), true, false, true),
-        (Some(Role::Smtp), false, true, true),
-        (Some(Role::Submission), false, false, true),
-        (Some(Role::Submission), true, false, true),
-        (Some(Role::Submissions), false, false, true),
-        (None, false, false, true),
+        (Some(Role::Smtp), false, false, false, false),
+        (Some(Role::Smtp), true, false, false, true),
+        (Some(Role::Smtp), false, true, false, true),
+        (Some(Role::Smtp), false, false, true, true),
+        (Some(Role::Submission), false, false, false, true),
+        (Some(Role::Submission), true, false, false, true),
+        (Some(Role::Submissions), false, false, false, true),
+        (None, false, false, false, true),
     ];
-    for (role, authenticated, cert_relay, want) in table {
-        let o = Origin { role, authenticated, cert_relay };
+    for (role, authenticated, cert_relay, trusted_network, want) in table {
+        let o = Origin { role, authenticated, cert_relay, trusted_network };
         assert_eq!(should_sign(&o), want, "{o:?}");
     }
 }
