@@ -8,7 +8,7 @@
 use postern_wire::{Enhanced, Reply};
 
 use super::{matches_client, Facts};
-use crate::config::{AuthResult, Rule, RuleAction};
+use crate::config::{AuthResult, Config, Rule, RuleAction};
 use crate::settings::Settings;
 
 /// The verification results a message rule looks at.
@@ -86,6 +86,20 @@ pub fn check_message(s: &Settings, f: &Facts<'_>, a: &MessageAuth) -> Option<Mes
         };
         Some(MessageDecision { action, rule, origin: format!("{file}:{line}"), reply })
     })
+}
+
+/// `config check`'s warning: message-stage rules while `mail_auth.verify`
+/// is off never match (nothing is verified). `None` otherwise.
+pub fn unverified_warning(c: &Config) -> Option<String> {
+    let names: Vec<String> = c
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.get_ref().is_message_stage())
+        .map(|(i, r)| r.get_ref().name.clone().unwrap_or_else(|| format!("rule #{}", i + 1)))
+        .collect();
+    (!c.mail_auth.verify && !names.is_empty())
+        .then(|| format!("mail_auth.verify = false: the message-stage rules ({}) never match, nothing is verified", names.join(", ")))
 }
 
 #[cfg(test)]

@@ -145,3 +145,11 @@ fn stage_mismatches_are_config_errors() {
     }
     Config::parse(&format!("{base}[[rule]]\ndmarc = [\"fail\"]\narc = [\"pass\"]\naction = \"hold\"\n"), "t.toml").unwrap();
 }
+
+#[test]
+fn warns_when_message_rules_cannot_match() {
+    let base = "hostname = \"mx.example\"\n[[listener]]\naddress = \"127.0.0.1:25\"\n[[rule]]\nname = \"x\"\narc = [\"fail\"]\naction = \"hold\"\n";
+    assert_eq!(unverified_warning(&Config::parse(base, "t.toml").unwrap()), None);
+    let off = Config::parse(&format!("{base}[mail_auth]\nverify = false\n"), "t.toml").unwrap();
+    assert!(unverified_warning(&off).is_some_and(|w| w.contains("(x)")));
+}
