@@ -250,6 +250,8 @@ pub mod codes {
         auth_banned_closing, 421, 4, 7, 0, "Too many authentication failures, closing connection");
     reply!(/// 451 4.7.1 a milter's tempfail (sendmail's text)
         milter_tempfail, 451, 4, 7, 1, "Service unavailable - try again later");
+    reply!(/// 451 4.7.0 the message should be DKIM-signed but cannot be now
+        dkim_sign_failed, 451, 4, 7, 0, "Cannot sign the message now, try again later");
     reply!(/// 421 4.7.0 a milter asked to close the connection
         milter_closing, 421, 4, 7, 0, "Service unavailable, closing connection");
     reply!(/// 454 4.7.0 AUTH throttle, `ban_action = "refuse"`

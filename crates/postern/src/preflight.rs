@@ -69,11 +69,27 @@ pub fn check(s: &Settings) -> Report {
             }
         }
     }
+    dkim_keys(s, target.as_ref(), &mut r);
     listeners(s, &mut r);
     paths(s, &mut r);
     r.errors.sort_by_key(|p| p.position);
     r.warnings.sort_by_key(|p| p.position);
     r
+}
+
+/// `[[dkim]]` keys: each must have loaded (file and reason otherwise), and
+/// be readable by `user`, who reads them again on every reload.
+fn dkim_keys(s: &Settings, target: Option<&Target>, r: &mut Report) {
+    for (i, k) in s.dkim.entries().iter().enumerate() {
+        let at = KeyPath::root().key("dkim").index(i).key("key_file");
+        match &k.key {
+            Ok(_) => after_drop(&k.file, target, r, s, "dkim.key_file"),
+            Err(e) => {
+                let text = format!("DKIM key {}: {e}", k.label());
+                r.errors.push(s.config.problem_at(&at, "dkim.key_file", ProblemKind::Check(text)));
+            }
+        }
+    }
 }
 
 fn user(s: &Settings, r: &mut Report) -> Option<Target> {

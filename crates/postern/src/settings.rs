@@ -40,6 +40,8 @@ pub struct Settings {
     pub maildir_root: PathBuf,
     /// The config file name (for rule origins), if any.
     pub config_file: Option<String>,
+    /// The `[[dkim]]` signing keys, loaded (failures kept, see preflight).
+    pub dkim: crate::mailauth::keys::KeySet,
 }
 
 /// An error building settings.
@@ -132,7 +134,8 @@ impl Settings {
         let aliases = aliases.with_role_defaults(&users);
         let maildir_root = config.local.maildir_root.as_ref().map(|p| resolve(&data_dir, p)).unwrap_or_else(|| data_dir.join("mail"));
         let config_file = source.config.as_ref().map(|p| p.display().to_string());
-        Ok(Settings { config, hostname, data_dir, local_domains, relay_domains, users, aliases, maildir_root, config_file })
+        let dkim = crate::mailauth::keys::KeySet::load(&config.dkim, |p| resolve(&data_dir, p));
+        Ok(Settings { config, hostname, data_dir, local_domains, relay_domains, users, aliases, maildir_root, config_file, dkim })
     }
 
     /// True if `domain` (lower-case) is delivered here.

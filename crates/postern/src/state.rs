@@ -108,10 +108,14 @@ impl Shared {
     /// one stays). Returns the control socket's answer: `ok ...`,
     /// `partial ...` or `error ...`, with the same fields.
     pub fn reload(&self) -> String {
-        let new = match Settings::load(&self.source) {
+        // A `[[dkim]]` key that does not load keeps the old config (and its keys).
+        let loaded = Settings::load(&self.source).map_err(|e| e.to_string()).and_then(|s| match s.dkim.first_error() {
+            Some(e) => Err(e),
+            None => Ok(s),
+        });
+        let new = match loaded {
             Ok(new) => new,
             Err(e) => {
-                let e = e.to_string();
                 maillog::reload(&[("result", "error"), ("error", &e), ("action", "keeping old config")]);
                 return maillog::format_event("error", &[("error", &e), ("action", "keeping old config")]);
             }

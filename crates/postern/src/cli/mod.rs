@@ -14,6 +14,7 @@ pub mod bench;
 pub mod ca;
 pub mod check;
 pub mod config;
+pub mod dkim;
 pub mod explain;
 pub mod explain_auth;
 pub mod generate;
@@ -146,6 +147,11 @@ enum Cmd {
     Ca {
         #[command(subcommand)]
         action: ca::CaCmd,
+    },
+    /// DKIM signing keys: `dkim keygen DOMAIN` makes one and prints its DNS record, `dkim show DOMAIN` prints it again.
+    Dkim {
+        #[command(subcommand)]
+        action: dkim::DkimCmd,
     },
     /// Self-tests: `check smarthost [ROUTE]` connects to the next hop as delivery would, step by step.
     Check {
@@ -403,6 +409,7 @@ pub fn run(argv: Vec<String>) -> i32 {
             }
         },
         Cmd::Check { action } => with_settings(&src, |s| check::run(s, action)),
+        Cmd::Dkim { action } => with_settings(&src, |s| dkim::run(s, action)),
         Cmd::Bench { server, messages, concurrency, size, starttls, auth_user, password_file, reuse, from, to, deadline, json } => {
             let auth = match bench::login(auth_user, password_file) {
                 Ok(a) => a,

@@ -17,9 +17,8 @@
 
 use std::io::Read;
 
-use postern_wire::address::AddressError;
 use postern_wire::data::normalize_crlf;
-use postern_wire::{Mailbox, Reply};
+use postern_wire::Reply;
 
 use super::sysexits as exit;
 use crate::maildrop::compose::{compose, ComposeError, Headers};
@@ -46,28 +45,10 @@ pub enum SendmailError {
     /// The message is larger than `limits.max_message_size` (the limit, in bytes).
     #[error("message larger than limits.max_message_size ({0} bytes)")]
     TooBig(u64),
-    /// The `-f`/`-r` sender is not a valid address.
-    #[error("sender {address}: bad address: {reason}")]
-    BadSender {
-        /// The sender as given, without angle brackets.
-        address: String,
-        /// What the address parser said.
-        reason: AddressError,
-    },
-    /// A recipient is not a valid address.
-    #[error("{address}: bad address: {reason}")]
-    BadRecipient {
-        /// The recipient as given.
-        address: String,
-        /// What the address parser said.
-        reason: AddressError,
-    },
-    /// A recipient in a local domain that is neither a user nor an alias.
-    #[error("<{0}>: no such local user")]
-    NoSuchUser(Mailbox),
-    /// No recipient on the command line, nor in the headers with `-t`.
-    #[error("no recipients (give them as arguments, or use -t)")]
-    NoRecipients,
+    /// The sender or a recipient is not acceptable (bad address, unknown
+    /// local user, no recipients): the checks the daemon's pickup repeats.
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
     /// The spool directory could not be opened.
     #[error("{0}")]
     SpoolOpen(#[source] SpoolError),
@@ -98,11 +79,11 @@ impl SendmailError {
             SendmailError::MissingValue(_)
             | SendmailError::UnsupportedMode(_)
             | SendmailError::UnknownOption(_)
-            | SendmailError::BadSender { .. } => exit::USAGE,
-            SendmailError::Input(_) | SendmailError::TooBig(_) | SendmailError::BadRecipient { .. } | SendmailError::NoRecipients => {
-                exit::DATAERR
-            }
-            SendmailError::NoSuchUser(_) => exit::NOUSER,
+            | SendmailError::Compose(ComposeError::BadSender { .. }) => exit::USAGE,
+            SendmailError::Input(_)
+            | SendmailError::TooBig(_)
+            | SendmailError::Compose(ComposeError::BadRecipient { .. } | ComposeError::NoRecipients) => exit::DATAERR,
+            SendmailError::Compose(ComposeError::NoSuchUser(_)) => exit::NOUSER,
             SendmailError::Queue(e) if e.is_no_space() => exit::TEMPFAIL,
             SendmailError::SpoolOpen(_) | SendmailError::Queue(_) | SendmailError::Rewrite(_) => exit::CANTCREAT,
             SendmailError::Runtime(_) => exit::TEMPFAIL,
@@ -278,17 +259,6 @@ pub fn resolve(settings: &Settings, rcpts: &[String]) -> Result<Vec<String>, Sen
 /// bare name gets the host name), else the login name at the host name.
 pub fn envelope_sender(settings: &Settings, given: Option<&str>) -> Result<String, SendmailError> {
     Ok(crate::maildrop::compose::envelope_sender(settings, given, nix::unistd::getuid().as_raw())?)
-}
-
-impl From<ComposeError> for SendmailError {
-    fn from(e: ComposeError) -> SendmailError {
-        match e {
-            ComposeError::BadSender { address, reason } => SendmailError::BadSender { address, reason },
-            ComposeError::BadRecipient { address, reason } => SendmailError::BadRecipient { address, reason },
-            ComposeError::NoSuchUser(m) => SendmailError::NoSuchUser(m),
-            ComposeError::NoRecipients => SendmailError::NoRecipients,
-        }
-    }
 }
 
 /// What became of a submitted message.

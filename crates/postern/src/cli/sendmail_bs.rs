@@ -19,6 +19,7 @@ use postern_wire::{Enhanced, Path, Reply};
 
 use super::sendmail::{resolve, Options, SendmailError, Submitted};
 use super::sysexits as exit;
+use crate::maildrop::compose::ComposeError;
 use crate::settings::Settings;
 
 /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4 says 512; we
@@ -130,9 +131,9 @@ fn refusal(e: &SendmailError) -> Reply {
     match e {
         SendmailError::TooBig(_) => codes::too_big(),
         SendmailError::MilterRefused(r) => r.clone(),
-        SendmailError::NoSuchUser(m) => codes::no_such_user().with_text(format!("<{m}>: No such user here")),
-        SendmailError::BadSender { .. } => Reply::new(553, Enhanced(5, 1, 7), e.to_string()),
-        SendmailError::BadRecipient { .. } => Reply::new(553, Enhanced(5, 1, 3), e.to_string()),
+        SendmailError::Compose(ComposeError::NoSuchUser(m)) => codes::no_such_user().with_text(format!("<{m}>: No such user here")),
+        SendmailError::Compose(ComposeError::BadSender { .. }) => Reply::new(553, Enhanced(5, 1, 7), e.to_string()),
+        SendmailError::Compose(ComposeError::BadRecipient { .. }) => Reply::new(553, Enhanced(5, 1, 3), e.to_string()),
         SendmailError::Queue(q) if q.is_no_space() => codes::insufficient_storage(),
         _ => codes::local_error().with_text(format!("Local error: {e}")),
     }

@@ -6,7 +6,7 @@
 //! not only the first. The commented example (`postern config example`,
 //! `example.toml`) is tested to parse and to mention every key.
 //!
-//! Layout: `schema.rs`, `schema_auth.rs`, `schema_listener.rs`, `schema_misc.rs` and `schema_mx.rs` (the serde types),
+//! Layout: `schema.rs`, `schema_auth.rs`, `schema_listener.rs`, `schema_misc.rs`, `schema_mx.rs` and `schema_dkim.rs` (the serde types),
 //! `values.rs` (values with their own syntax: `Cidr`, `Endpoint`,
 //! `MilterSocket`, durations, mechanism names), `load.rs` (TOML to `Config`,
 //! problem positions), `validate.rs` (cross-field checks), `error.rs`.
@@ -16,6 +16,7 @@ mod load;
 mod schema;
 mod schema_auth;
 mod schema_auth_mail;
+mod schema_dkim;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
@@ -42,6 +43,7 @@ pub use schema::{
 };
 pub use schema_auth::{Auth, BanAction, ExternalIdentity};
 pub use schema_auth_mail::{DmarcQuarantine, MailAuth};
+pub use schema_dkim::{DkimAlgorithm, DkimKey};
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
@@ -113,6 +115,10 @@ pub struct Config {
     /// Verification of incoming mail (SPF, DKIM, DMARC, ARC).
     #[serde(default)]
     pub mail_auth: MailAuth,
+    /// DKIM signing keys (`[[dkim]]`), per sender domain. Default: none
+    /// (nothing is signed).
+    #[serde(default, rename = "dkim")]
+    pub dkim: Vec<DkimKey>,
     /// The file and text this config was loaded from (to place problems
     /// found later, e.g. in files it names).
     #[serde(skip)]
@@ -142,6 +148,7 @@ impl Default for Config {
             milters: Vec::new(),
             metrics: Metrics::default(),
             mail_auth: MailAuth::default(),
+            dkim: Vec::new(),
             origin: load::Origin::default(),
         }
     }

@@ -1,5 +1,5 @@
 //! The config schema: the serde structs and enums of every table but
-//! `[[listener]]` (in `schema_listener.rs`) and `[mx]` (in `schema_mx.rs`), each field with its meaning and
+//! `[[listener]]` (in `schema_listener.rs`), `[mx]` (in `schema_mx.rs`) and `[[dkim]]` (in `schema_dkim.rs`), each field with its meaning and
 //! default. Strings with a fixed set of values are enums, so a wrong value is
 //! a load error naming file, line and key.
 //!

@@ -215,24 +215,41 @@ pub fn take(settings: &Settings, spool: &Spool, name: &str, handle: &tokio::runt
         Err(e) => return e.into(),
     };
     let uid_s = uid.to_string();
+    // DKIM: local submissions are ours to sign; a failure leaves the drop file for the next scan.
+    let mut dkim = None;
+    let mut size = c.text.len();
     let picked = if settings.config.local.sendmail_milters.is_empty() {
-        match crate::spool::enqueue(spool, &c.sender, &c.rcpts, &c.text, "local") {
+        let text = match crate::mailauth::sign::sign(&settings.dkim, &c.text, &c.sender) {
+            Ok(Some(s)) => {
+                dkim = Some(s.labels.join(","));
+                std::borrow::Cow::Owned([s.header.as_bytes(), &c.text].concat())
+            }
+            Ok(None) => std::borrow::Cow::Borrowed(&c.text),
+            Err(e) => return Picked::Later(e.to_string()),
+        };
+        size = text.len();
+        match crate::spool::enqueue(spool, &c.sender, &c.rcpts, &text, "local") {
             Ok(id) => Picked::Queued(id),
             Err(e) => Picked::Later(e.to_string()),
         }
     } else {
-        filtered(settings, spool, c.text.clone(), c.sender.clone(), c.rcpts.clone(), &uid_s, handle)
+        filtered(settings, spool, c.text.clone(), c.sender.clone(), c.rcpts.clone(), &uid_s, handle, &mut dkim)
     };
     if let Picked::Queued(id) = &picked {
-        maillog::queued(&[
+        let (size, nrcpt) = (size.to_string(), c.rcpts.len().to_string());
+        let mut fields = vec![
             ("id", id.as_str()),
-            ("from", &c.sender),
-            ("size", &c.text.len().to_string()),
-            ("nrcpt", &c.rcpts.len().to_string()),
+            ("from", c.sender.as_str()),
+            ("size", size.as_str()),
+            ("nrcpt", nrcpt.as_str()),
             ("client", "local"),
-            ("uid", &uid_s),
+            ("uid", uid_s.as_str()),
             ("drop", name),
-        ]);
+        ];
+        if let Some(d) = &dkim {
+            fields.push(("dkim", d));
+        }
+        maillog::queued(&fields);
         remember(name, id);
     }
     if matches!(picked, Picked::Queued(_) | Picked::Discarded) {
@@ -244,7 +261,9 @@ pub fn take(settings: &Settings, spool: &Spool, name: &str, handle: &tokio::runt
     picked
 }
 
-/// Queues through `local.sendmail_milters` (Postfix `non_smtpd_milters`).
+/// Queues through `local.sendmail_milters` (Postfix `non_smtpd_milters`),
+/// DKIM-signing after their changes (`dkim`: the signatures made).
+#[allow(clippy::too_many_arguments)]
 fn filtered(
     settings: &Settings,
     spool: &Spool,
@@ -253,6 +272,7 @@ fn filtered(
     mut rcpts: Vec<String>,
     uid: &str,
     handle: &tokio::runtime::Handle,
+    dkim: &mut Option<String>,
 ) -> Picked {
     use crate::milter::{filter_local, rewrite_draft, Verdict};
     let cfgs = settings.config.milters_named(&settings.config.local.sendmail_milters);
@@ -301,6 +321,10 @@ fn filtered(
             ("reason", "milters removed every recipient"),
         ]);
         return Picked::Discarded;
+    }
+    match crate::mailauth::sign::sign_draft(&settings.dkim, &mut draft, &sender) {
+        Ok(d) => *dkim = d,
+        Err(e) => return Picked::Later(e),
     }
     let quarantine = out.quarantine.map(|(m, reason)| format!("quarantined by milter {m}: {reason}"));
     match crate::spool::enqueue_draft(spool, draft, &sender, &rcpts, "local", eight_bit, quarantine) {

@@ -52,6 +52,16 @@ fn findings() {
         ("[log]\nmail_log = \"DIR/nodir/mail.log\"\n", ":4:12: key `log.mail_log`: directory ", ""),
         ("[log]\nmail_log = \"DIR\"\n", "is a directory", ""),
         ("[[milter]]\nname = \"m\"\nsocket = \"unix:DIR/plain\"\n", "", "key `milter.socket`: milter \"m\": "),
+        (
+            "[[dkim]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey_file = \"DIR/nokey.pem\"\n",
+            ":6:12: key `dkim.key_file`: DKIM key s1@example.org: ",
+            "",
+        ),
+        (
+            "[[dkim]]\ndomain = \"example.org\"\nselector = \"s1\"\nkey_file = \"DIR/good.key\"\n",
+            "good.key: neither an Ed25519 nor a usable RSA key",
+            "",
+        ),
     ];
     for (config, error, warning) in table {
         let (r, _dir) = run(config);

@@ -28,6 +28,8 @@ pub(super) struct Disposition {
     pub(super) quarantine: Option<String>,
     /// The verification results for the `queued` line (`authres=`).
     pub(super) auth: Option<AuthLog>,
+    /// The DKIM signatures made, for the `queued` line (`dkim=sel@domain,...`).
+    pub(super) dkim: Option<String>,
 }
 
 /// What verification adds to the mail log: `authres=`, and `rule=`

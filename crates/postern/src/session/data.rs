@@ -265,13 +265,23 @@ impl<S: Socket> Session<S> {
                 return Ok(());
             }
         };
-        self.commit(greeted, txn, draft, Disposition { place, quarantine, auth }, verb).await
+        // After the milters' changes, before the 250: the signature covers what is queued.
+        let dkim = match self.dkim_sign(&greeted, &txn, &mut draft) {
+            Ok(d) => d,
+            Err(r) => {
+                drop(draft);
+                self.reject(verb, r, &[("from", &sender)]);
+                self.enter(State::Ready { greeted });
+                return Ok(());
+            }
+        };
+        self.commit(greeted, txn, draft, Disposition { place, quarantine, auth, dkim }, verb).await
     }
 
     /// Commits the draft (fsync, on a blocking thread), then replies: the
     /// 250 goes out only once the message is on disk.
     async fn commit(&mut self, greeted: Greeted, txn: Txn, draft: Draft, disp: Disposition, verb: &str) -> Result<(), End> {
-        let Disposition { place, quarantine, auth } = disp;
+        let Disposition { place, quarantine, auth, dkim } = disp;
         let id = draft.id.clone();
         let sender = txn.sender();
         let mut env = build_envelope(&id, &txn, draft.written(), &self.conn, &greeted.helo);
@@ -297,6 +307,9 @@ impl<S: Socket> Session<S> {
                 ];
                 if let Some(a) = &auth {
                     fields.extend(a.fields());
+                }
+                if let Some(d) = &dkim {
+                    fields.push(("dkim", d));
                 }
                 maillog::queued(&fields);
                 if let Some(reason) = &env.quarantine {

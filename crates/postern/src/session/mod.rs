@@ -33,6 +33,7 @@
 mod auth;
 mod authcheck;
 mod data;
+mod dkim;
 mod filter;
 mod helo;
 mod mail;

@@ -136,6 +136,12 @@ impl Harness {
         client
     }
 
+    /// The text of a queued message, by the id in "queued as ID".
+    pub(super) fn body(&self, id: &str) -> String {
+        let id = crate::spool::QueueId::parse(id.trim()).expect("queue id");
+        String::from_utf8_lossy(&self.spool.read_body(&id).expect("queued body")).into_owned()
+    }
+
     /// The sender that signals shutdown to every session, as SIGTERM does.
     pub(super) fn shutdown_handle(&self) -> watch::Sender<bool> {
         self._shutdown_tx.clone()
