@@ -24,6 +24,7 @@ use crate::settings::Settings;
 use crate::tls::ClientCertIdentity;
 use crate::users::UserDb;
 
+pub mod message;
 pub mod routing;
 
 /// Everything a recipient decision may depend on.
@@ -118,6 +119,20 @@ pub fn matches(r: &Rule, f: &Facts<'_>, class: RcptClass) -> bool {
     if r.action == Some(RuleAction::Accept) && class == RcptClass::Other {
         return false;
     }
+    if !matches_client(r, f) {
+        return false;
+    }
+    if let Some(classes) = &r.rcpt {
+        if !classes.contains(&class) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The criteria about the client and the sender (everything but the
+/// recipient): shared by RCPT rules and message-stage rules ([`message`]).
+pub fn matches_client(r: &Rule, f: &Facts<'_>) -> bool {
     if let Some(ls) = &r.listener {
         if !ls.iter().any(|l| l.eq_ignore_ascii_case(f.listener)) {
             return false;
@@ -203,11 +218,6 @@ pub fn matches(r: &Rule, f: &Facts<'_>, class: RcptClass) -> bool {
             return false;
         }
     }
-    if let Some(classes) = &r.rcpt {
-        if !classes.contains(&class) {
-            return false;
-        }
-    }
     true
 }
 
@@ -268,6 +278,10 @@ pub fn evaluate(s: &Settings, f: &Facts<'_>) -> Evaluation {
     let file = s.config_file.clone().unwrap_or_else(|| "config".into());
     for (i, spanned) in s.config.rules.iter().enumerate() {
         let r = spanned.get_ref();
+        // Decided after DATA and verification (`message::check_message`).
+        if r.is_message_stage() {
+            continue;
+        }
         if matches(r, f, class) {
             let line = s.config.rule_lines.get(i).copied().unwrap_or(0);
             let rule = r.name.clone().unwrap_or_else(|| format!("rule #{}", i + 1));
@@ -306,7 +320,9 @@ pub fn check_rcpt(s: &Settings, f: &Facts<'_>) -> RcptDecision {
             let text = message.unwrap_or_else(|| "Relay access denied".into());
             RcptDecision::Reject { reply: codes::relay_denied().with_text(format!("<{addr}>: {text}")), rule, origin }
         }
-        RuleAction::Tempfail => {
+        // `hold` only exists at the message stage (refused at load); were one
+        // to reach RCPT, refuse for now rather than accept.
+        RuleAction::Tempfail | RuleAction::Hold => {
             let text = message.unwrap_or_else(|| "Try again later".into());
             RcptDecision::Reject { reply: Reply::new(450, Enhanced(4, 7, 1), format!("<{addr}>: {text}")), rule, origin }
         }

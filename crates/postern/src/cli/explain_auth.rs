@@ -1,6 +1,7 @@
 //! `postern explain --message FILE`: the SPF, DKIM, DMARC and ARC results
 //! for a message file and the decision `[mail_auth]` would take, computed
-//! by the code the server runs on smtp listeners (`mailauth::verify`).
+//! by the code the server runs on smtp listeners (`mailauth::verify`),
+//! and the message-stage `[[rule]]` that matches (`policy::message`).
 //!
 //! May touch: the message file (read), DNS (through `mailauth::resolver`),
 //! standard output.
@@ -11,11 +12,30 @@ use std::path::Path;
 use super::sysexits as exit;
 use crate::mailauth::resolver;
 use crate::mailauth::verify::{self, Action, Envelope};
+use crate::policy::message::{check_message, MessageAuth};
+use crate::policy::Facts;
 use crate::settings::Settings;
 
-/// Prints the results for `file` as if it came from `ip` with `helo` and
-/// MAIL FROM `from` (`<>` or empty: the null sender); returns the exit code.
-pub fn run(rt: &tokio::runtime::Runtime, s: &Settings, file: &Path, ip: IpAddr, helo: Option<&str>, from: &str, json: bool) -> i32 {
+/// The message and how it arrives.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageQuery<'a> {
+    /// The message file.
+    pub file: &'a Path,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The HELO name (default: the `from` domain).
+    pub helo: Option<&'a str>,
+    /// MAIL FROM (`<>` or empty: the null sender).
+    pub from: &'a str,
+    /// The listener (name or role; default: the first listener).
+    pub listener: Option<&'a str>,
+    /// The client uses TLS.
+    pub tls: bool,
+}
+
+/// Prints the results for the message of `q`; returns the exit code.
+pub fn run(rt: &tokio::runtime::Runtime, s: &Settings, q: &MessageQuery<'_>, json: bool) -> i32 {
+    let MessageQuery { file, ip, helo, from, .. } = *q;
     let text = match std::fs::read(file) {
         Ok(t) => t,
         Err(e) => {
@@ -38,8 +58,31 @@ pub fn run(rt: &tokio::runtime::Runtime, s: &Settings, file: &Path, ip: IpAddr, 
         }
     };
     let cfg = &s.config.mail_auth;
+    let listener =
+        q.listener.map(str::to_string).unwrap_or_else(|| s.config.listeners.first().map(|l| l.label().to_string()).unwrap_or_default());
+    let sender = match postern_wire::address::parse_path(&format!("<{from}>"), true, true, true) {
+        Ok((postern_wire::Path::Mailbox(m), _)) => Some(m),
+        _ => None,
+    };
+    let facts = Facts {
+        listener: &listener,
+        client_ip: ip,
+        tls: q.tls,
+        authenticated: None,
+        cert: None,
+        sender: sender.as_ref(),
+        rcpt: &postern_wire::Path::Null,
+        user_db: None,
+    };
+    let [spf, dkim, dmarc, arc] = results.keywords();
+    let rule = check_message(s, &facts, &MessageAuth::from_keywords(spf, dkim, dmarc, arc));
     // pct= sampling: show what happens to a message inside the sample.
-    let (decision, reply) = match verify::decide(cfg, &results, 0) {
+    let action = match &rule {
+        Some(d) => Action::from_rule(d.action, d.reply.as_ref(), d.hold_reason()),
+        None => verify::decide(cfg, &results, 0),
+    };
+    let (rule_name, origin) = rule.map_or_else(|| ("-".to_string(), "-".to_string()), |d| (d.rule, d.origin));
+    let (decision, reply) = match action {
         Action::Accept => ("accept".to_string(), String::new()),
         Action::Header(r) => ("accept with X-Postern-Quarantine".to_string(), r),
         Action::Hold(r) => ("hold".to_string(), r),
@@ -53,12 +96,13 @@ pub fn run(rt: &tokio::runtime::Runtime, s: &Settings, file: &Path, ip: IpAddr, 
             "spf": results.spf.as_str(), "dkim": results.dkim_summary().as_str(),
             "dmarc": results.dmarc.as_str(), "arc": results.arc.as_str(),
             "from_domain": results.from_domain, "policy": results.policy.map(|p| p.as_str()),
-            "decision": decision, "reply": reply, "header": header,
+            "decision": decision, "reply": reply, "header": header, "rule": rule_name, "origin": origin,
         });
         println!("{v}");
     } else {
         println!("auth:     {}", results.log_field());
         println!("decision: {decision}{}", if reply.is_empty() { String::new() } else { format!(" ({reply})") });
+        println!("rule:     {rule_name} (origin {origin})");
         print!("{}", header.replace("\r\n", "\n"));
     }
     exit::OK

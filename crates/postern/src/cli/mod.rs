@@ -125,9 +125,10 @@ enum Cmd {
         /// RCPT TO address (optional with --message).
         #[arg(long, value_name = "ADDR", required_unless_present = "message")]
         rcpt: Option<String>,
-        /// A message file: print its SPF/DKIM/DMARC/ARC results and the
-        /// [mail_auth] decision, as the server computes them for mail from
-        /// --ip with --helo and --from (DNS: [mx] nameservers).
+        /// A message file: print its SPF/DKIM/DMARC/ARC results, the message-stage
+        /// [[rule]] that matches (spf/dkim/dmarc/arc criteria) and the decision, as
+        /// the server computes them for mail from --ip with --helo and --from on
+        /// --listener (DNS: [mx] nameservers).
         #[arg(long, value_name = "FILE")]
         message: Option<PathBuf>,
         /// The HELO name for --message (default: the --from domain).
@@ -389,7 +390,8 @@ pub fn run(argv: Vec<String>) -> i32 {
         Cmd::Explain { listener, ip, tls, cert, auth, from, rcpt, message, helo, json } => with_settings(&src, |s| {
             let mut code = exit::OK;
             if let Some(file) = &message {
-                code = runtime().map_or_else(|c| c, |rt| explain_auth::run(&rt, s, file, ip, helo.as_deref(), &from, json));
+                let q = explain_auth::MessageQuery { file, ip, helo: helo.as_deref(), from: &from, listener: listener.as_deref(), tls };
+                code = runtime().map_or_else(|c| c, |rt| explain_auth::run(&rt, s, &q, json));
             }
             match rcpt {
                 Some(rcpt) if code == exit::OK => explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt }, json),

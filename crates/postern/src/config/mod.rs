@@ -20,6 +20,7 @@ mod schema_dkim;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
+mod schema_rule_auth;
 pub mod show;
 mod suggest;
 #[cfg(test)]
@@ -46,6 +47,7 @@ pub use schema_dkim::{DkimAlgorithm, DkimKey};
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
+pub use schema_rule_auth::AuthResult;
 pub use validate::ValidationError;
 pub use values::{format_size, parse_size, AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
 

@@ -73,8 +73,10 @@ pub enum RuleAction {
     Relay,
     /// Refuse with 550 5.7.1 and `message`.
     Reject,
-    /// Refuse for now with 450 4.7.1 and `message`.
+    /// Refuse for now with 450 4.7.1 (451 4.7.1 for a message) and `message`.
     Tempfail,
+    /// Message-stage rules only: queue the message on hold (quarantine).
+    Hold,
 }
 
 impl RuleAction {
@@ -85,6 +87,7 @@ impl RuleAction {
             RuleAction::Relay => "relay",
             RuleAction::Reject => "reject",
             RuleAction::Tempfail => "tempfail",
+            RuleAction::Hold => "hold",
         }
     }
 }
@@ -120,7 +123,7 @@ pub struct Rule {
     /// A name for logs and `explain`.
     #[serde(default)]
     pub name: Option<String>,
-    /// `accept`, `relay`, `reject` or `tempfail`.
+    /// `accept`, `relay`, `reject`, `tempfail` or (message-stage rules) `hold`.
     pub action: Option<RuleAction>,
     /// Reply text for reject/tempfail.
     #[serde(default)]
@@ -173,6 +176,19 @@ pub struct Rule {
     /// Recipient classes: "local", "relay", "other".
     #[serde(default)]
     pub rcpt: Option<Vec<RcptClass>>,
+    /// Message stage: SPF results ("pass", "fail", "softfail", "neutral",
+    /// "none", "temperror", "permerror"); "none" also when not verified.
+    #[serde(default)]
+    pub spf: Option<Vec<super::AuthResult>>,
+    /// Message stage: DKIM results (pass if any signature passed).
+    #[serde(default)]
+    pub dkim: Option<Vec<super::AuthResult>>,
+    /// Message stage: DMARC results.
+    #[serde(default)]
+    pub dmarc: Option<Vec<super::AuthResult>>,
+    /// Message stage: ARC chain results ("pass", "fail", "none").
+    #[serde(default)]
+    pub arc: Option<Vec<super::AuthResult>>,
     /// Networks read from `client_file` at load time.
     #[serde(skip)]
     pub client_file_networks: Vec<Cidr>,

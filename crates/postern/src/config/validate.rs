@@ -34,8 +34,15 @@ pub enum ValidationError {
     #[error("goes together with `{0}`, which is missing")]
     Unpaired(&'static str),
     /// A `[[rule]]` without `action`.
-    #[error("[[rule]] needs `action` (accept, relay, reject, tempfail)")]
+    #[error("[[rule]] needs `action` (accept, relay, reject, tempfail; hold with spf/dkim/dmarc/arc)")]
     RuleWithoutAction,
+    /// An action that does not fit the rule's stage: `relay` with
+    /// message-stage criteria (spf, dkim, dmarc, arc), `hold` without.
+    #[error("action {0:?} {1}")]
+    RuleActionStage(&'static str, &'static str),
+    /// `rcpt` beside message-stage criteria: a message has many recipients.
+    #[error("a rule with spf/dkim/dmarc/arc is decided once per message, after DATA: `rcpt` cannot be one of its criteria")]
+    RuleRcptAtMessageStage,
     /// A `[[route]]` whose transport needs `next_hop` has none.
     #[error("required for transport {0:?}")]
     NextHopRequired(&'static str),
@@ -122,6 +129,18 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
         let r = r.get_ref();
         if r.action.is_none() {
             out.push(at(key("rule").index(i), ValidationError::RuleWithoutAction));
+        }
+        let message = r.is_message_stage();
+        if let Some(a) = r.action.filter(|a| !a.fits(message)) {
+            let why = if message {
+                "is for recipients (RCPT): a rule with spf/dkim/dmarc/arc decides about a whole message"
+            } else {
+                "needs a message-stage criterion (spf, dkim, dmarc or arc)"
+            };
+            out.push(at(key("rule").index(i).key("action"), ValidationError::RuleActionStage(a.as_str(), why)));
+        }
+        if message && r.rcpt.is_some() {
+            out.push(at(key("rule").index(i).key("rcpt"), ValidationError::RuleRcptAtMessageStage));
         }
         for (k, dn) in [("cert_subject", &r.cert_subject), ("cert_issuer", &r.cert_issuer)] {
             if let Some(Err(e)) = dn.as_deref().map(crate::dn::Dn::parse) {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use postern_wire::{codes, Reply};
 
-use crate::config::{DmarcQuarantine, MailAuth};
+use crate::config::{DmarcQuarantine, MailAuth, RuleAction};
 
 /// One method's result (RFC 8601 §2.7 result keywords).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +135,11 @@ impl Results {
         } else {
             self.dkim.first().map_or(Outcome::None, |s| s.result)
         }
+    }
+
+    /// The results as rule keywords: spf, dkim (summary), dmarc, arc.
+    pub fn keywords(&self) -> [&'static str; 4] {
+        [self.spf.as_str(), self.dkim_summary().as_str(), self.dmarc.as_str(), self.arc.as_str()]
     }
 
     /// The mail-log field: `spf:pass,dkim:pass,dmarc:pass,arc:none`.
@@ -276,6 +281,19 @@ pub enum Action {
     Reject(Reply),
     /// Ask the client to try again (451 4.7.1).
     TempFail(Reply),
+}
+
+impl Action {
+    /// A message-stage `[[rule]]`'s action: `hold` with `reason`, a refusal
+    /// with its `reply` (`tempfail` as 451), `accept` (no reply).
+    pub fn from_rule(action: RuleAction, reply: Option<&Reply>, reason: String) -> Action {
+        match (action, reply) {
+            (RuleAction::Hold, _) => Action::Hold(reason),
+            (RuleAction::Tempfail, Some(r)) => Action::TempFail(r.clone()),
+            (_, Some(r)) => Action::Reject(r.clone()),
+            (_, None) => Action::Accept,
+        }
+    }
 }
 
 /// The policy decision (RFC 7489 §6.6.4, §6.7). `sample` in 0..100 picks

@@ -258,7 +258,9 @@ impl<S: Socket> Session<S> {
             }
             AuthStep::Refuse(r, log) => {
                 drop(draft);
-                self.reject(verb, r, &[("from", &sender), ("authres", &log)]);
+                let mut fields = vec![("from", sender.as_str())];
+                fields.extend(log.fields());
+                self.reject(verb, r, &fields);
                 self.enter(State::Ready { greeted });
                 return Ok(());
             }
@@ -304,7 +306,7 @@ impl<S: Socket> Session<S> {
                     ("helo", &greeted.helo.name),
                 ];
                 if let Some(a) = &auth {
-                    fields.push(("authres", a));
+                    fields.extend(a.fields());
                 }
                 if let Some(d) = &dkim {
                     fields.push(("dkim", d));
