@@ -77,15 +77,29 @@ def rss_kb(pid):
 BENCH_USER, BENCH_PASSWORD = "load", "bench password"
 # queue.sync for postern: "fsync" (default) or "syncfs" (bench.py --sync syncfs).
 SYNC = sys.argv[sys.argv.index("--sync") + 1] if "--sync" in sys.argv else "fsync"
+# W1-DKIM: the domain of smtp-source's -f sender, which it also writes as "From: <...>".
+SENDER = "load@src.test"
+DKIM_DOMAIN, DKIM_SELECTOR = "src.test", "bench"
 
 
 class Postern:
     name = "postern"
 
-    def __init__(self, sink_port, max_conn=2000, auth=False):
+    def __init__(self, sink_port, max_conn=2000, auth=False, dkim=False):
         self.dir = tempfile.mkdtemp(prefix="bench-postern-")
         self.port = free_port()
         cfg = os.path.join(self.dir, "postern.toml")
+        dkim_table = ""
+        if dkim:  # W1-DKIM: RSA-2048 from `postern dkim keygen`; loopback is in relay.networks, so it signs
+            subprocess.run([POSTERN, "--data-dir", os.path.join(self.dir, "data"), "dkim", "keygen", DKIM_DOMAIN,
+                            "--selector", DKIM_SELECTOR, "--algorithm", "rsa", "--bits", "2048",
+                            "--dir", os.path.join(self.dir, "dkim")], check=True, capture_output=True)
+            dkim_table = f"""[[dkim]]
+domain = "{DKIM_DOMAIN}"
+selector = "{DKIM_SELECTOR}"
+key_file = "{self.dir}/dkim/{DKIM_DOMAIN}.{DKIM_SELECTOR}.pem"
+algorithm = "rsa-sha256"
+"""
         open(cfg, "w").write(f"""hostname = "bench.test"
 [[listener]]
 address = "127.0.0.1:{self.port}"
@@ -100,7 +114,7 @@ concurrency = 20
 sync = "{SYNC}"
 [log]
 mail_log = "{self.dir}/mail.log"
-""")
+{dkim_table}""")
         if auth:  # W3: AUTH needs TLS, which the listener offers with its generated certificate
             subprocess.run([POSTERN, "--config", cfg, "--data-dir", os.path.join(self.dir, "data"), "user", "add",
                             BENCH_USER, "--password-stdin"], input=(BENCH_PASSWORD + "\n").encode(), check=True,
@@ -129,8 +143,9 @@ mail_log = "{self.dir}/mail.log"
 class Postfix:
     name = "postfix"
 
-    def __init__(self, sink_port, auth=False):
+    def __init__(self, sink_port, auth=False, dkim=False):
         self.dir = tempfile.mkdtemp(prefix="bench-postfix-")
+        self.opendkim = None
         os.chmod(self.dir, 0o755)
         self.port = free_port()
         pw = pwd.getpwnam("postfix")
@@ -160,6 +175,8 @@ smtp_tls_security_level = none
 """)
         if auth:
             self.tls_auth(pw)
+        if dkim:
+            self.start_opendkim()
         lines = []
         for line in open("/usr/share/postfix/master.cf.dist").read().splitlines():
             if line.startswith("smtp      inet"):
@@ -202,6 +219,34 @@ cyrus_sasl_config_path = {d}/sasl
 smtpd_sasl_local_domain = bench.test
 """)
 
+    def start_opendkim(self):
+        """W1-DKIM: a private opendkim (RSA-2048 from opendkim-genkey) as Postfix's smtpd milter,
+        signing mail from 127.0.0.1 (InternalHosts) for the sender's domain."""
+        d = self.dir
+        os.mkdir(f"{d}/dkim")
+        subprocess.run(["opendkim-genkey", "-b", "2048", "-d", DKIM_DOMAIN, "-s", DKIM_SELECTOR, "-D", f"{d}/dkim"],
+                       check=True, capture_output=True)
+        port = free_port()
+        open(f"{d}/opendkim.conf", "w").write(f"""Syslog no
+Mode s
+Domain {DKIM_DOMAIN}
+Selector {DKIM_SELECTOR}
+KeyFile {d}/dkim/{DKIM_SELECTOR}.private
+RequireSafeKeys no
+Canonicalization relaxed/relaxed
+SignatureAlgorithm rsa-sha256
+OversignHeaders From
+InternalHosts 127.0.0.1
+Socket inet:{port}@127.0.0.1
+Background no
+PidFile {d}/opendkim.pid
+""")
+        self.opendkim = subprocess.Popen(["opendkim", "-x", f"{d}/opendkim.conf"], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL)
+        wait_port(port)
+        with open(os.path.join(d, "main.cf"), "a") as f:
+            f.write(f"smtpd_milters = inet:127.0.0.1:{port}\nmilter_default_action = tempfail\n")
+
     def flush(self):
         subprocess.run(["postqueue", "-c", self.dir, "-f"], capture_output=True)
 
@@ -216,6 +261,8 @@ smtpd_sasl_local_domain = bench.test
                         out.append(int(p))
                 except OSError:
                     pass
+        if self.opendkim:  # W1-DKIM: the milter's CPU and memory count for Postfix
+            out.append(self.opendkim.pid)
         return out
 
     def cpu(self):
@@ -238,21 +285,56 @@ smtpd_sasl_local_domain = bench.test
 
     def stop(self):
         subprocess.run(["postfix", "-c", self.dir, "stop"], capture_output=True)
+        if self.opendkim:
+            self.opendkim.terminate()  # by its PID
+            try:
+                self.opendkim.wait(10)
+            except subprocess.TimeoutExpired:
+                self.opendkim.kill()
+                self.opendkim.wait()
         time.sleep(1)
         cleanup(self.dir)
 
 
-def workload(system_cls, n, size, conc, timeout=300):
+def signed_at_sink(dump):
+    """(messages with a DKIM-Signature for DKIM_DOMAIN, messages) in an smtp-sink -D dump."""
+    signed = sent = 0
+    field = None  # the DKIM-Signature field being read (unfolded), or None
+    with open(dump, "rb") as f:
+        for line in f:
+            if field is not None and line[:1] in (b" ", b"\t"):
+                field += line
+                continue
+            if field is not None:
+                tags = b"".join(field.split(b":", 1)[1].split()).split(b";")
+                if f"d={DKIM_DOMAIN}".encode() in tags:
+                    signed += 1
+                field = None
+            if line.startswith(b"X-Mail-Args:"):  # the sink's first record of each message
+                sent += 1
+            elif line.lower().startswith(b"dkim-signature:"):
+                field = line
+    return signed, sent
+
+
+def workload(system_cls, n, size, conc, timeout=300, dkim=False):
+    """dkim (W1-DKIM): the system signs; the sink appends every message to one dump file (-D),
+    which is checked for DKIM-Signature fields afterwards."""
     settle()
     sink_port = free_port()
-    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", "-M", str(n), f"127.0.0.1:{sink_port}", "1024"],
+    dump = []
+    if dkim:
+        dumpdir = tempfile.mkdtemp(prefix="bench-sink-")
+        os.chown(dumpdir, pwd.getpwnam("postfix").pw_uid, -1)
+        dump = ["-D", f"{dumpdir}/dump"]
+    sink = subprocess.Popen(["smtp-sink", "-u", "postfix", *dump, "-M", str(n), f"127.0.0.1:{sink_port}", "1024"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(sink_port)
-    system = system_cls(sink_port)
+    system = system_cls(sink_port, dkim=True) if dkim else system_cls(sink_port)
     try:
         cpu0 = system.cpu()
         t0 = time.time()
-        subprocess.run(["smtp-source", "-s", str(conc), "-m", str(n), "-l", str(size), "-f", "load@src.test",
+        subprocess.run(["smtp-source", "-s", str(conc), "-m", str(n), "-l", str(size), "-f", SENDER,
                         "-t", "rcpt@far.test", f"127.0.0.1:{system.port}"], check=True, timeout=timeout,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t_acc = time.time() - t0
@@ -265,10 +347,18 @@ def workload(system_cls, n, size, conc, timeout=300):
             arrived = False
         cpu = system.cpu() - cpu0
         rss = system.rss()
-        return {"accept_rate": n / t_acc, "e2e_rate": n / t_e2e if arrived else 0.0, "cpu_per_1k": cpu * 1000 / n,
-                "rss_kb": rss, "all_arrived": arrived}
+        res = {"accept_rate": n / t_acc, "e2e_rate": n / t_e2e if arrived else 0.0, "cpu_per_1k": cpu * 1000 / n,
+               "rss_kb": rss, "all_arrived": arrived}
+        if dkim:
+            signed, sent = signed_at_sink(f"{dumpdir}/dump")
+            res["signed"] = f"{signed}/{sent}"
+            if not signed:
+                raise SystemExit(f"W1-DKIM: {system_cls.name} delivered no message with a DKIM-Signature d={DKIM_DOMAIN}")
+        return res
     finally:
         system.stop()
+        if dkim:
+            shutil.rmtree(dumpdir, ignore_errors=True)
         if sink.poll() is None:
             sink.kill()
             sink.wait()
@@ -366,6 +456,8 @@ def idle_connections(n=10000, timeout=120):
 
 def show(label, name, r):
     extra = f"  p50 {r['p50']:.1f} ms p99 {r['p99']:.1f} ms" if "p50" in r else ""
+    if "signed" in r:
+        extra += f"  signed at the sink {r['signed']}"
     if r.get("error"):
         extra += f"  first error: {r['error']}"
     print(f"{label:10} {name:8} {r['accept_rate']:9.0f} {r['e2e_rate']:9.0f} {r['cpu_per_1k']:9.2f} "
@@ -381,9 +473,9 @@ def ratio_line(label, a, b):
 
 
 def main():
-    """bench.py [--quick] [--only w1,w2,w3,w4,w5]"""
+    """bench.py [--quick] [--only w1,w1dkim,w2,w3,w4,w5]"""
     quick = "--quick" in sys.argv
-    only = {"w1"} if quick else {"w1", "w2", "w3", "w4", "w5"}
+    only = {"w1"} if quick else {"w1", "w1dkim", "w2", "w3", "w4", "w5"}
     if "--w45" in sys.argv:  # older spelling of --only w4,w5
         only = {"w4", "w5"}
     if "--only" in sys.argv:
@@ -394,12 +486,14 @@ def main():
                                                         ("W1-c100", 4096, 100, 10000)]
     if "w2" in only:
         runs += [("W2-100k", 100 * 1024, 20, 2000), ("W2-1M", 1024 * 1024, 20, 300)]
+    if "w1dkim" in only:  # W1 with DKIM signing: postern [[dkim]] vs Postfix + opendkim milter
+        runs += [("W1-DKIM", 4096, 20, 10000)]
     print(f"{'workload':10} {'system':8} {'accept/s':>9} {'e2e/s':>9} {'cpu s/1k':>9} {'rss MB':>7} arrived")
     ratios = {}
     for name, size, conc, n in runs:
         res = {}
         for cls in (Postern, Postfix):
-            res[cls.name] = workload(cls, n, size, conc)
+            res[cls.name] = workload(cls, n, size, conc, dkim=name == "W1-DKIM")
             show(name, cls.name, res[cls.name])
         ratios[name] = ratio_line(name, res["postern"], res["postfix"])
     if "w3" in only:
@@ -422,7 +516,10 @@ def main():
             print(f"W5         {cls.name:8} drain {rate:9.0f} msg/s  all arrived {ok}", flush=True)
         if rates.get("postfix"):
             print(f"W5         ratio    drain {rates['postern'] / rates['postfix']:.2f}")
-    print(f"W1 ratio: {ratios.get('W1') or 0:.2f}")
+    if "W1-DKIM" in ratios:
+        print(f"W1-DKIM ratio: {ratios['W1-DKIM'] or 0:.2f}")
+    if "W1" in ratios or not ratios:
+        print(f"W1 ratio: {ratios.get('W1') or 0:.2f}")
 
 
 if __name__ == "__main__":
