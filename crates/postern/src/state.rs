@@ -53,18 +53,22 @@ pub struct Shared {
     pub users: Arc<UserStore>,
     /// Brute-force counters.
     pub throttle: Arc<Throttle>,
+    /// Directories, cluster counters, inbound-defence caches (built at start).
+    pub services: Arc<crate::services::Services>,
 }
 
 impl Shared {
     /// State for `settings` loaded from `source`, with TLS material loaded.
     pub fn new(settings: Settings, source: Source, tls: ServerTls) -> Shared {
         let users = Arc::new(UserStore::new(&settings.data_dir));
+        let services = Arc::new(crate::services::Services::new(&settings));
         Shared {
             settings: SettingsHandle::new(settings),
             source,
             tls: RwLock::new(Some(Arc::new(tls))),
             users,
             throttle: Arc::new(Throttle::default()),
+            services,
         }
     }
 

@@ -17,6 +17,7 @@ mod schema;
 mod schema_auth;
 mod schema_auth_mail;
 mod schema_dkim;
+mod schema_inbound;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
@@ -41,9 +42,10 @@ pub use schema::{
     BareNewline, Limits, Local, LocalDelivery, Milter, MilterDefault, OutboundTls, Queue, RcptClass, Relay, Route, RouteTransport, Rule,
     RuleAction, Tls,
 };
-pub use schema_auth::{Auth, BanAction, ExternalIdentity};
+pub use schema_auth::{Auth, AuthBackend, BanAction, ExternalIdentity};
 pub use schema_auth_mail::{DmarcQuarantine, MailAuth};
 pub use schema_dkim::{DkimAlgorithm, DkimKey};
+pub use schema_inbound::Inbound;
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
@@ -119,6 +121,10 @@ pub struct Config {
     /// (nothing is signed).
     #[serde(default, rename = "dkim")]
     pub dkim: Vec<DkimKey>,
+    /// Inbound defences at the SMTP level (reverse DNS, DNSBL, pregreet,
+    /// rate limits, greylisting). Default: all off.
+    #[serde(default)]
+    pub inbound: Inbound,
     /// The file and text this config was loaded from (to place problems
     /// found later, e.g. in files it names).
     #[serde(skip)]
@@ -149,6 +155,7 @@ impl Default for Config {
             metrics: Metrics::default(),
             mail_auth: MailAuth::default(),
             dkim: Vec::new(),
+            inbound: Inbound::default(),
             origin: load::Origin::default(),
         }
     }

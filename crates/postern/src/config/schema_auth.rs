@@ -34,10 +34,29 @@ pub enum BanAction {
     Disconnect,
 }
 
+/// Where SMTP AUTH checks credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthBackend {
+    /// `DATA/users.json` (default; `postern user add`).
+    #[default]
+    File,
+    /// A Dovecot auth server (`auth.dovecot_socket`): Dovecot runs the SASL
+    /// exchange; postern never sees the password.
+    Dovecot,
+    /// The `[sql]` directory's password query.
+    Sql,
+    /// The `[ldap]` directory (search-then-bind or bind-as-user).
+    Ldap,
+}
+
 /// SMTP AUTH settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
+    /// Where credentials are checked: "file" (default, `DATA/users.json`),
+    /// "dovecot", "sql" or "ldap".
+    pub backend: AuthBackend,
     /// Mechanisms offered, in order. Default ["SCRAM-SHA-256-PLUS",
     /// "SCRAM-SHA-256", "PLAIN", "LOGIN"]. Also: "CRAM-MD5" (stores a
     /// plaintext-equivalent secret), "DIGEST-MD5", "SCRAM-SHA-1", "EXTERNAL".
@@ -115,6 +134,7 @@ pub struct Auth {
 impl Default for Auth {
     fn default() -> Self {
         Auth {
+            backend: AuthBackend::File,
             mechanisms: [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::Plain, Mechanism::Login]
                 .into_iter()
                 .map(AuthMechanism)

@@ -134,6 +134,7 @@ pub(super) async fn accept_loop(sock: TcpListener, l: Listener, w: Wiring) {
             listener: listener.clone(),
             users: shared.users.clone(),
             throttle: shared.throttle.clone(),
+            services: shared.services.clone(),
         };
         let conn = Conn { peer, local: local.unwrap_or(l.address) };
         let done = done.clone();

@@ -91,6 +91,8 @@ pub struct Context {
     pub users: Arc<UserStore>,
     /// Brute-force counters, shared by all sessions.
     pub throttle: Arc<Throttle>,
+    /// Directories, cluster counters, inbound-defence caches.
+    pub services: Arc<crate::services::Services>,
 }
 
 /// Facts about the connection.

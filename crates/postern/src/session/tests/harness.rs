@@ -129,6 +129,7 @@ impl Harness {
             listener: Arc::new(listener),
             users: self.users.clone(),
             throttle: self.throttle.clone(),
+            services: Default::default(),
         };
         let conn = Conn { peer: (peer, self.port).into(), local: ([127, 0, 0, 1], 25).into() };
         let (client, server) = tokio::io::duplex(buffer);

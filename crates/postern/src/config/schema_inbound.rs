@@ -1,0 +1,12 @@
+//! The `[inbound]` table: defences an MX applies at the SMTP level before
+//! any milter runs (docs/inbound.md). Each defence is a sub-table owned by
+//! its module's schema file; all are off by default.
+//!
+//! May touch: nothing (types only).
+
+use serde::{Deserialize, Serialize};
+
+/// Inbound defences. Default: every one off.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Inbound {}
