@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use postern_wire::{codes, Enhanced, Mailbox, Path, Reply};
 
 use crate::auth::Authenticated;
-use crate::config::{Cidr, ClientCertMode, RcptClass, Rule, RuleAction};
+use crate::config::{Cidr, ClientCertMode, RcptClass, Resolve, Rule, RuleAction};
 use crate::dn::Dn;
 use crate::settings::Settings;
 use crate::tls::ClientCertIdentity;
@@ -46,6 +46,8 @@ pub struct Facts<'a> {
     pub rcpt: &'a Path,
     /// The user database: its users are local mailboxes too.
     pub user_db: Option<&'a UserDb>,
+    /// The client's reverse DNS; `None`: not looked up.
+    pub client_resolve: Option<Resolve>,
 }
 
 /// A recipient decision.
@@ -146,6 +148,11 @@ pub fn matches_client(r: &Rule, f: &Facts<'_>) -> bool {
     }
     if r.tls.is_some_and(|t| t != f.tls) {
         return false;
+    }
+    if let Some(want) = &r.rdns {
+        if !f.client_resolve.is_some_and(|have| want.contains(&have)) {
+            return false;
+        }
     }
     if r.authenticated.is_some_and(|a| a != f.authenticated.is_some()) {
         return false;
@@ -370,6 +377,7 @@ pub fn is_open_relay(s: &Settings, listener: &str) -> bool {
             sender: Some(&sender),
             rcpt: &probe_rcpt,
             user_db: None,
+            client_resolve: None,
         };
         evaluate(s, &f).action == RuleAction::Relay
     })

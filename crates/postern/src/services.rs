@@ -25,6 +25,9 @@ pub struct Services {
     pub directory: Option<Arc<dyn Directory>>,
     /// Counters shared between nodes (`[cluster] redis`); `None`: local only.
     pub counters: Option<Arc<dyn SharedCounters>>,
+    /// `[inbound.rdns]`: the DNS of the rDNS/HELO/sender checks and the
+    /// harvest counts; `None`: no lookups (tests that do not set one).
+    pub rdns: Option<Arc<crate::inbound::rdns_service::RdnsService>>,
 }
 
 impl Services {
@@ -32,7 +35,7 @@ impl Services {
     /// be reached now is reached later (its lookups answer "unavailable",
     /// which sessions turn into 4xx replies).
     pub fn new(_settings: &Settings) -> Services {
-        Services::default()
+        Services { rdns: Some(Arc::new(crate::inbound::rdns_service::RdnsService::new())), ..Services::default() }
     }
 }
 
@@ -41,6 +44,7 @@ impl std::fmt::Debug for Services {
         f.debug_struct("Services")
             .field("directory", &self.directory.as_ref().map(|d| d.name()))
             .field("counters", &self.counters.is_some())
+            .field("rdns", &self.rdns.is_some())
             .finish()
     }
 }

@@ -32,6 +32,8 @@ pub struct Query {
     pub from: String,
     /// RCPT TO (angle brackets optional).
     pub rcpt: String,
+    /// The HELO name, for the `[inbound.rdns]` HELO checks.
+    pub helo: Option<String>,
 }
 
 /// Prints the decision for `q` (text, or one JSON object); returns the exit code.
@@ -74,6 +76,8 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
     };
     let who = q.auth.as_deref().map(crate::auth::Authenticated::dangerous_assume);
     let db = crate::users::UserDb::load(&s.data_dir.join("users.json")).unwrap_or_default();
+    let inbound = super::explain_rdns::report(s, q.ip, q.helo.as_deref(), &q.from);
+    let resolve = inbound.resolve;
     let facts = Facts {
         listener: &listener,
         client_ip: q.ip,
@@ -83,6 +87,7 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         sender: sender.as_ref(),
         rcpt: &rcpt_path,
         user_db: Some(&db),
+        client_resolve: resolve,
     };
     let class = classify(s, &rcpt_path).as_str();
     let d = check_rcpt(s, &facts);
@@ -95,7 +100,7 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         let v = serde_json::json!({
             "decision": decision, "reply": reply, "rule": d.rule(), "origin": d.origin(),
             "recipient_class": class, "listener": listener, "client": q.ip.to_string(),
-            "certificate": cert_text,
+            "certificate": cert_text, "inbound_rdns": inbound.json(),
         });
         println!("{v}");
     } else {
@@ -111,6 +116,7 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         if let Some(c) = cert_text {
             println!("cert:     {c}");
         }
+        inbound.print();
     }
     exit::OK
 }

@@ -17,6 +17,7 @@ pub mod config;
 pub mod dkim;
 pub mod explain;
 pub mod explain_auth;
+pub mod explain_rdns;
 pub mod generate;
 pub mod log;
 pub mod pipe;
@@ -131,7 +132,8 @@ enum Cmd {
         /// --listener (DNS: [mx] nameservers).
         #[arg(long, value_name = "FILE")]
         message: Option<PathBuf>,
-        /// The HELO name for --message (default: the --from domain).
+        /// The HELO name: judged by the [inbound.rdns] HELO checks; for --message
+        /// also the SPF HELO identity (default there: the --from domain).
         #[arg(long, value_name = "NAME")]
         helo: Option<String>,
         /// Machine-readable output.
@@ -394,7 +396,9 @@ pub fn run(argv: Vec<String>) -> i32 {
                 code = runtime().map_or_else(|c| c, |rt| explain_auth::run(&rt, s, &q, json));
             }
             match rcpt {
-                Some(rcpt) if code == exit::OK => explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt }, json),
+                Some(rcpt) if code == exit::OK => {
+                    explain::run(s, &explain::Query { listener, ip, tls, cert, auth, from, rcpt, helo }, json)
+                }
                 _ => code,
             }
         }),

@@ -189,6 +189,12 @@ pub struct Rule {
     /// Message stage: ARC chain results ("pass", "fail", "none").
     #[serde(default)]
     pub arc: Option<Vec<super::AuthResult>>,
+    /// The client's reverse DNS (`[inbound.rdns] lookup`): "ok", "fail"
+    /// (no PTR), "forged" (PTR does not resolve back), "temp" (DNS
+    /// failure). A client that was not looked up (loopback, lookup off)
+    /// matches none.
+    #[serde(default)]
+    pub rdns: Option<Vec<super::Resolve>>,
     /// Networks read from `client_file` at load time.
     #[serde(skip)]
     pub client_file_networks: Vec<Cidr>,

@@ -9,4 +9,8 @@ use serde::{Deserialize, Serialize};
 /// Inbound defences. Default: every one off.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Inbound {}
+pub struct Inbound {
+    /// Reverse DNS of the client, HELO and sender checks, harvest
+    /// protection (`[inbound.rdns]`).
+    pub rdns: super::schema_inbound_rdns::InboundRdns,
+}

@@ -143,6 +143,11 @@ fn example_parses_and_covers_every_key() {
         "command_timeout",
         "eom_timeout",
         "[metrics]",
+        "rdns",
+        "[inbound.rdns]",
+        "helo_require_fqdn",
+        "sender_domain_check",
+        "harvest_drop_after",
     ] {
         assert!(EXAMPLE.contains(key), "example.toml does not mention {key}");
     }

@@ -7,3 +7,9 @@
 //!
 //! May touch: DNS (through `mailauth::resolver`), the shared counters
 //! (`crate::counters`), nothing on disk unless a submodule says so.
+
+pub mod dns;
+pub mod harvest;
+pub mod helo;
+pub mod rdns;
+pub mod rdns_service;

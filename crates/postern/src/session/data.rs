@@ -49,7 +49,7 @@ impl<S: Socket> Session<S> {
                 codes::local_error()
             }
         })?;
-        let header = received_header(self.settings(), &self.conn, greeted, txn, &draft.id, self.tls());
+        let header = received_header(self.settings(), &self.conn, self.client_name(), greeted, txn, &draft.id, self.tls());
         draft.write(header.as_bytes());
         Ok(draft)
     }

@@ -27,7 +27,11 @@ impl<S: Socket> Session<S> {
         let cfgs = self.settings().config.milters_named(names);
         let s = self.settings();
         let ip = self.conn.peer.ip().to_string();
-        let client_name = format!("[{ip}]");
+        // sendmail: {client_name} is the confirmed name or "[ip]", {client_ptr}
+        // the PTR name even when unconfirmed; FAIL when no lookup was made.
+        let client_name = if self.client_name().is_empty() { format!("[{ip}]") } else { self.client_name().to_string() };
+        let client_ptr = self.client_ptr().map_or_else(|| format!("[{ip}]"), str::to_string);
+        let resolve = self.client_resolve().map_or("FAIL", |r| r.macro_value());
         let macros: Macros = vec![
             ("j", s.hostname.clone()),
             ("_", format!("{client_name} [{ip}]")),
@@ -40,8 +44,8 @@ impl<S: Socket> Session<S> {
             ("{client_addr}", ip.clone()),
             ("{client_port}", self.conn.peer.port().to_string()),
             ("{client_name}", client_name.clone()),
-            ("{client_ptr}", client_name.clone()),
-            ("{client_resolve}", "FAIL".to_string()),
+            ("{client_ptr}", client_ptr),
+            ("{client_resolve}", resolve.to_string()),
         ];
         let info = ConnectInfo { hostname: &client_name, peer: self.conn.peer };
         let (m, v) = Milters::connect(&cfgs, &info, &macros, self.client_text()).await;

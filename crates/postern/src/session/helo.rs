@@ -35,6 +35,11 @@ impl<S: Socket> Session<S> {
                 }
             }
         }
+        if let Some(r) = self.helo_check(&name).await {
+            self.end_transaction();
+            self.reject("HELO", r, &[("helo", &name)]);
+            return Ok(());
+        }
         if extended {
             let lines = self.ehlo_lines();
             self.reply(Reply::plain(250, lines));

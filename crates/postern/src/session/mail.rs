@@ -20,6 +20,14 @@ impl<S: Socket> Session<S> {
     /// MAIL: check, filter (milters), proceed.
     pub(super) async fn mail(&mut self, from: Path, params: MailParams) -> Result<(), End> {
         let Some(greeted) = self.mail_checks(&from, &params) else { return Ok(()) };
+        if let Some(r) = self.sender_check(&from).await {
+            let sender = match &from {
+                Path::Mailbox(m) => m.to_string(),
+                _ => String::new(),
+            };
+            self.reject("MAIL", r, &[("from", &sender), ("rule", "sender-domain")]);
+            return Ok(());
+        }
         let mut txn = Txn { from, params, rcpts: Vec::new(), discard: false };
         if self.milters.is_some() {
             let sender = txn.sender();
@@ -125,6 +133,10 @@ impl<S: Socket> Session<S> {
             self.reject("RCPT", codes::too_many_recipients(), &[("from", &sender), ("to", &rcpt_text)]);
             return Ok(());
         }
+        if let Some((r, rule)) = self.delayed_refusal() {
+            self.reject("RCPT", r, &[("from", &sender), ("to", &rcpt_text), ("rule", rule)]);
+            return Ok(());
+        }
         let db = self.ctx.users.get();
         let facts = Facts {
             listener: self.ctx.listener.label(),
@@ -135,6 +147,7 @@ impl<S: Socket> Session<S> {
             sender: sender_mb.as_ref(),
             rcpt: &to,
             user_db: Some(&db),
+            client_resolve: self.client_resolve(),
         };
         let decision = check_rcpt(self.settings(), &facts);
         let client = self.client_text();
@@ -177,6 +190,9 @@ impl<S: Socket> Session<S> {
             }
             RcptDecision::Reject { reply, rule, origin } => {
                 self.reject("RCPT", reply, &[("from", &sender), ("to", &rcpt_text), ("rule", &rule), ("origin", &origin)]);
+                if rule == "local-unknown" {
+                    return self.harvest_unknown().await;
+                }
             }
         }
         Ok(())

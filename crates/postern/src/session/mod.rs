@@ -37,6 +37,7 @@ mod dkim;
 mod filter;
 mod helo;
 mod mail;
+mod rdns;
 mod starttls;
 mod stream;
 pub(crate) mod table;
@@ -238,6 +239,8 @@ pub(crate) struct Session<S> {
     conn: Conn,
     /// The listener's milters (`None` when it has none).
     milters: Option<Milters>,
+    /// `[inbound.rdns]`: the client's name, HELO/sender refusals kept for RCPT.
+    rdns: rdns::RdnsFacts,
 }
 
 /// Runs one SMTP session to the end.
@@ -256,9 +259,9 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
         ctx,
         conn,
         milters: None,
+        rdns: Default::default(),
     };
-    let peer = s.client_text();
-    maillog::connect(&[("client", &peer), ("listener", s.ctx.listener.role.name())]);
+    let peer = s.resolve_client().await;
     if s.ctx.listener.role.implicit_tls() && s.handshake().await.is_err() {
         maillog::disconnect(&[("client", &peer), ("reason", "TLS handshake failed")]);
         return;
@@ -352,7 +355,7 @@ impl<S: Socket> Session<S> {
     }
 
     fn client_text(&self) -> String {
-        format!("[{}]:{}", self.conn.peer.ip(), self.conn.peer.port())
+        format!("{}[{}]:{}", self.client_name(), self.conn.peer.ip(), self.conn.peer.port())
     }
 
     /// A read deadline `d` from now, never past the session's lifetime.

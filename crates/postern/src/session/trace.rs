@@ -55,14 +55,25 @@ pub(super) fn build_envelope(id: &QueueId, txn: &Txn, size: u64, conn: &Conn, he
 }
 
 /// RFC 5321 §4.4 trace header with the RFC 3848 protocol name.
-pub(super) fn received_header(s: &Settings, conn: &Conn, greeted: &Greeted, txn: &Txn, id: &QueueId, tls: Option<&TlsInfo>) -> String {
-    received_header_at(&s.hostname, conn, greeted, txn, id, tls, &rfc5322_date())
+/// `client_name`: the forward-confirmed name, or "".
+pub(super) fn received_header(
+    s: &Settings,
+    conn: &Conn,
+    client_name: &str,
+    greeted: &Greeted,
+    txn: &Txn,
+    id: &QueueId,
+    tls: Option<&TlsInfo>,
+) -> String {
+    received_header_at(&s.hostname, conn, client_name, greeted, txn, id, tls, &rfc5322_date())
 }
 
 /// [`received_header`] at a given date (for golden tests).
+#[allow(clippy::too_many_arguments)]
 fn received_header_at(
     hostname: &str,
     conn: &Conn,
+    client_name: &str,
     greeted: &Greeted,
     txn: &Txn,
     id: &QueueId,
@@ -97,7 +108,9 @@ fn received_header_at(
         [only] => format!("\r\n\tfor <{}>", only.original),
         _ => String::new(),
     };
-    format!("Received: from {helo_name} ([{ip}]){tls_comment}\r\n\tby {hostname} (postern) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n")
+    // RFC 5321 §4.4 TCP-info: "(name [ip])" with the confirmed name.
+    let sep = if client_name.is_empty() { "" } else { " " };
+    format!("Received: from {helo_name} ({client_name}{sep}[{ip}]){tls_comment}\r\n\tby {hostname} (postern) with {protocol} id {id}{for_clause};\r\n\t{date}\r\n")
 }
 
 /// Text safe inside an RFC 5322 comment: no parentheses, backslashes,
@@ -141,16 +154,20 @@ mod tests {
         let authed = Greeted { auth: Some(Authenticated::dangerous_assume("alice")), ..plain.clone() };
         let cases = [
             (
-                received_header_at("mx.test", &conn("192.0.2.7"), &plain, &txn(&["bob@mx.test"], false), &id, None, date),
+                received_header_at("mx.test", &conn("192.0.2.7"), "", &plain, &txn(&["bob@mx.test"], false), &id, None, date),
                 "Received: from client.example ([192.0.2.7])\r\n\tby mx.test (postern) with ESMTP id 0123456789ABCDEF\r\n\tfor <bob@mx.test>;\r\n\tSat, 05 Dec 2026 06:00:00 +0000\r\n",
             ),
             (
-                received_header_at("mx.test", &conn("[2001:db8::1]"), &authed, &txn(&["a@x", "b@x"], true), &id, None, date),
+                received_header_at("mx.test", &conn("[2001:db8::1]"), "", &authed, &txn(&["a@x", "b@x"], true), &id, None, date),
                 "Received: from client.example ([IPv6:2001:db8::1])\r\n\tby mx.test (postern) with UTF8SMTPA id 0123456789ABCDEF;\r\n\tSat, 05 Dec 2026 06:00:00 +0000\r\n",
             ),
             (
-                received_header_at("mx.test", &conn("192.0.2.7"), &helo_only, &txn(&["bob@mx.test"], false), &id, None, date),
+                received_header_at("mx.test", &conn("192.0.2.7"), "", &helo_only, &txn(&["bob@mx.test"], false), &id, None, date),
                 "Received: from old evilX: y ([192.0.2.7])\r\n\tby mx.test (postern) with SMTP id 0123456789ABCDEF\r\n\tfor <bob@mx.test>;\r\n\tSat, 05 Dec 2026 06:00:00 +0000\r\n",
+            ),
+            (
+                received_header_at("mx.test", &conn("192.0.2.7"), "mail.example.org", &plain, &txn(&["bob@mx.test"], false), &id, None, date),
+                "Received: from client.example (mail.example.org [192.0.2.7])\r\n\tby mx.test (postern) with ESMTP id 0123456789ABCDEF\r\n\tfor <bob@mx.test>;\r\n\tSat, 05 Dec 2026 06:00:00 +0000\r\n",
             ),
         ];
         for (got, want) in cases {

@@ -1,0 +1,158 @@
+//! The DNS queries of the inbound checks (PTR, A/AAAA, MX) behind one small
+//! trait, so the session can be tested with a table of answers and the
+//! daemon asks the real DNS (`[mx] nameservers`, or the system's).
+//!
+//! May touch: DNS; /etc/resolv.conf (read). RFC 1035 (queries), RFC 7505
+//! (null MX).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::{ResolveError, TokioResolver};
+
+use crate::directory::BoxFuture;
+
+/// The DNS could not answer (SERVFAIL, timeout, no server): try again later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsTemp(pub String);
+
+/// Records found (empty: NXDOMAIN or no records of the type), or a
+/// temporary failure.
+pub type Answer<T> = Result<Vec<T>, DnsTemp>;
+
+/// The lookups the inbound checks make.
+pub trait InboundDns: Send + Sync + 'static {
+    /// PTR names of `ip` (without the trailing dot).
+    fn ptr(&self, ip: IpAddr) -> BoxFuture<'_, Answer<String>>;
+    /// A and AAAA addresses of `name`.
+    fn addrs<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Answer<IpAddr>>;
+    /// MX host names of `domain` ("" for a null MX, RFC 7505).
+    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Answer<String>>;
+}
+
+/// The real DNS through hickory, rebuilt when `mx.nameservers` changes.
+#[derive(Default)]
+pub struct HickoryDns {
+    built: Mutex<Option<(Vec<SocketAddr>, TokioResolver)>>,
+}
+
+impl HickoryDns {
+    /// The resolver for `nameservers` (built on first use or after a change).
+    pub fn resolver(&self, nameservers: &[SocketAddr]) -> Result<TokioResolver, DnsTemp> {
+        let mut guard = match self.built.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((have, r)) = guard.as_ref() {
+            if have == nameservers {
+                return Ok(r.clone());
+            }
+        }
+        let r = build(nameservers)?;
+        *guard = Some((nameservers.to_vec(), r.clone()));
+        Ok(r)
+    }
+}
+
+fn build(nameservers: &[SocketAddr]) -> Result<TokioResolver, DnsTemp> {
+    let mut builder = if nameservers.is_empty() {
+        TokioResolver::builder_tokio().map_err(|e| DnsTemp(format!("DNS configuration: {e}")))?
+    } else {
+        let mut group = Vec::new();
+        for a in nameservers {
+            group.push(NameServerConfig::new(*a, Protocol::Udp));
+            group.push(NameServerConfig::new(*a, Protocol::Tcp));
+        }
+        let cfg = ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from(group));
+        TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default())
+    };
+    // A client's name follows DNS, never /etc/hosts.
+    builder.options_mut().use_hosts_file = ResolveHosts::Never;
+    builder.options_mut().cache_size = 1024;
+    builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    Ok(builder.build())
+}
+
+/// NXDOMAIN and NODATA are answers (no records); anything else is temporary.
+fn answer<T>(r: Result<Vec<T>, ResolveError>) -> Answer<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+        Err(e) => Err(DnsTemp(e.to_string())),
+    }
+}
+
+fn fqdn(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.'))
+}
+
+/// [`HickoryDns`] bound to the name servers of the moment.
+pub struct Bound {
+    resolver: Result<TokioResolver, DnsTemp>,
+}
+
+impl Bound {
+    /// The resolver of `dns` for `nameservers`.
+    pub fn new(dns: &HickoryDns, nameservers: &[SocketAddr]) -> Bound {
+        Bound { resolver: dns.resolver(nameservers) }
+    }
+}
+
+impl InboundDns for Bound {
+    fn ptr(&self, ip: IpAddr) -> BoxFuture<'_, Answer<String>> {
+        Box::pin(async move {
+            let r = self.resolver.as_ref().map_err(|e| e.clone())?;
+            answer(r.reverse_lookup(ip).await.map(|l| l.iter().map(|p| p.0.to_utf8().trim_end_matches('.').to_string()).collect()))
+        })
+    }
+
+    fn addrs<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Answer<IpAddr>> {
+        Box::pin(async move {
+            let r = self.resolver.as_ref().map_err(|e| e.clone())?;
+            answer(r.lookup_ip(fqdn(name)).await.map(|l| l.iter().collect()))
+        })
+    }
+
+    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Answer<String>> {
+        Box::pin(async move {
+            let r = self.resolver.as_ref().map_err(|e| e.clone())?;
+            answer(
+                r.mx_lookup(fqdn(domain))
+                    .await
+                    .map(|l| l.iter().map(|m| m.exchange().to_utf8().trim_end_matches('.').to_string()).collect()),
+            )
+        })
+    }
+}
+
+/// A fixed table of answers (tests, `explain` examples). Names not in the
+/// table have no records.
+#[derive(Debug, Default, Clone)]
+pub struct TableDns {
+    /// PTR answers by address.
+    pub ptr: Vec<(IpAddr, Answer<String>)>,
+    /// A/AAAA answers by name (lower case).
+    pub addrs: Vec<(String, Answer<IpAddr>)>,
+    /// MX answers by domain (lower case).
+    pub mx: Vec<(String, Answer<String>)>,
+}
+
+impl InboundDns for TableDns {
+    fn ptr(&self, ip: IpAddr) -> BoxFuture<'_, Answer<String>> {
+        let a = self.ptr.iter().find(|(k, _)| *k == ip).map(|(_, v)| v.clone()).unwrap_or(Ok(Vec::new()));
+        Box::pin(async move { a })
+    }
+
+    fn addrs<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Answer<IpAddr>> {
+        let a = self.addrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).unwrap_or(Ok(Vec::new()));
+        Box::pin(async move { a })
+    }
+
+    fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Answer<String>> {
+        let a = self.mx.iter().find(|(k, _)| k.eq_ignore_ascii_case(domain)).map(|(_, v)| v.clone()).unwrap_or(Ok(Vec::new()));
+        Box::pin(async move { a })
+    }
+}
