@@ -189,10 +189,10 @@ impl<S: Socket> Session<S> {
                 self.reply(codes::recipient_ok());
             }
             RcptDecision::Reject { reply, rule, origin } => {
-                self.reject("RCPT", reply, &[("from", &sender), ("to", &rcpt_text), ("rule", &rule), ("origin", &origin)]);
                 if rule == "local-unknown" {
-                    return self.harvest_unknown().await;
+                    self.harvest_unknown().await?;
                 }
+                self.reject("RCPT", reply, &[("from", &sender), ("to", &rcpt_text), ("rule", &rule), ("origin", &origin)]);
             }
         }
         Ok(())

@@ -160,8 +160,9 @@ impl<S: Socket> Session<S> {
         }
     }
 
-    /// After an unknown local recipient was refused (reply queued): count
-    /// it; tarpit or drop the client when it has guessed too many.
+    /// Before an unknown local recipient is refused: count it; delay the
+    /// refusal (tarpit), or answer 421 and close instead, when the client
+    /// has guessed too many.
     pub(super) async fn harvest_unknown(&mut self) -> Result<(), End> {
         let cfg = &self.settings().config.inbound.rdns;
         if (cfg.harvest_delay_after == 0 && cfg.harvest_drop_after == 0) || self.rdns_exempt() {

@@ -177,7 +177,6 @@ async fn a_harvester_is_slowed_then_dropped_across_connections() {
     c.send("RCPT TO:<alice@mx.test>").await;
     c.expect("250 ").await;
     c.send("RCPT TO:<nobody5@mx.test>").await;
-    c.expect("550 5.1.1").await;
     c.expect("421 4.7.0 Too many unknown recipients").await;
     // The count outlives the connection.
     let mut c = h.connect_from("smtp", ip("192.0.2.9")).await;
@@ -187,7 +186,6 @@ async fn a_harvester_is_slowed_then_dropped_across_connections() {
     c.send("MAIL FROM:<a@ok.example>").await;
     c.expect("250 ").await;
     c.send("RCPT TO:<nobody6@mx.test>").await;
-    c.expect("550 5.1.1").await;
     c.expect("421 4.7.0").await;
     // Another client is unaffected.
     let mut c = h.connect_from("smtp", ip("192.0.2.7")).await;
