@@ -13,6 +13,8 @@
 
 use std::sync::Arc;
 
+use crate::auth::dovecot::DovecotClient;
+use crate::config::AuthBackend;
 use crate::counters::SharedCounters;
 use crate::directory::Directory;
 use crate::settings::Settings;
@@ -28,14 +30,22 @@ pub struct Services {
     /// `[inbound.rdns]`: the DNS of the rDNS/HELO/sender checks and the
     /// harvest counts; `None`: no lookups (tests that do not set one).
     pub rdns: Option<Arc<crate::inbound::rdns_service::RdnsService>>,
+    /// The Dovecot auth client (`auth.backend = "dovecot"`); `None`: not
+    /// configured. It connects lazily.
+    pub dovecot: Option<Arc<DovecotClient>>,
 }
 
 impl Services {
     /// The services `settings` configure. Never fails: a backend that cannot
     /// be reached now is reached later (its lookups answer "unavailable",
     /// which sessions turn into 4xx replies).
-    pub fn new(_settings: &Settings) -> Services {
-        Services { rdns: Some(Arc::new(crate::inbound::rdns_service::RdnsService::new())), ..Services::default() }
+    pub fn new(settings: &Settings) -> Services {
+        let auth = &settings.config.auth;
+        let dovecot = match (&auth.backend, &auth.dovecot_socket) {
+            (AuthBackend::Dovecot, Some(s)) => Some(Arc::new(DovecotClient::new(s.0.clone(), auth.dovecot_timeout))),
+            _ => None,
+        };
+        Services { rdns: Some(Arc::new(crate::inbound::rdns_service::RdnsService::new())), dovecot, ..Services::default() }
     }
 }
 
@@ -45,6 +55,7 @@ impl std::fmt::Debug for Services {
             .field("directory", &self.directory.as_ref().map(|d| d.name()))
             .field("counters", &self.counters.is_some())
             .field("rdns", &self.rdns.is_some())
+            .field("dovecot", &self.dovecot)
             .finish()
     }
 }

@@ -7,6 +7,7 @@
 //! `auth.plaintext_networks`; never anonymous; CRAM-MD5 only under TLS too;
 //! -PLUS mechanisms only under TLS (they need channel bindings).
 
+pub mod dovecot;
 mod throttle;
 
 use std::net::IpAddr;
@@ -34,6 +35,13 @@ impl Authenticated {
     /// crate's SASL machines can build a [`Success`].
     pub(crate) fn from_exchange(success: &Success, mechanism: Mechanism) -> Authenticated {
         Authenticated { user: success.authcid().to_ascii_lowercase(), mechanism }
+    }
+
+    /// The identity Dovecot's `OK` established (`auth.backend =
+    /// "dovecot"`): only the Dovecot client's session side may call it,
+    /// with the `user=` of an `OK` answer to an exchange it relayed.
+    pub(crate) fn from_dovecot(user: &str, mechanism: Mechanism) -> Authenticated {
+        Authenticated { user: user.to_ascii_lowercase(), mechanism }
     }
 
     /// An identity nobody proved: only for `postern explain` and tests,

@@ -231,6 +231,9 @@ fn change(s: &Settings, path: &Path, db: &mut UserDb, action: UserCmd) -> Result
             Ok(Done::Nothing)
         }
         UserCmd::Verify { name, password_stdin } => {
+            if s.config.auth.backend == crate::config::AuthBackend::Dovecot {
+                eprintln!("postern user: note: auth.backend = \"dovecot\": SMTP AUTH asks Dovecot, not {}; check a password there with `doveadm auth test {name}`", path.display());
+            }
             let pw = read_password(password_stdin, false)?;
             if db.verify(&name, &pw) {
                 println!("ok");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use postern_wire::sasl::Mechanism;
 use serde::{Deserialize, Serialize};
 
-use super::values::{duration, show_duration, AuthMechanism, Cidr};
+use super::values::{duration, show_duration, AuthMechanism, Cidr, MilterSocket};
 
 /// How EXTERNAL maps a verified client certificate to a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -57,6 +57,14 @@ pub struct Auth {
     /// Where credentials are checked: "file" (default, `DATA/users.json`),
     /// "dovecot", "sql" or "ldap".
     pub backend: AuthBackend,
+    /// Dovecot's auth socket when `backend = "dovecot"` (required then):
+    /// "unix:/path" (e.g. "unix:/var/spool/postfix/private/auth", the
+    /// socket Postfix uses) or "inet:host:port". Default none. Restart.
+    pub dovecot_socket: Option<MilterSocket>,
+    /// How long postern waits for Dovecot: to connect, and for each answer
+    /// during an exchange. Past it, AUTH gets 454 4.7.0. Default "10s". Restart.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub dovecot_timeout: Duration,
     /// Mechanisms offered, in order. Default ["SCRAM-SHA-256-PLUS",
     /// "SCRAM-SHA-256", "PLAIN", "LOGIN"]. Also: "CRAM-MD5" (stores a
     /// plaintext-equivalent secret), "DIGEST-MD5", "SCRAM-SHA-1", "EXTERNAL".
@@ -135,6 +143,8 @@ impl Default for Auth {
     fn default() -> Self {
         Auth {
             backend: AuthBackend::File,
+            dovecot_socket: None,
+            dovecot_timeout: Duration::from_secs(10),
             mechanisms: [Mechanism::ScramSha256Plus, Mechanism::ScramSha256, Mechanism::Plain, Mechanism::Login]
                 .into_iter()
                 .map(AuthMechanism)

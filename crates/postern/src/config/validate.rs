@@ -24,6 +24,9 @@ pub enum ValidationError {
     /// `local.delivery = "lmtp"` without `local.lmtp`.
     #[error("required when local.delivery = \"lmtp\"")]
     LmtpRequired,
+    /// `auth.backend = "dovecot"` without `auth.dovecot_socket`.
+    #[error("required when auth.backend = \"dovecot\" (e.g. \"unix:/var/spool/postfix/private/auth\")")]
+    DovecotSocketRequired,
     /// `limits.max_line_length` below the RFC minimum.
     #[error("must be at least 512 (RFC 5321 §4.5.3.1)")]
     LineTooShort,
@@ -207,6 +210,10 @@ fn rule_listeners(c: &Config, out: &mut Vec<Issue>) {
 fn limits(c: &Config, out: &mut Vec<Issue>) {
     if c.local.delivery == LocalDelivery::Lmtp && c.local.lmtp.is_none() {
         out.push(Issue { at: key("local.delivery"), key: "local.lmtp".into(), error: ValidationError::LmtpRequired });
+    }
+    if c.auth.backend == super::AuthBackend::Dovecot && c.auth.dovecot_socket.is_none() {
+        let e = ValidationError::DovecotSocketRequired;
+        out.push(Issue { at: key("auth.backend"), key: "auth.dovecot_socket".into(), error: e });
     }
     if c.limits.max_line_length < 512 {
         out.push(at(key("limits.max_line_length"), ValidationError::LineTooShort));

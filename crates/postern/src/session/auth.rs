@@ -17,7 +17,7 @@ use postern_wire::{codes, Reply};
 
 use super::{End, Session, Socket, State};
 use crate::auth::{self as authpolicy, Authenticated, Verdict as ThrottleVerdict};
-use crate::config::{Auth, BanAction};
+use crate::config::{Auth, AuthBackend, BanAction};
 use crate::maillog;
 
 impl<S: Socket> Session<S> {
@@ -25,11 +25,14 @@ impl<S: Socket> Session<S> {
     /// verified certificate).
     pub(super) fn usable_mechanisms(&self) -> Vec<Mechanism> {
         let verified = self.verified_cert();
+        if self.settings().config.auth.backend == AuthBackend::Dovecot {
+            return self.dovecot_mechanisms(verified);
+        }
         authpolicy::usable_mechanisms(&self.settings().config.auth, &self.ctx.listener, self.tls().is_some(), self.conn.peer.ip(), verified)
     }
 
     /// Reads one line during an AUTH exchange (RFC 4954 §4: up to 12288 octets).
-    async fn auth_line(&mut self) -> Result<String, End> {
+    pub(super) async fn auth_line(&mut self) -> Result<String, End> {
         let deadline = self.deadline(self.settings().config.limits.command_timeout);
         loop {
             match scan_line(&self.rbuf, 12288) {
@@ -70,6 +73,9 @@ impl<S: Socket> Session<S> {
     /// identity in the state.
     pub(super) async fn auth_command(&mut self, mechanism: String, initial: Option<String>) -> Result<(), End> {
         let cfg = self.settings().config.auth.clone();
+        if let Some(done) = self.dovecot_precheck(&mechanism).await {
+            return done;
+        }
         let configured = authpolicy::listener_mechanisms(&cfg, &self.ctx.listener);
         let usable = self.usable_mechanisms();
         let mech = Mechanism::parse(&mechanism);
@@ -87,6 +93,9 @@ impl<S: Socket> Session<S> {
         if self.ctx.throttle.check_address(self.conn.peer.ip(), Instant::now(), &cfg) == ThrottleVerdict::Banned {
             maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("result", "banned")]);
             return self.banned(cfg.ban_action);
+        }
+        if cfg.backend == AuthBackend::Dovecot {
+            return self.auth_dovecot(mech, initial, &cfg).await;
         }
         let initial = match initial.as_deref().map(sasl::decode_response) {
             None => None,
@@ -190,6 +199,19 @@ impl<S: Socket> Session<S> {
     /// A failed exchange: log (stable format for fail2ban), count, delay
     /// (less what the attempt already `waited`), reply.
     async fn auth_failed(&mut self, mech: Mechanism, user: Option<&str>, e: &SaslError, cfg: &Auth, waited: Duration) -> Result<(), End> {
+        self.auth_failed_because(mech, user, e, &e.to_string(), cfg, waited).await
+    }
+
+    /// [`Self::auth_failed`] with the `reason` to log (the backend's words).
+    pub(super) async fn auth_failed_because(
+        &mut self,
+        mech: Mechanism,
+        user: Option<&str>,
+        e: &SaslError,
+        reason: &str,
+        cfg: &Auth,
+        waited: Duration,
+    ) -> Result<(), End> {
         let client = self.client_text();
         let ip = self.conn.peer.ip().to_string();
         let reply = match e {
@@ -197,14 +219,13 @@ impl<S: Socket> Session<S> {
             SaslError::Malformed(_) => codes::auth_malformed(),
             _ => codes::auth_invalid(),
         };
-        let reason = e.to_string();
         maillog::auth(&[
             ("client", &client),
             ("ip", &ip),
             ("mechanism", mech.name()),
             ("user", user.unwrap_or("")),
             ("result", "fail"),
-            ("reason", &reason),
+            ("reason", reason),
         ]);
         if *e != SaslError::Cancelled {
             let (delay, banned) = self.ctx.throttle.fail(self.conn.peer.ip(), user, Instant::now(), cfg);

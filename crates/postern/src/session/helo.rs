@@ -41,6 +41,7 @@ impl<S: Socket> Session<S> {
             return Ok(());
         }
         if extended {
+            self.dovecot_learn().await;
             let lines = self.ehlo_lines();
             self.reply(Reply::plain(250, lines));
         } else {

@@ -31,6 +31,7 @@
 //! gets its replies in order, in one write.
 
 mod auth;
+mod auth_dovecot;
 mod authcheck;
 mod data;
 mod dkim;

@@ -47,6 +47,7 @@ pub(super) struct Harness {
     tls: Arc<ServerTls>,
     users: Arc<UserStore>,
     throttle: Arc<Throttle>,
+    services: Arc<crate::services::Services>,
     spool: Spool,
     queued: mpsc::UnboundedSender<QueueId>,
     _queued_rx: mpsc::UnboundedReceiver<QueueId>,
@@ -87,12 +88,14 @@ impl Harness {
         let spool = Spool::open(&data.join("queue")).expect("spool");
         let (queued, queued_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown) = watch::channel(false);
+        let services = Arc::new(crate::services::Services::new(&settings));
         Harness {
             _dir: dir,
             settings: Arc::new(settings),
             tls: Arc::new(server_tls),
             users: Arc::new(UserStore::new(&data)),
             throttle: Arc::new(Throttle::default()),
+            services,
             spool,
             queued,
             _queued_rx: queued_rx,
