@@ -31,8 +31,13 @@ impl Services {
     /// The services `settings` configure. Never fails: a backend that cannot
     /// be reached now is reached later (its lookups answer "unavailable",
     /// which sessions turn into 4xx replies).
-    pub fn new(_settings: &Settings) -> Services {
-        Services::default()
+    pub fn new(settings: &Settings) -> Services {
+        let mut services = Services::default();
+        // At merge: wrap in the cache (`cache_ttl`, `negative_cache_ttl`).
+        if let Some(l) = &settings.config.ldap {
+            services.directory = Some(Arc::new(crate::directory::ldap::LdapDirectory::new(l, settings)));
+        }
+        services
     }
 }
 
