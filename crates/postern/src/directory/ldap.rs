@@ -227,7 +227,8 @@ impl LdapDirectory {
         let entries = self.search(what, ldap_template::filter(template, &Key::address(address)), &[attr]).await?;
         let mut out: Vec<String> = Vec::new();
         for v in entries.iter().flat_map(|e| e.values(attr)).map(str::to_lowercase) {
-            if !(skip_self && v == address) && !out.contains(&v) {
+            let is_self = skip_self && v == address;
+            if !is_self && !out.contains(&v) {
                 out.push(v);
             }
         }
