@@ -45,8 +45,21 @@ impl Services {
             (AuthBackend::Dovecot, Some(s)) => Some(Arc::new(DovecotClient::new(s.0.clone(), auth.dovecot_timeout))),
             _ => None,
         };
-        Services { rdns: Some(Arc::new(crate::inbound::rdns_service::RdnsService::new())), dovecot, ..Services::default() }
+        Services {
+            directory: directory_of(settings),
+            rdns: Some(Arc::new(crate::inbound::rdns_service::RdnsService::new())),
+            dovecot,
+            ..Services::default()
+        }
     }
+}
+
+/// The `[ldap]` or `[sql]` directory (at most one is configured), cached.
+fn directory_of(settings: &Settings) -> Option<Arc<dyn Directory>> {
+    if let Some(l) = &settings.config.ldap {
+        return Some(Arc::new(crate::directory::ldap::LdapDirectory::new(l, settings)));
+    }
+    None
 }
 
 impl std::fmt::Debug for Services {

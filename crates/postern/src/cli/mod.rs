@@ -14,6 +14,7 @@ pub mod bench;
 pub mod ca;
 pub mod check;
 pub mod config;
+pub mod directory;
 pub mod dkim;
 pub mod explain;
 pub mod explain_auth;
@@ -154,6 +155,11 @@ enum Cmd {
     Dkim {
         #[command(subcommand)]
         action: dkim::DkimCmd,
+    },
+    /// Ask the account directory ([ldap]) one question, like `postmap -q`: `directory lookup mailbox ADDR`.
+    Directory {
+        #[command(subcommand)]
+        action: directory::DirectoryCmd,
     },
     /// Self-tests: `check smarthost [ROUTE]` connects to the next hop as delivery would, step by step.
     Check {
@@ -414,6 +420,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         },
         Cmd::Check { action } => with_settings(&src, |s| check::run(s, action)),
         Cmd::Dkim { action } => with_settings(&src, |s| dkim::run(s, action)),
+        Cmd::Directory { action } => with_settings(&src, |s| directory::run(s, action)),
         Cmd::Bench { server, messages, concurrency, size, starttls, auth_user, password_file, reuse, from, to, deadline, json } => {
             let auth = match bench::login(auth_user, password_file) {
                 Ok(a) => a,

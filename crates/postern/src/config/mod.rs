@@ -12,6 +12,7 @@
 //! problem positions), `validate.rs` (cross-field checks), `error.rs`.
 
 mod error;
+pub mod ldap_template;
 mod load;
 mod schema;
 mod schema_auth;
@@ -19,6 +20,7 @@ mod schema_auth_mail;
 mod schema_dkim;
 mod schema_inbound;
 mod schema_inbound_rdns;
+mod schema_ldap;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
@@ -48,6 +50,7 @@ pub use schema_auth_mail::{DmarcQuarantine, MailAuth};
 pub use schema_dkim::{DkimAlgorithm, DkimKey};
 pub use schema_inbound::Inbound;
 pub use schema_inbound_rdns::{InboundRdns, RejectAt, Resolve};
+pub use schema_ldap::{Ldap, LdapAuth};
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
@@ -127,6 +130,10 @@ pub struct Config {
     /// rate limits, greylisting). Default: all off.
     #[serde(default)]
     pub inbound: Inbound,
+    /// The LDAP account directory (`[ldap]`, docs/directory-ldap.md).
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldap: Option<Ldap>,
     /// The file and text this config was loaded from (to place problems
     /// found later, e.g. in files it names).
     #[serde(skip)]
@@ -158,6 +165,7 @@ impl Default for Config {
             mail_auth: MailAuth::default(),
             dkim: Vec::new(),
             inbound: Inbound::default(),
+            ldap: None,
             origin: load::Origin::default(),
         }
     }

@@ -88,6 +88,9 @@ pub enum ValidationError {
     /// A `cert_subject` / `cert_issuer` pattern that is not a DN.
     #[error("{0}")]
     BadDn(String),
+    /// A problem in `[ldap]` (config/schema_ldap.rs says which).
+    #[error("{0}")]
+    Ldap(String),
 }
 
 /// A problem and where it is: `at` is located in the file, `key` is named.
@@ -162,6 +165,13 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
     routes(c, &mut out);
     milters(c, &mut out);
     domains(c, &mut out);
+    // At merge with [sql]: pass `c.sql.is_some()` (both set is an error).
+    for (k, e) in c.ldap.as_ref().map(|l| super::schema_ldap::check(l, false)).unwrap_or_default() {
+        out.push(at(key("ldap").key(k), ValidationError::Ldap(e)));
+    }
+    if c.auth.backend == super::AuthBackend::Ldap && c.ldap.is_none() {
+        out.push(at(key("auth.backend"), ValidationError::Ldap("\"ldap\" needs an [ldap] table (docs/directory-ldap.md)".into())));
+    }
     for (i, u) in c.local.users.iter().enumerate() {
         if !crate::aliases::is_local_name(&u.to_ascii_lowercase()) {
             out.push(at(key("local.users").index(i), ValidationError::BadMailboxName(u.to_ascii_lowercase())));

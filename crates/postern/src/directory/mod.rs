@@ -16,6 +16,9 @@
 //! lower-case. Virtual domains have their own namespaces:
 //! `alice@a.example` and `alice@b.example` are two lookups.
 
+pub mod ldap;
+pub mod ldap_entry;
+
 use std::future::Future;
 use std::pin::Pin;
 
