@@ -47,14 +47,14 @@ pub(super) struct Harness {
     tls: Arc<ServerTls>,
     users: Arc<UserStore>,
     throttle: Arc<Throttle>,
-    services: Arc<crate::services::Services>,
     spool: Spool,
     queued: mpsc::UnboundedSender<QueueId>,
     _queued_rx: mpsc::UnboundedReceiver<QueueId>,
     shutdown: watch::Receiver<bool>,
     _shutdown_tx: watch::Sender<bool>,
     port: u16,
-    /// The services every session gets (default: none configured).
+    /// The services every session gets: those the settings configure, but
+    /// no DNS (tests that want rDNS set their own).
     pub(super) services: Arc<crate::services::Services>,
 }
 
@@ -88,7 +88,7 @@ impl Harness {
         let spool = Spool::open(&data.join("queue")).expect("spool");
         let (queued, queued_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown) = watch::channel(false);
-        let services = Arc::new(crate::services::Services::new(&settings));
+        let services = Arc::new(crate::services::Services { rdns: None, ..crate::services::Services::new(&settings) });
         Harness {
             _dir: dir,
             settings: Arc::new(settings),
@@ -102,7 +102,6 @@ impl Harness {
             shutdown,
             _shutdown_tx: shutdown_tx,
             port: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
-            services: Default::default(),
         }
     }
 
