@@ -25,6 +25,10 @@ pub struct Services {
     pub directory: Option<Arc<dyn Directory>>,
     /// Counters shared between nodes (`[cluster] redis`); `None`: local only.
     pub counters: Option<Arc<dyn SharedCounters>>,
+    /// DNSBL lookups and their answer cache (used when `[inbound.dnsbl] lists` is set).
+    pub dnsbl: Arc<crate::inbound::dnsbl::DnsblService>,
+    /// Clients that passed the pregreet test (`[inbound.pregreet]`).
+    pub pregreet: Arc<crate::inbound::pregreet::PassCache>,
 }
 
 impl Services {
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Services {
         f.debug_struct("Services")
             .field("directory", &self.directory.as_ref().map(|d| d.name()))
             .field("counters", &self.counters.is_some())
+            .field("pregreet_passed", &self.pregreet.len())
             .finish()
     }
 }

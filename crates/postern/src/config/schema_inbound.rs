@@ -6,7 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::schema_inbound_dnsbl::{Dnsbl, Pregreet};
+
 /// Inbound defences. Default: every one off.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Inbound {}
+pub struct Inbound {
+    /// DNS block/allow lists with weights (`[inbound.dnsbl]`). Default: no lists.
+    pub dnsbl: Dnsbl,
+    /// The pre-greeting test (`[inbound.pregreet]`). Default: off.
+    pub pregreet: Pregreet,
+}

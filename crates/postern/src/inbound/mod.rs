@@ -7,3 +7,6 @@
 //!
 //! May touch: DNS (through `mailauth::resolver`), the shared counters
 //! (`crate::counters`), nothing on disk unless a submodule says so.
+
+pub mod dnsbl;
+pub mod pregreet;

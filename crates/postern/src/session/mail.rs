@@ -125,6 +125,9 @@ impl<S: Socket> Session<S> {
             self.reject("RCPT", codes::too_many_recipients(), &[("from", &sender), ("to", &rcpt_text)]);
             return Ok(());
         }
+        if self.screen_rcpt(&sender, &rcpt_text).await {
+            return Ok(());
+        }
         let db = self.ctx.users.get();
         let facts = Facts {
             listener: self.ctx.listener.label(),
