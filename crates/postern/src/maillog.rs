@@ -10,7 +10,8 @@
 //!
 //! Events: connect, helo, tls, auth, rcpt, reject, milter, queued, hold,
 //! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
-//! release, delete, bounce, disconnect, reload, start, stop, error.
+//! release, delete, bounce, disconnect, reload, start, stop, error, dnsbl,
+//! pregreet.
 //!
 //! The log file is created mode 0600 (whatever the umask) and opened for
 //! append; [`reopen`] closes and opens it again by name (after logrotate
@@ -198,6 +199,11 @@ events! {
     stop,
     /// Something went wrong that is not a client's or a peer's fault: `error`, `action`.
     error,
+    /// A client's DNSBL score: `client`, `score`, `lists` (`zone:weight,...`),
+    /// `verdict` (pass, allowlisted, listed), `failed` (lists that did not answer).
+    dnsbl,
+    /// The pre-greeting test: `client`, `result` (pass, pregreet, pipelining), `action`, `waited`.
+    pregreet,
 }
 
 /// One JSON line (without the newline): `time`, `event`, then the fields.

@@ -33,6 +33,10 @@ pub struct Services {
     /// The Dovecot auth client (`auth.backend = "dovecot"`); `None`: not
     /// configured. It connects lazily.
     pub dovecot: Option<Arc<DovecotClient>>,
+    /// DNSBL lookups and their answer cache (used when `[inbound.dnsbl] lists` is set).
+    pub dnsbl: Arc<crate::inbound::dnsbl::DnsblService>,
+    /// Clients that passed the pregreet test (`[inbound.pregreet]`).
+    pub pregreet: Arc<crate::inbound::pregreet::PassCache>,
 }
 
 impl Services {
@@ -69,6 +73,7 @@ impl std::fmt::Debug for Services {
             .field("counters", &self.counters.is_some())
             .field("rdns", &self.rdns.is_some())
             .field("dovecot", &self.dovecot)
+            .field("pregreet_passed", &self.pregreet.len())
             .finish()
     }
 }

@@ -1,9 +1,10 @@
 //! `postern explain`: the relay decision for one recipient, computed by the
 //! same code the server runs (`policy::check_rcpt`), with the rule that
-//! made it.
+//! made it, and the inbound screen (DNSBL score, pregreet) for the client.
 //!
 //! May touch: the client CA and CRL files and the certificate named (read),
-//! `DATA/users.json` (read), standard output.
+//! `DATA/users.json` (read), standard output; DNS (the `[inbound.dnsbl]`
+//! lists, through `explain_screen`).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -96,11 +97,12 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         RcptDecision::Reject { reply, .. } => ("reject".to_string(), reply.summary()),
     };
     let cert_text = identity.as_ref().map(|c| format!("{} ({})", c.cert.subject, c.verdict()));
+    let screen = super::explain_screen::screen(s, q.ip, who.is_some() || identity.is_some());
     if json {
         let v = serde_json::json!({
             "decision": decision, "reply": reply, "rule": d.rule(), "origin": d.origin(),
             "recipient_class": class, "listener": listener, "client": q.ip.to_string(),
-            "certificate": cert_text, "inbound_rdns": inbound.json(),
+            "certificate": cert_text, "inbound_rdns": inbound.json(), "screen": super::explain_screen::json(&screen),
         });
         println!("{v}");
     } else {
@@ -117,6 +119,7 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
             println!("cert:     {c}");
         }
         inbound.print();
+        super::explain_screen::print(&screen);
     }
     exit::OK
 }

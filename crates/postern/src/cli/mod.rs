@@ -19,6 +19,7 @@ pub mod dkim;
 pub mod explain;
 pub mod explain_auth;
 pub mod explain_rdns;
+pub mod explain_screen;
 pub mod generate;
 pub mod log;
 pub mod pipe;
@@ -104,7 +105,8 @@ enum Cmd {
     Status(status::StatusArgs),
     /// Check the aliases file and make the running daemon reload it (like `newaliases`, `sendmail -bi`).
     Aliases,
-    /// Explain the relay decision for one recipient, with the same code the server runs.
+    /// Explain the relay decision for one recipient, with the same code the server runs, and the
+    /// inbound screen for --ip (DNSBL score per list, asked now; pregreet delay).
     Explain {
         /// Listener name or role (default: the first listener).
         #[arg(long)]

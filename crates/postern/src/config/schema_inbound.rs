@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::schema_inbound_dnsbl::{Dnsbl, Pregreet};
+
 /// Inbound defences. Default: every one off.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -13,4 +15,8 @@ pub struct Inbound {
     /// Reverse DNS of the client, HELO and sender checks, harvest
     /// protection (`[inbound.rdns]`).
     pub rdns: super::schema_inbound_rdns::InboundRdns,
+    /// DNS block/allow lists with weights (`[inbound.dnsbl]`). Default: no lists.
+    pub dnsbl: Dnsbl,
+    /// The pre-greeting test (`[inbound.pregreet]`). Default: off.
+    pub pregreet: Pregreet,
 }

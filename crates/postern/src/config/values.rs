@@ -63,6 +63,14 @@ pub enum ValueError {
     /// A SASL mechanism postern does not implement.
     #[error("unknown mechanism {0:?} (PLAIN, LOGIN, CRAM-MD5, DIGEST-MD5, SCRAM-SHA-1, SCRAM-SHA-256, SCRAM-SHA-256-PLUS, EXTERNAL)")]
     Mechanism(String),
+    /// An `[inbound.dnsbl] lists` entry that does not parse.
+    #[error("bad DNSBL site {text:?}: {reason} (use e.g. \"zen.example=127.0.0.[2..11]*3\")")]
+    DnsblSite {
+        /// What the file says.
+        text: String,
+        /// Why it does not parse.
+        reason: String,
+    },
 }
 
 /// A network endpoint: TCP `host:port` or `unix:/path`.
@@ -365,7 +373,7 @@ pub(super) fn setting_aside<R>(f: impl FnOnce() -> R) -> (R, SetAside) {
 /// Deserializes a string and parses it. Inside [`setting_aside`] a bad value
 /// is recorded with its span (only `toml` deserializers give one) and
 /// `placeholder` stands in; elsewhere it is a plain serde error.
-fn lenient<'de, D, T>(d: D, parse: impl Fn(&str) -> Result<T, ValueError>, placeholder: impl Fn() -> T) -> Result<T, D::Error>
+pub(super) fn lenient<'de, D, T>(d: D, parse: impl Fn(&str) -> Result<T, ValueError>, placeholder: impl Fn() -> T) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
 {

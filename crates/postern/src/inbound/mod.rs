@@ -13,3 +13,5 @@ pub mod harvest;
 pub mod helo;
 pub mod rdns;
 pub mod rdns_service;
+pub mod dnsbl;
+pub mod pregreet;

@@ -19,6 +19,9 @@ impl<S: Socket> Session<S> {
     pub(super) async fn helo(&mut self, name: String, extended: bool) -> Result<(), End> {
         let client = self.client_text();
         maillog::helo(&[("client", &client), ("helo", &name)]);
+        if self.screen_pipelining(if extended { "EHLO" } else { "HELO" }, true) {
+            return Ok(());
+        }
         if self.milters.is_some() {
             let macros = self.milter_macros_helo();
             if let Some(m) = self.milters.as_mut() {

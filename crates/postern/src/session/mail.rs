@@ -137,6 +137,9 @@ impl<S: Socket> Session<S> {
             self.reject("RCPT", r, &[("from", &sender), ("to", &rcpt_text), ("rule", rule)]);
             return Ok(());
         }
+        if self.screen_rcpt(&sender, &rcpt_text).await {
+            return Ok(());
+        }
         let db = self.ctx.users.get();
         let facts = Facts {
             listener: self.ctx.listener.label(),

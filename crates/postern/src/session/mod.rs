@@ -39,6 +39,7 @@ mod filter;
 mod helo;
 mod mail;
 mod rdns;
+mod screen;
 mod starttls;
 mod stream;
 pub(crate) mod table;
@@ -268,7 +269,7 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
         return;
     }
     let greeting = Reply::plain(220, vec![format!("{} ESMTP postern", s.ctx.settings.hostname).into()]);
-    match s.milter_connect().await {
+    match s.screen_connect().await {
         Verdict::Reject(r) if r.code >= 500 => {
             s.reject("CONNECT", Reply { code: 554, ..r }, &[]);
             s.enter(State::Refused);

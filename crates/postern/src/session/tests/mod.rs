@@ -13,6 +13,7 @@ mod harness;
 mod limits;
 mod loops;
 mod rdns;
+mod screen;
 
 use harness::{b64, Client, Harness};
 
