@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use crate::counters::SharedCounters;
 use crate::directory::Directory;
+use crate::inbound::greylist::GreylistStore;
+use crate::inbound::rate::RateCounters;
 use crate::settings::Settings;
 
 /// The services a session may use. Cheap to clone (handles only).
@@ -25,14 +27,18 @@ pub struct Services {
     pub directory: Option<Arc<dyn Directory>>,
     /// Counters shared between nodes (`[cluster] redis`); `None`: local only.
     pub counters: Option<Arc<dyn SharedCounters>>,
+    /// The rate limits' local counters (`[inbound.rate]`).
+    pub rate: Arc<RateCounters>,
+    /// The greylist records (`[inbound.greylist]`), from `DATA/greylist.json`.
+    pub greylist: Arc<GreylistStore>,
 }
 
 impl Services {
     /// The services `settings` configure. Never fails: a backend that cannot
     /// be reached now is reached later (its lookups answer "unavailable",
     /// which sessions turn into 4xx replies).
-    pub fn new(_settings: &Settings) -> Services {
-        Services::default()
+    pub fn new(settings: &Settings) -> Services {
+        Services { greylist: Arc::new(GreylistStore::load(&settings.data_dir)), ..Services::default() }
     }
 }
 

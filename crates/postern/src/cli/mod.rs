@@ -102,7 +102,8 @@ enum Cmd {
     Status(status::StatusArgs),
     /// Check the aliases file and make the running daemon reload it (like `newaliases`, `sendmail -bi`).
     Aliases,
-    /// Explain the relay decision for one recipient, with the same code the server runs.
+    /// Explain the relay decision for one recipient, with the same code the server runs, and the
+    /// inbound rate limits and greylist state that would apply.
     Explain {
         /// Listener name or role (default: the first listener).
         #[arg(long)]

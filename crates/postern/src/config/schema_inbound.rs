@@ -6,7 +6,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::schema_inbound_rate::{Greylist, RateLimits};
+
 /// Inbound defences. Default: every one off.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Inbound {}
+pub struct Inbound {
+    /// Rate limits per client network, user and sender (`[inbound.rate]`).
+    /// Default: no limits.
+    pub rate: RateLimits,
+    /// Greylisting at RCPT (`[inbound.greylist]`). Default off.
+    pub greylist: Greylist,
+}

@@ -7,3 +7,5 @@
 //!
 //! May touch: DNS (through `mailauth::resolver`), the shared counters
 //! (`crate::counters`), nothing on disk unless a submodule says so.
+pub mod greylist;
+pub mod rate;

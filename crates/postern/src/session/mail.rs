@@ -20,6 +20,9 @@ impl<S: Socket> Session<S> {
     /// MAIL: check, filter (milters), proceed.
     pub(super) async fn mail(&mut self, from: Path, params: MailParams) -> Result<(), End> {
         let Some(greeted) = self.mail_checks(&from, &params) else { return Ok(()) };
+        if self.message_rate_refused(&from).await {
+            return Ok(());
+        }
         let mut txn = Txn { from, params, rcpts: Vec::new(), discard: false };
         if self.milters.is_some() {
             let sender = txn.sender();
@@ -125,6 +128,9 @@ impl<S: Socket> Session<S> {
             self.reject("RCPT", codes::too_many_recipients(), &[("from", &sender), ("to", &rcpt_text)]);
             return Ok(());
         }
+        if self.recipient_rate_refused(&sender, &rcpt_text).await {
+            return Ok(());
+        }
         let db = self.ctx.users.get();
         let facts = Facts {
             listener: self.ctx.listener.label(),
@@ -140,6 +146,9 @@ impl<S: Socket> Session<S> {
         let client = self.client_text();
         match decision {
             RcptDecision::Accept { targets, rule, origin, action } => {
+                if self.greylisted(&sender, &rcpt_text).await {
+                    return Ok(());
+                }
                 if self.milters.is_some() {
                     let args = rcpt_args(&rcpt_text, &params);
                     let macros = self.milter_macros_rcpt(&to);

@@ -36,6 +36,7 @@ mod data;
 mod dkim;
 mod filter;
 mod helo;
+mod limits;
 mod mail;
 mod starttls;
 mod stream;
@@ -261,6 +262,9 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
     maillog::connect(&[("client", &peer), ("listener", s.ctx.listener.role.name())]);
     if s.ctx.listener.role.implicit_tls() && s.handshake().await.is_err() {
         maillog::disconnect(&[("client", &peer), ("reason", "TLS handshake failed")]);
+        return;
+    }
+    if s.connection_rate_refused().await {
         return;
     }
     let greeting = Reply::plain(220, vec![format!("{} ESMTP postern", s.ctx.settings.hostname).into()]);

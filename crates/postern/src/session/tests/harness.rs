@@ -47,6 +47,7 @@ pub(super) struct Harness {
     tls: Arc<ServerTls>,
     users: Arc<UserStore>,
     throttle: Arc<Throttle>,
+    services: Arc<crate::services::Services>,
     spool: Spool,
     queued: mpsc::UnboundedSender<QueueId>,
     _queued_rx: mpsc::UnboundedReceiver<QueueId>,
@@ -87,6 +88,7 @@ impl Harness {
         let (shutdown_tx, shutdown) = watch::channel(false);
         Harness {
             _dir: dir,
+            services: Arc::new(crate::services::Services::new(&settings)),
             settings: Arc::new(settings),
             tls: Arc::new(server_tls),
             users: Arc::new(UserStore::new(&data)),
@@ -129,7 +131,7 @@ impl Harness {
             listener: Arc::new(listener),
             users: self.users.clone(),
             throttle: self.throttle.clone(),
-            services: Default::default(),
+            services: self.services.clone(),
         };
         let conn = Conn { peer: (peer, self.port).into(), local: ([127, 0, 0, 1], 25).into() };
         let (client, server) = tokio::io::duplex(buffer);

@@ -11,6 +11,7 @@ mod dkim;
 mod harness;
 mod limits;
 mod loops;
+mod rate;
 
 use harness::{b64, Client, Harness};
 
