@@ -17,6 +17,8 @@ use crate::auth::dovecot::DovecotClient;
 use crate::config::AuthBackend;
 use crate::counters::SharedCounters;
 use crate::directory::Directory;
+use crate::inbound::greylist::GreylistStore;
+use crate::inbound::rate::RateCounters;
 use crate::settings::Settings;
 
 /// The services a session may use. Cheap to clone (handles only).
@@ -37,6 +39,10 @@ pub struct Services {
     pub dnsbl: Arc<crate::inbound::dnsbl::DnsblService>,
     /// Clients that passed the pregreet test (`[inbound.pregreet]`).
     pub pregreet: Arc<crate::inbound::pregreet::PassCache>,
+    /// The rate limits' local counters (`[inbound.rate]`).
+    pub rate: Arc<RateCounters>,
+    /// The greylist records (`[inbound.greylist]`), from `DATA/greylist.json`.
+    pub greylist: Arc<GreylistStore>,
 }
 
 impl Services {
@@ -53,6 +59,7 @@ impl Services {
             directory: directory_of(settings),
             rdns: Some(Arc::new(crate::inbound::rdns_service::RdnsService::new())),
             dovecot,
+            greylist: Arc::new(GreylistStore::load(&settings.data_dir)),
             ..Services::default()
         }
     }

@@ -98,11 +98,21 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
     };
     let cert_text = identity.as_ref().map(|c| format!("{} ({})", c.cert.subject, c.verdict()));
     let screen = super::explain_screen::screen(s, q.ip, who.is_some() || identity.is_some());
+    let from = sender.as_ref().map(|m| m.to_string()).unwrap_or_default();
+    let to = match &rcpt_path {
+        Path::Mailbox(m) => m.to_string(),
+        Path::Postmaster => "Postmaster".to_string(),
+        Path::Null => String::new(),
+    };
+    let rate = crate::inbound::rate::explain(&s.config.inbound.rate, &s.config.relay.networks, q.ip, q.auth.as_deref(), Some(&from));
+    let identified = who.is_some() || identity.as_ref().is_some_and(|c| c.verified.is_ok());
+    let greylist = crate::inbound::greylist::explain_for(s, q.ip, identified, &from, &to);
     if json {
         let v = serde_json::json!({
             "decision": decision, "reply": reply, "rule": d.rule(), "origin": d.origin(),
             "recipient_class": class, "listener": listener, "client": q.ip.to_string(),
             "certificate": cert_text, "inbound_rdns": inbound.json(), "screen": super::explain_screen::json(&screen),
+            "rate": rate, "greylist": greylist,
         });
         println!("{v}");
     } else {
@@ -120,6 +130,8 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         }
         inbound.print();
         super::explain_screen::print(&screen);
+        rate.iter().for_each(|l| println!("rate:     {l}"));
+        println!("greylist: {greylist}");
     }
     exit::OK
 }

@@ -106,7 +106,8 @@ enum Cmd {
     /// Check the aliases file and make the running daemon reload it (like `newaliases`, `sendmail -bi`).
     Aliases,
     /// Explain the relay decision for one recipient, with the same code the server runs, and the
-    /// inbound screen for --ip (DNSBL score per list, asked now; pregreet delay).
+    /// inbound screen for --ip (DNSBL score per list, asked now; pregreet delay),
+    /// rate limits and greylist state that would apply.
     Explain {
         /// Listener name or role (default: the first listener).
         #[arg(long)]

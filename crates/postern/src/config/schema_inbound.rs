@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::schema_inbound_dnsbl::{Dnsbl, Pregreet};
+use super::schema_inbound_rate::{Greylist, RateLimits};
 
 /// Inbound defences. Default: every one off.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -19,4 +20,9 @@ pub struct Inbound {
     pub dnsbl: Dnsbl,
     /// The pre-greeting test (`[inbound.pregreet]`). Default: off.
     pub pregreet: Pregreet,
+    /// Rate limits per client network, user and sender (`[inbound.rate]`).
+    /// Default: no limits.
+    pub rate: RateLimits,
+    /// Greylisting at RCPT (`[inbound.greylist]`). Default off.
+    pub greylist: Greylist,
 }

@@ -6,7 +6,7 @@
 
 use super::load::KeyPath;
 use super::schema::{LocalDelivery, RouteTransport};
-use super::Config;
+use super::{Config, RateKey, RateWhat};
 
 /// A cross-field problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +76,13 @@ pub enum ValidationError {
     /// `limits.ipv6_prefix` that is no IPv6 prefix length.
     #[error("must be between 1 and 128")]
     BadPrefix,
+    /// An `[inbound.*]` prefix length outside 1..=32 (IPv4) or 1..=128 (IPv6).
+    #[error("must be between 1 and {0}")]
+    PrefixRange(u8),
+    /// `what = "connections"` with a key other than "client": connections
+    /// are counted before AUTH and MAIL.
+    #[error("connections are counted per client only (key = \"client\")")]
+    ConnectionsPerClient,
     /// A local user name that cannot be a mailbox name.
     #[error("{0:?} is not a valid mailbox name (letters, digits, . _ - + =)")]
     BadMailboxName(String),
@@ -130,6 +137,7 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
     let mut out = Vec::new();
     listeners(c, &mut out);
     limits(c, &mut out);
+    inbound_rate(c, &mut out);
     pairs(c, &mut out);
     for (i, r) in c.rules.iter().enumerate() {
         let r = r.get_ref();
@@ -245,6 +253,28 @@ fn limits(c: &Config, out: &mut Vec<Issue>) {
     }
     if c.queue.retry_min > c.queue.retry_max {
         out.push(at(key("queue.retry_min"), ValidationError::RetryOrder));
+    }
+}
+
+fn inbound_rate(c: &Config, out: &mut Vec<Issue>) {
+    let (r, g) = (&c.inbound.rate, &c.inbound.greylist);
+    for (k, v, max) in [
+        ("inbound.rate.ipv4_prefix", r.ipv4_prefix, 32),
+        ("inbound.rate.ipv6_prefix", r.ipv6_prefix, 128),
+        ("inbound.greylist.ipv4_prefix", g.ipv4_prefix, 32),
+        ("inbound.greylist.ipv6_prefix", g.ipv6_prefix, 128),
+    ] {
+        if !(1..=max).contains(&v) {
+            out.push(at(key(k), ValidationError::PrefixRange(max)));
+        }
+    }
+    for (i, l) in r.limit.iter().enumerate() {
+        if l.what == RateWhat::Connections && l.key != RateKey::Client {
+            out.push(at(key("inbound.rate.limit").index(i).key("key"), ValidationError::ConnectionsPerClient));
+        }
+        if l.max < 1 || l.per.is_zero() {
+            out.push(at(key("inbound.rate.limit").index(i).key(if l.max < 1 { "max" } else { "per" }), ValidationError::Zero));
+        }
     }
 }
 

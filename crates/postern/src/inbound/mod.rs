@@ -9,9 +9,11 @@
 //! (`crate::counters`), nothing on disk unless a submodule says so.
 
 pub mod dns;
+pub mod dnsbl;
+pub mod greylist;
 pub mod harvest;
 pub mod helo;
+pub mod pregreet;
+pub mod rate;
 pub mod rdns;
 pub mod rdns_service;
-pub mod dnsbl;
-pub mod pregreet;

@@ -28,6 +28,9 @@ impl<S: Socket> Session<S> {
             self.reject("MAIL", r, &[("from", &sender), ("rule", "sender-domain")]);
             return Ok(());
         }
+        if self.message_rate_refused(&from).await {
+            return Ok(());
+        }
         let mut txn = Txn { from, params, rcpts: Vec::new(), discard: false };
         if self.milters.is_some() {
             let sender = txn.sender();
@@ -140,6 +143,9 @@ impl<S: Socket> Session<S> {
         if self.screen_rcpt(&sender, &rcpt_text).await {
             return Ok(());
         }
+        if self.recipient_rate_refused(&sender, &rcpt_text).await {
+            return Ok(());
+        }
         let db = self.ctx.users.get();
         let facts = Facts {
             listener: self.ctx.listener.label(),
@@ -156,6 +162,9 @@ impl<S: Socket> Session<S> {
         let client = self.client_text();
         match decision {
             RcptDecision::Accept { targets, rule, origin, action } => {
+                if self.greylisted(&sender, &rcpt_text).await {
+                    return Ok(());
+                }
                 if self.milters.is_some() {
                     let args = rcpt_args(&rcpt_text, &params);
                     let macros = self.milter_macros_rcpt(&to);

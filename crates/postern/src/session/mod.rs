@@ -37,6 +37,7 @@ mod data;
 mod dkim;
 mod filter;
 mod helo;
+mod limits;
 mod mail;
 mod rdns;
 mod screen;
@@ -65,7 +66,7 @@ use postern_wire::{codes, parse_command, Command, Path, Reply};
 use crate::auth::{Authenticated, Throttle};
 use crate::config::{ClientCertMode, Listener, Role};
 use crate::maillog;
-use crate::milter::{Milters, Verdict};
+use crate::milter::Milters;
 use crate::settings::Settings;
 use crate::spool::{Draft, QueueId, Spool};
 use crate::tls::{ServerTls, TlsInfo};
@@ -268,19 +269,10 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
         maillog::disconnect(&[("client", &peer), ("reason", "TLS handshake failed")]);
         return;
     }
-    let greeting = Reply::plain(220, vec![format!("{} ESMTP postern", s.ctx.settings.hostname).into()]);
-    match s.screen_connect().await {
-        Verdict::Reject(r) if r.code >= 500 => {
-            s.reject("CONNECT", Reply { code: 554, ..r }, &[]);
-            s.enter(State::Refused);
-        }
-        Verdict::Reject(r) | Verdict::Close(r) => {
-            // A greeting is 220, 554 or 421 (RFC 5321 §3.1, §4.2.5).
-            s.reject("CONNECT", Reply { code: 421, ..r }, &[]);
-            s.enter(State::Closed);
-        }
-        Verdict::Continue | Verdict::Discard => s.reply(greeting),
+    if s.connection_rate_refused().await {
+        return;
     }
+    s.greet().await;
     let _ = s.main_loop().await;
     if let Some(m) = s.milters.take() {
         m.quit().await;

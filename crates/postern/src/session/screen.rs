@@ -21,6 +21,24 @@ use crate::maillog;
 use crate::milter::Verdict;
 
 impl<S: Socket> Session<S> {
+    /// The greeting (RFC 5321 §3.1): the DNSBL and pregreet screen and the
+    /// connect milters decide between 220, 554 (then only QUIT) and 421.
+    pub(super) async fn greet(&mut self) {
+        let greeting = Reply::plain(220, vec![format!("{} ESMTP postern", self.ctx.settings.hostname).into()]);
+        match self.screen_connect().await {
+            Verdict::Reject(r) if r.code >= 500 => {
+                self.reject("CONNECT", Reply { code: 554, ..r }, &[]);
+                self.enter(State::Refused);
+            }
+            Verdict::Reject(r) | Verdict::Close(r) => {
+                // A greeting is 220, 554 or 421 (RFC 5321 §3.1, §4.2.5).
+                self.reject("CONNECT", Reply { code: 421, ..r }, &[]);
+                self.enter(State::Closed);
+            }
+            Verdict::Continue | Verdict::Discard => self.reply(greeting),
+        }
+    }
+
     /// The connect phase: DNSBL (stage "connect", or to allow-list a client
     /// before the pregreet wait), then the pregreet wait, then the milters.
     /// A refusal comes back as a milter-like verdict: `Reject` (554

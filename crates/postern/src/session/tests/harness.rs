@@ -102,7 +102,6 @@ impl Harness {
             shutdown,
             _shutdown_tx: shutdown_tx,
             port: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
-            services: Default::default(),
         }
     }
 

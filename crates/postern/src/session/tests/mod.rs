@@ -12,6 +12,7 @@ mod dkim;
 mod harness;
 mod limits;
 mod loops;
+mod rate;
 mod rdns;
 mod screen;
 
