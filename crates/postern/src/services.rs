@@ -31,8 +31,8 @@ impl Services {
     /// The services `settings` configure. Never fails: a backend that cannot
     /// be reached now is reached later (its lookups answer "unavailable",
     /// which sessions turn into 4xx replies).
-    pub fn new(_settings: &Settings) -> Services {
-        Services::default()
+    pub fn new(settings: &Settings) -> Services {
+        Services { counters: crate::cluster::counters(&settings.config.cluster), ..Services::default() }
     }
 }
 

@@ -16,6 +16,7 @@ mod load;
 mod schema;
 mod schema_auth;
 mod schema_auth_mail;
+mod schema_cluster;
 mod schema_dkim;
 mod schema_inbound;
 mod schema_listener;
@@ -44,6 +45,7 @@ pub use schema::{
 };
 pub use schema_auth::{Auth, AuthBackend, BanAction, ExternalIdentity};
 pub use schema_auth_mail::{DmarcQuarantine, MailAuth};
+pub use schema_cluster::{redact_url, Cluster};
 pub use schema_dkim::{DkimAlgorithm, DkimKey};
 pub use schema_inbound::Inbound;
 pub use schema_listener::{ClientCertMode, Listener, Role};
@@ -125,6 +127,10 @@ pub struct Config {
     /// rate limits, greylisting). Default: all off.
     #[serde(default)]
     pub inbound: Inbound,
+    /// What several nodes share (`[cluster] redis`, docs/scaling.md).
+    /// Default: nothing (every node on its own).
+    #[serde(default)]
+    pub cluster: Cluster,
     /// The file and text this config was loaded from (to place problems
     /// found later, e.g. in files it names).
     #[serde(skip)]
@@ -156,6 +162,7 @@ impl Default for Config {
             mail_auth: MailAuth::default(),
             dkim: Vec::new(),
             inbound: Inbound::default(),
+            cluster: Cluster::default(),
             origin: load::Origin::default(),
         }
     }

@@ -15,7 +15,7 @@ pub const REDACTED: &str = "<redacted>";
 
 /// Keys (dotted, without indices, or a prefix ending at a dot) whose change
 /// is only picked up by a restart.
-pub const RESTART_KEYS: &[&str] = &["listener", "data_dir", "user", "queue.sync", "metrics.address"];
+pub const RESTART_KEYS: &[&str] = &["listener", "data_dir", "user", "queue.sync", "metrics.address", "cluster"];
 
 /// The config as a TOML table, every key with its value (keys without a
 /// value, `None`, are absent: TOML has no null), secrets redacted.

@@ -47,6 +47,7 @@ pub(super) struct Harness {
     tls: Arc<ServerTls>,
     users: Arc<UserStore>,
     throttle: Arc<Throttle>,
+    services: Arc<crate::services::Services>,
     spool: Spool,
     queued: mpsc::UnboundedSender<QueueId>,
     _queued_rx: mpsc::UnboundedReceiver<QueueId>,
@@ -91,6 +92,7 @@ impl Harness {
             tls: Arc::new(server_tls),
             users: Arc::new(UserStore::new(&data)),
             throttle: Arc::new(Throttle::default()),
+            services: Default::default(),
             spool,
             queued,
             _queued_rx: queued_rx,
@@ -98,6 +100,11 @@ impl Harness {
             _shutdown_tx: shutdown_tx,
             port: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Sessions from now on use these shared counters (`[cluster] redis`).
+    pub(super) fn set_counters(&mut self, counters: Arc<dyn crate::counters::SharedCounters>) {
+        self.services = Arc::new(crate::services::Services { counters: Some(counters), ..Default::default() });
     }
 
     /// A session on the listener with this label (name, or role when it
@@ -129,7 +136,7 @@ impl Harness {
             listener: Arc::new(listener),
             users: self.users.clone(),
             throttle: self.throttle.clone(),
-            services: Default::default(),
+            services: self.services.clone(),
         };
         let conn = Conn { peer: (peer, self.port).into(), local: ([127, 0, 0, 1], 25).into() };
         let (client, server) = tokio::io::duplex(buffer);
