@@ -27,7 +27,7 @@ pub(super) fn run(s: &Settings, to: &str, all: bool, ids: &[String], as_json: bo
         }
         Ok(e) => e,
     };
-    if all == !ids.is_empty() {
+    if all != ids.is_empty() {
         eprintln!("postern: queue move needs either --all or queue ids\nFor more information, try '--help'.");
         return exit::USAGE;
     }
@@ -105,9 +105,7 @@ pub(super) fn run(s: &Settings, to: &str, all: bool, ids: &[String], as_json: bo
         }
         println!("{moved} message{} moved to {to}, {stayed} still queued here", if moved == 1 { "" } else { "s" });
     }
-    let unknown = reports
-        .iter()
-        .any(|r| matches!(&r.moved, Moved::Kept { reason } if reason.contains("not found") || reason.contains("No such file")));
+    let unknown = reports.iter().any(|r| matches!(&r.moved, Moved::Kept { reason } if reason.starts_with("no message ")));
     match (stayed, unknown) {
         (0, _) => exit::OK,
         (_, true) => exit::NOINPUT,

@@ -133,8 +133,7 @@ async fn remembered_logins_and_exemptions_cross_nodes() {
     assert_eq!(at_user(&b, &store, from, "alice", &cfg).await, Verdict::Allow);
     assert_eq!(at_user(&b, &store, from, "mallory", &cfg).await, Verdict::Banned);
 
-    let exempt = auth("max_failures_per_ip = 2\n").clone();
-    let mut exempt = exempt;
+    let mut exempt = auth("max_failures_per_ip = 2\n");
     exempt.ban_exempt_networks = vec!["192.0.2.0/24".parse().expect("cidr")];
     assert_eq!(at_user(&b, &store, from, "mallory", &exempt).await, Verdict::Allow);
 }

@@ -143,6 +143,9 @@ impl Moved {
     }
 }
 
+/// How a kept message's reason starts when the target could not be reached.
+const CONNECT_FAILED: &str = "cannot connect to ";
+
 /// One message moved (or not), with its id.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -170,8 +173,24 @@ pub async fn move_all(settings: &Settings, spool: &Spool, to: &Endpoint, ids: Op
     let target = to.to_string();
     let mut conn: Option<Conn> = None;
     let mut out = Vec::new();
+    // Once the target cannot be reached, the rest stay without a try each
+    // (a silent target would cost a connect timeout per message).
+    let mut unreachable: Option<String> = None;
     for id in ids {
-        let moved = move_one(spool, &dest, &mut conn, &id, &target).await;
+        let moved = match &unreachable {
+            Some(why) => {
+                maillog::moved(&[("id", id.as_str()), ("to", &target), ("result", "kept"), ("reason", why)]);
+                Moved::Kept { reason: why.clone() }
+            }
+            None => move_one(spool, &dest, &mut conn, &id, &target).await,
+        };
+        if conn.is_none() {
+            if let Moved::Kept { reason } = &moved {
+                if reason.starts_with(CONNECT_FAILED) {
+                    unreachable = Some(reason.clone());
+                }
+            }
+        }
         out.push(Report { id, moved });
     }
     if let Some(c) = conn {
@@ -202,7 +221,7 @@ async fn move_one(spool: &Spool, dest: &crate::delivery::smtp::Dest, conn: &mut 
     if conn.is_none() {
         match Conn::open(dest).await {
             Ok(c) => *conn = Some(c),
-            Err(e) => return kept(format!("{target}: {e}")),
+            Err(e) => return kept(format!("{CONNECT_FAILED}{target}: {e}")),
         }
     }
     let Some(c) = conn.as_mut() else { return kept("no connection".into()) };
@@ -295,7 +314,8 @@ mod tests {
     #[test]
     fn what_moves() {
         use RcptStatus::*;
-        let table: &[(&[(RcptStatus, bool)], Place, Plan)] = &[
+        type Case = (&'static [(RcptStatus, bool)], Place, Plan);
+        let table: &[Case] = &[
             (&[(Pending, false)], Place::Active, Plan::Relay(vec![0])),
             (&[(Delivered, false), (Pending, false), (Failed, true), (Pending, false)], Place::Active, Plan::Relay(vec![1, 3])),
             (&[(Pending, false)], Place::Hold, Plan::Keep("on hold (release it first)")),
