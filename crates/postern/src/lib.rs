@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bounce;
 pub mod ca;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod counters;

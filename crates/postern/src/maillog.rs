@@ -11,7 +11,7 @@
 //! Events: connect, helo, tls, auth, rcpt, reject, milter, queued, hold,
 //! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
 //! release, delete, bounce, disconnect, reload, start, stop, error, dnsbl,
-//! pregreet.
+//! pregreet, cluster, moved.
 //!
 //! The log file is created mode 0600 (whatever the umask) and opened for
 //! append; [`reopen`] closes and opens it again by name (after logrotate
@@ -204,6 +204,12 @@ events! {
     dnsbl,
     /// The pre-greeting test: `client`, `result` (pass, pregreet, pipelining), `action`, `waited`.
     pregreet,
+    /// The cluster's shared store changed state: `redis` (unreachable, ok),
+    /// `action` (local counters), `server`, `request`, `error`.
+    cluster,
+    /// `queue move` relayed a message to another node and removed it here:
+    /// `id`, `to`, `nrcpt`, `reply` (or `result=kept` with `reason`).
+    moved,
 }
 
 /// One JSON line (without the newline): `time`, `event`, then the fields.

@@ -57,6 +57,7 @@ impl Services {
         };
         Services {
             directory: directory_of(settings),
+            counters: crate::cluster::counters(&settings.config.cluster),
             rdns: Some(Arc::new(crate::inbound::rdns_service::RdnsService::new())),
             dovecot,
             greylist: Arc::new(GreylistStore::load(&settings.data_dir)),

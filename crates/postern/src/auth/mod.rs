@@ -18,7 +18,7 @@ use crate::config::{Auth, ExternalIdentity, Listener};
 use crate::tls::ClientCertIdentity;
 use crate::users::UserDb;
 
-pub use throttle::{client_key, Throttle, Verdict, MAX_AUTHCID};
+pub use throttle::{client_key, SharedFacts, Throttle, Verdict, MAX_AUTHCID};
 
 /// An authenticated identity: proof that a SASL exchange succeeded. The
 /// fields are private, so the relay decision (which trusts it) can only get

@@ -13,6 +13,12 @@
 //!   `login_memory` is never slowed down for that user, nor refused by an
 //!   address ban.
 //!
+//! - Several nodes (`[cluster] redis`): the session asks the shared store
+//!   first and hands its answers in as [`SharedFacts`]; failures counted on
+//!   any node, bans set by any node and logins remembered by any node then
+//!   count here too. Without answers (no store, or it is down) the local
+//!   maps decide alone.
+//!
 //! Every map is bounded (`throttle_max_entries`, least recently used
 //! dropped first). Pure over the instant it is given (tokio's `Instant`,
 //! so tests run on a paused clock); no I/O.
@@ -41,6 +47,21 @@ pub enum Verdict {
     Delay(Duration),
     /// The address is banned until the ban ends.
     Banned,
+}
+
+/// What the cluster's shared store said about an attempt (see
+/// `crate::cluster::throttle`); `None`: not asked, or unreachable, and the
+/// local counters decide alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedFacts {
+    /// A node banned the address.
+    pub banned: Option<bool>,
+    /// Somebody logged in from the address within `login_memory`, on any node.
+    pub someone_logged_in: Option<bool>,
+    /// This user logged in from the address within `login_memory`, on any node.
+    pub user_logged_in: Option<bool>,
+    /// The user's failures in the window, on every node.
+    pub user_failures: Option<u64>,
 }
 
 /// The key an address is counted under: IPv4 (IPv4-mapped IPv6 unmapped)
@@ -107,6 +128,11 @@ impl Failures {
     }
 }
 
+/// A ban another node set, for an address this node may ban.
+fn shared_ban(ip: IpAddr, cfg: &Auth, shared: &SharedFacts) -> bool {
+    shared.banned == Some(true) && !cfg.ban_exempt_networks.iter().any(|c| c.contains(ip))
+}
+
 /// Makes room for one more entry: drops stale entries, then, if still
 /// full, the least recently used eighth.
 fn make_room<K: Hash + Eq, V>(map: &mut HashMap<K, V>, cap: usize, last: impl Fn(&V) -> Instant, stale: impl Fn(&V) -> bool) {
@@ -164,12 +190,20 @@ impl Throttle {
     /// At the AUTH command, before the user is known: `Banned` if the
     /// address is banned and nobody logged in from it within `login_memory`.
     pub fn check_address(&self, ip: IpAddr, now: Instant, cfg: &Auth) -> Verdict {
+        self.check_address_with(ip, now, cfg, &SharedFacts::default())
+    }
+
+    /// [`Throttle::check_address`] with what the shared store said: a ban
+    /// set by another node counts (unless the address is exempt), and so
+    /// does a login remembered by another node.
+    pub fn check_address_with(&self, ip: IpAddr, now: Instant, cfg: &Auth, shared: &SharedFacts) -> Verdict {
         let key = client_key(ip, cfg.ipv6_prefix);
         let mut m = self.maps();
-        if !m.banned(key, now, cfg) {
+        if !m.banned(key, now, cfg) && !shared_ban(ip, cfg, shared) {
             return Verdict::Allow;
         }
-        let someone = m.login_addrs.get(&key).is_some_and(|t| now.saturating_duration_since(*t) < cfg.login_memory);
+        let someone = m.login_addrs.get(&key).is_some_and(|t| now.saturating_duration_since(*t) < cfg.login_memory)
+            || shared.someone_logged_in == Some(true);
         if someone {
             Verdict::Allow
         } else {
@@ -182,17 +216,29 @@ impl Throttle {
     /// while the address is banned, or a `Delay` once the user has more
     /// than `max_failures_per_user` recent failures.
     pub fn check_user(&self, ip: IpAddr, user: &str, now: Instant, cfg: &Auth) -> Verdict {
+        self.check_user_with(ip, user, now, cfg, &SharedFacts::default())
+    }
+
+    /// [`Throttle::check_user`] with what the shared store said: the
+    /// user's failures on every node, bans and logins of every node.
+    pub fn check_user_with(&self, ip: IpAddr, user: &str, now: Instant, cfg: &Auth, shared: &SharedFacts) -> Verdict {
         let key = client_key(ip, cfg.ipv6_prefix);
         let mut m = self.maps();
-        if m.knows(user, key, now, cfg) {
+        if m.knows(user, key, now, cfg) || shared.user_logged_in == Some(true) {
             return Verdict::Allow;
         }
-        if m.banned(key, now, cfg) {
+        if m.banned(key, now, cfg) || shared_ban(ip, cfg, shared) {
             return Verdict::Banned;
         }
-        let Some(f) = m.users.get_mut(user) else { return Verdict::Allow };
-        f.prune(now, cfg.failure_window);
-        let d = progressive(f.count().saturating_add(1), cfg.max_failures_per_user, cfg.max_failure_delay);
+        let local = match m.users.get_mut(user) {
+            Some(f) => {
+                f.prune(now, cfg.failure_window);
+                f.count()
+            }
+            None => 0,
+        };
+        let everywhere = u32::try_from(shared.user_failures.unwrap_or(0)).unwrap_or(u32::MAX);
+        let d = progressive(local.max(everywhere).saturating_add(1), cfg.max_failures_per_user, cfg.max_failure_delay);
         if d.is_zero() {
             Verdict::Allow
         } else {
@@ -203,6 +249,13 @@ impl Throttle {
     /// Records a failure; returns how long to delay the reply and whether
     /// this failure started a ban of the address.
     pub fn fail(&self, ip: IpAddr, user: Option<&str>, now: Instant, cfg: &Auth) -> (Duration, bool) {
+        self.fail_with(ip, user, now, cfg, None)
+    }
+
+    /// [`Throttle::fail`] where `everywhere` is the address's failure count
+    /// on every node, this one included (the shared store's answer): the
+    /// delay and the ban go by the larger of it and the local count.
+    pub fn fail_with(&self, ip: IpAddr, user: Option<&str>, now: Instant, cfg: &Auth, everywhere: Option<u64>) -> (Duration, bool) {
         let key = client_key(ip, cfg.ipv6_prefix);
         let keep = cfg.max_failures_per_ip.max(cfg.max_failures_per_user).max(cfg.delay_after).saturating_add(64) as usize;
         let cap = cfg.throttle_max_entries;
@@ -214,7 +267,7 @@ impl Throttle {
         let f = m.addrs.entry(key).or_insert_with(|| Failures::new(now));
         f.prune(now, window);
         f.push(now, keep);
-        let n = f.count();
+        let n = f.count().max(u32::try_from(everywhere.unwrap_or(0)).unwrap_or(u32::MAX));
         let mut banned = false;
         let exempt = cfg.ban_exempt_networks.iter().any(|c| c.contains(ip));
         if !exempt && n >= cfg.max_failures_per_ip && f.banned_until.is_none() {

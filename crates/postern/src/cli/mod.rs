@@ -24,6 +24,7 @@ pub mod generate;
 pub mod log;
 pub mod pipe;
 pub mod queue;
+mod queue_move;
 pub mod select;
 pub mod sendmail;
 pub mod sendmail_bs;

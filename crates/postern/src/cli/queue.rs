@@ -1,5 +1,5 @@
 //! `postern queue …` (and `mailq`, `sendmail -bp`): list, show, flush,
-//! delete, hold, release, bounce. Reads the spool directly; flush, release
+//! delete, hold, release, bounce, move (`queue_move.rs`). Reads the spool directly; flush, release
 //! and bounce ask a running daemon (control socket) to act now. Each
 //! command prints its result and returns a sysexits(3) code.
 //!
@@ -88,6 +88,27 @@ pub enum QueueCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Relay queued messages to another node and remove them here (drain a node before retiring it).
+    ///
+    /// Each message goes over SMTP (STARTTLS when offered) with its envelope: sender, pending
+    /// recipients, DSN parameters. It is removed here only after the target's 250; refused or
+    /// deferred recipients stay queued here and are listed. Held messages stay. Stop the daemon
+    /// first: the move takes the spool lock the daemon holds. The target must accept the mail
+    /// (its local domains, or relay for this node's address). Exit 0 when everything moved, 75
+    /// when something stayed. See docs/scaling.md.
+    Move {
+        /// The node to move to, HOST:PORT (e.g. mx2.example.org:25, [2001:db8::2]:25).
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+        /// Every queued message.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Queue ids to move.
+        ids: Vec<String>,
+        /// Machine-readable output: one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Release held messages and try them now.
     Release {
         /// Queue ids, or ALL; with selectors only the matching messages.
@@ -113,9 +134,13 @@ pub enum Output {
 
 /// Runs `postern queue ACTION`; returns the exit code.
 pub(super) fn run(s: &Settings, action: QueueCmd) -> i32 {
+    if let QueueCmd::Move { to, all, ids, json } = &action {
+        return super::queue_move::run(s, to, *all, ids, *json);
+    }
     let (ids, filter, need_some) = match &action {
         QueueCmd::Show { .. } => (Vec::new(), Filter::default(), false),
         QueueCmd::List { filter, .. } => (Vec::new(), filter.clone(), false),
+        QueueCmd::Move { .. } => (Vec::new(), Filter::default(), false),
         QueueCmd::Flush { ids, filter, .. } => (ids.clone(), filter.clone(), false),
         QueueCmd::Delete { ids, filter, .. }
         | QueueCmd::Hold { ids, filter, .. }
@@ -141,6 +166,7 @@ pub(super) fn run(s: &Settings, action: QueueCmd) -> i32 {
             list_selected(s, &sel, out)
         }
         QueueCmd::Show { id, json } => show(s, &id, json),
+        QueueCmd::Move { .. } => exit::SOFTWARE,
         QueueCmd::Flush { json, .. } => flush(s, &sel, sel.selects_all(), json),
         QueueCmd::Delete { json, .. } => change(s, Change::Delete, &sel, json),
         QueueCmd::Hold { json, .. } => change(s, Change::Hold, &sel, json),

@@ -17,6 +17,7 @@ mod load;
 mod schema;
 mod schema_auth;
 mod schema_auth_mail;
+mod schema_cluster;
 mod schema_dkim;
 mod schema_inbound;
 mod schema_inbound_dnsbl;
@@ -49,6 +50,7 @@ pub use schema::{
 };
 pub use schema_auth::{Auth, AuthBackend, BanAction, ExternalIdentity};
 pub use schema_auth_mail::{DmarcQuarantine, MailAuth};
+pub use schema_cluster::{redact_url, Cluster};
 pub use schema_dkim::{DkimAlgorithm, DkimKey};
 pub use schema_inbound::Inbound;
 pub use schema_inbound_dnsbl::{Dnsbl, DnsblSite, DnsblStage, PipeliningAction, Pregreet, PregreetAction, ScreenAction};
@@ -138,6 +140,10 @@ pub struct Config {
     /// Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ldap: Option<Ldap>,
+    /// What several nodes share (`[cluster] redis`, docs/scaling.md).
+    /// Default: nothing (every node on its own).
+    #[serde(default)]
+    pub cluster: Cluster,
     /// The file and text this config was loaded from (to place problems
     /// found later, e.g. in files it names).
     #[serde(skip)]
@@ -170,6 +176,7 @@ impl Default for Config {
             dkim: Vec::new(),
             inbound: Inbound::default(),
             ldap: None,
+            cluster: Cluster::default(),
             origin: load::Origin::default(),
         }
     }

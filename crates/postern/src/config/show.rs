@@ -25,6 +25,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "auth.dovecot_socket",
     "auth.dovecot_timeout",
     "ldap",
+    "cluster",
 ];
 
 /// The config as a TOML table, every key with its value (keys without a

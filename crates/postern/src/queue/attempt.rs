@@ -194,7 +194,7 @@ impl Scheduler {
 }
 
 /// The message as the transports see it.
-fn message(env: &Envelope, body: Arc<Vec<u8>>) -> Message {
+pub(super) fn message(env: &Envelope, body: Arc<Vec<u8>>) -> Message {
     Message {
         id: env.id.clone(),
         sender: env.sender.clone(),

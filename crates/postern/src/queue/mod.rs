@@ -11,6 +11,7 @@
 mod attempt;
 mod dsn;
 mod due;
+pub mod moveout;
 mod retry;
 #[cfg(test)]
 mod tests;

@@ -173,6 +173,8 @@ pub struct Running {
     accepts: JoinSet<()>,
     sched_task: tokio::task::JoinHandle<()>,
     control_task: tokio::task::JoinHandle<()>,
+    /// Held while running: `queue move` waits for the daemon to stop.
+    _spool_lock: Option<crate::queue::moveout::SpoolLock>,
 }
 
 /// Loads the config, prepares the data directory, binds, drops privileges
@@ -205,6 +207,7 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let server_tls = ServerTls::load(&settings).map_err(|e| ServerError::Tls(e.to_string()))?;
     maillog::tls(&[("certificate_sha256", &server_tls.fingerprint)]);
     privdrop::drop_privileges(&settings)?;
+    let spool_lock = crate::queue::moveout::daemon_lock(&spool)?;
     let recovered = spool.recover()?;
     if recovered > 0 {
         maillog::start(&[("recovered_files", &recovered.to_string())]);
@@ -250,7 +253,7 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
         accepts.spawn(monitor.track(i, accept));
     }
     drop(done_tx);
-    Ok(Running { addrs, shared, shutdown_tx, done_rx, accepts, sched_task, control_task })
+    Ok(Running { addrs, shared, shutdown_tx, done_rx, accepts, sched_task, control_task, _spool_lock: spool_lock })
 }
 
 impl Running {

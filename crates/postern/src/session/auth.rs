@@ -4,7 +4,8 @@
 //! pure policy; sequencing (after EHLO, outside a transaction, once) is
 //! the command table's.
 //!
-//! May touch: the user database (read), the throttle. Implements RFC 4954
+//! May touch: the user database (read), the throttle (and its shared
+//! counters, `crate::cluster::throttle`, when `[cluster] redis` is set). Implements RFC 4954
 //! §4 (exchange, `*` cancel, 12288-octet lines), §6 (reply codes), RFC 4422.
 
 use std::time::Duration;
@@ -17,6 +18,7 @@ use postern_wire::{codes, Reply};
 
 use super::{End, Session, Socket, State};
 use crate::auth::{self as authpolicy, Authenticated, Verdict as ThrottleVerdict};
+use crate::cluster::throttle as shared;
 use crate::config::{Auth, AuthBackend, BanAction};
 use crate::maillog;
 
@@ -90,7 +92,9 @@ impl<S: Socket> Session<S> {
             self.reply(r);
             return Ok(());
         };
-        if self.ctx.throttle.check_address(self.conn.peer.ip(), Instant::now(), &cfg) == ThrottleVerdict::Banned {
+        let store = self.ctx.services.counters.clone();
+        let facts = shared::address_facts(store.as_deref(), self.conn.peer.ip(), &cfg).await;
+        if self.ctx.throttle.check_address_with(self.conn.peer.ip(), Instant::now(), &cfg, &facts) == ThrottleVerdict::Banned {
             maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("result", "banned")]);
             return self.banned(cfg.ban_action);
         }
@@ -139,7 +143,8 @@ impl<S: Socket> Session<S> {
                         return self.auth_failed(mech, None, &e, &cfg, waited).await;
                     }
                     user = Some(who.clone());
-                    match self.ctx.throttle.check_user(self.conn.peer.ip(), &who, Instant::now(), &cfg) {
+                    let facts = shared::user_facts(store.as_deref(), self.conn.peer.ip(), &who, &cfg).await;
+                    match self.ctx.throttle.check_user_with(self.conn.peer.ip(), &who, Instant::now(), &cfg, &facts) {
                         ThrottleVerdict::Allow => {}
                         ThrottleVerdict::Delay(d) => {
                             let _ = self.flush().await;
@@ -173,6 +178,7 @@ impl<S: Socket> Session<S> {
                     }
                     let identity = Authenticated::from_exchange(&success, mech);
                     self.ctx.throttle.succeed(self.conn.peer.ip(), identity.user(), Instant::now(), &cfg);
+                    shared::record_login(store.as_deref(), self.conn.peer.ip(), identity.user(), &cfg).await;
                     maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("user", identity.user()), ("result", "ok")]);
                     if let State::Ready { greeted } = &mut self.state {
                         greeted.auth = Some(identity);
@@ -228,7 +234,12 @@ impl<S: Socket> Session<S> {
             ("reason", reason),
         ]);
         if *e != SaslError::Cancelled {
-            let (delay, banned) = self.ctx.throttle.fail(self.conn.peer.ip(), user, Instant::now(), cfg);
+            let store = self.ctx.services.counters.clone();
+            let everywhere = shared::record_failure(store.as_deref(), self.conn.peer.ip(), user, cfg).await;
+            let (delay, banned) = self.ctx.throttle.fail_with(self.conn.peer.ip(), user, Instant::now(), cfg, everywhere);
+            if banned {
+                shared::record_ban(store.as_deref(), self.conn.peer.ip(), cfg).await;
+            }
             let delay = delay.saturating_sub(waited);
             if banned {
                 let secs = cfg.ban_time.as_secs().to_string();

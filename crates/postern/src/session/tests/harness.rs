@@ -105,6 +105,11 @@ impl Harness {
         }
     }
 
+    /// Sessions from now on use these shared counters (`[cluster] redis`).
+    pub(super) fn set_counters(&mut self, counters: Arc<dyn crate::counters::SharedCounters>) {
+        self.services = Arc::new(crate::services::Services { counters: Some(counters), ..Default::default() });
+    }
+
     /// A session on the listener with this label (name, or role when it
     /// has none), over a pipe, from 127.0.0.1.
     pub(super) async fn connect(&self, role: &str) -> Client<DuplexStream> {

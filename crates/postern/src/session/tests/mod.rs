@@ -5,6 +5,7 @@
 //! `crates/postern/tests/dialogs.rs`; the relay matrix is in
 //! `crates/postern/tests/policy.rs`.
 
+mod auth_cluster;
 mod auth_dovecot;
 mod auth_throttle;
 mod certs;
