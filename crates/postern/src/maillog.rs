@@ -10,7 +10,8 @@
 //!
 //! Events: connect, helo, tls, auth, rcpt, reject, milter, queued, hold,
 //! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
-//! release, delete, bounce, disconnect, reload, start, stop, error.
+//! release, delete, bounce, disconnect, reload, start, stop, error,
+//! directory.
 //!
 //! The log file is created mode 0600 (whatever the umask) and opened for
 //! append; [`reopen`] closes and opens it again by name (after logrotate
@@ -153,7 +154,8 @@ events! {
     /// `client_cert_mode`, `cert_subject`, `cert_sha256`, `cert` | `error` | `warning`;
     /// certificate generation, reload and expiry warnings.
     tls,
-    /// AUTH: `client`, `mechanism`, `user`, `result` (ok, fail, refused, banned, ban), `reason`.
+    /// AUTH: `client`, `mechanism`, `user`, `result` (ok, fail, refused, banned, ban,
+    /// tempfail: the account directory could not answer), `reason`.
     auth,
     /// An accepted recipient: `client`, `from`, `to`, `result`, `rule`, `origin`.
     rcpt,
@@ -198,6 +200,9 @@ events! {
     stop,
     /// Something went wrong that is not a client's or a peer's fault: `error`, `action`.
     error,
+    /// An account directory went down or came back (one line per transition):
+    /// `backend`, `state` (unavailable, available), `reason`.
+    directory,
 }
 
 /// One JSON line (without the newline): `time`, `event`, then the fields.

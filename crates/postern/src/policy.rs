@@ -24,8 +24,11 @@ use crate::settings::Settings;
 use crate::tls::ClientCertIdentity;
 use crate::users::UserDb;
 
+mod directory;
 pub mod message;
 pub mod routing;
+
+pub use directory::DirectoryFacts;
 
 /// Everything a recipient decision may depend on.
 #[derive(Debug, Clone)]
@@ -46,6 +49,10 @@ pub struct Facts<'a> {
     pub rcpt: &'a Path,
     /// The user database: its users are local mailboxes too.
     pub user_db: Option<&'a UserDb>,
+    /// What the account directory (`[sql]`, `[ldap]`) said about the
+    /// recipient, looked up by the caller before deciding; `None`: no
+    /// directory, or the domain is a static local one.
+    pub directory: Option<&'a DirectoryFacts>,
 }
 
 /// A recipient decision.
@@ -274,7 +281,7 @@ pub struct Evaluation {
 /// Which rule decides, and how (before the local-user check). First match
 /// wins: the operator's rules, then the built-in ones, then `no-relay`.
 pub fn evaluate(s: &Settings, f: &Facts<'_>) -> Evaluation {
-    let class = classify(s, f.rcpt);
+    let class = directory::class(s, f);
     let file = s.config_file.clone().unwrap_or_else(|| "config".into());
     for (i, spanned) in s.config.rules.iter().enumerate() {
         let r = spanned.get_ref();
@@ -327,6 +334,9 @@ pub fn check_rcpt(s: &Settings, f: &Facts<'_>) -> RcptDecision {
             RcptDecision::Reject { reply: Reply::new(450, Enhanced(4, 7, 1), format!("<{addr}>: {text}")), rule, origin }
         }
         RuleAction::Accept | RuleAction::Relay => {
+            if let Some(d) = f.directory.filter(|d| d.virtual_domain) {
+                return directory::local_decision(d, &addr, rule, origin, action);
+            }
             if classify(s, f.rcpt) == RcptClass::Local {
                 let in_db = f.user_db.is_some_and(|db| db.users.contains_key(&local));
                 match local_targets(s, &local, &domain).or_else(|| in_db.then(|| vec![format!("{local}@{domain}")])) {
@@ -370,6 +380,7 @@ pub fn is_open_relay(s: &Settings, listener: &str) -> bool {
             sender: Some(&sender),
             rcpt: &probe_rcpt,
             user_db: None,
+            directory: None,
         };
         evaluate(s, &f).action == RuleAction::Relay
     })

@@ -31,8 +31,14 @@ impl Services {
     /// The services `settings` configure. Never fails: a backend that cannot
     /// be reached now is reached later (its lookups answer "unavailable",
     /// which sessions turn into 4xx replies).
-    pub fn new(_settings: &Settings) -> Services {
-        Services::default()
+    pub fn new(settings: &Settings) -> Services {
+        let mut services = Services::default();
+        if let Some(sql) = &settings.config.sql {
+            let inner: Arc<dyn Directory> = Arc::new(crate::directory::sql::SqlDirectory::new(sql));
+            let cached = crate::directory::cache::Cached::new(inner, sql.cache_ttl, sql.negative_cache_ttl, sql.timeout);
+            services.directory = Some(Arc::new(cached));
+        }
+        services
     }
 }
 

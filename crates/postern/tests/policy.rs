@@ -143,6 +143,7 @@ fn run_case(s: &Settings, db: &UserDb, line: &str) -> Result<(), String> {
         sender: sender.as_ref(),
         rcpt: &rcpt,
         user_db: Some(db),
+        directory: None,
     };
     let d = check_rcpt(s, &facts);
     let got = match &d {

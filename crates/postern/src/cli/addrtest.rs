@@ -125,6 +125,7 @@ fn relay_line(s: &Settings, address: &str, deliverable: bool) -> String {
         sender: None,
         rcpt: &rcpt,
         user_db: None,
+        directory: None,
     };
     let d = check_rcpt(s, &facts);
     let what = match &d {

@@ -74,6 +74,14 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
     };
     let who = q.auth.as_deref().map(crate::auth::Authenticated::dangerous_assume);
     let db = crate::users::UserDb::load(&s.data_dir.join("users.json")).unwrap_or_default();
+    let dir_facts = match super::directory::rcpt_facts(s, &rcpt_path) {
+        Ok(f) => f,
+        Err(e) => {
+            // What the server answers when its directory is down.
+            println!("decision: tempfail\nreply:    451 4.3.0 Temporary lookup failure, try again later\nreason:   {e}");
+            return exit::TEMPFAIL;
+        }
+    };
     let facts = Facts {
         listener: &listener,
         client_ip: q.ip,
@@ -83,8 +91,9 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         sender: sender.as_ref(),
         rcpt: &rcpt_path,
         user_db: Some(&db),
+        directory: dir_facts.as_ref(),
     };
-    let class = classify(s, &rcpt_path).as_str();
+    let class = if dir_facts.as_ref().is_some_and(|d| d.virtual_domain) { "local" } else { classify(s, &rcpt_path).as_str() };
     let d = check_rcpt(s, &facts);
     let (decision, reply) = match &d {
         RcptDecision::Accept { action, .. } => (action.as_str().to_string(), "250 2.1.5 Recipient ok".to_string()),

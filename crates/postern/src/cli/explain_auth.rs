@@ -73,6 +73,7 @@ pub fn run(rt: &tokio::runtime::Runtime, s: &Settings, q: &MessageQuery<'_>, jso
         sender: sender.as_ref(),
         rcpt: &postern_wire::Path::Null,
         user_db: None,
+        directory: None,
     };
     let [spf, dkim, dmarc, arc] = results.keywords();
     let rule = check_message(s, &facts, &MessageAuth::from_keywords(spf, dkim, dmarc, arc));

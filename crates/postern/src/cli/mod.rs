@@ -14,6 +14,7 @@ pub mod bench;
 pub mod ca;
 pub mod check;
 pub mod config;
+pub mod directory;
 pub mod dkim;
 pub mod explain;
 pub mod explain_auth;

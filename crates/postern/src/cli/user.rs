@@ -232,6 +232,21 @@ fn change(s: &Settings, path: &Path, db: &mut UserDb, action: UserCmd) -> Result
         }
         UserCmd::Verify { name, password_stdin } => {
             let pw = read_password(password_stdin, false)?;
+            match super::directory::verify(s, &name, &pw) {
+                None => {}
+                Some(Ok(crate::directory::authn::LoginCheck::Accepted(user))) => {
+                    println!("ok ({user}, from the directory)");
+                    return Ok(Done::Nothing);
+                }
+                Some(Ok(crate::directory::authn::LoginCheck::Refused(why))) => {
+                    eprintln!("postern user: directory: {why}");
+                    return Ok(Done::Exit(1));
+                }
+                Some(Err(e)) => {
+                    eprintln!("postern user: directory unavailable: {e}");
+                    return Ok(Done::Exit(super::sysexits::TEMPFAIL));
+                }
+            }
             if db.verify(&name, &pw) {
                 println!("ok");
                 Ok(Done::Nothing)

@@ -15,7 +15,7 @@ pub const REDACTED: &str = "<redacted>";
 
 /// Keys (dotted, without indices, or a prefix ending at a dot) whose change
 /// is only picked up by a restart.
-pub const RESTART_KEYS: &[&str] = &["listener", "data_dir", "user", "queue.sync", "metrics.address"];
+pub const RESTART_KEYS: &[&str] = &["listener", "data_dir", "user", "queue.sync", "metrics.address", "sql"];
 
 /// The config as a TOML table, every key with its value (keys without a
 /// value, `None`, are absent: TOML has no null), secrets redacted.
@@ -54,7 +54,7 @@ fn diff_table(t: &Table, defaults: &Table) -> Table {
 /// `password` or `secret` in it, but not a `..._file` naming where it is).
 pub fn redact(t: &mut Table) {
     for (k, v) in t.iter_mut() {
-        let secret = (k.contains("password") || k.contains("secret")) && !k.ends_with("_file");
+        let secret = (k.contains("password") || k.contains("secret")) && !k.ends_with("_file") && !k.ends_with("_query");
         match v {
             _ if secret => *v = Value::String(REDACTED.into()),
             Value::Table(sub) => redact(sub),

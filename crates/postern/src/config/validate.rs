@@ -85,6 +85,13 @@ pub enum ValidationError {
     /// A `cert_subject` / `cert_issuer` pattern that is not a DN.
     #[error("{0}")]
     BadDn(String),
+    /// A problem in `[sql]` (missing url, an inline password, an unknown
+    /// `:name` in a query).
+    #[error("{0}")]
+    Sql(String),
+    /// `auth.backend` names a directory that is not configured.
+    #[error("auth.backend = {0:?} needs a [{0}] table")]
+    BackendMissing(&'static str),
 }
 
 /// A problem and where it is: `at` is located in the file, `key` is named.
@@ -159,6 +166,14 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
     routes(c, &mut out);
     milters(c, &mut out);
     domains(c, &mut out);
+    if let Some(sql) = &c.sql {
+        for (k, msg) in sql.problems() {
+            out.push(at(key("sql").key(k), ValidationError::Sql(msg)));
+        }
+    }
+    if c.auth.backend == super::AuthBackend::Sql && c.sql.is_none() {
+        out.push(at(key("auth").key("backend"), ValidationError::BackendMissing("sql")));
+    }
     for (i, u) in c.local.users.iter().enumerate() {
         if !crate::aliases::is_local_name(&u.to_ascii_lowercase()) {
             out.push(at(key("local.users").index(i), ValidationError::BadMailboxName(u.to_ascii_lowercase())));

@@ -16,6 +16,12 @@
 //! lower-case. Virtual domains have their own namespaces:
 //! `alice@a.example` and `alice@b.example` are two lookups.
 
+pub mod authn;
+pub mod cache;
+pub mod facts;
+pub mod hash;
+pub mod sql;
+
 use std::future::Future;
 use std::pin::Pin;
 

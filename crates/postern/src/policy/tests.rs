@@ -199,6 +199,7 @@ fn table() {
             sender: sender.as_ref(),
             rcpt: &rcpt,
             user_db: Some(&db),
+            directory: None,
         };
         let d = check_rcpt(&s, &f);
         let code = match &d {
@@ -223,6 +224,7 @@ fn origins_name_file_lines_and_messages() {
         sender: None,
         rcpt: &rcpt,
         user_db: None,
+        directory: None,
     };
     match check_rcpt(&s, &f) {
         RcptDecision::Reject { reply, origin, .. } => {
@@ -274,6 +276,7 @@ fn dn_criteria_match_parsed_rdns_of_real_certificates() {
             sender: None,
             rcpt: &rcpt,
             user_db: None,
+            directory: None,
         };
         matches(&rule, &f, classify(&s, &rcpt))
     };

@@ -116,6 +116,7 @@ impl<S: Socket> Session<S> {
             sender: from,
             rcpt: &postern_wire::Path::Null,
             user_db: None,
+            directory: None,
         };
         let [spf, dkim, dmarc, arc] = results.keywords();
         let action = match check_message(s, &facts, &MessageAuth::from_keywords(spf, dkim, dmarc, arc)) {

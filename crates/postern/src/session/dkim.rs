@@ -34,6 +34,7 @@ impl<S: Socket> Session<S> {
             sender: sender.as_ref(),
             rcpt: &probe,
             user_db: None,
+            directory: None,
         };
         let with = evaluate(self.settings(), &facts).action == RuleAction::Relay;
         facts.cert = None;

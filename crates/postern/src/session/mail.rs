@@ -19,7 +19,15 @@ use crate::policy::{check_rcpt, Facts, RcptDecision};
 impl<S: Socket> Session<S> {
     /// MAIL: check, filter (milters), proceed.
     pub(super) async fn mail(&mut self, from: Path, params: MailParams) -> Result<(), End> {
-        let Some(greeted) = self.mail_checks(&from, &params) else { return Ok(()) };
+        let dir_owns = match self.directory_owns(&from).await {
+            Ok(b) => b,
+            Err(e) => {
+                let sender = if let Path::Mailbox(m) = &from { m.to_string() } else { String::new() };
+                self.directory_unavailable("MAIL", &e, &[("from", &sender)]);
+                return Ok(());
+            }
+        };
+        let Some(greeted) = self.mail_checks(&from, &params, dir_owns) else { return Ok(()) };
         let mut txn = Txn { from, params, rcpts: Vec::new(), discard: false };
         if self.milters.is_some() {
             let sender = txn.sender();
@@ -45,7 +53,8 @@ impl<S: Socket> Session<S> {
 
     /// MAIL's own checks (the table already checked the sequence): the
     /// greeting to keep when they pass; otherwise the refusal is queued.
-    fn mail_checks(&mut self, from: &Path, params: &MailParams) -> Option<Greeted> {
+    /// (`dir_owns`: the account directory lists the user as an owner of `from`.)
+    fn mail_checks(&mut self, from: &Path, params: &MailParams, dir_owns: bool) -> Option<Greeted> {
         let State::Ready { greeted } = &self.state else {
             // The table admits MAIL only in Ready.
             self.reply(codes::bad_sequence());
@@ -57,7 +66,7 @@ impl<S: Socket> Session<S> {
             _ => String::new(),
         };
         if let (Some(a), Path::Mailbox(m)) = (&greeted.auth, from) {
-            if self.settings().config.auth.sender_login_match && !self.owns_sender(a.user(), m) {
+            if self.settings().config.auth.sender_login_match && !dir_owns && !self.owns_sender(a.user(), m) {
                 let r = codes::sender_not_owned().with_text(format!("<{m}>: Sender address not owned by user {}", a.user()));
                 self.reject("MAIL", r, &[("from", &sender), ("user", a.user())]);
                 return None;
@@ -125,6 +134,13 @@ impl<S: Socket> Session<S> {
             self.reject("RCPT", codes::too_many_recipients(), &[("from", &sender), ("to", &rcpt_text)]);
             return Ok(());
         }
+        let dir_facts = match self.directory_facts(&to).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.directory_unavailable("RCPT", &e, &[("from", &sender), ("to", &rcpt_text)]);
+                return Ok(());
+            }
+        };
         let db = self.ctx.users.get();
         let facts = Facts {
             listener: self.ctx.listener.label(),
@@ -135,6 +151,7 @@ impl<S: Socket> Session<S> {
             sender: sender_mb.as_ref(),
             rcpt: &to,
             user_db: Some(&db),
+            directory: dir_facts.as_ref(),
         };
         let decision = check_rcpt(self.settings(), &facts);
         let client = self.client_text();

@@ -33,6 +33,7 @@
 mod auth;
 mod authcheck;
 mod data;
+mod directory;
 mod dkim;
 mod filter;
 mod helo;
