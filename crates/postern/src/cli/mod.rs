@@ -103,7 +103,9 @@ enum Cmd {
     Status(status::StatusArgs),
     /// Check the aliases file and make the running daemon reload it (like `newaliases`, `sendmail -bi`).
     Aliases,
-    /// Explain the relay decision for one recipient, with the same code the server runs.
+    /// Explain the relay decision for one recipient, with the same code the server runs (a
+    /// configured [sql] directory is asked about virtual domains, as the server does; exit 75 when
+    /// it cannot answer).
     Explain {
         /// Listener name or role (default: the first listener).
         #[arg(long)]

@@ -45,7 +45,8 @@ pub enum UserCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Check a password (exit 0 if it matches, 1 if not).
+    /// Check a password (exit 0 if it matches, 1 if not). With auth.backend = "sql" or "ldap" the
+    /// directory checks it (NAME is the full login; exit 75 when the directory cannot answer).
     Verify {
         /// User name.
         name: String,

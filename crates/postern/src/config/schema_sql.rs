@@ -259,6 +259,22 @@ mod tests {
     }
 
     #[test]
+    fn load_errors_name_file_line_and_key() {
+        let text = "[auth]\nbackend = \"sql\"\n[sql]\nurl = \"host=/run/postgresql dbname=mail\"\ndomain_query = \"SELECT 1 FROM d WHERE d = :dom\"\n";
+        let e = crate::config::Config::parse(text, "t.toml").expect_err("unknown parameter").to_string();
+        assert!(e.contains("t.toml:5") && e.contains("sql.domain_query") && e.contains(":dom "), "{e}");
+        let e = crate::config::Config::parse("[auth]\nbackend = \"sql\"\n", "t.toml").expect_err("no [sql]").to_string();
+        assert!(e.contains("auth.backend") && e.contains("[sql]"), "{e}");
+        let ok =
+            "[sql]\nurl = \"postgresql://postern@127.0.0.1/mail\"\npassword_query = \"SELECT password FROM users WHERE email = :login\"\n";
+        let c = crate::config::Config::parse(ok, "t.toml").expect("valid");
+        assert_eq!(
+            c.sql.map(|s| (s.pool_size, s.timeout, s.cache_ttl, s.negative_cache_ttl)),
+            Some((8, Duration::from_secs(5), Duration::from_secs(60), Duration::from_secs(10)))
+        );
+    }
+
+    #[test]
     fn problems_name_key_and_parameter() {
         let s = Sql {
             url: "postgresql://postern:secret@127.0.0.1/mail".into(),

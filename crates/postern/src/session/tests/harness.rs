@@ -53,6 +53,8 @@ pub(super) struct Harness {
     shutdown: watch::Receiver<bool>,
     _shutdown_tx: watch::Sender<bool>,
     port: u16,
+    /// The services sessions get (default: none configured).
+    pub(super) services: Arc<crate::services::Services>,
 }
 
 impl Harness {
@@ -97,6 +99,7 @@ impl Harness {
             shutdown,
             _shutdown_tx: shutdown_tx,
             port: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
+            services: Default::default(),
         }
     }
 
@@ -129,7 +132,7 @@ impl Harness {
             listener: Arc::new(listener),
             users: self.users.clone(),
             throttle: self.throttle.clone(),
-            services: Default::default(),
+            services: self.services.clone(),
         };
         let conn = Conn { peer: (peer, self.port).into(), local: ([127, 0, 0, 1], 25).into() };
         let (client, server) = tokio::io::duplex(buffer);

@@ -7,6 +7,7 @@
 
 mod auth_throttle;
 mod certs;
+mod directory;
 mod dkim;
 mod harness;
 mod limits;
