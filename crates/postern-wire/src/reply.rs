@@ -256,8 +256,10 @@ pub mod codes {
         milter_closing, 421, 4, 7, 0, "Service unavailable, closing connection");
     reply!(/// 454 4.7.0 AUTH throttle, `ban_action = "refuse"`
         auth_banned, 454, 4, 7, 0, "Too many authentication failures, try again later");
-    reply!(/// 454 4.7.0 the authentication backend (Dovecot) is unreachable or failed temporarily
+    reply!(/// 454 4.7.0 the authentication backend (Dovecot, `[sql]`, `[ldap]`) cannot check credentials now (RFC 4954 §6)
         auth_tempfail, 454, 4, 7, 0, "Temporary authentication failure");
+    reply!(/// 451 4.3.0 the account directory (`[sql]`, `[ldap]`) cannot answer now
+        directory_unavailable, 451, 4, 3, 0, "Temporary lookup failure, try again later");
     reply!(/// 454 4.7.0 STARTTLS without a certificate (RFC 3207 §4)
         tls_unavailable, 454, 4, 7, 0, "TLS not available");
     reply!(/// 500 5.5.6 an AUTH response line over 12288 octets (RFC 4954 §4)

@@ -12,6 +12,8 @@
 //! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
 //! release, delete, bounce, disconnect, reload, start, stop, error, dnsbl,
 //! pregreet, cluster, moved.
+//! release, delete, bounce, disconnect, reload, start, stop, error,
+//! directory.
 //!
 //! The log file is created mode 0600 (whatever the umask) and opened for
 //! append; [`reopen`] closes and opens it again by name (after logrotate
@@ -154,7 +156,8 @@ events! {
     /// `client_cert_mode`, `cert_subject`, `cert_sha256`, `cert` | `error` | `warning`;
     /// certificate generation, reload and expiry warnings.
     tls,
-    /// AUTH: `client`, `mechanism`, `user`, `result` (ok, fail, refused, banned, ban), `reason`.
+    /// AUTH: `client`, `mechanism`, `user`, `result` (ok, fail, refused, banned, ban,
+    /// tempfail: the account directory could not answer), `reason`.
     auth,
     /// An accepted recipient: `client`, `from`, `to`, `result`, `rule`, `origin`.
     rcpt,
@@ -210,6 +213,9 @@ events! {
     /// `queue move` relayed a message to another node and removed it here:
     /// `id`, `to`, `nrcpt`, `reply` (or `result=kept` with `reason`).
     moved,
+    /// An account directory went down or came back (one line per transition):
+    /// `backend`, `state` (unavailable, available), `reason`.
+    directory,
 }
 
 /// One JSON line (without the newline): `time`, `event`, then the fields.

@@ -24,8 +24,11 @@ use crate::settings::Settings;
 use crate::tls::ClientCertIdentity;
 use crate::users::UserDb;
 
+mod directory;
 pub mod message;
 pub mod routing;
+
+pub use directory::DirectoryFacts;
 
 /// Everything a recipient decision may depend on.
 #[derive(Debug, Clone)]
@@ -48,6 +51,10 @@ pub struct Facts<'a> {
     pub user_db: Option<&'a UserDb>,
     /// The client's reverse DNS; `None`: not looked up.
     pub client_resolve: Option<Resolve>,
+    /// What the account directory (`[sql]`, `[ldap]`) said about the
+    /// recipient, looked up by the caller before deciding; `None`: no
+    /// directory, or the domain is a static local one.
+    pub directory: Option<&'a DirectoryFacts>,
 }
 
 /// A recipient decision.
@@ -281,7 +288,7 @@ pub struct Evaluation {
 /// Which rule decides, and how (before the local-user check). First match
 /// wins: the operator's rules, then the built-in ones, then `no-relay`.
 pub fn evaluate(s: &Settings, f: &Facts<'_>) -> Evaluation {
-    let class = classify(s, f.rcpt);
+    let class = directory::class(s, f);
     let file = s.config_file.clone().unwrap_or_else(|| "config".into());
     for (i, spanned) in s.config.rules.iter().enumerate() {
         let r = spanned.get_ref();
@@ -334,6 +341,9 @@ pub fn check_rcpt(s: &Settings, f: &Facts<'_>) -> RcptDecision {
             RcptDecision::Reject { reply: Reply::new(450, Enhanced(4, 7, 1), format!("<{addr}>: {text}")), rule, origin }
         }
         RuleAction::Accept | RuleAction::Relay => {
+            if let Some(d) = f.directory.filter(|d| d.virtual_domain) {
+                return directory::local_decision(d, &addr, rule, origin, action);
+            }
             if classify(s, f.rcpt) == RcptClass::Local {
                 let in_db = f.user_db.is_some_and(|db| db.users.contains_key(&local));
                 match local_targets(s, &local, &domain).or_else(|| in_db.then(|| vec![format!("{local}@{domain}")])) {
@@ -378,6 +388,7 @@ pub fn is_open_relay(s: &Settings, listener: &str) -> bool {
             rcpt: &probe_rcpt,
             user_db: None,
             client_resolve: None,
+            directory: None,
         };
         evaluate(s, &f).action == RuleAction::Relay
     })

@@ -68,8 +68,14 @@ impl Services {
 
 /// The `[ldap]` or `[sql]` directory (at most one is configured), cached.
 fn directory_of(settings: &Settings) -> Option<Arc<dyn Directory>> {
+    use crate::directory::cache::Cached;
+    if let Some(sql) = &settings.config.sql {
+        let inner: Arc<dyn Directory> = Arc::new(crate::directory::sql::SqlDirectory::new(sql));
+        return Some(Arc::new(Cached::new(inner, sql.cache_ttl, sql.negative_cache_ttl, sql.timeout)));
+    }
     if let Some(l) = &settings.config.ldap {
-        return Some(Arc::new(crate::directory::ldap::LdapDirectory::new(l, settings)));
+        let inner: Arc<dyn Directory> = Arc::new(crate::directory::ldap::LdapDirectory::new(l, settings));
+        return Some(Arc::new(Cached::new(inner, l.cache_ttl, l.negative_cache_ttl, l.timeout)));
     }
     None
 }

@@ -144,6 +144,7 @@ fn run_case(s: &Settings, db: &UserDb, line: &str) -> Result<(), String> {
         rcpt: &rcpt,
         user_db: Some(db),
         client_resolve: None,
+        directory: None,
     };
     let d = check_rcpt(s, &facts);
     let got = match &d {

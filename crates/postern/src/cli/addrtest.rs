@@ -126,6 +126,7 @@ fn relay_line(s: &Settings, address: &str, deliverable: bool) -> String {
         rcpt: &rcpt,
         user_db: None,
         client_resolve: None,
+        directory: None,
     };
     let d = check_rcpt(s, &facts);
     let what = match &d {

@@ -79,6 +79,14 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
     let db = crate::users::UserDb::load(&s.data_dir.join("users.json")).unwrap_or_default();
     let inbound = super::explain_rdns::report(s, q.ip, q.helo.as_deref(), &q.from);
     let resolve = inbound.resolve;
+    let dir_facts = match super::directory_use::rcpt_facts(s, &rcpt_path) {
+        Ok(f) => f,
+        Err(e) => {
+            // What the server answers when its directory is down.
+            println!("decision: tempfail\nreply:    451 4.3.0 Temporary lookup failure, try again later\nreason:   {e}");
+            return exit::TEMPFAIL;
+        }
+    };
     let facts = Facts {
         listener: &listener,
         client_ip: q.ip,
@@ -89,8 +97,9 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         rcpt: &rcpt_path,
         user_db: Some(&db),
         client_resolve: resolve,
+        directory: dir_facts.as_ref(),
     };
-    let class = classify(s, &rcpt_path).as_str();
+    let class = if dir_facts.as_ref().is_some_and(|d| d.virtual_domain) { "local" } else { classify(s, &rcpt_path).as_str() };
     let d = check_rcpt(s, &facts);
     let (decision, reply) = match &d {
         RcptDecision::Accept { action, .. } => (action.as_str().to_string(), "250 2.1.5 Recipient ok".to_string()),

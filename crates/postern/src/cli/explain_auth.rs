@@ -74,6 +74,7 @@ pub fn run(rt: &tokio::runtime::Runtime, s: &Settings, q: &MessageQuery<'_>, jso
         rcpt: &postern_wire::Path::Null,
         user_db: None,
         client_resolve: None,
+        directory: None,
     };
     let [spf, dkim, dmarc, arc] = results.keywords();
     let rule = check_message(s, &facts, &MessageAuth::from_keywords(spf, dkim, dmarc, arc));

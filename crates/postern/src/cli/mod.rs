@@ -15,6 +15,7 @@ pub mod ca;
 pub mod check;
 pub mod config;
 pub mod directory;
+pub mod directory_use;
 pub mod dkim;
 pub mod explain;
 pub mod explain_auth;
@@ -106,9 +107,10 @@ enum Cmd {
     Status(status::StatusArgs),
     /// Check the aliases file and make the running daemon reload it (like `newaliases`, `sendmail -bi`).
     Aliases,
-    /// Explain the relay decision for one recipient, with the same code the server runs, and the
-    /// inbound screen for --ip (DNSBL score per list, asked now; pregreet delay),
-    /// rate limits and greylist state that would apply.
+    /// Explain the relay decision for one recipient, with the same code the server runs (a
+    /// configured [sql] or [ldap] directory is asked about virtual domains, as the server does; exit
+    /// 75 when it cannot answer), and the inbound screen for --ip (DNSBL score per list, asked now;
+    /// pregreet delay), rate limits and greylist state that would apply.
     Explain {
         /// Listener name or role (default: the first listener).
         #[arg(long)]

@@ -45,7 +45,8 @@ pub enum UserCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Check a password (exit 0 if it matches, 1 if not).
+    /// Check a password (exit 0 if it matches, 1 if not). With auth.backend = "sql" or "ldap" the
+    /// directory checks it (NAME is the full login; exit 75 when the directory cannot answer).
     Verify {
         /// User name.
         name: String,
@@ -235,6 +236,21 @@ fn change(s: &Settings, path: &Path, db: &mut UserDb, action: UserCmd) -> Result
                 eprintln!("postern user: note: auth.backend = \"dovecot\": SMTP AUTH asks Dovecot, not {}; check a password there with `doveadm auth test {name}`", path.display());
             }
             let pw = read_password(password_stdin, false)?;
+            match super::directory_use::verify(s, &name, &pw) {
+                None => {}
+                Some(Ok(crate::directory::authn::LoginCheck::Accepted(user))) => {
+                    println!("ok ({user}, from the directory)");
+                    return Ok(Done::Nothing);
+                }
+                Some(Ok(crate::directory::authn::LoginCheck::Refused(why))) => {
+                    eprintln!("postern user: directory: {why}");
+                    return Ok(Done::Exit(1));
+                }
+                Some(Err(e)) => {
+                    eprintln!("postern user: directory unavailable: {e}");
+                    return Ok(Done::Exit(super::sysexits::TEMPFAIL));
+                }
+            }
             if db.verify(&name, &pw) {
                 println!("ok");
                 Ok(Done::Nothing)

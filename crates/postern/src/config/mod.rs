@@ -28,6 +28,7 @@ mod schema_listener;
 mod schema_misc;
 mod schema_mx;
 mod schema_rule_auth;
+pub mod schema_sql;
 pub mod show;
 mod suggest;
 #[cfg(test)]
@@ -61,6 +62,7 @@ pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
 pub use schema_rule_auth::AuthResult;
+pub use schema_sql::Sql;
 pub use validate::ValidationError;
 pub use values::{format_size, parse_size, AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
 
@@ -144,6 +146,10 @@ pub struct Config {
     /// Default: nothing (every node on its own).
     #[serde(default)]
     pub cluster: Cluster,
+    /// The PostgreSQL account directory (`[sql]`, docs/directory.md).
+    /// Default: none.
+    #[serde(default)]
+    pub sql: Option<Sql>,
     /// The file and text this config was loaded from (to place problems
     /// found later, e.g. in files it names).
     #[serde(skip)]
@@ -177,6 +183,7 @@ impl Default for Config {
             inbound: Inbound::default(),
             ldap: None,
             cluster: Cluster::default(),
+            sql: None,
             origin: load::Origin::default(),
         }
     }

@@ -25,6 +25,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "auth.dovecot_socket",
     "auth.dovecot_timeout",
     "ldap",
+    "sql",
     "cluster",
 ];
 
@@ -65,7 +66,7 @@ fn diff_table(t: &Table, defaults: &Table) -> Table {
 /// `password` or `secret` in it, but not a `..._file` naming where it is).
 pub fn redact(t: &mut Table) {
     for (k, v) in t.iter_mut() {
-        let secret = (k.contains("password") || k.contains("secret")) && !k.ends_with("_file");
+        let secret = (k.contains("password") || k.contains("secret")) && !k.ends_with("_file") && !k.ends_with("_query");
         match v {
             _ if secret => *v = Value::String(REDACTED.into()),
             Value::Table(sub) => redact(sub),

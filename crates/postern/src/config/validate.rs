@@ -98,6 +98,13 @@ pub enum ValidationError {
     /// A problem in `[ldap]` (config/schema_ldap.rs says which).
     #[error("{0}")]
     Ldap(String),
+    /// A problem in `[sql]` (missing url, an inline password, an unknown
+    /// `:name` in a query).
+    #[error("{0}")]
+    Sql(String),
+    /// `auth.backend` names a directory that is not configured.
+    #[error("auth.backend = {0:?} needs a [{0}] table")]
+    BackendMissing(&'static str),
 }
 
 /// A problem and where it is: `at` is located in the file, `key` is named.
@@ -173,12 +180,19 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
     routes(c, &mut out);
     milters(c, &mut out);
     domains(c, &mut out);
-    // At merge with [sql]: pass `c.sql.is_some()` (both set is an error).
-    for (k, e) in c.ldap.as_ref().map(|l| super::schema_ldap::check(l, false)).unwrap_or_default() {
+    for (k, e) in c.ldap.as_ref().map(|l| super::schema_ldap::check(l, c.sql.is_some())).unwrap_or_default() {
         out.push(at(key("ldap").key(k), ValidationError::Ldap(e)));
     }
     if c.auth.backend == super::AuthBackend::Ldap && c.ldap.is_none() {
-        out.push(at(key("auth.backend"), ValidationError::Ldap("\"ldap\" needs an [ldap] table (docs/directory-ldap.md)".into())));
+        out.push(at(key("auth.backend"), ValidationError::Ldap("\"ldap\" needs an [ldap] table (docs/directory.md)".into())));
+    }
+    if let Some(sql) = &c.sql {
+        for (k, msg) in sql.problems() {
+            out.push(at(key("sql").key(k), ValidationError::Sql(msg)));
+        }
+    }
+    if c.auth.backend == super::AuthBackend::Sql && c.sql.is_none() {
+        out.push(at(key("auth").key("backend"), ValidationError::BackendMissing("sql")));
     }
     for (i, u) in c.local.users.iter().enumerate() {
         if !crate::aliases::is_local_name(&u.to_ascii_lowercase()) {

@@ -22,6 +22,12 @@ pub struct Maildir {
     pub root: PathBuf,
     /// Our host name (for unique file names).
     pub hostname: String,
+    /// The static local domains (`local.domains`), whose mailboxes are
+    /// `root/<user>/`; any other domain reaching this transport is a
+    /// virtual domain of the account directory, whose mailboxes are
+    /// `root/<domain>/<user>/` (so `alice@a.example` and `alice@b.example`
+    /// stay apart). `None` (a `[[route]]` Maildir): always `root/<user>/`.
+    pub static_domains: Option<std::collections::HashSet<String>>,
 }
 
 impl Transport for Maildir {
@@ -33,14 +39,33 @@ impl Transport for Maildir {
         Box::pin(async move {
             let root = self.root.clone();
             let host = self.hostname.clone();
+            let statics = self.static_domains.clone();
             let msg = msg.clone();
             let rcpts = rcpts.to_vec();
             let n = rcpts.len();
-            let outcomes = tokio::task::spawn_blocking(move || rcpts.iter().map(|r| deliver_one(&root, &host, &msg, r)).collect())
-                .await
-                .unwrap_or_else(|e| vec![Outcome::Deferred(made::maildir_task_failed(&e)); n]);
+            let outcomes = tokio::task::spawn_blocking(move || {
+                rcpts.iter().map(|r| deliver_one(&mailbox_root(&root, statics.as_ref(), r), &host, &msg, r)).collect()
+            })
+            .await
+            .unwrap_or_else(|e| vec![Outcome::Deferred(made::maildir_task_failed(&e)); n]);
             Attempt { outcomes, tls: None, dsn: false, relay: None }
         })
+    }
+}
+
+/// The directory holding `rcpt`'s mailbox: `root`, or `root/<domain>` for
+/// a virtual domain (see [`Maildir::static_domains`]). A domain that could
+/// name another directory (`/`, a leading dot, `..`) stays in `root/`,
+/// where the mailbox-name check still applies.
+fn mailbox_root(root: &Path, statics: Option<&std::collections::HashSet<String>>, rcpt: &str) -> PathBuf {
+    let domain = rcpt.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+    let safe = !domain.is_empty()
+        && !domain.starts_with('.')
+        && !domain.contains("..")
+        && domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    match statics {
+        Some(s) if safe && !s.contains(&domain) => root.join(domain),
+        _ => root.to_path_buf(),
     }
 }
 
@@ -116,6 +141,24 @@ mod tests {
     use super::*;
     use crate::spool::QueueId;
     use std::sync::Arc;
+
+    #[test]
+    fn virtual_domains_get_their_own_directory() {
+        let root = Path::new("/m");
+        let statics: std::collections::HashSet<String> = ["here.example".to_string()].into();
+        for (rcpt, statics, want) in [
+            ("alice@here.example", Some(&statics), "/m"),
+            ("alice@A.example", Some(&statics), "/m/a.example"),
+            ("alice@b.example", Some(&statics), "/m/b.example"),
+            ("alice@b.example", None, "/m"),
+            ("alice@..", Some(&statics), "/m"),
+            ("alice@.hidden", Some(&statics), "/m"),
+            ("alice@a/b", Some(&statics), "/m"),
+            ("alice", Some(&statics), "/m"),
+        ] {
+            assert_eq!(mailbox_root(root, statics, rcpt), Path::new(want), "{rcpt}");
+        }
+    }
 
     #[test]
     fn writes_new_file_with_headers() {

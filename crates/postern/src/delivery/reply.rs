@@ -132,6 +132,12 @@ pub mod made {
         DeliveryReply::status_only(Enhanced(4, 3, 0), "no outcome")
     }
 
+    /// 4.3.0: the account directory (`[sql]`, `[ldap]`) cannot say now
+    /// whether a virtual-domain mailbox exists.
+    pub fn directory_unavailable(rcpt: &str) -> DeliveryReply {
+        DeliveryReply::status_only(Enhanced(4, 3, 0), format!("<{rcpt}>: account directory unavailable"))
+    }
+
     /// 550 5.1.1: local delivery to a mailbox nobody knows.
     pub fn no_such_local_mailbox(rcpt: &str) -> DeliveryReply {
         DeliveryReply::new(550, Enhanced(5, 1, 1), format!("<{rcpt}>: no such local mailbox"))

@@ -90,7 +90,11 @@ impl Transports {
     /// The transport for `route` under the settings `s`.
     pub fn for_route(&self, s: &Settings, route: &Route) -> Result<Arc<dyn Transport>, SetupError> {
         Ok(match route {
-            Route::Maildir => Arc::new(Maildir { root: s.maildir_root.clone(), hostname: s.hostname.clone() }),
+            Route::Maildir => Arc::new(Maildir {
+                root: s.maildir_root.clone(),
+                hostname: s.hostname.clone(),
+                static_domains: Some(s.local_domains.clone()),
+            }),
             Route::Lmtp => {
                 let ep = s.config.local.lmtp.as_ref().ok_or(SetupError::LmtpNotConfigured)?;
                 Arc::new(Lmtp::from_settings(s, ep)?)
@@ -100,7 +104,9 @@ impl Transports {
             Route::Custom(i) => {
                 let r = s.config.routes.get(*i).ok_or(SetupError::RouteVanished)?;
                 match (r.transport, &r.next_hop) {
-                    (RouteTransport::Maildir, _) => Arc::new(Maildir { root: s.maildir_root.clone(), hostname: s.hostname.clone() }),
+                    (RouteTransport::Maildir, _) => {
+                        Arc::new(Maildir { root: s.maildir_root.clone(), hostname: s.hostname.clone(), static_domains: None })
+                    }
                     (RouteTransport::Lmtp, Some(ep)) => Arc::new(Lmtp::from_settings(s, ep)?),
                     (RouteTransport::Smtp, Some(ep)) => {
                         let key = ep.to_string();

@@ -16,8 +16,13 @@
 //! lower-case. Virtual domains have their own namespaces:
 //! `alice@a.example` and `alice@b.example` are two lookups.
 
+pub mod authn;
+pub mod cache;
+pub mod facts;
+pub mod hash;
 pub mod ldap;
 pub mod ldap_entry;
+pub mod sql;
 
 use std::future::Future;
 use std::pin::Pin;

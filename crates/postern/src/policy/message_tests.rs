@@ -103,6 +103,7 @@ fn first_matching_message_rule_wins() {
             rcpt: &Path::Null,
             user_db: None,
             client_resolve: None,
+            directory: None,
         };
         let got = check_message(&s, &f, &MessageAuth::from_keywords(spf, dkim, dmarc, arc));
         assert_eq!(got.as_ref().map(|d| d.action), *want, "case {i}");
@@ -129,6 +130,7 @@ fn message_rules_are_skipped_at_rcpt() {
         rcpt: &rcpt,
         user_db: None,
         client_resolve: None,
+        directory: None,
     };
     assert_eq!(super::super::evaluate(&s, &f).rule, "local-domains");
 }

@@ -200,6 +200,7 @@ fn table() {
             rcpt: &rcpt,
             user_db: Some(&db),
             client_resolve: None,
+            directory: None,
         };
         let d = check_rcpt(&s, &f);
         let code = match &d {
@@ -225,6 +226,7 @@ fn origins_name_file_lines_and_messages() {
         rcpt: &rcpt,
         user_db: None,
         client_resolve: None,
+        directory: None,
     };
     match check_rcpt(&s, &f) {
         RcptDecision::Reject { reply, origin, .. } => {
@@ -277,6 +279,7 @@ fn dn_criteria_match_parsed_rdns_of_real_certificates() {
             rcpt: &rcpt,
             user_db: None,
             client_resolve: None,
+            directory: None,
         };
         matches(&rule, &f, classify(&s, &rcpt))
     };

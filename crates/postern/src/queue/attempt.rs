@@ -14,7 +14,7 @@ use super::retry::retry_delay;
 use super::Scheduler;
 use crate::bounce;
 use crate::delivery::reply::made;
-use crate::delivery::{route, Attempt, DeliveryReply, Message, Outcome, Route, Transport};
+use crate::delivery::{Attempt, DeliveryReply, Message, Outcome, Route, Transport};
 use crate::maillog;
 use crate::settings::Settings;
 use crate::spool::{Envelope, Place, QueueId, RcptStatus, SpoolError};
@@ -26,7 +26,11 @@ impl Scheduler {
     /// new mailbox (bounces and local submission reach this path unchecked).
     async fn deliver_known_local(&self, s: &Settings, t: &dyn Transport, msg: &Message, addrs: &[String]) -> Attempt {
         let db = self.inner.users.get();
+        let virt = self.virtual_mailboxes(s, addrs).await;
         let known = |a: &String| {
+            if let Some(v) = virt.get(a) {
+                return *v == Ok(true);
+            }
             let local = a.rsplit_once('@').map(|(l, _)| l).unwrap_or(a).to_ascii_lowercase();
             s.users.contains(&local) || s.aliases.contains(&local) || db.users.contains_key(&local) || alias_target(s, &local)
         };
@@ -39,6 +43,8 @@ impl Scheduler {
             .map(|a| {
                 if known(a) {
                     it.next().unwrap_or_else(|| Outcome::Deferred(made::no_outcome()))
+                } else if virt.get(a).is_some_and(|v| v.is_err()) {
+                    Outcome::Deferred(made::directory_unavailable(a))
                 } else {
                     Outcome::Failed(made::no_such_local_mailbox(a))
                 }
@@ -106,7 +112,7 @@ impl Scheduler {
             if r.status != RcptStatus::Pending {
                 continue;
             }
-            let rt = route(&settings, &r.address);
+            let Some(rt) = self.route_with_directory(&settings, &r.address).await else { continue };
             match groups.iter_mut().find(|(g, _)| *g == rt) {
                 Some((_, v)) => v.push(i),
                 None => groups.push((rt, vec![i])),

@@ -9,6 +9,7 @@
 //! pure function [`retry_delay`] (`retry.rs`).
 
 mod attempt;
+mod directory;
 mod dsn;
 mod due;
 pub mod moveout;
@@ -50,6 +51,8 @@ struct Inner {
     transports: Transports,
     /// The last finished envelopes, newest last (`sendmail -v` asks for them).
     finished: Mutex<std::collections::VecDeque<Envelope>>,
+    /// The account directory, for virtual domains (`queue/directory.rs`).
+    directory: std::sync::OnceLock<Arc<dyn crate::directory::Directory>>,
 }
 
 /// How many finished envelopes [`Scheduler::finished`] remembers.
@@ -71,6 +74,7 @@ impl Scheduler {
                 wake: Notify::new(),
                 transports: Transports::default(),
                 finished: Mutex::new(std::collections::VecDeque::new()),
+                directory: std::sync::OnceLock::new(),
             }),
         }
     }

@@ -218,6 +218,9 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (queued_tx, queued_rx) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(shared.settings.clone(), shared.users.clone(), spool.clone(), queued_tx.clone());
+    if let Some(d) = &shared.services.directory {
+        scheduler.use_directory(d.clone());
+    }
     let sched_task = tokio::spawn(scheduler.clone().run(queued_rx, shutdown_rx.clone()));
     let monitor = monitor::start(shared.clone(), spool.clone(), &bound, metrics_sock, shutdown_rx.clone());
     let daemon: Arc<dyn Control> = Arc::new(Daemon { shared: shared.clone(), scheduler, spool: spool.clone(), monitor: monitor.clone() });

@@ -30,7 +30,17 @@ impl<S: Socket> Session<S> {
         if self.settings().config.auth.backend == AuthBackend::Dovecot {
             return self.dovecot_mechanisms(verified);
         }
-        authpolicy::usable_mechanisms(&self.settings().config.auth, &self.ctx.listener, self.tls().is_some(), self.conn.peer.ip(), verified)
+        let mut m = authpolicy::usable_mechanisms(
+            &self.settings().config.auth,
+            &self.ctx.listener,
+            self.tls().is_some(),
+            self.conn.peer.ip(),
+            verified,
+        );
+        if self.auth_by_directory() {
+            m.retain(super::directory::directory_can_serve);
+        }
+        m
     }
 
     /// Reads one line during an AUTH exchange (RFC 4954 §4: up to 12288 octets).
@@ -156,7 +166,15 @@ impl<S: Socket> Session<S> {
                             return self.banned(cfg.ban_action);
                         }
                     }
-                    let p = self.sasl_lookup(need).await;
+                    let p = match &need {
+                        Need::CheckPassword { authcid, password } if self.auth_by_directory() => {
+                            match self.directory_password(authcid, password).await {
+                                Ok(p) => p,
+                                Err(e) => return self.auth_unavailable(mech, &who, &e),
+                            }
+                        }
+                        _ => self.sasl_lookup(need).await,
+                    };
                     ex.provide(p)
                 }
                 Step::Success(success) => {

@@ -117,6 +117,7 @@ impl<S: Socket> Session<S> {
             rcpt: &postern_wire::Path::Null,
             user_db: None,
             client_resolve: self.client_resolve(),
+            directory: None,
         };
         let [spf, dkim, dmarc, arc] = results.keywords();
         let action = match check_message(s, &facts, &MessageAuth::from_keywords(spf, dkim, dmarc, arc)) {

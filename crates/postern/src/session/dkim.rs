@@ -35,6 +35,7 @@ impl<S: Socket> Session<S> {
             rcpt: &probe,
             user_db: None,
             client_resolve: self.client_resolve(),
+            directory: None,
         };
         let with = evaluate(self.settings(), &facts).action == RuleAction::Relay;
         facts.cert = None;

@@ -19,7 +19,15 @@ use crate::policy::{check_rcpt, Facts, RcptDecision};
 impl<S: Socket> Session<S> {
     /// MAIL: check, filter (milters), proceed.
     pub(super) async fn mail(&mut self, from: Path, params: MailParams) -> Result<(), End> {
-        let Some(greeted) = self.mail_checks(&from, &params) else { return Ok(()) };
+        let dir_owns = match self.directory_owns(&from).await {
+            Ok(b) => b,
+            Err(e) => {
+                let sender = if let Path::Mailbox(m) = &from { m.to_string() } else { String::new() };
+                self.directory_unavailable("MAIL", &e, &[("from", &sender)]);
+                return Ok(());
+            }
+        };
+        let Some(greeted) = self.mail_checks(&from, &params, dir_owns) else { return Ok(()) };
         if let Some(r) = self.sender_check(&from).await {
             let sender = match &from {
                 Path::Mailbox(m) => m.to_string(),
@@ -56,7 +64,8 @@ impl<S: Socket> Session<S> {
 
     /// MAIL's own checks (the table already checked the sequence): the
     /// greeting to keep when they pass; otherwise the refusal is queued.
-    fn mail_checks(&mut self, from: &Path, params: &MailParams) -> Option<Greeted> {
+    /// (`dir_owns`: the account directory lists the user as an owner of `from`.)
+    fn mail_checks(&mut self, from: &Path, params: &MailParams, dir_owns: bool) -> Option<Greeted> {
         let State::Ready { greeted } = &self.state else {
             // The table admits MAIL only in Ready.
             self.reply(codes::bad_sequence());
@@ -68,7 +77,7 @@ impl<S: Socket> Session<S> {
             _ => String::new(),
         };
         if let (Some(a), Path::Mailbox(m)) = (&greeted.auth, from) {
-            if self.settings().config.auth.sender_login_match && !self.owns_sender(a.user(), m) {
+            if self.settings().config.auth.sender_login_match && !dir_owns && !self.owns_sender(a.user(), m) {
                 let r = codes::sender_not_owned().with_text(format!("<{m}>: Sender address not owned by user {}", a.user()));
                 self.reject("MAIL", r, &[("from", &sender), ("user", a.user())]);
                 return None;
@@ -146,6 +155,13 @@ impl<S: Socket> Session<S> {
         if self.recipient_rate_refused(&sender, &rcpt_text).await {
             return Ok(());
         }
+        let dir_facts = match self.directory_facts(&to).await {
+            Ok(f) => f,
+            Err(e) => {
+                self.directory_unavailable("RCPT", &e, &[("from", &sender), ("to", &rcpt_text)]);
+                return Ok(());
+            }
+        };
         let db = self.ctx.users.get();
         let facts = Facts {
             listener: self.ctx.listener.label(),
@@ -157,6 +173,7 @@ impl<S: Socket> Session<S> {
             rcpt: &to,
             user_db: Some(&db),
             client_resolve: self.client_resolve(),
+            directory: dir_facts.as_ref(),
         };
         let decision = check_rcpt(self.settings(), &facts);
         let client = self.client_text();

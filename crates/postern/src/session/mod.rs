@@ -34,6 +34,7 @@ mod auth;
 mod auth_dovecot;
 mod authcheck;
 mod data;
+mod directory;
 mod dkim;
 mod filter;
 mod helo;

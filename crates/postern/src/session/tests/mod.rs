@@ -9,6 +9,7 @@ mod auth_cluster;
 mod auth_dovecot;
 mod auth_throttle;
 mod certs;
+mod directory;
 mod dkim;
 mod harness;
 mod limits;
