@@ -64,7 +64,7 @@ pub enum LookupCmd {
 pub fn run(s: &Settings, action: DirectoryCmd) -> i32 {
     let DirectoryCmd::Lookup { what } = action;
     let Some(dir) = Services::new(s).directory.clone() else {
-        eprintln!("postern: no account directory is configured (add an [ldap] table: docs/directory-ldap.md)");
+        eprintln!("postern: no account directory is configured (add an [ldap] table: docs/directory.md)");
         return exit::CONFIG;
     };
     let password = match &what {

@@ -138,7 +138,7 @@ pub struct Config {
     /// rate limits, greylisting). Default: all off.
     #[serde(default)]
     pub inbound: Inbound,
-    /// The LDAP account directory (`[ldap]`, docs/directory-ldap.md).
+    /// The LDAP account directory (`[ldap]`, docs/directory.md).
     /// Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ldap: Option<Ldap>,

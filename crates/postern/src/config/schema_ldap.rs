@@ -1,4 +1,4 @@
-//! The `[ldap]` table: an LDAP account directory (docs/directory-ldap.md),
+//! The `[ldap]` table: an LDAP account directory (docs/directory.md),
 //! and its load-time checks (URL, filters, the auth mode's keys).
 //!
 //! May touch: nothing (types and pure checks). RFCs: 4516 (LDAP URLs),

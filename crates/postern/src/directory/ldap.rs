@@ -1,4 +1,4 @@
-//! The LDAP directory (`[ldap]`, docs/directory-ldap.md): passwords are
+//! The LDAP directory (`[ldap]`, docs/directory.md): passwords are
 //! checked by binding (search-then-bind or bind-as-user), domains,
 //! mailboxes, aliases and sender logins by subtree searches with the
 //! configured filters, every substituted value escaped (RFC 4515 / 4514,
