@@ -11,9 +11,7 @@
 //! Events: connect, helo, tls, auth, rcpt, reject, milter, queued, hold,
 //! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
 //! release, delete, bounce, disconnect, reload, start, stop, error, dnsbl,
-//! pregreet, cluster, moved.
-//! release, delete, bounce, disconnect, reload, start, stop, error,
-//! directory.
+//! pregreet, cluster, moved, directory.
 //!
 //! The log file is created mode 0600 (whatever the umask) and opened for
 //! append; [`reopen`] closes and opens it again by name (after logrotate

@@ -114,8 +114,13 @@ fn check_placeholders(template: &str) -> Result<(), String> {
 /// once expanded (checked with a sample value).
 pub fn check_filter(template: &str) -> Result<(), String> {
     check_placeholders(template)?;
+    let not_a_filter = || format!("{template:?} is not an LDAP filter (RFC 4515), e.g. \"(uid=%u)\"");
+    // RFC 4515 §3: a filter is parenthesised; ldap3 also takes a bare `a=b`.
+    if !(template.starts_with('(') && template.ends_with(')')) {
+        return Err(not_a_filter());
+    }
     let sample = filter(template, &Key::address("sample@example.org"));
-    ldap3::parse_filter(&sample).map(|_| ()).map_err(|_| format!("{template:?} is not an LDAP filter (RFC 4515), e.g. \"(uid=%u)\""))
+    ldap3::parse_filter(&sample).map(|_| ()).map_err(|_| not_a_filter())
 }
 
 /// A DN template: known placeholders, at least one `attr=value` pair.

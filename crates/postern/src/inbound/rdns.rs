@@ -90,8 +90,10 @@ pub async fn lookup(dns: &dyn InboundDns, ip: IpAddr, timeout: Duration) -> Clie
     let Ok(ptr) = tokio::time::timeout_at(deadline, dns.ptr(ip)).await else {
         return ClientName { resolve: Resolve::Temp, ptr: None };
     };
-    let names: Vec<String> =
-        ptr.as_ref().map(|v| v.iter().filter(|n| usable_name(n)).take(MAX_PTR_NAMES).cloned().collect()).unwrap_or_default();
+    let names: Vec<String> = ptr
+        .as_ref()
+        .map(|v| v.iter().filter(|n| usable_name(n)).take(MAX_PTR_NAMES).map(|n| n.trim_end_matches('.').to_string()).collect())
+        .unwrap_or_default();
     let mut forward: Vec<(String, Answer<IpAddr>)> = Vec::new();
     for name in names {
         let Ok(a) = tokio::time::timeout_at(deadline, dns.addrs(&name)).await else { break };

@@ -123,7 +123,7 @@ async fn greylisting_defers_the_first_attempt_of_a_triplet() {
     c2.expect_last("250 ").await;
     c2.expect("250 2.1.0").await;
     c2.expect("450 4.7.1").await;
-    c2.expect("554 5.7.1").await;
+    c2.expect("550 5.7.1").await;
     assert!(h.log_has("greylist=early"));
     // The null sender is greylisted too.
     c2.send("RSET\r\nMAIL FROM:<>\r\nRCPT TO:<alice@mx.test>").await;

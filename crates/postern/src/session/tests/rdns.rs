@@ -51,7 +51,7 @@ async fn a_confirmed_name_is_in_received_and_the_log() {
     c.send("Subject: t\r\n\r\nhi\r\n.").await;
     let r = c.expect("250 2.0.0 Ok: queued as ").await;
     let id = r.split("queued as ").nth(1).unwrap_or_default().to_string();
-    assert!(h.body(&id).starts_with("Received: from helo.client.example (mail.client.example [192.0.2.7])"), "{}", h.body(&id));
+    assert!(h.body(&id).contains("\nReceived: from helo.client.example (mail.client.example [192.0.2.7])"), "{}", h.body(&id));
     assert!(h.log_has("client=mail.client.example[192.0.2.7]:"));
     assert!(h.log_has("rdns=ok"));
 }
