@@ -86,8 +86,8 @@ def test_connection_rate_refused_at_connect(postern_factory):
     wait_for(lambda: 'limit="client connections 2/1m"' in p.log() and 'reason="connection rate"' in p.log(), 5, "log lines")
     explain = p.cli("explain", "--ip", "127.0.0.3", "--from", "a@far.example", "--rcpt", "alice@mx.test")
     assert explain.returncode == 0, explain.stderr
-    assert "rate:     connections 2 per 1m ([127.0.0.3])" in explain.stdout, explain.stdout
-    assert "greylist: off" in explain.stdout
+    assert "rate:     connections 2 per 1m ([127.0.0.3])" in explain.stdout.decode(), explain.stdout
+    assert "greylist: off" in explain.stdout.decode()
 
 
 GREY = BASE_CONFIG + """
@@ -126,9 +126,9 @@ smtp_tls_security_level = none
         # The pass is remembered in DATA/greylist.json (written within a second).
         wait_for(lambda: (p.data / "greylist.json").exists() and b'"passed":' in (p.data / "greylist.json").read_bytes(), 5, "snapshot")
         explain = p.cli("explain", "--ip", "127.0.0.4", "--from", "sender@pf.test", "--rcpt", "alice@mx.test")
-        assert "greylist: would pass (known)" in explain.stdout, explain.stdout
+        assert "greylist: would pass (known)" in explain.stdout.decode(), explain.stdout
         explain = p.cli("explain", "--ip", "127.0.0.4", "--from", "other@pf.test", "--rcpt", "alice@mx.test")
-        assert "greylist: would defer (new triplet)" in explain.stdout, explain.stdout
+        assert "greylist: would defer (new triplet)" in explain.stdout.decode(), explain.stdout
     finally:
         if pf:
             pf.stop()

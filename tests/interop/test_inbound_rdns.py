@@ -1,6 +1,7 @@
 """[inbound.rdns] against a real DNS server (dnslib on a loopback port,
 `[mx] nameservers`) serving PTR/A/MX records, with clients on distinct
-loopback addresses (127.0.0.2, .3, .4: Linux routes 127/8 to lo):
+addresses the test adds to `lo` (198.18.0.2, .3, .4, the benchmarking range;
+not 127/8: hickory answers PTR queries for 127/8 itself, with `localhost`):
 FCrDNS OK shows in `Received:` and the log and a real milter (pymilter)
 sees {client_resolve} OK; a PTR whose name points elsewhere is FORGED for
 the milter and refused by an `rdns` rule; a HELO "localhost"/non-FQDN and a
@@ -17,7 +18,7 @@ import pytest
 from dnslib import MX, PTR, QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
-from conftest import BASE_CONFIG, free_port, swaks, wait_for, wait_port
+from conftest import BASE_CONFIG, free_port, require, swaks, wait_for, wait_port
 
 MILTER = pathlib.Path(__file__).parent / "milters" / "resolve_seen.py"
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3 with python3-milter
@@ -42,12 +43,27 @@ class Zone(BaseResolver):
         return reply
 
 
+CLIENTS = ["198.18.0.2", "198.18.0.3", "198.18.0.4"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def client_addresses():
+    """The client addresses on `lo` for this module, removed afterwards."""
+    ip = require("ip")
+    for a in CLIENTS:
+        r = subprocess.run([ip, "addr", "replace", f"{a}/32", "dev", "lo"], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0, r.stderr
+    yield
+    for a in CLIENTS:
+        subprocess.run([ip, "addr", "del", f"{a}/32", "dev", "lo"], capture_output=True, timeout=10)
+
+
 @pytest.fixture
 def dns_port():
     records = {
-        ("2.0.0.127.in-addr.arpa", "PTR"): [PTR("good.client.test.")],
-        ("good.client.test", "A"): [A("127.0.0.2")],
-        ("3.0.0.127.in-addr.arpa", "PTR"): [PTR("forged.client.test.")],
+        ("2.0.18.198.in-addr.arpa", "PTR"): [PTR("good.client.test.")],
+        ("good.client.test", "A"): [A("198.18.0.2")],
+        ("3.0.18.198.in-addr.arpa", "PTR"): [PTR("forged.client.test.")],
         ("forged.client.test", "A"): [A("192.0.2.99")],
         ("ok.test", "MX"): [MX("mx.ok.test.", 10)],
         ("mx.ok.test", "A"): [A("192.0.2.25")],
@@ -134,38 +150,38 @@ def p(postern_factory, dns_port, milter):
 
 
 def test_fcrdns_ok_in_received_log_and_milter(p, milter):
-    r = swaks("--server", f"127.0.0.1:{p.port}", "--local-interface", "127.0.0.2", "--helo", "mail.client.test",
+    r = swaks("--server", f"127.0.0.1:{p.port}", "--local-interface", "198.18.0.2", "--helo", "mail.client.test",
               "--from", "a@ok.test", "--to", "bob@mx.test")
     assert r.returncode == 0, r.stdout + r.stderr
     msgs = p.wait_mail("bob")
-    assert b"Received: from mail.client.test (good.client.test [127.0.0.2])" in msgs[0], msgs[0][:400]
-    e = seen(milter[1], "127.0.0.2")
+    assert b"Received: from mail.client.test (good.client.test [198.18.0.2])" in msgs[0], msgs[0][:400]
+    e = seen(milter[1], "198.18.0.2")
     assert e["macros"]["{client_resolve}"] == "OK", e
     assert e["macros"]["{client_name}"] == "good.client.test", e
     assert e["hostname"] == "good.client.test", e
     log = p.log()
-    assert "client=good.client.test[127.0.0.2]:" in log and "rdns=ok" in log, log
+    assert "client=good.client.test[198.18.0.2]:" in log and "rdns=ok" in log, log
 
 
 def test_forged_and_missing_ptr(p, milter):
-    with session(p, "127.0.0.3") as s:
+    with session(p, "198.18.0.3") as s:
         assert s.mail("a@ok.test")[0] == 250
         code, text = s.rcpt("bob@mx.test")
         assert (code, text) == (550, b"5.7.1 <bob@mx.test>: Client host rejected: forged reverse DNS")
-    e = seen(milter[1], "127.0.0.3")
+    e = seen(milter[1], "198.18.0.3")
     assert e["macros"]["{client_resolve}"] == "FORGED", e
     assert e["macros"]["{client_ptr}"] == "forged.client.test", e
-    assert e["macros"]["{client_name}"] == "[127.0.0.3]", e
-    with session(p, "127.0.0.4") as s:
+    assert e["macros"]["{client_name}"] == "[198.18.0.3]", e
+    with session(p, "198.18.0.4") as s:
         assert s.mail("a@ok.test")[0] == 250
         assert s.rcpt("bob@mx.test")[0] == 250
-    assert seen(milter[1], "127.0.0.4")["macros"]["{client_resolve}"] == "FAIL"
+    assert seen(milter[1], "198.18.0.4")["macros"]["{client_resolve}"] == "FAIL"
     assert "rdns=forged ptr=forged.client.test" in p.log()
 
 
 def test_helo_refused_at_rcpt(p):
     for helo, reason in (("localhost", "you are not me"), ("workstation", "need fully-qualified hostname"), ("mx.test", "you are not me")):
-        with session(p, "127.0.0.2", helo) as s:
+        with session(p, "198.18.0.2", helo) as s:
             assert s.mail("a@ok.test")[0] == 250
             code, text = s.rcpt("bob@mx.test")
             assert code == 550 and text.decode() == f"5.7.1 <{helo}>: Helo command rejected: {reason}", (helo, code, text)
@@ -177,7 +193,7 @@ def test_helo_refused_at_rcpt(p):
 
 
 def test_sender_domain_nxdomain_refused(p):
-    with session(p, "127.0.0.2") as s:
+    with session(p, "198.18.0.2") as s:
         assert s.mail("a@nx.test")[0] == 250
         assert s.rcpt("bob@mx.test") == (550, b"5.1.8 <a@nx.test>: Sender address rejected: Domain not found")
         s.rset()
@@ -186,7 +202,7 @@ def test_sender_domain_nxdomain_refused(p):
 
 
 def test_harvester_dropped_before_the_50th(p):
-    s = session(p, "127.0.0.2")
+    s = session(p, "198.18.0.2")
     assert s.mail("a@ok.test")[0] == 250
     replies = []
     for i in range(50):
@@ -202,13 +218,13 @@ def test_harvester_dropped_before_the_50th(p):
     assert len(replies) < 50 and replies.count(550) == 19, replies
     assert "too many unknown recipients" in p.log()
     # The count lasts across connections: the next guess is dropped at once.
-    with session(p, "127.0.0.2") as s:
+    with session(p, "198.18.0.2") as s:
         assert s.mail("a@ok.test")[0] == 250
         assert s.rcpt("guess-again@mx.test")[0] == 421
 
 
 def test_explain_shows_the_verdicts(p):
-    r = p.cli("explain", "--ip", "127.0.0.3", "--helo", "localhost", "--from", "a@nx.test", "--rcpt", "bob@mx.test")
+    r = p.cli("explain", "--ip", "198.18.0.3", "--helo", "localhost", "--from", "a@nx.test", "--rcpt", "bob@mx.test")
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
     assert "rdns:     forged (client_resolve=FORGED, ptr=forged.client.test)" in out, out

@@ -198,9 +198,12 @@ impl<S: Socket> Session<S> {
 }
 
 /// 127.0.0.1 or ::1: the addresses local programs connect from. Other
-/// loopback addresses (127.0.0.2…) are checked like any client, so tests
-/// can stand in for remote clients; `relay.networks` (loopback by
-/// default) still exempts them from the HELO, sender and harvest checks.
+/// loopback addresses (127.0.0.2…) are looked up like any client, but the
+/// resolver (hickory) answers every PTR query under 127.in-addr.arpa
+/// itself with `localhost`, so they come out FORGED; tests stand in for
+/// remote clients with addresses added to `lo` (198.18.0.0/15).
+/// `relay.networks` (loopback by default) still exempts them from the
+/// HELO, sender and harvest checks.
 fn is_localhost(ip: IpAddr) -> bool {
     let v4 = match ip {
         IpAddr::V4(v4) => v4,
