@@ -18,7 +18,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-POSTERN = os.path.join(ROOT, "target", "release", "postern")
+# POSTERN_BIN: a postern binary built elsewhere (bench/run then builds nothing).
+POSTERN = os.environ.get("POSTERN_BIN") or os.path.join(ROOT, "target", "release", "postern")
 
 
 def free_port():
@@ -80,12 +81,25 @@ SYNC = sys.argv[sys.argv.index("--sync") + 1] if "--sync" in sys.argv else "fsyn
 # W1-DKIM: the domain of smtp-source's -f sender, which it also writes as "From: <...>".
 SENDER = "load@src.test"
 DKIM_DOMAIN, DKIM_SELECTOR = "src.test", "bench"
+# W1-DNSBL: smtp-source connects from this address (bench/srcaddr.c, LD_PRELOAD), because the
+# inbound defences skip 127.0.0.1; the local DNS server (bench/dnszone.py) names it and serves
+# two block lists that do not list it. hickory-resolver answers PTR queries for 127.0.0.0/8
+# itself ("localhost", RFC 6761 §6.3) without asking the DNS server, so with 127.0.0.2 the reverse
+# lookup gives rdns=forged and sends no query; BENCH_DNSBL_CLIENT can name an address added to
+# lo beforehand (e.g. `ip addr add 198.18.0.2/32 dev lo`, RFC 2544's benchmark range) to
+# measure the round trips too.
+DNSBL_CLIENT = os.environ.get("BENCH_DNSBL_CLIENT", "127.0.0.2")
+DNSBL_CLIENT_NAME = "client.bench.test"
+DNSBL_LISTS = ("bl1.bench.test", "bl2.bench.test")
 
 
 class Postern:
     name = "postern"
 
-    def __init__(self, sink_port, max_conn=2000, auth=False, dkim=False):
+    def __init__(self, sink_port, max_conn=2000, auth=False, dkim=False, screen=None):
+        """screen (W1-DNSBL): (dns_port, dnsbl, rdns) — the client is not in relay.networks,
+        far.test is a relay domain, SPF/DKIM/DMARC verification is off (not measured here),
+        [inbound.dnsbl] with two lists when dnsbl, [inbound.rdns] lookup = rdns."""
         self.dir = tempfile.mkdtemp(prefix="bench-postern-")
         self.port = free_port()
         cfg = os.path.join(self.dir, "postern.toml")
@@ -100,13 +114,34 @@ selector = "{DKIM_SELECTOR}"
 key_file = "{self.dir}/dkim/{DKIM_DOMAIN}.{DKIM_SELECTOR}.pem"
 algorithm = "rsa-sha256"
 """
+        relay_extra = screen_tables = ""
+        if screen:
+            dns_port, dnsbl, rdns = screen
+            relay_extra = f"""networks = []
+domains = ["far.test"]
+[mx]
+nameservers = ["127.0.0.1:{dns_port}"]
+[mail_auth]
+verify = false
+"""
+            screen_tables = f"""[inbound.rdns]
+lookup = {"true" if rdns else "false"}
+"""
+            if dnsbl:
+                lists = ", ".join(f'"{z}=127.0.0.[2..11]*2"' for z in DNSBL_LISTS)
+                screen_tables += f"""[inbound.dnsbl]
+lists = [{lists}]
+threshold = 2
+stage = "rcpt"
+exempt_networks = []
+"""
         open(cfg, "w").write(f"""hostname = "bench.test"
 [[listener]]
 address = "127.0.0.1:{self.port}"
 [relay]
 smarthost = "127.0.0.1:{sink_port}"
 smarthost_tls = "none"
-[limits]
+{relay_extra}[limits]
 max_connections_per_ip = {max_conn}
 max_connections = {max_conn}
 [queue]
@@ -114,7 +149,7 @@ concurrency = 20
 sync = "{SYNC}"
 [log]
 mail_log = "{self.dir}/mail.log"
-{dkim_table}""")
+{dkim_table}{screen_tables}""")
         if auth:  # W3: AUTH needs TLS, which the listener offers with its generated certificate
             subprocess.run([POSTERN, "--config", cfg, "--data-dir", os.path.join(self.dir, "data"), "user", "add",
                             BENCH_USER, "--password-stdin"], input=(BENCH_PASSWORD + "\n").encode(), check=True,
@@ -133,6 +168,24 @@ mail_log = "{self.dir}/mail.log"
 
     def rss(self):
         return sum(rss_kb(p) for p in self.pids)
+
+    def log_counts(self):
+        """W1-DNSBL: connect lines (by their rdns= result), dnsbl lines (a list answered or
+        failed) and refusals, from the mail log."""
+        counts = {"connect": 0, "dnsbl": 0, "reject": 0}
+        try:
+            for line in open(os.path.join(self.dir, "mail.log"), errors="replace"):
+                event = line.split(" ", 2)[1:2]  # "TIMESTAMP event key=value..."
+                if event == ["connect"] and f"[{DNSBL_CLIENT}]" in line:  # not wait_port's probe
+                    counts["connect"] += 1
+                    rdns = [f for f in line.split() if f.startswith(("rdns=", "ptr="))]
+                    if rdns:
+                        counts[" ".join(rdns)] = counts.get(" ".join(rdns), 0) + 1
+                elif event in (["dnsbl"], ["reject"]):
+                    counts[event[0]] += 1
+        except OSError:
+            pass
+        return counts
 
     def stop(self):
         self.proc.terminate()
@@ -364,6 +417,69 @@ def workload(system_cls, n, size, conc, timeout=300, dkim=False):
             sink.wait()
 
 
+def srcaddr_preload():
+    """bench/srcaddr.c built once per run into /tmp (LD_PRELOAD for smtp-source)."""
+    out = os.path.join(tempfile.gettempdir(), f"bench-srcaddr-{os.getpid()}.so")
+    if not os.path.exists(out):
+        subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", out, os.path.join(ROOT, "bench", "srcaddr.c"), "-ldl"],
+                       check=True)
+    return out
+
+
+def w1dnsbl(n, size, conc, dnsbl, rdns, timeout=300):
+    """W1-DNSBL: W1 from DNSBL_CLIENT to postern with (dnsbl, rdns) against bench/dnszone.py.
+    Returns workload()'s figures plus the DNS queries answered, the DNS server's CPU and the
+    mail-log counts. Both switches off: the same config with no lookups (the baseline)."""
+    settle()
+    sink_port, dns_port = free_port(), free_port()
+    dns = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "dnszone.py"), str(dns_port), DNSBL_CLIENT,
+                            DNSBL_CLIENT_NAME, *DNSBL_LISTS], stdout=subprocess.PIPE, text=True)
+    sink = None
+    system = None
+    try:
+        if dns.stdout.readline().strip() != "ready":
+            raise SystemExit("W1-DNSBL: the DNS server did not start (pip install dnslib)")
+        sink = subprocess.Popen(["smtp-sink", "-u", "postfix", "-M", str(n), f"127.0.0.1:{sink_port}", "1024"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(sink_port)
+        system = Postern(sink_port, screen=(dns_port, dnsbl, rdns))
+        env = {**os.environ, "LD_PRELOAD": srcaddr_preload(), "BENCH_SOURCE_ADDR": DNSBL_CLIENT}
+        cpu0, dns_cpu0 = system.cpu(), cpu_of(dns.pid)
+        t0 = time.time()
+        subprocess.run(["smtp-source", "-s", str(conc), "-m", str(n), "-l", str(size), "-f", SENDER,
+                        "-t", "rcpt@far.test", f"127.0.0.1:{system.port}"], check=True, timeout=timeout,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        t_acc = time.time() - t0
+        try:
+            sink.wait(timeout)
+            t_e2e, arrived = time.time() - t0, True
+        except subprocess.TimeoutExpired:
+            t_e2e, arrived = float("nan"), False
+        cpu = system.cpu() - cpu0
+        res = {"accept_rate": n / t_acc, "e2e_rate": n / t_e2e if arrived else 0.0, "cpu_per_1k": cpu * 1000 / n,
+               "rss_kb": system.rss(), "all_arrived": arrived, "dns_cpu": cpu_of(dns.pid) - dns_cpu0,
+               "log": system.log_counts()}
+    finally:
+        if system:
+            system.stop()
+        if sink and sink.poll() is None:
+            sink.kill()
+            sink.wait()
+        dns.terminate()  # by its PID; it prints its counts and exits
+        try:
+            out = dns.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            dns.kill()
+            out = dns.communicate()[0]
+    res["dns"] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    log = res["log"]
+    if log["connect"] != n or log["reject"] or log["dnsbl"]:  # the client bound, checked, not refused
+        raise SystemExit(f"W1-DNSBL: expected {n} connections from {DNSBL_CLIENT}, none refused: {log}")
+    if dnsbl and not res["dns"]:
+        raise SystemExit("W1-DNSBL: the lists were never asked")
+    return res
+
+
 def loadgen(system_cls, n, conc, auth, timeout=600):
     """W3 (and latency figures): `postern bench` as the client for both systems, a new
     connection per message; with auth: STARTTLS + AUTH PLAIN each time."""
@@ -473,7 +589,7 @@ def ratio_line(label, a, b):
 
 
 def main():
-    """bench.py [--quick] [--only w1,w1dkim,w2,w3,w4,w5]"""
+    """bench.py [--quick] [--only w1,w1dkim,w1dnsbl,w2,w3,w4,w5]"""
     quick = "--quick" in sys.argv
     only = {"w1"} if quick else {"w1", "w1dkim", "w2", "w3", "w4", "w5"}
     if "--w45" in sys.argv:  # older spelling of --only w4,w5
@@ -496,6 +612,24 @@ def main():
             res[cls.name] = workload(cls, n, size, conc, dkim=name == "W1-DKIM")
             show(name, cls.name, res[cls.name])
         ratios[name] = ratio_line(name, res["postern"], res["postfix"])
+    if "w1dnsbl" in only:
+        # W1-DNSBL: postern alone (Postfix would need the DNS server on port 53 of
+        # /etc/resolv.conf): no lookups, then the two lists, then the lists and the reverse lookup.
+        n = 2000 if quick else 10000
+        res = {}
+        for label, dnsbl, rdns in (("none", False, False), ("dnsbl", True, False), ("dnsbl+rdns", True, True)):
+            r = res[label] = w1dnsbl(n, 4096, 20, dnsbl, rdns)
+            show("W1-DNSBL", "postern", r)
+            queries = sum(r["dns"].values())
+            print(f"W1-DNSBL   {label:10} {n} msgs, {r['cpu_per_1k']:.3f} ms CPU/msg "
+                  f"(+{r['cpu_per_1k'] - res['none']['cpu_per_1k']:.3f}), "
+                  f"{20 * 1000 / r['accept_rate']:.2f} ms/msg per connection slot "
+                  f"(+{20 * 1000 / r['accept_rate'] - 20 * 1000 / res['none']['accept_rate']:.2f}); "
+                  f"DNS queries answered {queries} {json.dumps(r['dns'], sort_keys=True)}, "
+                  f"DNS server CPU {r['dns_cpu']:.2f} s; mail log {json.dumps(r['log'], sort_keys=True)}",
+                  flush=True)
+        os.remove(srcaddr_preload())
+        print(f"W1-DNSBL ratio: {res['dnsbl+rdns']['accept_rate'] / res['none']['accept_rate']:.2f}")
     if "w3" in only:
         # W1-lat: W1's traffic with the latency-measuring client (a connection per message).
         for label, auth in (("W1-lat", False), ("W3", True)):
@@ -518,7 +652,7 @@ def main():
             print(f"W5         ratio    drain {rates['postern'] / rates['postfix']:.2f}")
     if "W1-DKIM" in ratios:
         print(f"W1-DKIM ratio: {ratios['W1-DKIM'] or 0:.2f}")
-    if "W1" in ratios or not ratios:
+    if "W1" in ratios or not (ratios or "w1dnsbl" in only):
         print(f"W1 ratio: {ratios.get('W1') or 0:.2f}")
 
 
