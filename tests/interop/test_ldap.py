@@ -353,3 +353,55 @@ def test_config_check_names_ldap_problems(tmp_path):
     cfg.write_text('hostname = "mx.test"\n[ldap]\nurl = "ldap://127.0.0.1:1"\nbind_dn = "cn=svc"\nbind_password_file = "/nonexistent/pw"\n')
     r = subprocess.run([BIN, "--config", str(cfg), "--data-dir", str(tmp_path), "config", "check"], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "ldap.bind_password_file" in (r.stdout + r.stderr), (r.stdout, r.stderr)
+
+
+def test_smtp_session_uses_ldap(tmp_path, postern_factory):
+    """The daemon itself with `auth.backend = "ldap"`: AUTH by bind, virtual
+    domain mailboxes and aliases at RCPT (swaks), injection logins refused,
+    and slapd stopped: AUTH 454 4.7.0 and RCPT 451 4.3.0, never 535/550."""
+    require("swaks")
+    from conftest import swaks_full as swaks
+    s = Slapd(tmp_path / "slapd-smtp").start()
+    try:
+        ldap_cfg = config(s, tmp_path / "cfg").read_text()
+        p = postern_factory(f"""
+hostname = "mx.test"
+[[listener]]
+address = "127.0.0.1:{{port}}"
+[local]
+domains = ["mx.test"]
+[relay]
+networks = []
+[auth]
+backend = "ldap"
+plaintext_networks = ["127.0.0.1/32"]
+ban_exempt_networks = ["127.0.0.1/32"]
+[limits]
+shutdown_timeout = "5s"
+""" + ldap_cfg.replace('hostname = "mx.test"', ""))
+        server = ["--server", f"127.0.0.1:{p.port}"]
+
+        def auth(login, pw):
+            return swaks(*server, "--auth", "PLAIN", "--auth-user", login, "--auth-password", pw, "--quit-after", "AUTH")
+
+        def rcpt(to):
+            return swaks(*server, "--from", "x@elsewhere.example", "--to", to, "--quit-after", "RCPT")
+
+        assert auth("alice", "alicepw").returncode == 0
+        r = auth("alice", "wrong")
+        assert r.returncode != 0 and "535 5.7.8" in r.stdout, r.stdout
+        for login in ("*", "*)(uid=*", "admin)(|(uid=*"):
+            r = auth(login, "alicepw")
+            assert "535" in r.stdout and "235" not in r.stdout, (login, r.stdout)
+        assert "250 2.1.5" in rcpt("alice@a.example").stdout
+        assert "250 2.1.5" in rcpt("sales@a.example").stdout  # an alias
+        assert "550 5.1.1" in rcpt("carol@a.example").stdout
+        assert "550 5.7.1" in rcpt("someone@c.example").stdout  # not a virtual domain: no relay
+        s.stop()
+        r = auth("alice", "alicepw")
+        assert "454 4.7.0" in r.stdout and "235" not in r.stdout, r.stdout
+        r = rcpt("admin@a.example")
+        assert "451 4.3.0" in r.stdout and "550" not in r.stdout, r.stdout
+        assert "ldap" in p.log()
+    finally:
+        s.stop()
