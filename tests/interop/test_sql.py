@@ -10,6 +10,7 @@ database stopped (RCPT 451 4.3.0, AUTH 454 4.7.0) and started again,
 sender_login_match from the table, `postern user verify` and `explain`.
 """
 
+import contextlib
 import glob
 import os
 import pathlib
@@ -128,9 +129,10 @@ sender_login_query = "SELECT login FROM sender_logins WHERE sender = :address UN
 """
 
 
-@pytest.fixture(scope="module")
-def pg():
-    require("swaks")
+@contextlib.contextmanager
+def mail_db():
+    """A private cluster with the `mail` database: SCHEMA, the PASSWORDS
+    users, a `postern` role with a password (SCRAM) owning the tables."""
     db = Pg()
     db.start()
     try:
@@ -149,6 +151,13 @@ def pg():
     finally:
         db.stop()
         shutil.rmtree(db.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    require("swaks")
+    with mail_db() as db:
+        yield db
 
 
 @pytest.fixture

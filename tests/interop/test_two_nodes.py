@@ -27,7 +27,7 @@ import pytest
 
 from conftest import free_port, require, swaks_full as swaks, wait_for, wait_port
 from test_cluster import Redis
-from test_sql import PASSWORDS, SCHEMA, Pg, hash_pw, pg_bin
+from test_sql import PASSWORDS, hash_pw, mail_db
 
 DOVECOT_CONF = """
 base_dir = {dir}/run
@@ -109,23 +109,8 @@ alias_query = "SELECT goto FROM aliases WHERE address = :address"
 @pytest.fixture
 def pg():
     require("swaks")
-    db = Pg()
-    db.start()
-    try:
-        r = db.as_pg("psql", "-h", "127.0.0.1", "-p", str(db.port), "-U", "postgres", "-q", "-v", "ON_ERROR_STOP=1",
-                     input="CREATE ROLE postern LOGIN PASSWORD 'db-secret'; CREATE DATABASE mail OWNER postern;")
-        assert r.returncode == 0, r.stderr
-        hba = db.data / "pg_hba.conf"
-        hba.write_text("host mail postern 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
-        assert db.as_pg(pg_bin("pg_ctl"), "-D", str(db.data), "reload").returncode == 0
-        db.sql(SCHEMA)
-        rows = ",".join(f"('{who}', '{hash_pw(s, pw)}')" for who, (s, pw) in PASSWORDS.items())
-        db.sql(f"INSERT INTO users (email, password) VALUES {rows}; ALTER TABLE users OWNER TO postern;"
-               "ALTER TABLE domains OWNER TO postern; ALTER TABLE aliases OWNER TO postern;")
+    with mail_db() as db:
         yield db
-    finally:
-        db.stop()
-        shutil.rmtree(db.dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::{ResolveError, TokioResolver};
+use hickory_resolver::{ResolveError, ResolverBuilder, TokioResolver};
 
 use crate::directory::BoxFuture;
 
@@ -58,8 +58,19 @@ impl HickoryDns {
 }
 
 fn build(nameservers: &[SocketAddr]) -> Result<TokioResolver, DnsTemp> {
+    let mut builder = builder(nameservers).map_err(|e| DnsTemp(format!("DNS configuration: {e}")))?;
+    builder.options_mut().cache_size = 1024;
+    builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    Ok(builder.build())
+}
+
+/// A resolver builder for `mx.nameservers` (each over UDP and TCP), or the
+/// system's configuration when there are none; never `/etc/hosts` (a
+/// client's name, a DNS list's answer follow DNS only). Shared by the
+/// inbound lookups (rDNS, HELO/sender checks, DNS lists).
+pub(crate) fn builder(nameservers: &[SocketAddr]) -> Result<ResolverBuilder<TokioConnectionProvider>, String> {
     let mut builder = if nameservers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| DnsTemp(format!("DNS configuration: {e}")))?
+        TokioResolver::builder_tokio().map_err(|e| e.to_string())?
     } else {
         let mut group = Vec::new();
         for a in nameservers {
@@ -69,11 +80,8 @@ fn build(nameservers: &[SocketAddr]) -> Result<TokioResolver, DnsTemp> {
         let cfg = ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from(group));
         TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default())
     };
-    // A client's name follows DNS, never /etc/hosts.
     builder.options_mut().use_hosts_file = ResolveHosts::Never;
-    builder.options_mut().cache_size = 1024;
-    builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    Ok(builder.build())
+    Ok(builder)
 }
 
 /// NXDOMAIN and NODATA are answers (no records); anything else is temporary.

@@ -18,9 +18,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 use tokio::time::Instant;
 
@@ -273,18 +270,7 @@ struct Hickory(TokioResolver);
 
 impl Hickory {
     fn new(nameservers: &[SocketAddr]) -> Result<Hickory, String> {
-        let mut builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| e.to_string())?
-        } else {
-            let mut group = Vec::new();
-            for a in nameservers {
-                group.push(NameServerConfig::new(*a, Protocol::Udp));
-                group.push(NameServerConfig::new(*a, Protocol::Tcp));
-            }
-            let cfg = ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from(group));
-            TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default())
-        };
-        builder.options_mut().use_hosts_file = ResolveHosts::Never;
+        let mut builder = super::dns::builder(nameservers)?;
         // Our own cache keeps answers by TTL; one attempt, the deadline is ours.
         builder.options_mut().cache_size = 0;
         builder.options_mut().attempts = 1;
