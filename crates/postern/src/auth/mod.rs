@@ -44,6 +44,17 @@ impl Authenticated {
         Authenticated { user: user.to_ascii_lowercase(), mechanism }
     }
 
+    /// The identity of a successful exchange whose password the account
+    /// directory checked: the directory's canonical login (`PasswordEntry.user`,
+    /// LDAP `login_attribute`) rather than what the client typed, so an
+    /// alias or a differently spelled login never becomes another name.
+    pub(crate) fn from_directory(success: &Success, mechanism: Mechanism, canonical: Option<&str>) -> Authenticated {
+        match canonical {
+            Some(c) if !c.is_empty() => Authenticated { user: c.to_ascii_lowercase(), mechanism },
+            _ => Authenticated::from_exchange(success, mechanism),
+        }
+    }
+
     /// An identity nobody proved: only for `postern explain` and tests,
     /// which ask "what if this user had authenticated". Never on a path that
     /// handles a connection.

@@ -10,7 +10,9 @@ use std::sync::Mutex;
 
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{ResolveError, ResolverBuilder, TokioResolver};
 
 use crate::directory::BoxFuture;
@@ -88,9 +90,21 @@ pub(crate) fn builder(nameservers: &[SocketAddr]) -> Result<ResolverBuilder<Toki
 fn answer<T>(r: Result<Vec<T>, ResolveError>) -> Answer<T> {
     match r {
         Ok(v) => Ok(v),
-        Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Vec::new()),
+        Err(e) if no_such_records(&e) => Ok(Vec::new()),
         Err(e) => Err(DnsTemp(e.to_string())),
     }
+}
+
+/// True for a real "no such records" answer: NXDOMAIN, or NOERROR with no
+/// records of the type (NODATA). hickory 0.25 also reports SERVFAIL,
+/// REFUSED, NOTIMP and FORMERR as `NoRecordsFound` (with that response
+/// code), so `is_no_records_found()` alone would turn a DNS outage into a
+/// permanent "not found" (a 550 instead of a 450).
+pub(crate) fn no_such_records(e: &ResolveError) -> bool {
+    matches!(
+        e.proto().map(|p| p.kind()),
+        Some(ProtoErrorKind::NoRecordsFound { response_code: ResponseCode::NXDomain | ResponseCode::NoError, .. })
+    )
 }
 
 fn fqdn(name: &str) -> String {
@@ -162,5 +176,37 @@ impl InboundDns for TableDns {
     fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Answer<String>> {
         let a = self.mx.iter().find(|(k, _)| k.eq_ignore_ascii_case(domain)).map(|(_, v)| v.clone()).unwrap_or(Ok(Vec::new()));
         Box::pin(async move { a })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_resolver::proto::op::{Query, ResponseCode};
+    use hickory_resolver::proto::rr::{Name, RecordType};
+    use hickory_resolver::proto::ProtoError;
+    use hickory_resolver::ResolveError;
+
+    use super::no_such_records;
+
+    fn answered(code: ResponseCode) -> ResolveError {
+        let q = Box::new(Query::query(Name::from_ascii("x.example.").expect("name"), RecordType::A));
+        ProtoError::nx_error(q, None, None, None, code, false, None).into()
+    }
+
+    /// Only NXDOMAIN and NODATA are "no records"; a failing server is temporary.
+    #[test]
+    fn servfail_is_not_an_answer() {
+        for (code, none) in [
+            (ResponseCode::NXDomain, true),
+            (ResponseCode::NoError, true),
+            (ResponseCode::ServFail, false),
+            (ResponseCode::Refused, false),
+            (ResponseCode::NotImp, false),
+            (ResponseCode::FormErr, false),
+        ] {
+            assert_eq!(no_such_records(&answered(code)), none, "{code:?}");
+        }
+        assert!(super::answer::<std::net::IpAddr>(Err(answered(ResponseCode::ServFail))).is_err());
+        assert_eq!(super::answer::<std::net::IpAddr>(Err(answered(ResponseCode::NXDomain))), Ok(Vec::new()));
     }
 }

@@ -286,7 +286,7 @@ impl DnsblResolver for Hickory {
                     let ttl = l.as_lookup().valid_until().saturating_duration_since(std::time::Instant::now());
                     (Answer::Listed(l.iter().map(|a| a.0).collect()), ttl)
                 }
-                Err(e) if e.is_nx_domain() || e.is_no_records_found() => (Answer::NotListed, NOT_LISTED_TTL),
+                Err(e) if super::dns::no_such_records(&e) => (Answer::NotListed, NOT_LISTED_TTL),
                 Err(e) => (Answer::Failed(e.to_string()), Duration::ZERO),
             }
         })

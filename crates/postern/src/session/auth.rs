@@ -128,6 +128,8 @@ impl<S: Socket> Session<S> {
         let bindings = self.tls().map(|t| t.bindings.clone()).unwrap_or_default();
         let mut ex = Exchange::new(mech, &self.settings().hostname, bindings, usable.contains(&Mechanism::ScramSha256Plus), external);
         let mut user: Option<String> = None;
+        // The directory's canonical login, when it checked the password.
+        let mut canonical: Option<String> = None;
         // Time already spent in the per-user slow-down: the failure delay
         // only makes up the rest, so one attempt waits max_failure_delay at most.
         let mut waited = Duration::ZERO;
@@ -169,7 +171,10 @@ impl<S: Socket> Session<S> {
                     let p = match &need {
                         Need::CheckPassword { authcid, password } if self.auth_by_directory() => {
                             match self.directory_password(authcid, password).await {
-                                Ok(p) => p,
+                                Ok((p, c)) => {
+                                    canonical = c;
+                                    p
+                                }
                                 Err(e) => return self.auth_unavailable(mech, &who, &e),
                             }
                         }
@@ -194,7 +199,7 @@ impl<S: Socket> Session<S> {
                                 .await;
                         }
                     }
-                    let identity = Authenticated::from_exchange(&success, mech);
+                    let identity = Authenticated::from_directory(&success, mech, canonical.as_deref());
                     self.ctx.throttle.succeed(self.conn.peer.ip(), identity.user(), Instant::now(), &cfg);
                     shared::record_login(store.as_deref(), self.conn.peer.ip(), identity.user(), &cfg).await;
                     maillog::auth(&[("client", &client), ("mechanism", mech.name()), ("user", identity.user()), ("result", "ok")]);

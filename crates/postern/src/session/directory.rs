@@ -41,19 +41,19 @@ impl<S: Socket> Session<S> {
         crate::directory::facts::rcpt_facts(dir.as_ref(), &m.local, &m.domain).await.map(Some)
     }
 
-    /// A password check in the directory, as a SASL answer; `Err`: it
-    /// cannot answer now.
-    pub(super) async fn directory_password(&self, authcid: &str, password: &str) -> Result<Provide, DirectoryError> {
+    /// A password check in the directory, as a SASL answer and, when
+    /// accepted, the directory's canonical login; `Err`: it cannot answer now.
+    pub(super) async fn directory_password(&self, authcid: &str, password: &str) -> Result<(Provide, Option<String>), DirectoryError> {
         let Some(dir) = self.ctx.services.directory.as_ref() else {
             return Err(DirectoryError::Unavailable { backend: "directory", reason: "auth.backend names no configured directory".into() });
         };
         let allow_plain = self.settings().config.sql.as_ref().is_some_and(|s| s.allow_plain_passwords);
         let login = authcid.to_ascii_lowercase();
         match check_password(dir, &login, password, allow_plain).await? {
-            LoginCheck::Accepted(_) => Ok(Provide::PasswordOk(true)),
+            LoginCheck::Accepted(canonical) => Ok((Provide::PasswordOk(true), Some(canonical))),
             LoginCheck::Refused(why) => {
                 tracing::debug!(user = %login, reason = %why, "directory refused the login");
-                Ok(Provide::PasswordOk(false))
+                Ok((Provide::PasswordOk(false), None))
             }
         }
     }

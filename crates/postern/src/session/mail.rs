@@ -218,7 +218,7 @@ impl<S: Socket> Session<S> {
                 self.reply(codes::recipient_ok());
             }
             RcptDecision::Reject { reply, rule, origin } => {
-                if rule == "local-unknown" {
+                if matches!(rule.as_str(), "local-unknown" | "directory-unknown") {
                     self.harvest_unknown().await?;
                 }
                 self.reject("RCPT", reply, &[("from", &sender), ("to", &rcpt_text), ("rule", &rule), ("origin", &origin)]);

@@ -14,7 +14,7 @@ use postern_wire::reply::Enhanced;
 use postern_wire::Reply;
 
 use super::{Session, Socket, State};
-use crate::config::{DnsblStage, PipeliningAction, PregreetAction, ScreenAction};
+use crate::config::{DnsblStage, PipeliningAction, PregreetAction, Role, ScreenAction};
 use crate::inbound::dnsbl::{self, Score, Verdict as DnsblVerdict};
 use crate::inbound::pregreet::{self, Plan};
 use crate::maillog;
@@ -44,6 +44,11 @@ impl<S: Socket> Session<S> {
     /// A refusal comes back as a milter-like verdict: `Reject` (554
     /// greeting, then only QUIT) or `Close` (421).
     pub(super) async fn screen_connect(&mut self) -> Verdict {
+        // The screen is an MX defence: submission listeners (587, 465) serve
+        // users on any network, who authenticate instead (docs/inbound.md).
+        if self.submission_listener() {
+            return self.milter_connect().await;
+        }
         let ip = self.conn.peer.ip();
         let settings = self.ctx.settings.clone();
         let config = &settings.config;
@@ -125,6 +130,11 @@ impl<S: Socket> Session<S> {
         maillog::dnsbl(&fields);
     }
 
+    /// A submission listener (587, 465): no connect screen, no pipelining test.
+    fn submission_listener(&self) -> bool {
+        matches!(self.ctx.listener.role, Role::Submission | Role::Submissions)
+    }
+
     /// The pipelining test (RFC 2920 §3.1) when a command is about to be
     /// answered: true if the client was refused (reply queued, state
     /// `Refused`). `at_helo`: the command is HELO/EHLO.
@@ -134,6 +144,7 @@ impl<S: Socket> Session<S> {
         let pg = &config.inbound.pregreet;
         let extended = self.state.greeted().is_some_and(|g| g.helo.extended);
         if pg.pipelining == PipeliningAction::Ignore
+            || self.submission_listener()
             || !pregreet::pipelined_illegally(at_helo, extended, !self.rbuf.is_empty())
             || pg.exempt_networks.iter().chain(&config.relay.networks).any(|n| n.contains(ip))
         {
