@@ -22,6 +22,7 @@ pub mod explain_auth;
 pub mod explain_rdns;
 pub mod explain_screen;
 pub mod generate;
+pub mod import;
 pub mod log;
 pub mod pipe;
 pub mod queue;
@@ -166,6 +167,12 @@ enum Cmd {
     Directory {
         #[command(subcommand)]
         action: directory::DirectoryCmd,
+    },
+    /// Convert a sendmail or Postfix configuration: `import postfix --out DIR`, `import sendmail --mc FILE --out DIR`;
+    /// writes postern.toml and a report of every source line (docs/migration.md).
+    Import {
+        #[command(subcommand)]
+        action: import::ImportCmd,
     },
     /// Self-tests: `check smarthost [ROUTE]` connects to the next hop as delivery would, step by step.
     Check {
@@ -436,6 +443,7 @@ pub fn run(argv: Vec<String>) -> i32 {
             runtime().map_or_else(|c| c, |rt| bench::run(&rt, plan, json))
         }
         Cmd::Generate { action } => generate::run(action),
+        Cmd::Import { action } => import::run(action),
     }
 }
 

@@ -461,6 +461,10 @@ pub enum OutboundTls {
     Encrypt,
     /// TLS required and the certificate must verify for the host name.
     Verify,
+    /// DANE (RFC 7672): when the next hop's TLSA records are DNSSEC-secure,
+    /// TLS is required and the certificate must match them; when they are
+    /// insecure (unsigned zone) or absent, behaves as "may".
+    Dane,
 }
 
 /// Queue timing and concurrency.

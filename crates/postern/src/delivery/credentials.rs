@@ -83,6 +83,7 @@ pub fn config_warning(r: &Relay) -> Option<String> {
                 OutboundTls::May => "may",
                 OutboundTls::Encrypt => "encrypt",
                 OutboundTls::Verify => "verify",
+                OutboundTls::Dane => "dane",
             }
         )
     })

@@ -11,6 +11,7 @@
 //! May touch: through the transports, the network and the Maildir root.
 
 pub mod credentials;
+pub mod idna;
 pub mod lmtp;
 pub mod maildir;
 pub mod mx;
@@ -18,6 +19,7 @@ pub mod pool;
 pub mod probe;
 pub mod reply;
 pub mod smtp;
+pub mod tlsrpt;
 mod transports;
 
 use std::future::Future;

@@ -41,6 +41,7 @@ use postern_wire::Enhanced;
 use super::pool::Smarthost;
 use super::reply::made;
 use super::smtp::{Dest, AUTH_ORDER};
+use super::tlsrpt::{Discard, TlsReports};
 use super::{Attempt, BoxFuture, DeliveryReply, Message, Outcome, Transport};
 use crate::config::Endpoint;
 use crate::settings::Settings;
@@ -335,6 +336,9 @@ pub struct MxDelivery {
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
     dead: Mutex<HashMap<String, (Instant, String)>>,
     pools: Mutex<HashMap<String, Arc<Smarthost>>>,
+    /// Where TLS session results go (RFC 8460); [`Discard`] when TLS
+    /// reporting is off.
+    pub reports: Arc<dyn TlsReports>,
 }
 
 impl MxDelivery {
@@ -359,6 +363,7 @@ impl MxDelivery {
             per_domain: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
+            reports: Arc::new(Discard),
         })
     }
 
@@ -413,7 +418,11 @@ impl MxDelivery {
         let hosts = if let Some(lit) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
             Ok(Hosts::Try(vec![lit.trim_start_matches("ipv6:").to_string()]))
         } else {
-            self.resolver.hosts(domain).await
+            match super::idna::to_ascii(domain) {
+                // DNS speaks A-labels (RFC 5891): bücher.example → xn--bcher-kva.example.
+                Ok(ascii) => self.resolver.hosts(&ascii).await,
+                Err(_) => Ok(Hosts::NoDomain),
+            }
         };
         let hosts = match hosts {
             Ok(Hosts::Try(h)) => h,

@@ -139,6 +139,7 @@ fn policy_word(p: OutboundTls) -> &'static str {
         OutboundTls::May => "may",
         OutboundTls::Encrypt => "encrypt",
         OutboundTls::Verify => "verify",
+        OutboundTls::Dane => "dane",
     }
 }
 
