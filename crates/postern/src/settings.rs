@@ -113,7 +113,8 @@ impl Settings {
             .relay
             .domains
             .iter()
-            .chain(config.routes.iter().flat_map(|r| r.domains.iter()))
+            // A route limited to some senders does not open its domains to everyone.
+            .chain(config.routes.iter().filter(|r| r.senders.is_empty()).flat_map(|r| r.domains.iter()))
             .map(|d| d.to_ascii_lowercase())
             .filter(|d| !local_domains.contains(d))
             .collect();

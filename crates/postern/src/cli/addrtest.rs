@@ -89,7 +89,8 @@ fn walk(s: &Settings, name: &str, depth: usize, seen: &mut Vec<String>, out: &mu
 fn target(s: &Settings, address: &str) -> Target {
     let local = address.rsplit_once('@').map(|(l, _)| l.to_ascii_lowercase()).unwrap_or_default();
     let maildir = || format!("Maildir {}/", s.maildir_root.join(&local).display());
-    let (mailer, destination) = match route(s, address) {
+    // sendmail -bv/-bt have no sender: routes by `senders` are not taken.
+    let (mailer, destination) = match route(s, "", address) {
         Route::Maildir => ("local", maildir()),
         Route::Lmtp => ("lmtp", format!("LMTP {}", s.config.local.lmtp.as_ref().map(|e| e.to_string()).unwrap_or_else(|| "(none)".into()))),
         Route::Smarthost => {
@@ -98,7 +99,7 @@ fn target(s: &Settings, address: &str) -> Target {
         Route::Mx(domain) => ("esmtp", format!("MX of {domain}")),
         Route::Custom(i) => {
             let r = &s.config.routes[i];
-            let hop = r.next_hop.as_ref().map(|e| e.to_string()).unwrap_or_default();
+            let hop = r.hops().iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ");
             match r.transport {
                 RouteTransport::Maildir => ("local", format!("{} ([[route]] {})", maildir(), i + 1)),
                 RouteTransport::Lmtp => ("lmtp", format!("LMTP {hop} ([[route]] {})", i + 1)),

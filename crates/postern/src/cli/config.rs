@@ -90,12 +90,9 @@ fn check_loaded(s: &Settings, file: &std::path::Path) -> i32 {
             file.display()
         ));
     }
-    let others = [
-        crate::delivery::credentials::config_warning(&s.config.relay),
-        crate::policy::trusted_certificate_warning(&s.config),
-        crate::policy::message::unverified_warning(&s.config),
-    ];
-    warnings.extend(others.into_iter().flatten().map(|w| format!("{}: warning: {w}", file.display())));
+    let others = [crate::policy::trusted_certificate_warning(&s.config), crate::policy::message::unverified_warning(&s.config)];
+    let credentials = crate::delivery::credentials::config_warnings(&s.config);
+    warnings.extend(credentials.into_iter().chain(others.into_iter().flatten()).map(|w| format!("{}: warning: {w}", file.display())));
     for w in &warnings {
         eprintln!("{w}");
     }

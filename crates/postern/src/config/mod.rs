@@ -27,6 +27,7 @@ mod schema_ldap;
 mod schema_listener;
 mod schema_misc;
 mod schema_mx;
+mod schema_route;
 mod schema_rule_auth;
 pub mod schema_sql;
 pub mod show;
@@ -36,6 +37,7 @@ mod tests;
 #[cfg(test)]
 mod tests_check;
 mod validate;
+mod validate_route;
 mod values;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +63,7 @@ pub use schema_ldap::{Ldap, LdapAuth};
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
+pub use schema_route::{tls_name, HopOrigin, Outbound};
 pub use schema_rule_auth::AuthResult;
 pub use schema_sql::Sql;
 pub use validate::ValidationError;

@@ -1,5 +1,5 @@
 //! The config schema: the serde structs and enums of every table but
-//! `[[listener]]` (in `schema_listener.rs`), `[mx]` (in `schema_mx.rs`) and `[[dkim]]` (in `schema_dkim.rs`), each field with its meaning and
+//! `[[listener]]` (in `schema_listener.rs`), `[mx]` (in `schema_mx.rs`), `[[route]]` (in `schema_route.rs`) and `[[dkim]]` (in `schema_dkim.rs`), each field with its meaning and
 //! default. Strings with a fixed set of values are enums, so a wrong value is
 //! a load error naming file, line and key.
 //!
@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::schema_misc::SyncMode;
+pub use super::schema_route::{Route, RouteTransport};
 use super::values::{duration, show_duration, show_size, show_size_usize, size, size_usize, Cidr, Endpoint, MilterSocket};
 
 /// What to do when a milter cannot be reached, times out or breaks the
@@ -198,45 +199,6 @@ pub struct Rule {
     /// Networks read from `client_file` at load time.
     #[serde(skip)]
     pub client_file_networks: Vec<Cidr>,
-}
-
-/// How mail for some domains is delivered (transport map).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Route {
-    /// The domains (lower-case match). These are also relay domains.
-    pub domains: Vec<String>,
-    /// "smtp" (to `next_hop`, STARTTLS when offered), "lmtp", "maildir" or "mx".
-    pub transport: RouteTransport,
-    /// `host:port` or `unix:/path` for smtp and lmtp.
-    #[serde(default)]
-    pub next_hop: Option<Endpoint>,
-}
-
-/// How a `[[route]]` delivers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RouteTransport {
-    /// SMTP to `next_hop`, STARTTLS when offered.
-    Smtp,
-    /// LMTP to `next_hop`.
-    Lmtp,
-    /// Local Maildirs under `local.maildir_root`.
-    Maildir,
-    /// Direct MX delivery for the route's domains (`[mx]` settings).
-    Mx,
-}
-
-impl RouteTransport {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteTransport::Smtp => "smtp",
-            RouteTransport::Lmtp => "lmtp",
-            RouteTransport::Maildir => "maildir",
-            RouteTransport::Mx => "mx",
-        }
-    }
 }
 
 /// How to treat bare CR or LF inside DATA (SMTP smuggling defence).

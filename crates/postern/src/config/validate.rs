@@ -5,7 +5,7 @@
 //! May touch: nothing (pure). RFCs: 5321 §4.5.3.1 (line length).
 
 use super::load::KeyPath;
-use super::schema::{LocalDelivery, RouteTransport};
+use super::schema::LocalDelivery;
 use super::{Config, RateKey, RateWhat};
 
 /// A cross-field problem.
@@ -49,6 +49,24 @@ pub enum ValidationError {
     /// A `[[route]]` whose transport needs `next_hop` has none.
     #[error("required for transport {0:?}")]
     NextHopRequired(&'static str),
+    /// `tls = "dane"` on a route or the smarthost: DANE needs the MX
+    /// host names of a DNSSEC-signed domain.
+    #[error("dane applies to MX delivery ([mx] tls); use \"verify\" (with ca_files) for a fixed next hop")]
+    DaneNotForRoute,
+    /// Both `next_hop` and `next_hops` in one route.
+    #[error("give `next_hop` (one) or `next_hops` (a list), not both")]
+    NextHopTwice,
+    /// A route with neither `domains` nor `senders`.
+    #[error("a [[route]] needs `domains`, `senders` or both")]
+    RouteMatchesNothing,
+    /// A key that only smtp routes take, on another transport.
+    #[error("applies to transport = \"smtp\" only (this route has transport = {0:?})")]
+    SmtpOnly(&'static str),
+    /// A sender-only route whose transport cannot replace the smarthost or MX delivery.
+    #[error(
+        "a route with `senders` and no `domains` replaces the smarthost or MX delivery: transport must be \"smtp\" or \"mx\", not {0:?}"
+    )]
+    SenderOnlyTransport(&'static str),
     /// Two `[[milter]]` entries with one name.
     #[error("{0:?} is defined twice")]
     DuplicateMilter(String),
@@ -131,11 +149,11 @@ impl Issue {
     }
 }
 
-fn at(path: KeyPath, error: ValidationError) -> Issue {
+pub(super) fn at(path: KeyPath, error: ValidationError) -> Issue {
     Issue { key: path.dotted(), at: path, error }
 }
 
-fn key(k: &str) -> KeyPath {
+pub(super) fn key(k: &str) -> KeyPath {
     KeyPath::root().keys(k)
 }
 
@@ -177,7 +195,7 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
         }
     }
     rule_listeners(c, &mut out);
-    routes(c, &mut out);
+    super::validate_route::routes(c, &mut out);
     milters(c, &mut out);
     domains(c, &mut out);
     for (k, e) in c.ldap.as_ref().map(|l| super::schema_ldap::check(l, c.sql.is_some())).unwrap_or_default() {
@@ -309,17 +327,6 @@ fn pairs(c: &Config, out: &mut Vec<Issue>) {
             out.push(at(key(a), ValidationError::Unpaired(b)));
         } else if has_b && !has_a {
             out.push(at(key(b), ValidationError::Unpaired(a)));
-        }
-    }
-}
-
-// `[[route]] transport` stays a string here; it becomes an enum elsewhere.
-fn routes(c: &Config, out: &mut Vec<Issue>) {
-    for (i, r) in c.routes.iter().enumerate() {
-        let needs_hop = matches!(r.transport, RouteTransport::Smtp | RouteTransport::Lmtp);
-        if needs_hop && r.next_hop.is_none() {
-            let issue = ValidationError::NextHopRequired(r.transport.as_str());
-            out.push(Issue { at: key("route").index(i).key("transport"), key: "route.next_hop".into(), error: issue });
         }
     }
 }

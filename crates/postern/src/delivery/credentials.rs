@@ -5,15 +5,15 @@
 //!
 //! A password mechanism (PLAIN, LOGIN) hands the password to whoever holds
 //! the connection, so it goes only over TLS whose certificate verified: with
-//! `smarthost_tls = "may"` or `"encrypt"` a man in the middle can present any
+//! `tls = "may"` or `"encrypt"` (smarthost or route) a man in the middle can present any
 //! certificate and offer only `AUTH PLAIN LOGIN`. SCRAM-SHA-256 never sends
 //! the password and checks the server's signature, so it may run over TLS
-//! that did not verify. `smarthost_auth_plaintext = true` is the operator's
+//! that did not verify. `auth_plaintext = true` is the operator's
 //! explicit opt-out of both rules.
 //!
 //! May touch: nothing. RFC 4954, RFC 4616 (PLAIN), RFC 7677 (SCRAM-SHA-256).
 
-use crate::config::{OutboundTls, Relay};
+use crate::config::{tls_name, Outbound, OutboundTls, RouteTransport};
 
 /// How the connection credentials would travel over is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ pub enum Channel {
 /// Why no AUTH is attempted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// No TLS and `smarthost_auth_plaintext = false`.
+    /// No TLS and `auth_plaintext = false`.
     NoTls,
     /// Only password mechanisms (PLAIN, LOGIN) are usable, over TLS that did not verify.
     Unverified,
@@ -44,7 +44,7 @@ fn sends_password(mech: &str) -> bool {
 
 /// The mechanism to authenticate with: the first of `order` (best first)
 /// that the server `offered` and that may run over `channel`.
-/// `dangerous_plaintext` is `smarthost_auth_plaintext`.
+/// `dangerous_plaintext` is `smarthost_auth_plaintext` / a route's `auth_plaintext`.
 pub fn pick_mechanism(
     channel: Channel,
     dangerous_plaintext: bool,
@@ -63,30 +63,36 @@ pub fn pick_mechanism(
     }
 }
 
-/// `config check`'s warning for a smarthost password that could go over
-/// TLS that does not verify, with the fix; `None` when it cannot.
-pub fn config_warning(r: &Relay) -> Option<String> {
-    if r.smarthost.is_none() || r.smarthost_username.is_none() || r.smarthost_tls == OutboundTls::Verify {
+/// `config check`'s warning for a password of the smarthost or an smtp
+/// route that could go over TLS that does not verify, with the fix;
+/// `None` when it cannot.
+pub fn config_warning(o: &Outbound) -> Option<String> {
+    if o.credentials.is_none() || o.tls == OutboundTls::Verify {
         return None;
     }
-    Some(if r.smarthost_auth_plaintext {
-        "smarthost_auth_plaintext = true: the smarthost password may be sent in the clear or over TLS that \
-         does not verify, to anyone on the path; set smarthost_tls = \"verify\" and smarthost_auth_plaintext = false"
-            .to_string()
+    let (tls, plaintext) = (o.key("tls"), o.key("auth_plaintext"));
+    Some(if o.auth_plaintext {
+        format!(
+            "{plaintext} = true: the {} password may be sent in the clear or over TLS that does not verify, to anyone \
+             on the path; set {tls} = \"verify\" and {plaintext} = false",
+            o.label()
+        )
     } else {
         format!(
-            "smarthost_username is set with smarthost_tls = \"{}\": PLAIN/LOGIN are refused (mail waits, 4.7.0) unless \
-             the smarthost's certificate verifies; set smarthost_tls = \"verify\" (and smarthost_ca_files if it uses \
-             a private CA)",
-            match r.smarthost_tls {
-                OutboundTls::None => "none",
-                OutboundTls::May => "may",
-                OutboundTls::Encrypt => "encrypt",
-                OutboundTls::Verify => "verify",
-                OutboundTls::Dane => "dane",
-            }
+            "{} is set with {tls} = \"{}\": PLAIN/LOGIN are refused (mail waits, 4.7.0) unless the {}'s certificate \
+             verifies; set {tls} = \"verify\" (and {} if it uses a private CA)",
+            o.key("username"),
+            tls_name(o.tls),
+            o.label(),
+            o.key("ca_files"),
         )
     })
+}
+
+/// [`config_warning`] for the smarthost and every smtp route.
+pub fn config_warnings(c: &crate::config::Config) -> Vec<String> {
+    let routes = c.routes.iter().enumerate().filter(|(_, r)| r.transport == RouteTransport::Smtp).map(|(i, r)| Outbound::route(i, r));
+    Outbound::smarthost(&c.relay).into_iter().chain(routes).filter_map(|o| config_warning(&o)).collect()
 }
 
 #[cfg(test)]
@@ -123,16 +129,28 @@ mod tests {
 
     #[test]
     fn config_check_explains_the_fix() {
+        use crate::config::Relay;
         let mut r = Relay { smarthost: Some("smtp.example:587".parse().unwrap()), ..Relay::default() };
-        assert_eq!(config_warning(&r), None, "no credentials");
+        let w = |r: &Relay| config_warning(&Outbound::smarthost(r).unwrap());
+        assert_eq!(w(&r), None, "no credentials");
         r.smarthost_username = Some("u".into());
-        let w = config_warning(&r).unwrap();
-        assert!(w.contains("smarthost_tls = \"verify\"") && w.contains("\"may\""), "{w}");
+        r.smarthost_password_file = Some("p".into());
+        let text = w(&r).unwrap();
+        assert!(text.contains("relay.smarthost_tls = \"verify\"") && text.contains("\"may\""), "{text}");
         r.smarthost_tls = OutboundTls::Verify;
-        assert_eq!(config_warning(&r), None);
+        assert_eq!(w(&r), None);
         r.smarthost_auth_plaintext = true;
-        assert_eq!(config_warning(&r), None, "verify is never downgraded");
+        assert_eq!(w(&r), None, "verify is never downgraded");
         r.smarthost_tls = OutboundTls::Encrypt;
-        assert!(config_warning(&r).unwrap().contains("smarthost_auth_plaintext = false"));
+        assert!(w(&r).unwrap().contains("relay.smarthost_auth_plaintext = false"));
+        // A route names its own keys.
+        let c = crate::config::Config::parse(
+            "[[route]]\nsenders=[\"p.example\"]\ntransport=\"smtp\"\nnext_hop=\"h:25\"\nusername=\"u\"\npassword_file=\"p\"\n",
+            "t",
+        )
+        .unwrap();
+        let all = config_warnings(&c);
+        assert_eq!(all.len(), 1, "{all:?}");
+        assert!(all[0].contains("route[1].tls = \"verify\"") && all[0].contains("route[1].ca_files"), "{all:?}");
     }
 }

@@ -11,10 +11,12 @@
 //! May touch: through the transports, the network and the Maildir root.
 
 pub mod credentials;
+pub mod hops;
 pub mod idna;
 pub mod lmtp;
 pub mod maildir;
 pub mod mx;
+pub mod plan;
 pub mod pool;
 pub mod probe;
 pub mod reply;
@@ -151,16 +153,49 @@ impl Route {
     }
 }
 
-/// Decides the route of one recipient address. Pure.
-pub fn route(s: &Settings, address: &str) -> Route {
+/// The domain of an address in its A-label form, lower-case (`None`
+/// without a domain; a domain that is no valid IDN is kept lower-case).
+fn ascii_domain(address: &str) -> Option<String> {
+    let (_, d) = address.rsplit_once('@')?;
+    Some(idna::to_ascii(d).unwrap_or_else(|_| d.to_lowercase()))
+}
+
+/// True when `list` (config domains, UTF-8 or A-labels) holds `ascii`.
+fn holds(list: &[String], ascii: &str) -> bool {
+    list.iter().any(|d| idna::to_ascii(d).is_ok_and(|a| a == ascii) || d.eq_ignore_ascii_case(ascii))
+}
+
+/// The first `[[route]]` (index) that takes `address` in mail from
+/// `sender`, by the rules of [`route`].
+pub fn matching_route(s: &Settings, sender: &str, address: &str) -> Option<usize> {
     let domain = address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
-    if let Some(i) = s.config.routes.iter().position(|r| r.domains.iter().any(|d| d.eq_ignore_ascii_case(&domain))) {
+    let ascii = ascii_domain(address).unwrap_or_default();
+    let from = ascii_domain(sender);
+    let local = s.is_local_domain(&domain) || s.is_local_domain(&ascii);
+    let matches = |r: &crate::config::Route| {
+        let by_rcpt = if r.domains.is_empty() { !local && !r.senders.is_empty() } else { holds(&r.domains, &ascii) };
+        let by_sender = r.senders.is_empty() || from.as_deref().is_some_and(|f| holds(&r.senders, f));
+        by_rcpt && by_sender
+    };
+    s.config.routes.iter().position(matches)
+}
+
+/// Decides the route of one recipient address of mail from `sender`
+/// (empty for `<>`). Pure. `[[route]]`s are tried in order: one matches
+/// when its `domains` (if any) hold the recipient's domain and its
+/// `senders` (if any) hold the sender's domain; a route without `domains`
+/// (sender-dependent relaying) never takes local domains. Then local
+/// delivery, then the smarthost, then MX. Domains compare as A-labels.
+pub fn route(s: &Settings, sender: &str, address: &str) -> Route {
+    let domain = address.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default();
+    if let Some(i) = matching_route(s, sender, address) {
         return match s.config.routes[i].transport {
             RouteTransport::Mx => Route::Mx(domain),
             _ => Route::Custom(i),
         };
     }
-    if s.is_local_domain(&domain) {
+    let local = s.is_local_domain(&domain) || ascii_domain(address).is_some_and(|a| s.is_local_domain(&a));
+    if local {
         return match s.config.local.delivery {
             LocalDelivery::Maildir => Route::Maildir,
             LocalDelivery::Lmtp => Route::Lmtp,
@@ -173,42 +208,88 @@ pub fn route(s: &Settings, address: &str) -> Route {
     }
 }
 
+/// True for a route a non-local domain takes when no `[[route]]` names
+/// it: the smarthost, MX delivery, or a sender-only `[[route]]` (which
+/// replaces those). A virtual domain of the account directory overrides
+/// such a route (delivered locally), never one that names the domain.
+pub fn is_default_route(s: &Settings, rt: &Route) -> bool {
+    match rt {
+        Route::Smarthost | Route::Mx(_) => true,
+        Route::Custom(i) => s.config.routes.get(*i).is_some_and(|r| r.domains.is_empty()),
+        Route::Maildir | Route::Lmtp => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
     use crate::settings::Source;
 
+    fn settings(text: &str) -> Settings {
+        let src = Source { config: None, data_dir: Some("/x".into()) };
+        Settings::from_config(Config::parse(text, "t").unwrap(), &src).unwrap()
+    }
+
     #[test]
     fn routes() {
-        let src = Source { config: None, data_dir: Some("/x".into()) };
-        let cfg = Config::parse("[local]\ndomains=[\"here.example\"]\n", "t").unwrap();
-        let s = Settings::from_config(cfg, &src).unwrap();
-        assert_eq!(route(&s, "a@here.example"), Route::Maildir);
-        assert_eq!(route(&s, "a@HERE.example"), Route::Maildir);
-        assert_eq!(route(&s, "a@there.example"), Route::Mx("there.example".into()));
-        let cfg = Config::parse(
+        let s = settings("[local]\ndomains=[\"here.example\"]\n");
+        assert_eq!(route(&s, "", "a@here.example"), Route::Maildir);
+        assert_eq!(route(&s, "", "a@HERE.example"), Route::Maildir);
+        assert_eq!(route(&s, "", "a@there.example"), Route::Mx("there.example".into()));
+        let s = settings(
             "[local]\ndomains=[\"here.example\"]\ndelivery=\"lmtp\"\nlmtp=\"127.0.0.1:24\"\n[relay]\nsmarthost=\"relay.example:25\"\n",
-            "t",
-        )
-        .unwrap();
-        let s = Settings::from_config(cfg, &src).unwrap();
-        assert_eq!(route(&s, "a@here.example"), Route::Lmtp);
-        assert_eq!(route(&s, "a@there.example"), Route::Smarthost);
-        let cfg = Config::parse(
+        );
+        assert_eq!(route(&s, "", "a@here.example"), Route::Lmtp);
+        assert_eq!(route(&s, "", "a@there.example"), Route::Smarthost);
+        let s = settings(
             "[relay]\nsmarthost=\"relay.example:25\"\n[[route]]\ndomains=[\"backup.example\"]\ntransport=\"smtp\"\nnext_hop=\"10.0.0.1:25\"\n",
-            "t",
-        )
-        .unwrap();
-        let s = Settings::from_config(cfg, &src).unwrap();
-        assert_eq!(route(&s, "a@BACKUP.example"), Route::Custom(0));
-        assert_eq!(route(&s, "a@other.example"), Route::Smarthost);
+        );
+        assert_eq!(route(&s, "", "a@BACKUP.example"), Route::Custom(0));
+        assert_eq!(route(&s, "", "a@other.example"), Route::Smarthost);
         assert!(s.relay_domains.contains("backup.example"));
-        let cfg =
-            Config::parse("[relay]\nsmarthost=\"relay.example:25\"\n[[route]]\ndomains=[\"direct.example\"]\ntransport=\"mx\"\n", "t")
-                .unwrap();
-        let s = Settings::from_config(cfg, &src).unwrap();
-        assert_eq!(route(&s, "a@Direct.example"), Route::Mx("direct.example".into()));
-        assert_eq!(route(&s, "a@other.example"), Route::Smarthost);
+        let s = settings("[relay]\nsmarthost=\"relay.example:25\"\n[[route]]\ndomains=[\"direct.example\"]\ntransport=\"mx\"\n");
+        assert_eq!(route(&s, "", "a@Direct.example"), Route::Mx("direct.example".into()));
+        assert_eq!(route(&s, "", "a@other.example"), Route::Smarthost);
+    }
+
+    /// Sender-dependent routes, recipient routes, both, local domains and IDNA.
+    #[test]
+    fn routes_by_sender_and_recipient() {
+        let s = settings(concat!(
+            "[local]\ndomains=[\"here.example\"]\n",
+            "[relay]\nsmarthost=\"provider.example:587\"\n",
+            // 0: mail from partner.example to bank.example
+            "[[route]]\ndomains=[\"bank.example\"]\nsenders=[\"partner.example\"]\ntransport=\"smtp\"\nnext_hop=\"bank-gw:25\"\n",
+            // 1: anything from partner.example (sender-dependent relayhost)
+            "[[route]]\nsenders=[\"partner.example\", \"bücher.example\"]\ntransport=\"smtp\"\nnext_hops=[\"gw1:25\", \"gw2:25\"]\n",
+            // 2: a recipient domain given in UTF-8
+            "[[route]]\ndomains=[\"münchen.example\"]\ntransport=\"smtp\"\nnext_hop=\"muc:25\"\n",
+            // 3: a recipient domain given as A-labels, from one sender only
+            "[[route]]\ndomains=[\"xn--zrich-kva.example\"]\nsenders=[\"here.example\"]\ntransport=\"mx\"\n",
+        ));
+        for (from, to, want) in [
+            ("a@partner.example", "b@bank.example", Route::Custom(0)),
+            ("a@PARTNER.example", "b@other.example", Route::Custom(1)),
+            ("a@other.example", "b@bank.example", Route::Smarthost),
+            ("a@other.example", "b@other.example", Route::Smarthost),
+            ("", "b@other.example", Route::Smarthost),
+            // A sender-only route never takes local mail.
+            ("a@partner.example", "b@here.example", Route::Maildir),
+            ("a@partner.example", "b@HERE.example", Route::Maildir),
+            // IDNA: a UTF-8 sender domain in config matches its xn-- form and back.
+            ("a@xn--bcher-kva.example", "b@other.example", Route::Custom(1)),
+            ("a@BÜCHER.example", "b@other.example", Route::Custom(1)),
+            ("a@x.example", "b@xn--mnchen-3ya.example", Route::Custom(2)),
+            ("a@x.example", "b@münchen.example", Route::Custom(2)),
+            ("a@here.example", "b@zürich.example", Route::Mx("zürich.example".into())),
+            ("a@x.example", "b@zürich.example", Route::Smarthost),
+        ] {
+            assert_eq!(route(&s, from, to), want, "from {from:?} to {to:?}");
+        }
+        assert!(s.relay_domains.contains("münchen.example"), "a route without senders makes relay domains");
+        assert!(!s.relay_domains.contains("bank.example"), "a route with senders does not");
+        assert!(is_default_route(&s, &Route::Custom(1)));
+        assert!(!is_default_route(&s, &Route::Custom(0)));
     }
 }

@@ -1,9 +1,11 @@
 //! SMTP next hops with a pool of idle connections: the smarthost
-//! (`relay.smarthost*`), `[[route]] transport = "smtp"` next hops, and the
+//! (`relay.smarthost*`) and `[[route]] transport = "smtp"` next hops, both
+//! from one [`Outbound`] (`hops.rs` tries a route's hops in order), and the
 //! per-address pools of MX delivery (`mx.rs`).
 //!
 //! May touch: outbound TCP or unix-domain sockets to the configured peers;
-//! reads the smarthost password file and CA files when built.
+//! reads the password file, client certificate and CA files of the
+//! smarthost or route when built.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::smtp::{deliver_on, Conn, ConnError, Dest, AUTH_ORDER};
 use super::{Attempt, BoxFuture, Message, Outcome, SetupError, Transport};
-use crate::config::{Endpoint, OutboundTls};
+use crate::config::{Endpoint, HopOrigin, Outbound, OutboundTls};
 use crate::settings::Settings;
 use crate::tls::ClientTls;
 
@@ -40,8 +42,9 @@ pub struct Smarthost {
     idle: Mutex<Vec<(Instant, Conn)>>,
 }
 
-/// Where and how a `[[route]]` SMTP next hop is reached: STARTTLS when
-/// offered, no AUTH. `postern check smarthost ROUTE` connects with the same.
+/// Where and how an arbitrary SMTP next hop is reached with no route of
+/// its own (`postern queue move`): STARTTLS when offered, no certificate,
+/// no AUTH.
 pub fn route_dest(s: &Settings, endpoint: Endpoint) -> Result<Dest, SetupError> {
     let tls = ClientTls::build(OutboundTls::May, &default_cas(s), None).map_err(|e| SetupError::RouteTls(e.to_string()))?;
     let server_name = host_of(&endpoint);
@@ -58,68 +61,67 @@ pub fn route_dest(s: &Settings, endpoint: Endpoint) -> Result<Dest, SetupError> 
     })
 }
 
+/// Where and how each next hop of `o` (the smarthost or an smtp route) is
+/// reached, in order: loads the TLS material and the password file once.
+/// Delivery and `postern check smarthost` connect with the same.
+pub fn outbound_dests(s: &Settings, o: &Outbound) -> Result<Vec<Dest>, SetupError> {
+    let setup = |e: String| match o.origin {
+        HopOrigin::Smarthost => SetupError::SmarthostSetup(e),
+        HopOrigin::Route(_) => SetupError::RouteTls(format!("{}: {e}", o.label())),
+    };
+    let policy = o.effective_tls();
+    let tls = if policy == OutboundTls::None {
+        None
+    } else {
+        let mut cas: Vec<PathBuf> = o.ca_files.iter().map(|p| s.resolve(p)).collect();
+        if cas.is_empty() {
+            cas = default_cas(s);
+        }
+        let cert = o.client_certificate.as_ref().map(|(c, k)| (s.resolve(c), s.resolve(k)));
+        let t = ClientTls::build(policy, &cas, cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).map_err(|e| setup(e.to_string()))?;
+        Some(Arc::new(t))
+    };
+    let credentials = match &o.credentials {
+        Some((u, f)) => {
+            let f = s.resolve(f);
+            let key = o.key("password_file");
+            let text = std::fs::read_to_string(&f).map_err(|e| setup(format!("{key} {}: {e}", f.display())))?;
+            let pw = text.lines().next().unwrap_or("").to_string();
+            if pw.is_empty() {
+                return Err(setup(format!("{key} {}: empty", f.display())));
+            }
+            Some((u.clone(), pw))
+        }
+        None => None,
+    };
+    Ok(o.hops
+        .iter()
+        .map(|endpoint| Dest {
+            endpoint: endpoint.clone(),
+            lmtp: false,
+            helo: s.hostname.clone(),
+            tls: tls.clone(),
+            implicit_tls: o.implicit_tls,
+            server_name: o.server_name.clone().unwrap_or_else(|| host_of(endpoint)),
+            credentials: credentials.clone(),
+            auth_plaintext: o.auth_plaintext,
+            auth_order: AUTH_ORDER,
+        })
+        .collect())
+}
+
 /// Where and how the smarthost is reached, from `relay.smarthost*` (loads
 /// TLS material and the password file). `postern check smarthost` connects
 /// with the same.
 pub fn smarthost_dest(s: &Settings) -> Result<Dest, SetupError> {
-    let r = &s.config.relay;
-    let endpoint = r.smarthost.clone().ok_or(SetupError::SmarthostNotConfigured)?;
-    let setup = |e: String| SetupError::SmarthostSetup(e);
-    let policy = if r.smarthost_implicit_tls && r.smarthost_tls == OutboundTls::None { OutboundTls::Encrypt } else { r.smarthost_tls };
-    let tls = if policy == OutboundTls::None {
-        None
-    } else {
-        let mut cas: Vec<PathBuf> = r.smarthost_ca_files.iter().map(|p| s.resolve(p)).collect();
-        if cas.is_empty() {
-            cas = default_cas(s);
-        }
-        let cert = match (&r.smarthost_client_certificate, &r.smarthost_client_key) {
-            (Some(c), Some(k)) => Some((s.resolve(c), s.resolve(k))),
-            _ => None,
-        };
-        let t = ClientTls::build(policy, &cas, cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))).map_err(|e| setup(e.to_string()))?;
-        Some(Arc::new(t))
-    };
-    let server_name = r.smarthost_server_name.clone().unwrap_or_else(|| host_of(&endpoint));
-    let credentials = match (&r.smarthost_username, &r.smarthost_password_file) {
-        (Some(u), Some(f)) => {
-            let f = s.resolve(f);
-            let text = std::fs::read_to_string(&f).map_err(|e| setup(format!("relay.smarthost_password_file {}: {e}", f.display())))?;
-            let pw = text.lines().next().unwrap_or("").to_string();
-            if pw.is_empty() {
-                return Err(setup(format!("relay.smarthost_password_file {}: empty", f.display())));
-            }
-            Some((u.clone(), pw))
-        }
-        _ => None,
-    };
-    Ok(Dest {
-        endpoint,
-        lmtp: false,
-        helo: s.hostname.clone(),
-        tls,
-        implicit_tls: r.smarthost_implicit_tls,
-        server_name,
-        credentials,
-        auth_plaintext: r.smarthost_auth_plaintext,
-        auth_order: AUTH_ORDER,
-    })
+    let o = Outbound::smarthost(&s.config.relay).ok_or(SetupError::SmarthostNotConfigured)?;
+    outbound_dests(s, &o)?.into_iter().next().ok_or(SetupError::SmarthostNotConfigured)
 }
 
 impl Smarthost {
     /// A smarthost transport with an empty pool.
     pub fn new(dest: Dest) -> Smarthost {
         Smarthost { dest, idle: Mutex::new(Vec::new()) }
-    }
-
-    /// An SMTP next hop from a `[[route]]`: STARTTLS when offered, no AUTH.
-    pub fn for_route(s: &Settings, endpoint: Endpoint) -> Result<Smarthost, SetupError> {
-        Ok(Smarthost::new(route_dest(s, endpoint)?))
-    }
-
-    /// Builds the transport from `relay.smarthost*` settings (loads TLS material).
-    pub fn from_settings(s: &Settings) -> Result<Smarthost, SetupError> {
-        Ok(Smarthost::new(smarthost_dest(s)?))
     }
 
     fn take_idle(&self) -> Option<Conn> {

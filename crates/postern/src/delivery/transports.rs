@@ -2,20 +2,21 @@
 //! settings and keeps the ones worth keeping (connection pools, MX state),
 //! rebuilding them when the settings they depend on change.
 //!
-//! May touch: reads TLS material, CA files and the smarthost password file
-//! when a transport is built. No RFCs.
+//! May touch: reads TLS material, CA files and the password files of the
+//! smarthost and routes when a transport is built. No RFCs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use postern_wire::Enhanced;
 
+use super::hops::Hops;
 use super::lmtp::Lmtp;
 use super::maildir::Maildir;
 use super::mx::{MxDelivery, MxError};
-use super::pool::Smarthost;
+use super::pool::{outbound_dests, Smarthost};
 use super::{DeliveryReply, Route, Transport};
-use crate::config::RouteTransport;
+use crate::config::{Outbound, RouteTransport};
 use crate::settings::Settings;
 
 /// Why no transport could be built for a route: every recipient of the
@@ -40,7 +41,7 @@ pub enum SetupError {
     /// The `[[route]]` the recipient was routed by is gone after a reload.
     #[error("route vanished after reload")]
     RouteVanished,
-    /// A `[[route]]` smtp/lmtp entry without `next_hop` (config validation prevents it).
+    /// A `[[route]]` smtp/lmtp entry without `next_hop`/`next_hops` (config validation prevents it).
     #[error("route has no next_hop")]
     NoNextHop,
     /// MX delivery could not be set up (resolver or TLS configuration).
@@ -78,10 +79,10 @@ impl SetupError {
 /// The transports in use, rebuilt when their settings change.
 #[derive(Default)]
 pub struct Transports {
-    /// The smarthost, keyed by the settings it was built from.
-    smarthost: Mutex<Option<(String, Arc<Smarthost>)>>,
-    /// `[[route]]` SMTP next hops, by endpoint.
-    routes: Mutex<HashMap<String, Arc<Smarthost>>>,
+    /// The smarthost and `[[route]]` SMTP next hops, keyed by every
+    /// setting they were built from (hops, TLS, certificate, credentials,
+    /// host name): a change builds new pools.
+    smtp: Mutex<HashMap<String, Arc<Hops>>>,
     /// MX delivery, keyed by the `[mx]` settings and host name.
     mx: Mutex<Option<(String, Arc<MxDelivery>)>>,
 }
@@ -99,7 +100,7 @@ impl Transports {
                 let ep = s.config.local.lmtp.as_ref().ok_or(SetupError::LmtpNotConfigured)?;
                 Arc::new(Lmtp::from_settings(s, ep)?)
             }
-            Route::Smarthost => self.smarthost(s)?,
+            Route::Smarthost => self.smtp(s, &Outbound::smarthost(&s.config.relay).ok_or(SetupError::SmarthostNotConfigured)?)?,
             Route::Mx(_) => self.mx(s)?,
             Route::Custom(i) => {
                 let r = s.config.routes.get(*i).ok_or(SetupError::RouteVanished)?;
@@ -108,48 +109,31 @@ impl Transports {
                         Arc::new(Maildir { root: s.maildir_root.clone(), hostname: s.hostname.clone(), static_domains: None })
                     }
                     (RouteTransport::Lmtp, Some(ep)) => Arc::new(Lmtp::from_settings(s, ep)?),
-                    (RouteTransport::Smtp, Some(ep)) => {
-                        let key = ep.to_string();
-                        if let Some(t) = lock(&self.routes).get(&key) {
-                            return Ok(t.clone());
-                        }
-                        let t = Arc::new(Smarthost::for_route(s, ep.clone())?);
-                        lock(&self.routes).insert(key, t.clone());
-                        t
-                    }
+                    (RouteTransport::Smtp, _) if !r.hops().is_empty() => self.smtp(s, &Outbound::route(*i, r))?,
                     // `route()` sends mx routes to Route::Mx; kept for a reload race.
                     (RouteTransport::Mx, _) => self.mx(s)?,
-                    (RouteTransport::Lmtp | RouteTransport::Smtp, None) => return Err(SetupError::NoNextHop),
+                    (RouteTransport::Lmtp | RouteTransport::Smtp, _) => return Err(SetupError::NoNextHop),
                 }
             }
         })
     }
 
-    /// The smarthost transport for the current settings; rebuilt (new
-    /// pool, new TLS material) when the relevant settings change.
-    fn smarthost(&self, s: &Settings) -> Result<Arc<Smarthost>, SetupError> {
-        let r = &s.config.relay;
-        let ep = r.smarthost.as_ref().ok_or(SetupError::SmarthostNotConfigured)?;
-        let key = format!(
-            "{ep}|{}|{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}",
-            s.hostname,
-            r.smarthost_tls,
-            r.smarthost_implicit_tls,
-            r.smarthost_ca_files,
-            r.smarthost_server_name,
-            r.smarthost_client_certificate,
-            r.smarthost_client_key,
-            r.smarthost_username,
-            r.smarthost_password_file,
-            r.smarthost_auth_plaintext
-        );
-        if let Some((k, t)) = lock(&self.smarthost).as_ref() {
-            if *k == key {
-                return Ok(t.clone());
-            }
+    /// The next hops of the smarthost or an smtp route under the current
+    /// settings; built (new pools, new TLS material) when a setting changes.
+    fn smtp(&self, s: &Settings, o: &Outbound) -> Result<Arc<Hops>, SetupError> {
+        let key = format!("{o:?}|{}", s.hostname);
+        if let Some(t) = lock(&self.smtp).get(&key) {
+            return Ok(t.clone());
         }
-        let t = Arc::new(Smarthost::from_settings(s)?);
-        *lock(&self.smarthost) = Some((key, t.clone()));
+        let pools = outbound_dests(s, o)?.into_iter().map(|d| Arc::new(Smarthost::new(d))).collect();
+        let t = Arc::new(Hops::new(pools));
+        let mut map = lock(&self.smtp);
+        // Reloads leave stale entries behind: drop them all now and then
+        // (the live ones are rebuilt on their next use).
+        if map.len() >= 256 {
+            map.clear();
+        }
+        map.insert(key, t.clone());
         Ok(t)
     }
 

@@ -112,7 +112,7 @@ impl Scheduler {
             if r.status != RcptStatus::Pending {
                 continue;
             }
-            let Some(rt) = self.route_with_directory(&settings, &r.address).await else { continue };
+            let Some(rt) = self.route_with_directory(&settings, &msg.sender, &r.address).await else { continue };
             match groups.iter_mut().find(|(g, _)| *g == rt) {
                 Some((_, v)) => v.push(i),
                 None => groups.push((rt, vec![i])),

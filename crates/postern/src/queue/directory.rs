@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::Scheduler;
 use crate::config::LocalDelivery;
-use crate::delivery::{route, Route};
+use crate::delivery::{is_default_route, route, Route};
 use crate::directory::Directory;
 use crate::maillog;
 use crate::settings::Settings;
@@ -27,12 +27,13 @@ impl Scheduler {
         let _ = self.inner.directory.set(directory);
     }
 
-    /// The route of `address`, virtual domains included; `None`: the
-    /// directory cannot say now (try again at the next attempt).
-    pub(super) async fn route_with_directory(&self, s: &Settings, address: &str) -> Option<Route> {
-        let rt = route(s, address);
+    /// The route of `address` in mail from `sender`, virtual domains
+    /// included; `None`: the directory cannot say now (try again at the
+    /// next attempt).
+    pub(super) async fn route_with_directory(&self, s: &Settings, sender: &str, address: &str) -> Option<Route> {
+        let rt = route(s, sender, address);
         let Some(dir) = self.inner.directory.get() else { return Some(rt) };
-        if !matches!(rt, Route::Mx(_) | Route::Smarthost) {
+        if !is_default_route(s, &rt) {
             return Some(rt);
         }
         match dir.domain(&domain_of(address)).await {

@@ -14,10 +14,10 @@ pub mod report;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::pool::{route_dest, smarthost_dest};
+use super::pool::{outbound_dests, smarthost_dest};
 use super::smtp::{Conn, Dest, Event};
 use super::{Message, SetupError};
-use crate::config::{Endpoint, OutboundTls, RouteTransport};
+use crate::config::{Endpoint, Outbound, OutboundTls, RouteTransport};
 use crate::settings::Settings;
 use crate::spool::QueueId;
 use crate::tls::observe::{validity, Observation};
@@ -75,11 +75,15 @@ fn destination(s: &Settings, o: &Options) -> Result<(String, Dest, Option<String
         .iter()
         .enumerate()
         .find(|(i, r)| want.parse::<usize>().is_ok_and(|n| n == i + 1) || r.domains.iter().any(|d| d.to_ascii_lowercase() == lower));
-    let (_, r) = found.ok_or_else(|| ProbeError::UnknownRoute(want.clone()))?;
-    match (r.transport, &r.next_hop) {
-        (RouteTransport::Smtp, Some(ep)) => Ok((format!("route {want}"), route_dest(s, ep.clone())?, None)),
-        (t, _) => Err(ProbeError::NotSmtp(want.clone(), t.as_str())),
+    let (i, r) = found.ok_or_else(|| ProbeError::UnknownRoute(want.clone()))?;
+    if r.transport != RouteTransport::Smtp {
+        return Err(ProbeError::NotSmtp(want.clone(), r.transport.as_str()));
     }
+    // The first next hop: the one delivery tries first, with the route's
+    // own TLS, client certificate and credentials.
+    let dest = outbound_dests(s, &Outbound::route(i, r))?.into_iter().next().ok_or(SetupError::NoNextHop)?;
+    let client_cert = r.client_certificate.as_ref().map(|c| cert_subject(&s.resolve(c)));
+    Ok((format!("route {want}"), dest, client_cert))
 }
 
 /// The subject of the first certificate in a PEM file, for the report.
