@@ -64,6 +64,20 @@ pub fn check(s: &Settings) -> Report {
             after_drop(&p, target.as_ref(), &mut r, s, k);
         }
     }
+    // [[route]] smtp next hops: TLS material and password files, read at delivery.
+    for (i, route) in s.config.routes.iter().enumerate() {
+        let one =
+            [("password_file", &route.password_file), ("client_certificate", &route.client_certificate), ("client_key", &route.client_key)];
+        let files = one.into_iter().filter_map(|(k, p)| p.as_ref().map(|p| (k, None, p)));
+        for (k, j, p) in files.chain(route.ca_files.iter().enumerate().map(|(j, p)| ("ca_files", Some(j), p))) {
+            let (p, name) = (s.resolve(p), format!("route[{}].{k}", i + 1));
+            let place = at("route").index(i).key(k);
+            let place = j.map_or(place.clone(), |j| place.index(j));
+            if readable(&p, &mut r, s, &place, &name) {
+                after_drop(&p, target.as_ref(), &mut r, s, &name);
+            }
+        }
+    }
     for (i, m) in s.config.milters.iter().enumerate() {
         if let Endpoint::Unix(p) = &m.socket.0 {
             if std::fs::metadata(p).is_ok_and(|md| !md.file_type().is_socket()) {

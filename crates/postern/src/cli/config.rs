@@ -24,10 +24,18 @@ pub enum ConfigCmd {
     /// Reports all findings at once, each as file:line:column (the files it names are read as the current user: run it as root, like
     /// serve). Exit 78 on any error; warnings (exit 0) for files `user` cannot read after the
     /// privilege drop, a non-FQDN host name, open relays. Default file: --config,
-    /// $POSTERN_CONFIG or /etc/postern/postern.toml.
+    /// $POSTERN_CONFIG or /etc/postern/postern.toml. With --rcpt: also the delivery route of
+    /// that address (in mail from --from): [[route]], next hops in order, TLS mode, client
+    /// certificate, AUTH.
     Check {
         /// The file to check.
         file: Option<PathBuf>,
+        /// Show the route, next hops, TLS mode, client certificate and AUTH for this recipient.
+        #[arg(long, value_name = "ADDR")]
+        rcpt: Vec<String>,
+        /// The envelope sender for --rcpt (sender-dependent routes); default: the null sender.
+        #[arg(long, value_name = "ADDR", default_value = "", requires = "rcpt")]
+        from: String,
     },
     /// Ask the running daemon to reload its config and TLS files (like SIGHUP).
     ///
@@ -58,7 +66,7 @@ pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
         }
         ConfigCmd::Show { non_default, json } => show(src, non_default, json),
         ConfigCmd::Reload => reload(src),
-        ConfigCmd::Check { file } => {
+        ConfigCmd::Check { file, rcpt, from } => {
             let Some(file) = file.or_else(|| src.config.clone()) else {
                 eprintln!("postern: no config file given (and {SYSTEM_CONFIG} does not exist); the embedded default is valid");
                 return exit::USAGE;
@@ -66,7 +74,15 @@ pub(super) fn run(action: ConfigCmd, src: &Source) -> i32 {
             // Settings::load reports every problem of the file at once,
             // including those of files it names (client_file).
             match Settings::load(&Source { config: Some(file.clone()), data_dir: src.data_dir.clone() }) {
-                Ok(s) => check_loaded(&s, &file),
+                Ok(s) => {
+                    let from = from.trim_start_matches('<').trim_end_matches('>');
+                    for to in &rcpt {
+                        let to = to.trim_start_matches('<').trim_end_matches('>');
+                        println!("{to} (from <{from}>):");
+                        crate::delivery::plan::plan(&s, from, to).lines().iter().for_each(|l| println!("  {l}"));
+                    }
+                    check_loaded(&s, &file)
+                }
                 Err(e) => {
                     eprintln!("{e}");
                     exit::CONFIG

@@ -1,6 +1,8 @@
 //! `postern explain`: the relay decision for one recipient, computed by the
 //! same code the server runs (`policy::check_rcpt`), with the rule that
-//! made it, and the inbound screen (DNSBL score, pregreet) for the client.
+//! made it, the inbound screen (DNSBL score, pregreet) for the client, and
+//! the delivery plan (`delivery::plan`: route, next hops, TLS, client
+//! certificate, AUTH) for the recipient in mail from `--from`.
 //!
 //! May touch: the client CA and CRL files and the certificate named (read),
 //! `DATA/users.json` (read), standard output; DNS (the `[inbound.dnsbl]`
@@ -116,12 +118,14 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
     let rate = crate::inbound::rate::explain(&s.config.inbound.rate, &s.config.relay.networks, q.ip, q.auth.as_deref(), Some(&from));
     let identified = who.is_some() || identity.as_ref().is_some_and(|c| c.verified.is_ok());
     let greylist = crate::inbound::greylist::explain_for(s, q.ip, identified, &from, &to);
+    // Where the queue would take it: route, next hops, TLS, certificate, AUTH.
+    let plan = matches!(rcpt_path, Path::Mailbox(_)).then(|| crate::delivery::plan::plan(s, &from, &to));
     if json {
         let v = serde_json::json!({
             "decision": decision, "reply": reply, "rule": d.rule(), "origin": d.origin(),
             "recipient_class": class, "listener": listener, "client": q.ip.to_string(),
             "certificate": cert_text, "inbound_rdns": inbound.json(), "screen": super::explain_screen::json(&screen),
-            "rate": rate, "greylist": greylist,
+            "rate": rate, "greylist": greylist, "delivery": plan,
         });
         println!("{v}");
     } else {
@@ -141,6 +145,7 @@ pub fn run(s: &Settings, q: &Query, json: bool) -> i32 {
         super::explain_screen::print(&screen);
         rate.iter().for_each(|l| println!("rate:     {l}"));
         println!("greylist: {greylist}");
+        plan.iter().flat_map(|p| p.lines()).for_each(|l| println!("{l}"));
     }
     exit::OK
 }

@@ -111,7 +111,9 @@ enum Cmd {
     /// Explain the relay decision for one recipient, with the same code the server runs (a
     /// configured [sql] or [ldap] directory is asked about virtual domains, as the server does; exit
     /// 75 when it cannot answer), and the inbound screen for --ip (DNSBL score per list, asked now;
-    /// pregreet delay), rate limits and greylist state that would apply.
+    /// pregreet delay), rate limits and greylist state that would apply; then the delivery route the
+    /// queue would take for --rcpt in mail from --from ([[route]] by recipient and sender domain,
+    /// smarthost, MX or local), its next hops in order, TLS mode, client certificate and AUTH.
     Explain {
         /// Listener name or role (default: the first listener).
         #[arg(long)]

@@ -76,3 +76,118 @@ impl Transport for Hops {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::delivery::smtp::{Dest, AUTH_ORDER};
+    use crate::delivery::Dsn;
+    use crate::spool::QueueId;
+
+    /// A plain SMTP peer on loopback that greets with `greeting` and, after
+    /// a 220, takes one message; returns its address.
+    async fn peer(greeting: &'static str) -> std::net::SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    w.write_all(format!("{greeting}\r\n").as_bytes()).await.unwrap();
+                    if !greeting.starts_with("220") {
+                        return;
+                    }
+                    let mut data = false;
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply = if data {
+                            if line != "." {
+                                continue;
+                            }
+                            data = false;
+                            "250 2.0.0 queued as B"
+                        } else {
+                            match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                                "EHLO" => "250-peer\r\n250 8BITMIME",
+                                "DATA" => {
+                                    data = true;
+                                    "354 go"
+                                }
+                                "QUIT" => "221 bye",
+                                _ => "250 ok",
+                            }
+                        };
+                        w.write_all(format!("{reply}\r\n").as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn pool(addr: std::net::SocketAddr) -> Arc<Smarthost> {
+        let endpoint = format!("127.0.0.1:{}", addr.port()).parse().unwrap();
+        Arc::new(Smarthost::new(Dest {
+            endpoint,
+            lmtp: false,
+            helo: "sat.example".into(),
+            tls: None,
+            implicit_tls: false,
+            server_name: "localhost".into(),
+            credentials: None,
+            auth_plaintext: false,
+            auth_order: AUTH_ORDER,
+        }))
+    }
+
+    fn message() -> Message {
+        Message {
+            id: QueueId::generate(),
+            sender: "a@partner.example".into(),
+            body: Arc::new(b"Subject: t\r\n\r\nhi\r\n".to_vec()),
+            eight_bit: false,
+            smtputf8: false,
+            dsn: Dsn::default(),
+        }
+    }
+
+    /// A port nobody listens on (bound, then closed).
+    async fn closed_port() -> std::net::SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    }
+
+    #[tokio::test]
+    async fn falls_back_in_order() {
+        let rcpts = vec!["b@bank.example".to_string()];
+        // First hop refuses the connection, second greets 421, third takes it.
+        let (down, busy, up) = (closed_port().await, peer("421 4.3.2 busy").await, peer("220 ready").await);
+        let hops = Hops::new(vec![pool(down), pool(busy), pool(up)]);
+        let a = hops.deliver(&message(), &rcpts).await;
+        assert!(matches!(a.outcomes[..], [Outcome::Delivered(_)]), "{a:?}");
+        assert_eq!(a.relay, Some(format!("smtp:127.0.0.1:{}", up.port())), "relay= names the hop that took it");
+        // Every hop down: deferred, naming the last one tried.
+        let hops = Hops::new(vec![pool(down), pool(busy)]);
+        let a = hops.deliver(&message(), &rcpts).await;
+        assert!(matches!(&a.outcomes[..], [Outcome::Deferred(r)] if r.to_string().contains("421")), "{a:?}");
+        assert_eq!(a.relay, Some(format!("smtp:127.0.0.1:{}", busy.port())));
+        // The first hop up: the second is never asked.
+        let hops = Hops::new(vec![pool(up), pool(down)]);
+        let a = hops.deliver(&message(), &rcpts).await;
+        assert_eq!(a.relay, Some(format!("smtp:127.0.0.1:{}", up.port())));
+    }
+
+    #[test]
+    fn next_hop_order() {
+        let e = ConnError::Closed;
+        assert_eq!(next_hop(0, 3, &e), Some(1));
+        assert_eq!(next_hop(1, 3, &e), Some(2));
+        assert_eq!(next_hop(2, 3, &e), None);
+        assert_eq!(next_hop(0, 1, &e), None);
+    }
+}
