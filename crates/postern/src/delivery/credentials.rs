@@ -73,17 +73,16 @@ pub fn config_warning(o: &Outbound) -> Option<String> {
     let (tls, plaintext) = (o.key("tls"), o.key("auth_plaintext"));
     Some(if o.auth_plaintext {
         format!(
-            "{plaintext} = true: the {} password may be sent in the clear or over TLS that does not verify, to anyone \
+            "{plaintext} = true: the password ({}) may be sent in the clear or over TLS that does not verify, to anyone \
              on the path; set {tls} = \"verify\" and {plaintext} = false",
             o.label()
         )
     } else {
         format!(
-            "{} is set with {tls} = \"{}\": PLAIN/LOGIN are refused (mail waits, 4.7.0) unless the {}'s certificate \
-             verifies; set {tls} = \"verify\" (and {} if it uses a private CA)",
+            "{} is set with {tls} = \"{}\": PLAIN/LOGIN are refused (mail waits, 4.7.0) unless the next hop's \
+             certificate verifies; set {tls} = \"verify\" (and {} if it uses a private CA)",
             o.key("username"),
             tls_name(o.tls),
-            o.label(),
             o.key("ca_files"),
         )
     })

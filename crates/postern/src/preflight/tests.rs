@@ -49,6 +49,13 @@ fn findings() {
             "key `relay.smarthost_password_file`: cannot read",
             "",
         ),
+        (
+            "[[route]]\ndomains = [\"a.example\"]\ntransport = \"smtp\"\nnext_hop = \"h:25\"\n\
+             [[route]]\nsenders = [\"b.example\"]\ntransport = \"smtp\"\nnext_hop = \"h:25\"\n\
+             username = \"u\"\npassword_file = \"DIR/nopass\"\n",
+            ":12:17: key `route[2].password_file`: cannot read",
+            "",
+        ),
         ("[log]\nmail_log = \"DIR/nodir/mail.log\"\n", ":4:12: key `log.mail_log`: directory ", ""),
         ("[log]\nmail_log = \"DIR\"\n", "is a directory", ""),
         ("[[milter]]\nname = \"m\"\nsocket = \"unix:DIR/plain\"\n", "", "key `milter.socket`: milter \"m\": "),
