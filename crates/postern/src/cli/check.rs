@@ -1,5 +1,6 @@
 //! `postern check smarthost [ROUTE] [--send-test TO] [--json]`: the
-//! smarthost self-test. Connects to the next hop exactly as delivery does
+//! smarthost self-test (or a `[[route]]`'s first next hop, with the route's
+//! own settings). Connects to the next hop exactly as delivery does
 //! (the library's `delivery::probe`) and prints one verdict line per step
 //! (OK / WARN / FAIL / SKIP, with what to do) and a final verdict.
 //!
@@ -20,7 +21,8 @@ use crate::settings::Settings;
 /// `postern check ...`.
 #[derive(Subcommand)]
 pub enum CheckCmd {
-    /// Test the smarthost (or a [[route]] SMTP next hop) as delivery would reach it: DNS, connect and
+    /// Test the smarthost (or the first next hop of a [[route]], with that route's TLS, client certificate and AUTH
+    /// settings) as delivery would reach it: DNS, connect and
     /// greeting, EHLO, STARTTLS/implicit TLS with the server's certificate chain and whether it verifies,
     /// the client certificate (requested? sent? accepted?), AUTH with a trial login, then RSET/QUIT or a
     /// test message. Exit 0 when every step passed, 75 when it may pass later (DNS, connect, 4xx), 69
@@ -29,7 +31,8 @@ pub enum CheckCmd {
         after_help = "Example:\n  postern check smarthost\n  postern check smarthost example.org --send-test postmaster@example.org\n  postern check smarthost --json"
     )]
     Smarthost {
-        /// A [[route]] to check instead of relay.smarthost: one of its domains, or its number (1 = first).
+        /// A [[route]] to check instead of relay.smarthost: one of its domains, or its number (1 = first; the
+        /// only way to name a route that has only `senders`).
         route: Option<String>,
         /// Send a test message to this address through the next hop (MAIL/RCPT/DATA) instead of RSET/QUIT.
         #[arg(long, value_name = "TO")]
