@@ -186,7 +186,8 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
         ),
     };
     // RET=HDRS, no RET, and every delay or success notice: headers only.
-    let asked_full = env.ret.as_deref() == Some("FULL") && kind == Action::Failed;
+    // RFC 8689 §5: a REQUIRETLS message is reported as if RET=HDRS.
+    let asked_full = env.ret.as_deref() == Some("FULL") && kind == Action::Failed && !env.requiretls;
     let (part, what) = returned(original, asked_full, limit);
     let boundary = format!("{}.{}/{}", env.id, crate::time::now_unix(), hostname);
     let mut m = String::new();
@@ -302,6 +303,7 @@ mod tests {
             ret: ret.map(String::from),
             envid: None,
             quarantine: None,
+            requiretls: false,
         }
     }
 

@@ -130,6 +130,13 @@ pub enum ConnError {
 }
 
 impl ConnError {
+    /// The failure is the TLS requirement's (no STARTTLS, STARTTLS
+    /// refused, the handshake or its certificate check failed): what
+    /// `TLS-Required: No` lets pass (RFC 8689 §5).
+    pub fn is_tls_requirement(&self) -> bool {
+        matches!(self, ConnError::NoStartTls(_) | ConnError::StartTlsRefused { .. } | ConnError::Handshake { .. })
+    }
+
     /// The RFC 3463 status this error stands for.
     pub fn status(&self) -> Enhanced {
         match self {
