@@ -353,6 +353,17 @@ mod tests {
         assert_eq!(returned(msg, true, 5), (&msg[..0], Returned::HeadersCut));
     }
 
+    /// RFC 8689 §5: a REQUIRETLS message is reported as if RET=HDRS.
+    #[test]
+    fn requiretls_returns_headers_only() {
+        let mut env = envelope(Some("FULL"));
+        env.requiretls = true;
+        let f: Vec<Failure> = env.recipients.iter().map(|r| Failure::from_recipient(r, Action::Failed)).collect();
+        let out = String::from_utf8(build("mx.example", &env, &f, b"Subject: hi\r\n\r\nsecret body\r\n", "DATE", 50_000)).unwrap();
+        assert!(!out.contains("secret body"), "{out}");
+        assert!(out.contains("Subject: hi"), "{out}");
+    }
+
     fn report(ret: Option<&str>, action: Action, original: &[u8], limit: usize) -> String {
         let env = envelope(ret);
         let f: Vec<Failure> = env.recipients.iter().map(|r| Failure::from_recipient(r, action)).collect();

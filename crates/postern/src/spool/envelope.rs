@@ -232,3 +232,24 @@ pub(super) fn parse_envelope(path: &Path, bytes: &[u8]) -> Result<Envelope, Spoo
     }
     Ok(env)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An envelope written before `requiretls` existed reads as false; the
+    /// flag is written only when set, and reads back.
+    #[test]
+    fn requiretls_is_backward_compatible() {
+        let old = br#"{"version":1,"id":"0123456789abcdef","created":1,"sender":"a@b.example",
+            "recipients":[{"address":"c@d.example","original":"c@d.example","status":"pending"}],"size":3}"#;
+        let mut env = parse_envelope(Path::new("old.json"), old).expect("old envelope");
+        assert!(!env.requiretls);
+        let text = String::from_utf8(envelope_bytes(&env).unwrap()).unwrap();
+        assert!(!text.contains("requiretls"), "{text}");
+        env.requiretls = true;
+        let text = envelope_bytes(&env).unwrap();
+        assert!(String::from_utf8_lossy(&text).contains("\"requiretls\": true"));
+        assert!(parse_envelope(Path::new("new.json"), &text).unwrap().requiretls);
+    }
+}
