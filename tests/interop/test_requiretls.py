@@ -197,7 +197,8 @@ def badcert_mx(tmp_path):
 def test_tls_required_no_passes_mx_verify(postern_factory, badcert_mx):
     """`mx.tls = "verify"` and an MX host whose certificate does not verify:
     mail waits, except a message with `TLS-Required: No` (RFC 8689 §5),
-    which goes over opportunistic TLS."""
+    which goes over opportunistic TLS; that connection is not reused for
+    the next strict message."""
     port, dns_port, handler = badcert_mx
     p = postern_factory(BASE_CONFIG + f"""
 [mx]
@@ -221,4 +222,10 @@ dangerous_allow_loopback = true
     line = wait_for(lambda: [l for l in p.log().splitlines() if " delivered " in l and "to=relaxed@badcert.test" in l],
                     timeout=15, what="delivered line")[0]
     assert "unverified" in line, line
-    assert not any(m["rcpt_tos"] == ["strict@badcert.test"] for m in handler.messages)
+    # The pooled connection that skipped verification does not carry the
+    # next message that did not ask for it.
+    with smtplib.SMTP("127.0.0.1", p.port, timeout=15) as s:
+        s.sendmail("app@mx.test", ["strict2@badcert.test"], b"Subject: strict again\r\n\r\nmust wait\r\n")
+    wait_for(lambda: [l for l in p.log().splitlines() if " deferred " in l and "to=strict2@badcert.test" in l],
+             timeout=30, what="the second strict message deferred")
+    assert [m["rcpt_tos"] for m in handler.messages] == [["relaxed@badcert.test"]]

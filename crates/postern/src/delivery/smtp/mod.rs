@@ -95,6 +95,9 @@ pub struct Conn {
     auth_note: String,
     /// How the connection is protected, for the credentials decision.
     channel: Channel,
+    /// Opened by [`Conn::open_for`] with the TLS requirement relaxed
+    /// (`TLS-Required: No`): carries only messages that asked for that.
+    relaxed: bool,
 }
 
 /// TLS handshake as a client; returns the stream, a log summary and
@@ -141,7 +144,9 @@ impl Conn {
         match first {
             Err(e) if relax && e.is_tls_requirement() => {
                 let may = ClientTls::build(OutboundTls::May, &[], None).map_err(|_| e)?;
-                Conn::open(&Dest { tls: Some(Arc::new(may)), ..d.clone() }).await
+                let mut c = Conn::open(&Dest { tls: Some(Arc::new(may)), ..d.clone() }).await?;
+                c.relaxed = true;
+                Ok(c)
             }
             other => other,
         }
@@ -169,6 +174,7 @@ impl Conn {
             tls: tls_note,
             auth_note: String::new(),
             channel,
+            relaxed: false,
         };
         let greeting = c.reply(REPLY_TIMEOUT).await?;
         obs.event(Event::Greeting(greeting.clone()));
@@ -210,6 +216,7 @@ impl Conn {
             tls: note,
             auth_note: String::new(),
             channel,
+            relaxed: false,
         };
         c.hello(ep, &d.helo, obs).await?;
         c.authenticate(d, obs).await?;
@@ -364,6 +371,11 @@ impl Conn {
     /// One transaction. `Err` means the connection is unusable and every
     /// recipient without an outcome is deferred.
     pub async fn transaction(&mut self, msg: &Message, rcpts: &[String]) -> Result<Vec<Outcome>, ConnError> {
+        // A pooled connection that skipped its TLS requirement for a
+        // `TLS-Required: No` message must not carry anyone else's mail.
+        if self.relaxed && (!msg.tls_required_no || msg.requiretls) {
+            return Err(ConnError::RelaxedConnection);
+        }
         // REQUIRETLS and the address forms this next hop takes (policy.rs).
         let peer = policy::Peer { lmtp: self.lmtp, channel: self.channel, ext: &self.ext };
         let env = match policy::envelope(msg, rcpts, peer) {
