@@ -1,7 +1,7 @@
 //! SMTP command parsing (RFC 5321 §4.1.1) with ESMTP parameters:
 //! SIZE (RFC 1870), BODY (RFC 6152, RFC 3030), SMTPUTF8 (RFC 6531),
 //! BDAT (RFC 3030), AUTH= (RFC 4954 §5), DSN's RET/ENVID/NOTIFY/ORCPT (RFC 3461,
-//! parsed here so later layers can honour them).
+//! parsed here so later layers can honour them), REQUIRETLS (RFC 8689 §2).
 //!
 //! Input is one command line without its CRLF. No I/O, no policy.
 
@@ -35,6 +35,9 @@ pub struct MailParams {
     pub ret: Option<String>,
     /// `ENVID=` xtext-decoded (RFC 3461 §4.4).
     pub envid: Option<String>,
+    /// `REQUIRETLS` present (RFC 8689 §2: a keyword without a value; the
+    /// session decides whether it may be used, the parser only reads it).
+    pub requiretls: bool,
 }
 
 /// Parameters of RCPT TO.
@@ -126,7 +129,7 @@ impl Command {
 
 impl MailParams {
     /// The parameters as MAIL FROM sends them, each with a leading space, in
-    /// a fixed order (SIZE, BODY, SMTPUTF8, AUTH, RET, ENVID); xtext where
+    /// a fixed order (SIZE, BODY, SMTPUTF8, AUTH, RET, ENVID, REQUIRETLS); xtext where
     /// RFC 3461/4954 ask for it. `parse_command` reads them back unchanged.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -149,6 +152,9 @@ impl MailParams {
         }
         if let Some(e) = &self.envid {
             out.push_str(&format!(" ENVID={}", xtext_encode(e)));
+        }
+        if self.requiretls {
+            out.push_str(" REQUIRETLS");
         }
         out
     }
@@ -342,7 +348,9 @@ fn parse_mail(arg: &str) -> Result<Command, ParseError> {
                 p.ret = Some(v);
             }
             ("ENVID", Some(v)) => p.envid = Some(xtext_decode(v).ok_or_else(bad)?),
-            ("SIZE" | "BODY" | "AUTH" | "RET" | "ENVID" | "SMTPUTF8", _) => return Err(bad()),
+            // RFC 8689 §2: no value; given twice is as malformed as SIZE twice.
+            ("REQUIRETLS", None) if !p.requiretls => p.requiretls = true,
+            ("SIZE" | "BODY" | "AUTH" | "RET" | "ENVID" | "SMTPUTF8" | "REQUIRETLS", _) => return Err(bad()),
             _ => return Err(ParseError::UnknownParam(key)),
         }
     }

@@ -272,6 +272,9 @@ pub mod codes {
         auth_unknown_mechanism, 504, 5, 5, 4, "Unrecognized authentication type");
     reply!(/// 530 5.7.0 TLS required before MAIL (RFC 3207 §4)
         tls_required, 530, 5, 7, 0, "Must issue a STARTTLS command first");
+    reply!(/// 530 5.7.10 MAIL FROM ... REQUIRETLS outside TLS (RFC 8689 §2: the
+        /// option is only for a session that uses TLS; 5.7.10 "Encryption Needed", RFC 5248)
+        requiretls_needs_tls, 530, 5, 7, 10, "REQUIRETLS requires a TLS session; issue STARTTLS first");
     reply!(/// 530 5.7.0 submission without AUTH (RFC 4954 §6, RFC 6409 §4.3)
         auth_required, 530, 5, 7, 0, "Authentication required");
     reply!(/// 535 5.7.8 wrong credentials (RFC 4954 §6)

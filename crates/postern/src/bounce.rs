@@ -186,7 +186,8 @@ pub fn build(hostname: &str, env: &Envelope, failures: &[Failure], original: &[u
         ),
     };
     // RET=HDRS, no RET, and every delay or success notice: headers only.
-    let asked_full = env.ret.as_deref() == Some("FULL") && kind == Action::Failed;
+    // RFC 8689 §5: a REQUIRETLS message is reported as if RET=HDRS.
+    let asked_full = env.ret.as_deref() == Some("FULL") && kind == Action::Failed && !env.requiretls;
     let (part, what) = returned(original, asked_full, limit);
     let boundary = format!("{}.{}/{}", env.id, crate::time::now_unix(), hostname);
     let mut m = String::new();
@@ -302,6 +303,7 @@ mod tests {
             ret: ret.map(String::from),
             envid: None,
             quarantine: None,
+            requiretls: false,
         }
     }
 
@@ -349,6 +351,17 @@ mod tests {
         assert_eq!(returned(msg, true, 25), (&msg[..19], Returned::Headers));
         assert_eq!(returned(msg, true, 18), (&msg[..13], Returned::HeadersCut));
         assert_eq!(returned(msg, true, 5), (&msg[..0], Returned::HeadersCut));
+    }
+
+    /// RFC 8689 §5: a REQUIRETLS message is reported as if RET=HDRS.
+    #[test]
+    fn requiretls_returns_headers_only() {
+        let mut env = envelope(Some("FULL"));
+        env.requiretls = true;
+        let f: Vec<Failure> = env.recipients.iter().map(|r| Failure::from_recipient(r, Action::Failed)).collect();
+        let out = String::from_utf8(build("mx.example", &env, &f, b"Subject: hi\r\n\r\nsecret body\r\n", "DATE", 50_000)).unwrap();
+        assert!(!out.contains("secret body"), "{out}");
+        assert!(out.contains("Subject: hi"), "{out}");
     }
 
     fn report(ret: Option<&str>, action: Action, original: &[u8], limit: usize) -> String {

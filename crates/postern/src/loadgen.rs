@@ -129,6 +129,8 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
         eight_bit: false,
         smtputf8: false,
         dsn: Dsn::default(),
+        requiretls: false,
+        tls_required_no: false,
     });
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();

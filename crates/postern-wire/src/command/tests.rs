@@ -62,6 +62,7 @@ fn encode_round_trip() {
         "MAIL FROM:<a@B.example> SIZE=007 BODY=8bitmime SMTPUTF8 AUTH=<> RET=hdrs ENVID=a+2Bb",
         "MAIL FROM:<\"a b\"@[192.0.2.1]> BODY=BINARYMIME AUTH=x+2By@z",
         "MAIL FROM:<>",
+        "MAIL FROM:<a@b.example> requiretls SMTPUTF8",
         "RCPT TO:<postmaster> NOTIFY=success,delay ORCPT=rfc822;b+2B1@c",
         "RCPT TO:<us\u{e9}r@d\u{e9}.example>",
         "EHLO mx.example",
@@ -101,6 +102,11 @@ fn mail_from() {
     assert_eq!(p.auth.as_deref(), Some("<>"));
     assert_eq!(p.ret.as_deref(), Some("HDRS"));
     assert_eq!(p.envid.as_deref(), Some("QQ+1"));
+    assert!(!p.requiretls);
+    // RFC 8689 §2: REQUIRETLS, any case, no value.
+    let (_, p) = ok("MAIL FROM:<a@b> RequireTLS BODY=8BITMIME");
+    assert!(p.requiretls);
+    assert_eq!(p.encode(), " BODY=8BITMIME REQUIRETLS");
     let bad: &[(&str, ParseError)] = &[
         ("MAIL FROM:a@b", ParseError::Sender(AddressError::NoBrackets)),
         ("MAIL TO:<a@b>", ParseError::Syntax),
@@ -114,6 +120,9 @@ fn mail_from() {
         ("MAIL FROM:<a@b> RET=ALL", ParseError::BadParam("RET".into())),
         ("MAIL FROM:<a@b> XFOO=1", ParseError::UnknownParam("XFOO".into())),
         ("MAIL FROM:<a@b> AUTH=+zz", ParseError::BadParam("AUTH".into())),
+        ("MAIL FROM:<a@b> REQUIRETLS REQUIRETLS", ParseError::BadParam("REQUIRETLS".into())),
+        ("MAIL FROM:<a@b> REQUIRETLS=yes", ParseError::BadParam("REQUIRETLS".into())),
+        ("MAIL FROM:<a@b> REQUIRETLS= ", ParseError::BadParam("REQUIRETLS".into())),
     ];
     for (line, want) in bad {
         assert_eq!(&parse_command(line.as_bytes()).unwrap_err(), want, "line {line:?}");
@@ -136,6 +145,7 @@ fn rcpt_to() {
         ("RCPT TO:<u@d> NOTIFY=NEVER,SUCCESS", ParseError::BadParam("NOTIFY".into())),
         ("RCPT TO:<u@d> NOTIFY=SOMETIMES", ParseError::BadParam("NOTIFY".into())),
         ("RCPT TO:<u@d> SIZE=1", ParseError::UnknownParam("SIZE".into())),
+        ("RCPT TO:<u@d> REQUIRETLS", ParseError::UnknownParam("REQUIRETLS".into())),
         ("RCPT FROM:<u@d>", ParseError::Syntax),
         ("RCPT TO:<u@@d>", ParseError::Recipient(AddressError::LocalPart)),
     ];

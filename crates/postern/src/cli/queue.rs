@@ -347,6 +347,9 @@ pub fn show(settings: &Settings, id: &str, as_json: bool) -> i32 {
     println!("sender: <{}>", env.sender);
     println!("client: {}{}", env.client, env.helo.as_ref().map(|h| format!(" (helo {h})")).unwrap_or_default());
     println!("size: {}", env.size);
+    if env.requiretls {
+        println!("requiretls: yes (verified TLS to a next hop that offers REQUIRETLS, or a 5.7.30 bounce)");
+    }
     for r in &env.recipients {
         println!(
             "recipient: <{}> (orig <{}>) status={:?} attempts={} next={} last={}",

@@ -149,6 +149,7 @@ mod tests {
             ret: None,
             envid: None,
             quarantine: None,
+            requiretls: false,
         }
     }
 

@@ -153,6 +153,8 @@ mod tests {
             eight_bit: false,
             smtputf8: false,
             dsn: Dsn::default(),
+            requiretls: false,
+            tls_required_no: false,
         }
     }
 

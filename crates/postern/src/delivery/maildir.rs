@@ -170,6 +170,8 @@ mod tests {
             eight_bit: false,
             smtputf8: false,
             dsn: Default::default(),
+            requiretls: false,
+            tls_required_no: false,
         };
         let out = deliver_one(dir.path(), "h", &msg, "alice@localhost");
         assert!(matches!(out, Outcome::Delivered(_)), "{out:?}");
@@ -193,6 +195,8 @@ mod tests {
             eight_bit: false,
             smtputf8: false,
             dsn: Default::default(),
+            requiretls: false,
+            tls_required_no: false,
         };
         let old = umask(Mode::empty());
         let path = write_maildir(&dir.path().join("root/bob"), "h", &msg, "bob@localhost");

@@ -119,6 +119,14 @@ pub struct Message {
     pub smtputf8: bool,
     /// DSN parameters.
     pub dsn: Dsn,
+    /// MAIL FROM carried REQUIRETLS (RFC 8689): only verified TLS to a
+    /// next hop that offers REQUIRETLS, else 5.7.30 (`smtp::policy`).
+    pub requiretls: bool,
+    /// The header says `TLS-Required: No` (RFC 8689 §5, parsed once when
+    /// the message is loaded): the recipient domain's TLS policy failures
+    /// (mx.tls encrypt/verify, DANE, MTA-STS) fall back to opportunistic
+    /// TLS. Ignored when `requiretls` is set.
+    pub tls_required_no: bool,
 }
 
 /// A delivery mechanism.

@@ -154,7 +154,7 @@ impl Smarthost {
                 return Ok(o);
             }
         }
-        let mut c = Conn::open(&self.dest).await?;
+        let mut c = Conn::open_for(&self.dest, msg).await?;
         match deliver_on(&mut c, msg, rcpts).await {
             Ok(o) => {
                 self.put_idle(c);

@@ -201,6 +201,7 @@ impl Scheduler {
 
 /// The message as the transports see it.
 pub(super) fn message(env: &Envelope, body: Arc<Vec<u8>>) -> Message {
+    let tls_required_no = crate::delivery::smtp::policy::tls_required_no(&body);
     Message {
         id: env.id.clone(),
         sender: env.sender.clone(),
@@ -212,6 +213,8 @@ pub(super) fn message(env: &Envelope, body: Arc<Vec<u8>>) -> Message {
             envid: env.envid.clone(),
             rcpts: env.recipients.iter().map(|r| (r.address.clone(), (r.notify.clone(), r.orcpt.clone()))).collect(),
         },
+        requiretls: env.requiretls,
+        tls_required_no,
     }
 }
 

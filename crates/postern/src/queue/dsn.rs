@@ -17,7 +17,7 @@ use crate::bounce;
 use crate::delivery::DeliveryReply;
 use crate::maillog;
 use crate::settings::Settings;
-use crate::spool::{enqueue, Envelope, RcptStatus};
+use crate::spool::{enqueue_notice, Envelope, RcptStatus};
 use crate::time::{now_unix, rfc5322_date};
 
 impl Scheduler {
@@ -28,7 +28,7 @@ impl Scheduler {
         }
         let kind = entries[0].action.as_str();
         let text = bounce::build(&settings.hostname, env, &entries, body, &rfc5322_date(), settings.config.queue.bounce_size_limit);
-        match enqueue(&self.inner.spool, "", std::slice::from_ref(&env.sender), &text, "local") {
+        match enqueue_notice(&self.inner.spool, "", std::slice::from_ref(&env.sender), &text, "local", env.requiretls) {
             Ok(nid) => {
                 maillog::dsn(&[("id", env.id.as_str()), ("kind", kind), ("notice_id", nid.as_str()), ("to", &env.sender)]);
                 let _ = self.inner.queued.send(nid);
@@ -108,7 +108,8 @@ impl Scheduler {
             report.sender.clone_from(&to);
             let text =
                 bounce::build(&settings.hostname, &report, &failures, body, &rfc5322_date(), settings.config.queue.bounce_size_limit);
-            match enqueue(&self.inner.spool, "", std::slice::from_ref(&to), &text, client) {
+            // RFC 8689 §5: a notice about a REQUIRETLS message is sent with REQUIRETLS.
+            match enqueue_notice(&self.inner.spool, "", std::slice::from_ref(&to), &text, client, env.requiretls) {
                 Ok(bid) => {
                     maillog::bounced(&[("id", env.id.as_str()), ("bounce_id", bid.as_str()), ("to", &to)]);
                     let _ = self.inner.queued.send(bid);
@@ -182,6 +183,7 @@ mod tests {
             ret: None,
             envid: None,
             quarantine: None,
+            requiretls: false,
         }
     }
 

@@ -308,6 +308,7 @@ mod tests {
             ret: None,
             envid: None,
             quarantine: None,
+            requiretls: false,
         }
     }
 

@@ -247,6 +247,9 @@ pub(super) fn mail_args(from: &Path, params: &MailParams) -> Vec<String> {
     if let Some(a) = &params.auth {
         args.push(format!("AUTH={}", xtext_encode(a)));
     }
+    if params.requiretls {
+        args.push("REQUIRETLS".into());
+    }
     args
 }
 

@@ -3,7 +3,8 @@
 //!
 //! May touch: the milters (HELO stage). Implements RFC 5321 §4.1.1.1 and
 //! §4.1.4 (EHLO resets the transaction), RFC 3207 §4.2 (no STARTTLS once
-//! TLS is active), RFC 4954 §3 (AUTH keyword).
+//! TLS is active), RFC 4954 §3 (AUTH keyword), RFC 8689 §2 (REQUIRETLS,
+//! offered only under TLS).
 
 use std::borrow::Cow;
 
@@ -72,6 +73,11 @@ impl<S: Socket> Session<S> {
         // RFC 3207 §4.2: STARTTLS is not offered once TLS is active.
         if self.tls().is_none() && self.ctx.tls.is_some() {
             lines.insert(1, "STARTTLS".into());
+        }
+        // RFC 8689 §2: the MAIL option is only for a session that uses TLS,
+        // so the keyword is offered only then (STARTTLS or implicit TLS).
+        if self.tls().is_some() {
+            lines.push("REQUIRETLS".into());
         }
         let mechs = self.usable_mechanisms();
         if self.auth().is_none() && !mechs.is_empty() {

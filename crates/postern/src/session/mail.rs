@@ -5,7 +5,7 @@
 //! May touch: the spool's free-space figure; the milters (MAIL/RCPT
 //! stages). Implements RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 6531
 //! §3.4 (SMTPUTF8), RFC 4954 §6 (sender-login match), RFC 3461 (NOTIFY,
-//! ORCPT kept for DSN).
+//! ORCPT kept for DSN), RFC 8689 §2 (REQUIRETLS only under TLS).
 
 use postern_wire::command::{Body, MailParams, RcptParams};
 use postern_wire::{codes, Mailbox, Path};
@@ -93,9 +93,15 @@ impl<S: Socket> Session<S> {
             self.reject("MAIL", codes::unknown_parameter().with_text("BINARYMIME is not supported"), &[("from", &sender)]);
             return None;
         }
-        if !greeted.helo.extended && (params.size.is_some() || params.smtputf8 || params.body != Body::SevenBit) {
+        if !greeted.helo.extended && (params.size.is_some() || params.smtputf8 || params.requiretls || params.body != Body::SevenBit) {
             // Parameters are ESMTP only; HELO clients may not use them.
             self.reject("MAIL", codes::unknown_parameter().with_text("Parameters require EHLO"), &[("from", &sender)]);
+            return None;
+        }
+        // RFC 8689 §2: REQUIRETLS "MUST only be specified" in a session that
+        // uses TLS (and we offer it only then): refuse it in the clear.
+        if params.requiretls && self.tls().is_none() {
+            self.reject("MAIL", codes::requiretls_needs_tls(), &[("from", &sender)]);
             return None;
         }
         if let Some(free) = self.ctx.spool.free_space() {

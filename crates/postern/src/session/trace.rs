@@ -51,6 +51,7 @@ pub(super) fn build_envelope(id: &QueueId, txn: &Txn, size: u64, conn: &Conn, he
         ret: txn.params.ret.clone(),
         envid: txn.params.envid.clone(),
         quarantine: None,
+        requiretls: txn.params.requiretls,
     }
 }
 

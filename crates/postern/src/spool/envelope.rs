@@ -3,7 +3,7 @@
 //! complete message becomes a queued one ([`enqueue`], [`enqueue_draft`]).
 //!
 //! May touch: the spool, only through `Spool` (commit). RFC 3461 (the DSN
-//! fields kept per recipient).
+//! fields kept per recipient), RFC 8689 (the REQUIRETLS flag).
 
 use std::path::Path;
 
@@ -127,6 +127,16 @@ pub struct Envelope {
     /// quarantine reason); released with `postern queue release`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<String>,
+    /// MAIL FROM carried `REQUIRETLS` (RFC 8689): relay only over verified
+    /// TLS to a next hop that offers REQUIRETLS, else bounce (5.7.30).
+    /// Absent in older envelopes and written only when true.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub requiretls: bool,
+}
+
+/// For `skip_serializing_if`: a false flag is not written.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Envelope {
@@ -144,9 +154,27 @@ impl Envelope {
 /// Queues a complete message (CRLF text) for `rcpts` (already expanded).
 /// Blocking (fsync). Used for bounces and local submission.
 pub fn enqueue(spool: &Spool, sender: &str, rcpts: &[String], text: &[u8], client: &str) -> Result<QueueId, SpoolError> {
+    enqueue_notice(spool, sender, rcpts, text, client, false)
+}
+
+/// [`enqueue`] for a delivery status notice: `requiretls` when the message
+/// it reports on had REQUIRETLS (RFC 8689 §5: its notices are protected
+/// the same way, and return headers only).
+pub fn enqueue_notice(
+    spool: &Spool,
+    sender: &str,
+    rcpts: &[String],
+    text: &[u8],
+    client: &str,
+    requiretls: bool,
+) -> Result<QueueId, SpoolError> {
     let mut draft = spool.draft()?;
     draft.write(text);
-    enqueue_draft(spool, draft, sender, rcpts, client, text.iter().any(|&b| b >= 0x80), None)
+    let id = draft.id.clone();
+    let mut env = draft_envelope(&draft, sender, rcpts, client, text.iter().any(|&b| b >= 0x80), None);
+    env.requiretls = requiretls;
+    spool.commit_to(draft, &env, Place::Active)?;
+    Ok(id)
 }
 
 /// Commits a written draft for `rcpts`; `eight_bit` when the text has
@@ -162,9 +190,17 @@ pub fn enqueue_draft(
     quarantine: Option<String>,
 ) -> Result<QueueId, SpoolError> {
     let id = draft.id.clone();
-    let env = Envelope {
+    let env = draft_envelope(&draft, sender, rcpts, client, eight_bit, quarantine.clone());
+    let place = if quarantine.is_some() { Place::Hold } else { Place::Active };
+    spool.commit_to(draft, &env, place)?;
+    Ok(id)
+}
+
+/// The envelope of a locally made message (no DSN parameters, no HELO).
+fn draft_envelope(draft: &Draft, sender: &str, rcpts: &[String], client: &str, eight_bit: bool, quarantine: Option<String>) -> Envelope {
+    Envelope {
         version: ENVELOPE_VERSION,
-        id: id.clone(),
+        id: draft.id.clone(),
         created: now_unix(),
         sender: sender.to_string(),
         recipients: rcpts.iter().map(|r| Recipient::pending(r.as_str(), r.as_str())).collect(),
@@ -175,11 +211,9 @@ pub fn enqueue_draft(
         helo: None,
         ret: None,
         envid: None,
-        quarantine: quarantine.clone(),
-    };
-    let place = if quarantine.is_some() { Place::Hold } else { Place::Active };
-    spool.commit_to(draft, &env, place)?;
-    Ok(id)
+        quarantine,
+        requiretls: false,
+    }
 }
 
 /// The envelope file's contents. Serialising an envelope cannot fail (plain
@@ -197,4 +231,25 @@ pub(super) fn parse_envelope(path: &Path, bytes: &[u8]) -> Result<Envelope, Spoo
         return Err(SpoolError::Corrupt { path: path.to_path_buf(), message: format!("unknown version {}", env.version) });
     }
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An envelope written before `requiretls` existed reads as false; the
+    /// flag is written only when set, and reads back.
+    #[test]
+    fn requiretls_is_backward_compatible() {
+        let old = br#"{"version":1,"id":"0123456789abcdef","created":1,"sender":"a@b.example",
+            "recipients":[{"address":"c@d.example","original":"c@d.example","status":"pending"}],"size":3}"#;
+        let mut env = parse_envelope(Path::new("old.json"), old).expect("old envelope");
+        assert!(!env.requiretls);
+        let text = String::from_utf8(envelope_bytes(&env).unwrap()).unwrap();
+        assert!(!text.contains("requiretls"), "{text}");
+        env.requiretls = true;
+        let text = envelope_bytes(&env).unwrap();
+        assert!(String::from_utf8_lossy(&text).contains("\"requiretls\": true"));
+        assert!(parse_envelope(Path::new("new.json"), &text).unwrap().requiretls);
+    }
 }

@@ -32,7 +32,7 @@ mod envelope;
 mod groupsync;
 mod recover;
 
-pub use envelope::{enqueue, enqueue_draft, Envelope, RcptStatus, Recipient, ENVELOPE_VERSION};
+pub use envelope::{enqueue, enqueue_draft, enqueue_notice, Envelope, RcptStatus, Recipient, ENVELOPE_VERSION};
 use envelope::{envelope_bytes, parse_envelope};
 use groupsync::GroupSync;
 pub use recover::Listing;

@@ -20,6 +20,7 @@ fn env(id: &QueueId) -> Envelope {
         ret: None,
         envid: None,
         quarantine: None,
+        requiretls: false,
     }
 }
 

@@ -168,6 +168,8 @@ pub async fn check(s: &Settings, o: &Options) -> Result<Report, ProbeError> {
                             eight_bit: false,
                             smtputf8: false,
                             dsn: Default::default(),
+                            requiretls: false,
+                            tls_required_no: false,
                         };
                         let outcome = conn.transaction(&msg, std::slice::from_ref(to)).await;
                         let outcome =

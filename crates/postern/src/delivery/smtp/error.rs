@@ -127,9 +127,21 @@ pub enum ConnError {
     /// The peer's reply lines did not form a reply.
     #[error("malformed reply: {0:?}")]
     MalformedReply(String),
+    /// A connection opened with the TLS requirement relaxed for a
+    /// `TLS-Required: No` message was offered another message: never
+    /// reused for mail that did not ask for it (a fresh one is opened).
+    #[error("connection opened without its TLS requirement (TLS-Required: No) is not reused for other mail")]
+    RelaxedConnection,
 }
 
 impl ConnError {
+    /// The failure is the TLS requirement's (no STARTTLS, STARTTLS
+    /// refused, the handshake or its certificate check failed): what
+    /// `TLS-Required: No` lets pass (RFC 8689 §5).
+    pub fn is_tls_requirement(&self) -> bool {
+        matches!(self, ConnError::NoStartTls(_) | ConnError::StartTlsRefused { .. } | ConnError::Handshake { .. })
+    }
+
     /// The RFC 3463 status this error stands for.
     pub fn status(&self) -> Enhanced {
         match self {
@@ -146,6 +158,7 @@ impl ConnError {
                 Enhanced(4, 4, 2)
             }
             ConnError::MalformedReply(_) => Enhanced(4, 5, 0),
+            ConnError::RelaxedConnection => Enhanced(4, 7, 0),
         }
     }
 

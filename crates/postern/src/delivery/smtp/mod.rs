@@ -7,6 +7,9 @@
 //! reply per accepted recipient after the final dot (RFC 2033 §4.2). With
 //! PIPELINING (RFC 2920) MAIL, every RCPT and DATA go out in one write.
 //!
+//! What may be sent over a connection (REQUIRETLS, RFC 8689; A-labels for
+//! a next hop without SMTPUTF8, RFC 6531) is decided in `policy.rs`.
+//!
 //! May touch: outbound TCP or unix-domain sockets to the configured peers.
 
 use std::collections::HashSet;
@@ -24,6 +27,7 @@ use postern_wire::Reply;
 
 mod error;
 mod observe;
+pub mod policy;
 
 pub use self::error::ConnError;
 pub use self::observe::{Event, Observer};
@@ -53,6 +57,7 @@ trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Where and how to connect.
+#[derive(Clone)]
 pub struct Dest {
     /// The peer.
     pub endpoint: Endpoint,
@@ -90,6 +95,9 @@ pub struct Conn {
     auth_note: String,
     /// How the connection is protected, for the credentials decision.
     channel: Channel,
+    /// Opened by [`Conn::open_for`] with the TLS requirement relaxed
+    /// (`TLS-Required: No`): carries only messages that asked for that.
+    relaxed: bool,
 }
 
 /// TLS handshake as a client; returns the stream, a log summary and
@@ -123,6 +131,27 @@ impl Conn {
         Conn::open_observed(d, &mut ()).await
     }
 
+    /// [`Conn::open`] for delivering `msg`: when the next hop's TLS
+    /// requirement fails (no STARTTLS, refused, or a certificate that does
+    /// not verify) and the message says `TLS-Required: No` (RFC 8689 §5)
+    /// without REQUIRETLS, tries again with opportunistic TLS. Never for
+    /// a next hop we give credentials to: that requirement protects the
+    /// password, not the recipient's mail.
+    pub async fn open_for(d: &Dest, msg: &Message) -> Result<Conn, ConnError> {
+        let first = Conn::open(d).await;
+        let strict = d.tls.as_ref().is_some_and(|t| matches!(t.policy, OutboundTls::Encrypt | OutboundTls::Verify | OutboundTls::Dane));
+        let relax = msg.tls_required_no && !msg.requiretls && strict && d.credentials.is_none() && !d.implicit_tls;
+        match first {
+            Err(e) if relax && e.is_tls_requirement() => {
+                let may = ClientTls::build(OutboundTls::May, &[], None).map_err(|_| e)?;
+                let mut c = Conn::open(&Dest { tls: Some(Arc::new(may)), ..d.clone() }).await?;
+                c.relaxed = true;
+                Ok(c)
+            }
+            other => other,
+        }
+    }
+
     /// [`Conn::open`], telling `obs` each step as it happens (the smarthost
     /// self-test); the steps are the same whoever watches.
     pub async fn open_observed(d: &Dest, obs: &mut dyn Observer) -> Result<Conn, ConnError> {
@@ -145,6 +174,7 @@ impl Conn {
             tls: tls_note,
             auth_note: String::new(),
             channel,
+            relaxed: false,
         };
         let greeting = c.reply(REPLY_TIMEOUT).await?;
         obs.event(Event::Greeting(greeting.clone()));
@@ -186,6 +216,7 @@ impl Conn {
             tls: note,
             auth_note: String::new(),
             channel,
+            relaxed: false,
         };
         c.hello(ep, &d.helo, obs).await?;
         c.authenticate(d, obs).await?;
@@ -340,10 +371,17 @@ impl Conn {
     /// One transaction. `Err` means the connection is unusable and every
     /// recipient without an outcome is deferred.
     pub async fn transaction(&mut self, msg: &Message, rcpts: &[String]) -> Result<Vec<Outcome>, ConnError> {
-        if msg.smtputf8 && !self.ext.contains("SMTPUTF8") {
-            let o = Outcome::Failed(made::no_smtputf8());
-            return Ok(vec![o; rcpts.len()]);
+        // A pooled connection that skipped its TLS requirement for a
+        // `TLS-Required: No` message must not carry anyone else's mail.
+        if self.relaxed && (!msg.tls_required_no || msg.requiretls) {
+            return Err(ConnError::RelaxedConnection);
         }
+        // REQUIRETLS and the address forms this next hop takes (policy.rs).
+        let peer = policy::Peer { lmtp: self.lmtp, channel: self.channel, ext: &self.ext };
+        let env = match policy::envelope(msg, rcpts, peer) {
+            Ok(env) => env,
+            Err(r) => return Ok(vec![Outcome::Failed(r); rcpts.len()]),
+        };
         // RFC 6152: 8-bit data only to 8BITMIME hosts. We do not convert to
         // 7 bit (that would rewrite MIME structure and break signatures):
         // such mail bounces with 5.6.3 instead (documented).
@@ -351,38 +389,47 @@ impl Conn {
             let o = Outcome::Failed(made::no_8bitmime());
             return Ok(vec![o; rcpts.len()]);
         }
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
+        for (i, r) in &env.refused {
+            outcomes[*i] = Some(Outcome::Failed(r.clone()));
+        }
+        if env.rcpts.is_empty() {
+            return Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Outcome::Deferred(made::no_reply()))).collect());
+        }
         // The parameters the next hop understands, encoded by the same codec
         // that parses them on the server side (postern-wire).
         let dsn = self.ext.contains("DSN");
         let params = MailParams {
             size: self.ext.contains("SIZE").then_some(msg.body.len() as u64),
             body: if msg.eight_bit && self.ext.contains("8BITMIME") { Body::EightBitMime } else { Body::SevenBit },
-            smtputf8: msg.smtputf8,
+            smtputf8: env.smtputf8,
             ret: if dsn { msg.dsn.ret.clone() } else { None },
             envid: if dsn { msg.dsn.envid.clone() } else { None },
+            requiretls: env.requiretls,
             ..MailParams::default()
         };
-        let mail = format!("MAIL FROM:<{}>{}\r\n", msg.sender, params.encode());
-        let rcpt_line = |r: &str| -> String {
-            let params = match (dsn, msg.dsn.rcpts.get(r)) {
+        let mail = format!("MAIL FROM:<{}>{}\r\n", env.sender, params.encode());
+        // `i`: the recipient's index (its DSN parameters are kept under
+        // the address as queued); `wire`: the address as this hop takes it.
+        let rcpt_line = |i: usize, wire: &str| -> String {
+            let params = match (dsn, msg.dsn.rcpts.get(&rcpts[i])) {
                 (true, Some((notify, orcpt))) => RcptParams { notify: notify.clone(), orcpt: orcpt.clone() },
                 _ => RcptParams::default(),
             };
-            format!("RCPT TO:<{r}>{}\r\n", params.encode())
+            format!("RCPT TO:<{wire}>{}\r\n", params.encode())
         };
         let pipelining = self.ext.contains("PIPELINING") || self.lmtp;
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
         let mail_reply;
         let mut accepted = Vec::new();
         if pipelining {
             let mut batch = mail.into_bytes();
-            for r in rcpts {
-                batch.extend_from_slice(rcpt_line(r).as_bytes());
+            for (i, wire) in &env.rcpts {
+                batch.extend_from_slice(rcpt_line(*i, wire).as_bytes());
             }
             batch.extend_from_slice(b"DATA\r\n");
             self.send(&batch).await?;
             mail_reply = self.reply(REPLY_TIMEOUT).await?;
-            for (i, _) in rcpts.iter().enumerate() {
+            for &(i, _) in &env.rcpts {
                 let r = self.reply(REPLY_TIMEOUT).await?;
                 if r.is_positive() {
                     accepted.push(i);
@@ -394,8 +441,8 @@ impl Conn {
             self.send(mail.as_bytes()).await?;
             mail_reply = self.reply(REPLY_TIMEOUT).await?;
             if mail_reply.is_positive() {
-                for (i, r) in rcpts.iter().enumerate() {
-                    self.send(rcpt_line(r).as_bytes()).await?;
+                for &(i, ref wire) in &env.rcpts {
+                    self.send(rcpt_line(i, wire).as_bytes()).await?;
                     let rr = self.reply(REPLY_TIMEOUT).await?;
                     if rr.is_positive() {
                         accepted.push(i);
@@ -415,7 +462,7 @@ impl Conn {
             self.send(b"RSET\r\n").await?;
             self.reply(REPLY_TIMEOUT).await?;
             let o = Outcome::from_reply(&mail_reply);
-            return Ok(vec![o; rcpts.len()]);
+            return Ok(outcomes.into_iter().map(|x| x.unwrap_or_else(|| o.clone())).collect());
         }
         if accepted.is_empty() {
             if pipelining {

@@ -153,6 +153,12 @@ impl Harness {
         String::from_utf8_lossy(&self.spool.read_body(&id).expect("queued body")).into_owned()
     }
 
+    /// The envelope of a queued message, by the id in "queued as ID".
+    pub(super) fn envelope(&self, id: &str) -> crate::spool::Envelope {
+        let id = crate::spool::QueueId::parse(id.trim()).expect("queue id");
+        self.spool.load(&id).expect("queued envelope").0
+    }
+
     /// The sender that signals shutdown to every session, as SIGTERM does.
     pub(super) fn shutdown_handle(&self) -> watch::Sender<bool> {
         self._shutdown_tx.clone()

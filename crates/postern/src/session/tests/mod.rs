@@ -16,6 +16,7 @@ mod limits;
 mod loops;
 mod rate;
 mod rdns;
+mod requiretls;
 mod screen;
 
 use harness::{b64, Client, Harness};
