@@ -22,6 +22,11 @@
 //! listeners stay refused. A `[[route]]` or smarthost that names such a next
 //! hop is explicit and is not checked.
 //!
+//! DANE (RFC 7672, `mx.tls = "dane"`): the MX RRset's DNSSEC status, then
+//! per host the TLS it must get ([`super::dane::HostTls`], decided in
+//! `mx/dane_host.rs` by `MxDelivery::host_tls`); a host that fails DANE is
+//! deferred and the next one tried, never in cleartext.
+//!
 //! [`MxDelivery`] is a [`Transport`]: used for non-local domains when no
 //! smarthost is set, and for `[[route]] transport = "mx"` domains.
 
@@ -38,6 +43,8 @@ use tokio::sync::Semaphore;
 
 use postern_wire::Enhanced;
 
+use super::dane::dns::SecureDns;
+use super::dane::HostTls;
 use super::pool::Smarthost;
 use super::reply::made;
 use super::smtp::{Dest, AUTH_ORDER};
@@ -80,6 +87,14 @@ pub enum MxError {
         /// The last error of the failed attempt.
         why: String,
     },
+    /// DANE applied and no host passed it (or its DNSSEC lookups failed).
+    #[error("no MX host of {domain} passed DANE; last: {last}")]
+    Dane {
+        /// The domain.
+        domain: String,
+        /// The last host's failure.
+        last: String,
+    },
     /// The per-domain semaphore is closed.
     #[error("shutting down")]
     ShuttingDown,
@@ -98,6 +113,7 @@ impl MxError {
     pub fn reply(&self) -> DeliveryReply {
         let status = match self {
             MxError::DnsConfig(_) | MxError::Tls(_) => Enhanced(4, 3, 5),
+            MxError::Dane { .. } => Enhanced(4, 7, 5),
             MxError::MxLookup { .. } => Enhanced(4, 4, 3),
             MxError::ShuttingDown => Enhanced(4, 3, 0),
             MxError::HostLookup { .. } | MxError::BackingOff { .. } | MxError::Unreachable { .. } => Enhanced(4, 4, 1),
@@ -251,9 +267,11 @@ impl MxResolver {
                 mx.retain(|(_, h)| !h.is_empty());
                 Ok(Hosts::Try(order(mx, rand::random::<u64>())))
             }
-            Err(e) if e.is_nx_domain() => Ok(Hosts::NoDomain),
-            Err(e) if e.is_no_records_found() => Ok(Hosts::Try(vec![domain.to_string()])), // implicit MX
-            Err(e) => Err(MxError::MxLookup { domain: domain.to_string(), reason: e.to_string() }),
+            Err(e) => match no_mx(&e) {
+                Some(NoMx::NoDomain) => Ok(Hosts::NoDomain),
+                Some(NoMx::Implicit) => Ok(Hosts::Try(vec![domain.to_string()])), // implicit MX
+                None => Err(MxError::MxLookup { domain: domain.to_string(), reason: e.to_string() }),
+            },
         }
     }
 
@@ -269,6 +287,28 @@ impl MxResolver {
                 ips
             })
             .map_err(|e| MxError::HostLookup { host: host.to_string(), reason: e.to_string() })
+    }
+}
+
+/// What a failed MX lookup means, when it is an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoMx {
+    /// NXDOMAIN: the domain does not exist.
+    NoDomain,
+    /// NODATA: no MX records; the domain itself is the host (RFC 5321 §5.1).
+    Implicit,
+}
+
+/// Only NXDOMAIN and NODATA are answers; SERVFAIL, REFUSED, a timeout
+/// (`None`) are temporary: hickory 0.25 reports SERVFAIL and REFUSED as
+/// "no records found" too, which once made an outage an implicit MX.
+pub fn no_mx(e: &hickory_resolver::ResolveError) -> Option<NoMx> {
+    if !crate::inbound::dns::no_such_records(e) {
+        None
+    } else if e.is_nx_domain() {
+        Some(NoMx::NoDomain)
+    } else {
+        Some(NoMx::Implicit)
     }
 }
 
@@ -324,6 +364,9 @@ fn mark_dead(dead: &mut HashMap<String, (Instant, String)>, cap: usize, domain: 
     dead.insert(domain.to_string(), (until, why));
 }
 
+/// A connection pool to one MX address and the TLS config it uses.
+type Pool = (Arc<Smarthost>, Option<Arc<ClientTls>>);
+
 /// MX delivery state shared by all attempts.
 pub struct MxDelivery {
     resolver: MxResolver,
@@ -335,7 +378,10 @@ pub struct MxDelivery {
     me: Myself,
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
     dead: Mutex<HashMap<String, (Instant, String)>>,
-    pools: Mutex<HashMap<String, Arc<Smarthost>>>,
+    pools: Mutex<HashMap<String, Pool>>,
+    /// `mx.tls = "dane"`: the validating resolvers and the "encrypt"
+    /// config for hosts whose TLSA records are all unusable.
+    dane: Option<(SecureDns, Arc<ClientTls>)>,
     /// Where TLS session results go (RFC 8460); [`Discard`] when TLS
     /// reporting is off.
     pub reports: Arc<dyn TlsReports>,
@@ -350,8 +396,11 @@ impl MxDelivery {
         } else {
             let cas: Vec<std::path::PathBuf> =
                 [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE)].into_iter().filter(|p| p.exists()).collect();
-            Some(Arc::new(ClientTls::build(m.tls, &cas, None).map_err(|e| MxError::Tls(e.to_string()))?))
+            // "dane" hosts without (secure) TLSA records get "may".
+            let policy = if m.tls == crate::config::OutboundTls::Dane { crate::config::OutboundTls::May } else { m.tls };
+            Some(Arc::new(ClientTls::build(policy, &cas, None).map_err(|e| MxError::Tls(e.to_string()))?))
         };
+        let dane = if m.tls == crate::config::OutboundTls::Dane { Some(dane_host::setup(m)?) } else { None };
         Ok(MxDelivery {
             resolver: MxResolver::new(&m.nameservers)?,
             port: m.port,
@@ -363,34 +412,39 @@ impl MxDelivery {
             per_domain: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
+            dane,
             reports: Arc::new(Discard),
         })
     }
 
-    fn pool(&self, ip: IpAddr, host: &str) -> Arc<Smarthost> {
-        let key = format!("{ip}|{host}");
+    /// The connection pool for `host` at `ip` with the TLS `verdict`
+    /// demands (one pool per TLSA RRset, so changed records get new
+    /// connections), and that TLS config.
+    fn pool(&self, ip: IpAddr, host: &str, verdict: &HostTls) -> Result<Pool, MxError> {
+        let key = format!("{ip}|{host}|{}", verdict.pool_key());
         let mut pools = match self.pools.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        if let Some(p) = pools.get(&key) {
+            return Ok(p.clone());
+        }
         // A pool only the map holds has no delivery under way.
-        prune_idle(&mut pools, MAX_MAP_ENTRIES, |p| Arc::strong_count(p) == 1);
-        pools
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Smarthost::new(Dest {
-                    endpoint: Endpoint::Tcp(ip.to_string(), self.port),
-                    lmtp: false,
-                    helo: self.helo.clone(),
-                    tls: self.tls.clone(),
-                    implicit_tls: false,
-                    server_name: host.to_string(),
-                    credentials: None,
-                    auth_plaintext: false,
-                    auth_order: AUTH_ORDER,
-                }))
-            })
-            .clone()
+        prune_idle(&mut pools, MAX_MAP_ENTRIES, |p| Arc::strong_count(&p.0) == 1);
+        let tls = self.tls_for(host, verdict)?;
+        let pool = Arc::new(Smarthost::new(Dest {
+            endpoint: Endpoint::Tcp(ip.to_string(), self.port),
+            lmtp: false,
+            helo: self.helo.clone(),
+            tls: tls.clone(),
+            implicit_tls: false,
+            server_name: host.to_string(),
+            credentials: None,
+            auth_plaintext: false,
+            auth_order: AUTH_ORDER,
+        }));
+        pools.insert(key, (pool.clone(), tls.clone()));
+        Ok((pool, tls))
     }
 
     /// Delivers to recipients that all share `domain`. Returns the attempt
@@ -415,12 +469,17 @@ impl MxDelivery {
         };
         let Ok(_permit) = sem.acquire_owned().await else { return (format!("mx:{domain}"), defer(MxError::ShuttingDown)) };
         // Domain literals ([192.0.2.1]) go straight to the address.
+        let mut ascii_domain = None;
         let hosts = if let Some(lit) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
             Ok(Hosts::Try(vec![lit.trim_start_matches("ipv6:").to_string()]))
         } else {
             match super::idna::to_ascii(domain) {
                 // DNS speaks A-labels (RFC 5891): bücher.example → xn--bcher-kva.example.
-                Ok(ascii) => self.resolver.hosts(&ascii).await,
+                Ok(ascii) => {
+                    let h = self.resolver.hosts(&ascii).await;
+                    ascii_domain = Some(ascii);
+                    h
+                }
                 Err(_) => Ok(Hosts::NoDomain),
             }
         };
@@ -436,6 +495,15 @@ impl MxDelivery {
             }
             Err(e) => return (format!("mx:{domain}"), defer(e)),
         };
+        // RFC 7672 §2.2.1: DANE only below a secure MX RRset (or a secure
+        // denial of one, for the implicit MX).
+        let mx_secure = match &ascii_domain {
+            Some(ascii) => match self.mx_secure(ascii).await {
+                Ok(s) => s,
+                Err(e) => return (format!("mx:{domain}"), defer(e)),
+            },
+            None => false,
+        };
         let mut resolved = Vec::with_capacity(hosts.len());
         for host in hosts {
             let addrs = match host.parse::<IpAddr>() {
@@ -444,18 +512,31 @@ impl MxDelivery {
             };
             resolved.push((host, addrs));
         }
+        let mut dane_failed = false;
         let last = match plan(resolved, self.port, &self.me) {
             Plan::Try(targets) => {
                 let mut last = String::from("no MX host");
+                let mut verdicts: HashMap<String, HostTls> = HashMap::new();
                 for (host, ip) in targets {
-                    match self.pool(ip, &host).try_deliver(msg, rcpts).await {
+                    let verdict = match verdicts.get(&host) {
+                        Some(v) => v.clone(),
+                        None => {
+                            let v = self.host_tls(&host, mx_secure).await;
+                            verdicts.insert(host.clone(), v.clone());
+                            v
+                        }
+                    };
+                    match self.try_host(domain, &host, ip, &verdict, msg, rcpts).await {
                         Ok(a) => {
                             if let Ok(mut d) = self.dead.lock() {
                                 d.remove(domain);
                             }
                             return (format!("mx:{host}[{ip}]:{}", self.port), a);
                         }
-                        Err(e) => last = format!("{host}[{ip}]: {}", e.reply()),
+                        Err((why, dane)) => {
+                            last = format!("{host}[{ip}]: {why}");
+                            dane_failed = dane;
+                        }
                     }
                 }
                 last
@@ -469,7 +550,12 @@ impl MxDelivery {
         if let Ok(mut d) = self.dead.lock() {
             mark_dead(&mut d, MAX_MAP_ENTRIES, domain, Instant::now() + self.backoff, last.clone());
         }
-        (format!("mx:{domain}"), defer(MxError::Unreachable { domain: domain.to_string(), last }))
+        let e = if dane_failed {
+            MxError::Dane { domain: domain.to_string(), last }
+        } else {
+            MxError::Unreachable { domain: domain.to_string(), last }
+        };
+        (format!("mx:{domain}"), defer(e))
     }
 }
 
@@ -508,5 +594,6 @@ impl Transport for MxDelivery {
     }
 }
 
+mod dane_host;
 #[cfg(test)]
 mod tests;

@@ -22,6 +22,7 @@
 //! [`ClientCertIdentity`]), [`client`] (outbound client configs).
 
 pub mod client;
+pub mod dane;
 pub mod files;
 pub mod observe;
 pub mod server;
