@@ -13,6 +13,7 @@ use super::{MxDelivery, MxError};
 use crate::config::{Mx, OutboundTls};
 use crate::delivery::dane::dns::SecureDns;
 use crate::delivery::dane::{failure_of, from_tlsa, untrusted_resolvers, HostTls};
+use crate::delivery::smtp::ConnError;
 use crate::delivery::tlsrpt::{FailureType, PolicyType, SessionResult};
 use crate::delivery::{Attempt, Message};
 use crate::maillog;
@@ -112,8 +113,12 @@ impl MxDelivery {
                 Ok(a)
             }
             Err(e) => {
-                let why = e.reply().to_string();
                 let last = tls.as_ref().and_then(|t| t.dane.as_ref()).and_then(|d| d.last_failure());
+                let why = match (&e, &last) {
+                    // The verifier's own words, not rustls' debug form of them.
+                    (ConnError::Handshake { .. }, Some(f)) => format!("4.7.5 DANE authentication failed: {f}"),
+                    _ => e.reply().to_string(),
+                };
                 let failure = if verdict.reported() { failure_of(&e, last) } else { None };
                 match failure {
                     Some(f) => {
