@@ -162,3 +162,7 @@ impl MxDelivery {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "dane_host_tests.rs"]
+mod tests;
