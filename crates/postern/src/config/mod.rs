@@ -62,7 +62,7 @@ pub use schema_inbound_rdns::{InboundRdns, RejectAt, Resolve};
 pub use schema_ldap::{Ldap, LdapAuth};
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
-pub use schema_mx::Mx;
+pub use schema_mx::{untrusted_resolvers, Mx};
 pub use schema_route::{tls_name, HopOrigin, Outbound};
 pub use schema_rule_auth::AuthResult;
 pub use schema_sql::Sql;

@@ -19,7 +19,10 @@ pub struct Mx {
     pub nameservers: Vec<SocketAddr>,
     /// The SMTP port of MX hosts. Default 25 (tests use another).
     pub port: u16,
-    /// TLS to MX hosts: "none", "may" (default), "encrypt", "verify".
+    /// TLS to MX hosts: "none", "may" (default), "encrypt", "verify",
+    /// "dane" (RFC 7672: hosts with DNSSEC-secure TLSA records must present
+    /// a matching certificate, never cleartext; others as "may"; needs a
+    /// validating resolver on loopback, see docs/delivery.md "DANE").
     pub tls: OutboundTls,
     /// Deliveries at once per destination domain. Default 10.
     pub domain_concurrency: usize,
@@ -34,6 +37,12 @@ pub struct Mx {
     /// Our own listeners (address and port) stay refused even when on.
     /// Default false.
     pub dangerous_allow_loopback: bool,
+    /// With `tls = "dane"`: trust the AD ("validated") bit from name
+    /// servers that are not on loopback. Off by default: the AD bit is only
+    /// as good as the path it travels, so DANE wants a validating resolver
+    /// on this host (127.0.0.1, ::1). Turn on only when the path to the
+    /// resolver is itself protected. Default false.
+    pub dnssec_trust_remote_ad: bool,
 }
 
 impl Default for Mx {
@@ -45,6 +54,27 @@ impl Default for Mx {
             domain_concurrency: 10,
             domain_backoff: Duration::from_secs(60),
             dangerous_allow_loopback: false,
+            dnssec_trust_remote_ad: false,
         }
+    }
+}
+
+/// Why these resolvers may not be trusted for the AD bit, if they may not:
+/// the answer's AD bit is only as good as the path it came over, so only
+/// resolvers on this host count unless `trust_remote` (RFC 4035 §4.9.3,
+/// RFC 6698 §4.1). Pure.
+pub fn untrusted_resolvers(servers: &[SocketAddr], trust_remote: bool) -> Option<String> {
+    if servers.is_empty() {
+        return Some("no name server to ask".into());
+    }
+    let remote: Vec<String> = servers.iter().filter(|a| !a.ip().to_canonical().is_loopback()).map(|a| a.to_string()).collect();
+    if remote.is_empty() || trust_remote {
+        None
+    } else {
+        Some(format!(
+            "mx.tls = \"dane\" trusts the DNSSEC AD bit only from a validating resolver on loopback; {} is not \
+             (set mx.dnssec_trust_remote_ad = true if the path to it is trusted)",
+            remote.join(", ")
+        ))
     }
 }

@@ -120,6 +120,9 @@ pub enum ValidationError {
     /// `:name` in a query).
     #[error("{0}")]
     Sql(String),
+    /// `mx.tls = "dane"` with a name server whose AD bit cannot be trusted.
+    #[error("{0}")]
+    Dane(String),
     /// `auth.backend` names a directory that is not configured.
     #[error("auth.backend = {0:?} needs a [{0}] table")]
     BackendMissing(&'static str),
@@ -196,6 +199,11 @@ pub(super) fn check(c: &Config) -> Vec<Issue> {
     }
     rule_listeners(c, &mut out);
     super::validate_route::routes(c, &mut out);
+    if c.mx.tls == super::OutboundTls::Dane && !c.mx.nameservers.is_empty() {
+        if let Some(why) = super::schema_mx::untrusted_resolvers(&c.mx.nameservers, c.mx.dnssec_trust_remote_ad) {
+            out.push(at(key("mx.nameservers"), ValidationError::Dane(why)));
+        }
+    }
     milters(c, &mut out);
     domains(c, &mut out);
     for (k, e) in c.ldap.as_ref().map(|l| super::schema_ldap::check(l, c.sql.is_some())).unwrap_or_default() {

@@ -11,6 +11,7 @@
 //! May touch: through the transports, the network and the Maildir root.
 
 pub mod credentials;
+pub mod dane;
 pub mod hops;
 pub mod idna;
 pub mod lmtp;

@@ -22,6 +22,11 @@
 //! listeners stay refused. A `[[route]]` or smarthost that names such a next
 //! hop is explicit and is not checked.
 //!
+//! DANE (RFC 7672, `mx.tls = "dane"`): the MX RRset's DNSSEC status, then
+//! per host the TLS it must get ([`super::dane::HostTls`], decided in
+//! `mx/dane_host.rs` by `MxDelivery::host_tls`); a host that fails DANE is
+//! deferred and the next one tried, never in cleartext.
+//!
 //! [`MxDelivery`] is a [`Transport`]: used for non-local domains when no
 //! smarthost is set, and for `[[route]] transport = "mx"` domains.
 
@@ -30,14 +35,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::xfer::Protocol;
-use hickory_resolver::TokioResolver;
 use tokio::sync::Semaphore;
 
 use postern_wire::Enhanced;
 
+use super::dane::dns::SecureDns;
+use super::dane::HostTls;
 use super::pool::Smarthost;
 use super::reply::made;
 use super::smtp::{Dest, AUTH_ORDER};
@@ -80,6 +83,14 @@ pub enum MxError {
         /// The last error of the failed attempt.
         why: String,
     },
+    /// DANE applied and no host passed it (or its DNSSEC lookups failed).
+    #[error("no MX host of {domain} passed DANE; last: {last}")]
+    Dane {
+        /// The domain.
+        domain: String,
+        /// The last host's failure.
+        last: String,
+    },
     /// The per-domain semaphore is closed.
     #[error("shutting down")]
     ShuttingDown,
@@ -98,6 +109,7 @@ impl MxError {
     pub fn reply(&self) -> DeliveryReply {
         let status = match self {
             MxError::DnsConfig(_) | MxError::Tls(_) => Enhanced(4, 3, 5),
+            MxError::Dane { .. } => Enhanced(4, 7, 5),
             MxError::MxLookup { .. } => Enhanced(4, 4, 3),
             MxError::ShuttingDown => Enhanced(4, 3, 0),
             MxError::HostLookup { .. } | MxError::BackingOff { .. } | MxError::Unreachable { .. } => Enhanced(4, 4, 1),
@@ -208,93 +220,6 @@ pub fn plan(resolved: Vec<(String, Result<Vec<IpAddr>, String>)>, port: u16, me:
     }
 }
 
-/// The resolver.
-pub struct MxResolver {
-    resolver: TokioResolver,
-}
-
-impl MxResolver {
-    /// System configuration, or these name servers (UDP and TCP).
-    pub fn new(nameservers: &[SocketAddr]) -> Result<MxResolver, MxError> {
-        let builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| MxError::DnsConfig(e.to_string()))?
-        } else {
-            let mut group = Vec::new();
-            for a in nameservers {
-                group.push(NameServerConfig::new(*a, Protocol::Udp));
-                group.push(NameServerConfig::new(*a, Protocol::Tcp));
-            }
-            let cfg = ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from(group));
-            TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default())
-        };
-        let mut builder = builder;
-        // Mail routing must follow DNS, not /etc/hosts; and keep answers fresh.
-        builder.options_mut().use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
-        builder.options_mut().cache_size = 256;
-        // Both families for MX hosts (the default asks AAAA only when there
-        // is no A record): an IPv6 address is another way in when the IPv4
-        // ones refuse. `addrs` puts IPv4 first, as before.
-        builder.options_mut().ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
-        Ok(MxResolver { resolver: builder.build() })
-    }
-
-    /// MX hosts of a domain, best first (random among equal preferences).
-    pub async fn hosts(&self, domain: &str) -> Result<Hosts, MxError> {
-        let fqdn = format!("{}.", domain.trim_end_matches('.'));
-        match self.resolver.mx_lookup(fqdn.as_str()).await {
-            Ok(lookup) => {
-                let mut mx: Vec<(u16, String)> =
-                    lookup.iter().map(|m| (m.preference(), m.exchange().to_utf8().trim_end_matches('.').to_string())).collect();
-                if mx.len() == 1 && mx[0].1.is_empty() {
-                    return Ok(Hosts::NullMx);
-                }
-                mx.retain(|(_, h)| !h.is_empty());
-                Ok(Hosts::Try(order(mx, rand::random::<u64>())))
-            }
-            Err(e) if e.is_nx_domain() => Ok(Hosts::NoDomain),
-            Err(e) if e.is_no_records_found() => Ok(Hosts::Try(vec![domain.to_string()])), // implicit MX
-            Err(e) => Err(MxError::MxLookup { domain: domain.to_string(), reason: e.to_string() }),
-        }
-    }
-
-    /// Addresses of a host, IPv6 and IPv4.
-    pub async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, MxError> {
-        let fqdn = format!("{}.", host.trim_end_matches('.'));
-        self.resolver
-            .lookup_ip(fqdn.as_str())
-            .await
-            .map(|l| {
-                let mut ips: Vec<IpAddr> = l.iter().collect();
-                ips.sort_by_key(|ip| ip.is_ipv6()); // stable: IPv4 first, DNS order within a family
-                ips
-            })
-            .map_err(|e| MxError::HostLookup { host: host.to_string(), reason: e.to_string() })
-    }
-}
-
-/// Sorts by preference; equal preferences are shuffled with `seed` (pure, tested).
-pub fn order(mut mx: Vec<(u16, String)>, seed: u64) -> Vec<String> {
-    let mut state = seed | 1;
-    let mut keyed: Vec<(u16, u64, String)> = mx
-        .drain(..)
-        .map(|(p, h)| {
-            // xorshift: a cheap deterministic shuffle key per entry
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (p, state, h)
-        })
-        .collect();
-    keyed.sort();
-    let mut seen = Vec::new();
-    for (_, _, h) in keyed {
-        if !seen.contains(&h) {
-            seen.push(h);
-        }
-    }
-    seen
-}
-
 /// Most entries in each per-domain (or per-host) map of [`MxDelivery`]:
 /// past it, entries not in use are pruned, so mail to ever new domains
 /// cannot grow them without bound (review, info notes of F14).
@@ -324,6 +249,9 @@ fn mark_dead(dead: &mut HashMap<String, (Instant, String)>, cap: usize, domain: 
     dead.insert(domain.to_string(), (until, why));
 }
 
+/// A connection pool to one MX address and the TLS config it uses.
+type Pool = (Arc<Smarthost>, Option<Arc<ClientTls>>);
+
 /// MX delivery state shared by all attempts.
 pub struct MxDelivery {
     resolver: MxResolver,
@@ -335,7 +263,10 @@ pub struct MxDelivery {
     me: Myself,
     per_domain: Mutex<HashMap<String, Arc<Semaphore>>>,
     dead: Mutex<HashMap<String, (Instant, String)>>,
-    pools: Mutex<HashMap<String, Arc<Smarthost>>>,
+    pools: Mutex<HashMap<String, Pool>>,
+    /// `mx.tls = "dane"`: the validating resolvers and the "encrypt"
+    /// config for hosts whose TLSA records are all unusable.
+    dane: Option<(SecureDns, Arc<ClientTls>)>,
     /// Where TLS session results go (RFC 8460); [`Discard`] when TLS
     /// reporting is off.
     pub reports: Arc<dyn TlsReports>,
@@ -350,8 +281,11 @@ impl MxDelivery {
         } else {
             let cas: Vec<std::path::PathBuf> =
                 [std::path::PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE)].into_iter().filter(|p| p.exists()).collect();
-            Some(Arc::new(ClientTls::build(m.tls, &cas, None).map_err(|e| MxError::Tls(e.to_string()))?))
+            // "dane" hosts without (secure) TLSA records get "may".
+            let policy = if m.tls == crate::config::OutboundTls::Dane { crate::config::OutboundTls::May } else { m.tls };
+            Some(Arc::new(ClientTls::build(policy, &cas, None).map_err(|e| MxError::Tls(e.to_string()))?))
         };
+        let dane = if m.tls == crate::config::OutboundTls::Dane { Some(dane_host::setup(m)?) } else { None };
         Ok(MxDelivery {
             resolver: MxResolver::new(&m.nameservers)?,
             port: m.port,
@@ -363,34 +297,39 @@ impl MxDelivery {
             per_domain: Mutex::new(HashMap::new()),
             dead: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
+            dane,
             reports: Arc::new(Discard),
         })
     }
 
-    fn pool(&self, ip: IpAddr, host: &str) -> Arc<Smarthost> {
-        let key = format!("{ip}|{host}");
+    /// The connection pool for `host` at `ip` with the TLS `verdict`
+    /// demands (one pool per TLSA RRset, so changed records get new
+    /// connections), and that TLS config.
+    fn pool(&self, ip: IpAddr, host: &str, verdict: &HostTls) -> Result<Pool, MxError> {
+        let key = format!("{ip}|{host}|{}", verdict.pool_key());
         let mut pools = match self.pools.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        if let Some(p) = pools.get(&key) {
+            return Ok(p.clone());
+        }
         // A pool only the map holds has no delivery under way.
-        prune_idle(&mut pools, MAX_MAP_ENTRIES, |p| Arc::strong_count(p) == 1);
-        pools
-            .entry(key)
-            .or_insert_with(|| {
-                Arc::new(Smarthost::new(Dest {
-                    endpoint: Endpoint::Tcp(ip.to_string(), self.port),
-                    lmtp: false,
-                    helo: self.helo.clone(),
-                    tls: self.tls.clone(),
-                    implicit_tls: false,
-                    server_name: host.to_string(),
-                    credentials: None,
-                    auth_plaintext: false,
-                    auth_order: AUTH_ORDER,
-                }))
-            })
-            .clone()
+        prune_idle(&mut pools, MAX_MAP_ENTRIES, |p| Arc::strong_count(&p.0) == 1);
+        let tls = self.tls_for(host, verdict)?;
+        let pool = Arc::new(Smarthost::new(Dest {
+            endpoint: Endpoint::Tcp(ip.to_string(), self.port),
+            lmtp: false,
+            helo: self.helo.clone(),
+            tls: tls.clone(),
+            implicit_tls: false,
+            server_name: host.to_string(),
+            credentials: None,
+            auth_plaintext: false,
+            auth_order: AUTH_ORDER,
+        }));
+        pools.insert(key, (pool.clone(), tls.clone()));
+        Ok((pool, tls))
     }
 
     /// Delivers to recipients that all share `domain`. Returns the attempt
@@ -415,12 +354,17 @@ impl MxDelivery {
         };
         let Ok(_permit) = sem.acquire_owned().await else { return (format!("mx:{domain}"), defer(MxError::ShuttingDown)) };
         // Domain literals ([192.0.2.1]) go straight to the address.
+        let mut ascii_domain = None;
         let hosts = if let Some(lit) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
             Ok(Hosts::Try(vec![lit.trim_start_matches("ipv6:").to_string()]))
         } else {
             match super::idna::to_ascii(domain) {
                 // DNS speaks A-labels (RFC 5891): bücher.example → xn--bcher-kva.example.
-                Ok(ascii) => self.resolver.hosts(&ascii).await,
+                Ok(ascii) => {
+                    let h = self.resolver.hosts(&ascii).await;
+                    ascii_domain = Some(ascii);
+                    h
+                }
                 Err(_) => Ok(Hosts::NoDomain),
             }
         };
@@ -436,6 +380,15 @@ impl MxDelivery {
             }
             Err(e) => return (format!("mx:{domain}"), defer(e)),
         };
+        // RFC 7672 §2.2.1: DANE only below a secure MX RRset (or a secure
+        // denial of one, for the implicit MX).
+        let mx_secure = match &ascii_domain {
+            Some(ascii) => match self.mx_secure(ascii).await {
+                Ok(s) => s,
+                Err(e) => return (format!("mx:{domain}"), defer(e)),
+            },
+            None => false,
+        };
         let mut resolved = Vec::with_capacity(hosts.len());
         for host in hosts {
             let addrs = match host.parse::<IpAddr>() {
@@ -444,18 +397,31 @@ impl MxDelivery {
             };
             resolved.push((host, addrs));
         }
+        let mut dane_failed = false;
         let last = match plan(resolved, self.port, &self.me) {
             Plan::Try(targets) => {
                 let mut last = String::from("no MX host");
+                let mut verdicts: HashMap<String, HostTls> = HashMap::new();
                 for (host, ip) in targets {
-                    match self.pool(ip, &host).try_deliver(msg, rcpts).await {
+                    let verdict = match verdicts.get(&host) {
+                        Some(v) => v.clone(),
+                        None => {
+                            let v = self.host_tls(&host, mx_secure).await;
+                            verdicts.insert(host.clone(), v.clone());
+                            v
+                        }
+                    };
+                    match self.try_host(domain, &host, ip, &verdict, msg, rcpts).await {
                         Ok(a) => {
                             if let Ok(mut d) = self.dead.lock() {
                                 d.remove(domain);
                             }
                             return (format!("mx:{host}[{ip}]:{}", self.port), a);
                         }
-                        Err(e) => last = format!("{host}[{ip}]: {}", e.reply()),
+                        Err((why, dane)) => {
+                            last = format!("{host}[{ip}]: {why}");
+                            dane_failed = dane;
+                        }
                     }
                 }
                 last
@@ -469,7 +435,12 @@ impl MxDelivery {
         if let Ok(mut d) = self.dead.lock() {
             mark_dead(&mut d, MAX_MAP_ENTRIES, domain, Instant::now() + self.backoff, last.clone());
         }
-        (format!("mx:{domain}"), defer(MxError::Unreachable { domain: domain.to_string(), last }))
+        let e = if dane_failed {
+            MxError::Dane { domain: domain.to_string(), last }
+        } else {
+            MxError::Unreachable { domain: domain.to_string(), last }
+        };
+        (format!("mx:{domain}"), defer(e))
     }
 }
 
@@ -508,5 +479,8 @@ impl Transport for MxDelivery {
     }
 }
 
+mod dane_host;
+mod resolve;
+pub use self::resolve::{no_mx, order, MxResolver, NoMx};
 #[cfg(test)]
 mod tests;

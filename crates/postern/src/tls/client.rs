@@ -63,6 +63,8 @@ pub struct ClientTls {
     pub(super) roots: Arc<RootCertStore>,
     /// The policy.
     pub policy: OutboundTls,
+    /// DANE (`policy` = Dane): the verifier holding the host's TLSA records.
+    pub dane: Option<Arc<super::dane::DaneVerifier>>,
 }
 
 /// The system CA bundle used for "verify" when no CA files are given.
@@ -92,7 +94,7 @@ impl ClientTls {
             }
             None => builder.with_no_client_auth(),
         };
-        Ok(ClientTls { config: Arc::new(config), roots, policy })
+        Ok(ClientTls { config: Arc::new(config), roots, policy, dane: None })
     }
 
     /// After a handshake: did the server's certificate verify for `name`?

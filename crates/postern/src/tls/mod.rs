@@ -19,9 +19,11 @@
 //! the self-signed default certificate, expiry warnings), [`server`]
 //! (server configs per client-cert mode, [`TlsInfo`] from a handshake),
 //! [`verify`] (client-certificate verification, [`CertInfo`],
-//! [`ClientCertIdentity`]), [`client`] (outbound client configs).
+//! [`ClientCertIdentity`]), [`client`] (outbound client configs), [`dane`]
+//! (DANE TLSA matching and its server-certificate verifier, RFC 7671/7672).
 
 pub mod client;
+pub mod dane;
 pub mod files;
 pub mod observe;
 pub mod server;

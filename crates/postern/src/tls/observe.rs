@@ -146,7 +146,7 @@ impl ClientTls {
         config.dangerous().set_certificate_verifier(Arc::new(RecordingVerifier { inner, seen: seen.clone() }));
         config.client_auth_cert_resolver =
             Arc::new(RecordingResolver { inner: config.client_auth_cert_resolver.clone(), seen: seen.clone() });
-        Ok((ClientTls { config: Arc::new(config), roots: self.roots.clone(), policy: self.policy }, seen))
+        Ok((ClientTls { config: Arc::new(config), roots: self.roots.clone(), policy: self.policy, dane: None }, seen))
     }
 }
 

@@ -107,3 +107,26 @@ fn plans_over_fake_resolutions() {
     assert_eq!(plan(vec![], 25, &me), Plan::Nothing("no MX host".into()));
     assert_eq!(plan(vec![r("mx1", &[])], 25, &me), Plan::Nothing("no MX host".into()));
 }
+
+/// Only NXDOMAIN and NODATA are answers to an MX query: a SERVFAIL or
+/// REFUSED once became an implicit MX (delivery to the domain's A record).
+#[test]
+fn failed_mx_lookups_are_temporary() {
+    use hickory_resolver::proto::op::{Query, ResponseCode};
+    use hickory_resolver::proto::rr::{Name, RecordType};
+    use hickory_resolver::proto::ProtoError;
+    let answered = |code| -> hickory_resolver::ResolveError {
+        let q = Box::new(Query::query(Name::from_ascii("example.org.").unwrap(), RecordType::MX));
+        ProtoError::nx_error(q, None, None, None, code, false, None).into()
+    };
+    for (code, want) in [
+        (ResponseCode::NXDomain, Some(NoMx::NoDomain)),
+        (ResponseCode::NoError, Some(NoMx::Implicit)),
+        (ResponseCode::ServFail, None),
+        (ResponseCode::Refused, None),
+        (ResponseCode::NotImp, None),
+        (ResponseCode::FormErr, None),
+    ] {
+        assert_eq!(no_mx(&answered(code)), want, "{code:?}");
+    }
+}

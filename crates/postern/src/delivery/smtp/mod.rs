@@ -113,8 +113,10 @@ async fn client_handshake(io: Box<dyn Io>, d: &Dest) -> Result<(Box<dyn Io>, Str
         .map_err(|_| ConnError::Handshake { ep: ep.clone(), reason: "timed out".into() })?
         .map_err(|e| ConnError::Handshake { ep: ep.clone(), reason: e.to_string() })?;
     let conn = stream.get_ref().1;
-    let (verified, channel) = match tls.policy {
-        OutboundTls::Verify => ("verified".to_string(), Channel::VerifiedTls),
+    let (verified, channel) = match (&tls.dane, tls.policy) {
+        // The DANE verifier let the handshake through: a TLSA record matched.
+        (Some(dane), _) => (dane.note(conn.peer_certificates().unwrap_or_default()), Channel::VerifiedTls),
+        (None, OutboundTls::Verify) => ("verified".to_string(), Channel::VerifiedTls),
         _ => match tls.verify_peer(conn, &d.server_name) {
             Ok(()) => ("verified".to_string(), Channel::VerifiedTls),
             Err(e) => (format!("unverified ({e})"), Channel::UnverifiedTls),
@@ -187,7 +189,8 @@ impl Conn {
             c.authenticate(d, obs).await?;
             return Ok(c);
         }
-        let must = matches!(policy, OutboundTls::Encrypt | OutboundTls::Verify);
+        // DANE with secure TLSA records (a DANE verifier): no cleartext fallback (RFC 7672 §2.2).
+        let must = matches!(policy, OutboundTls::Encrypt | OutboundTls::Verify) || d.tls.as_ref().is_some_and(|t| t.dane.is_some());
         if !c.ext.contains("STARTTLS") {
             if must {
                 return Err(ConnError::NoStartTls(ep.clone()));
