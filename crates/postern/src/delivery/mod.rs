@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod idna;
 pub mod lmtp;
 pub mod maildir;
+pub mod mta_sts;
 pub mod mx;
 pub mod pool;
 pub mod probe;

@@ -339,6 +339,8 @@ pub struct MxDelivery {
     /// Where TLS session results go (RFC 8460); [`Discard`] when TLS
     /// reporting is off.
     pub reports: Arc<dyn TlsReports>,
+    /// MTA-STS (RFC 8461, `delivery/mta_sts`); `None` when `[mta_sts]` is off.
+    mta_sts: Option<super::mta_sts::MtaSts>,
 }
 
 impl MxDelivery {
@@ -364,11 +366,14 @@ impl MxDelivery {
             dead: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             reports: Arc::new(Discard),
+            mta_sts: super::mta_sts::MtaSts::new(s).map_err(MxError::Tls)?,
         })
     }
 
-    fn pool(&self, ip: IpAddr, host: &str) -> Arc<Smarthost> {
-        let key = format!("{ip}|{host}");
+    fn pool(&self, ip: IpAddr, host: &str, sts: Option<super::mta_sts::HostTls>) -> Arc<Smarthost> {
+        // MTA-STS: a host under a policy has its own TLS client, and pool.
+        let key = format!("{ip}|{host}|{}", sts.as_ref().map_or("", |t| t.tag));
+        let tls = sts.map(|t| t.tls).or_else(|| self.tls.clone());
         let mut pools = match self.pools.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -382,7 +387,7 @@ impl MxDelivery {
                     endpoint: Endpoint::Tcp(ip.to_string(), self.port),
                     lmtp: false,
                     helo: self.helo.clone(),
-                    tls: self.tls.clone(),
+                    tls,
                     implicit_tls: false,
                     server_name: host.to_string(),
                     credentials: None,
@@ -436,6 +441,17 @@ impl MxDelivery {
             }
             Err(e) => return (format!("mx:{domain}"), defer(e)),
         };
+        // ---- MTA-STS (RFC 8461, delivery/mta_sts): an `enforce` policy drops
+        // the MX hosts it does not list and gives the others a verifying TLS
+        // client; `sts.record` reports each session (RFC 8460). ----
+        let (hosts, sts) = match &self.mta_sts {
+            Some(m) => match m.apply(domain, hosts, self.reports.clone()).await {
+                Ok(x) => x,
+                Err(reply) => return (format!("mx:{domain}"), Attempt::all(Outcome::Deferred(reply), n, None)),
+            },
+            None => (hosts, super::mta_sts::Applied::none()),
+        };
+        // ---- end MTA-STS ----
         let mut resolved = Vec::with_capacity(hosts.len());
         for host in hosts {
             let addrs = match host.parse::<IpAddr>() {
@@ -448,7 +464,9 @@ impl MxDelivery {
             Plan::Try(targets) => {
                 let mut last = String::from("no MX host");
                 for (host, ip) in targets {
-                    match self.pool(ip, &host).try_deliver(msg, rcpts).await {
+                    let result = self.pool(ip, &host, sts.tls_for(&host)).try_deliver(msg, rcpts).await;
+                    sts.record(&host, ip, &result); // MTA-STS / TLS-RPT
+                    match result {
                         Ok(a) => {
                             if let Ok(mut d) = self.dead.lock() {
                                 d.remove(domain);

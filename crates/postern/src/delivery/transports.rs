@@ -82,7 +82,7 @@ pub struct Transports {
     smarthost: Mutex<Option<(String, Arc<Smarthost>)>>,
     /// `[[route]]` SMTP next hops, by endpoint.
     routes: Mutex<HashMap<String, Arc<Smarthost>>>,
-    /// MX delivery, keyed by the `[mx]` settings and host name.
+    /// MX delivery, keyed by the `[mx]` and `[mta_sts]` settings and host name.
     mx: Mutex<Option<(String, Arc<MxDelivery>)>>,
 }
 
@@ -155,7 +155,7 @@ impl Transports {
 
     /// The MX delivery state for the current `[mx]` settings.
     fn mx(&self, s: &Settings) -> Result<Arc<MxDelivery>, SetupError> {
-        let key = format!("{:?}|{}", s.config.mx, s.hostname);
+        let key = format!("{:?}|{:?}|{}", s.config.mx, s.config.mta_sts, s.hostname);
         let mut g = lock(&self.mx);
         if let Some((k, m)) = g.as_ref() {
             if *k == key {
