@@ -50,7 +50,7 @@ class Zone(BaseResolver):
         return reply
 
 
-class TestCa:
+class Authority:
     """A CA and leaf certificates issued by it (cryptography)."""
 
     def __init__(self, directory):
@@ -143,7 +143,7 @@ class World:
 @pytest.fixture
 def world(tmp_path):
     w = World()
-    w.ca = TestCa(tmp_path)
+    w.ca = Authority(tmp_path)
     w.root = tmp_path / "policies"
     w.smtp_port = free_port()
     w.https_port = free_port()
