@@ -227,6 +227,12 @@ def test_enforce_good_certificate_delivers_over_verified_tls(postern_factory, wo
     fetched = lines(p, "mta_sts domain=enforce.test result=fetched")
     assert fetched and "id=e1" in fetched[0] and "mode=enforce" in fetched[0], p.log()
     assert (p.data / "mta-sts" / "enforce.test.json").is_file()
+    # The operator's view of the same domain.
+    out = p.cli("check", "mta-sts", "enforce.test")
+    text = out.stdout.decode()
+    assert out.returncode == 0, (out.returncode, text, out.stderr)
+    assert "TXT _mta-sts.enforce.test: id=e1" in text and "policy: mode=enforce" in text, text
+    assert "cached: id=e1" in text and "MX mx.enforce.test: verified TLS required" in text, text
 
 
 def test_enforce_bad_certificate_defers_and_never_sends(postern_factory, world):
@@ -252,6 +258,9 @@ def test_enforce_mx_not_in_policy_defers(postern_factory, world):
     assert mismatch and "result=mx-mismatch" in mismatch[0], p.log()
     assert world.sinks["notlisted.test"].messages == []
     assert world.sinks["notlisted.test"].ehlos == 0, "an MX host the policy does not list is not even contacted"
+    out = p.cli("check", "mta-sts", "notlisted.test")
+    assert out.returncode == 69, (out.returncode, out.stdout, out.stderr)
+    assert b"FAIL MX mx.notlisted.test: not listed in the policy: refused" in out.stdout, out.stdout
 
 
 def test_testing_bad_certificate_delivers_and_reports(postern_factory, world):

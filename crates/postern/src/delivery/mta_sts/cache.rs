@@ -248,6 +248,11 @@ impl Store {
         std::fs::rename(&tmp, &path).map_err(err(&path))
     }
 
+    /// One domain's policy from disk, expired or not (read only).
+    pub fn read(&self, domain: &str) -> Option<Cached> {
+        read(&self.path(domain)?).filter(|c| c.domain == domain)
+    }
+
     /// Removes a domain's file (evicted from the cache).
     pub fn remove(&self, domain: &str) {
         if let Some(p) = self.path(domain) {

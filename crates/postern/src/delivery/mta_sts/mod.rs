@@ -20,6 +20,7 @@
 //! `DATA/mta-sts/` ([`cache`]), the mail log. RFCs: 8461, 8460 §4.3.
 
 pub mod cache;
+pub mod check;
 pub mod fetch;
 pub mod policy;
 pub mod txt;
@@ -69,21 +70,8 @@ impl MtaSts {
         if !c.enabled {
             return Ok(None);
         }
-        let cas: Vec<PathBuf> = if c.ca_files.is_empty() {
-            let system = PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE);
-            if !system.exists() {
-                crate::maillog::error(&[
-                    ("error", &format!("MTA-STS needs CA certificates: {} is missing and mta_sts.ca_files is empty", system.display())),
-                    ("action", "MTA-STS off"),
-                ]);
-                return Ok(None);
-            }
-            vec![system]
-        } else {
-            c.ca_files.iter().map(|p| s.resolve(p)).collect()
-        };
+        let Some((net, cas)) = network(s)? else { return Ok(None) };
         let mx = &s.config.mx;
-        let net = Network::new(&mx.nameservers, &cas, c.https_port, c.fetch_timeout, mx.dangerous_allow_loopback)?;
         let build = |p: OutboundTls| ClientTls::build(p, &cas, None).map(Arc::new).map_err(|e| format!("mta_sts.ca_files: {e}"));
         let testing_tls = match mx.tls {
             OutboundTls::None => None,
@@ -264,6 +252,29 @@ impl MtaSts {
         }
         Ok((kept, applied))
     }
+}
+
+/// The DNS/HTTPS side for the settings, and the CA files it trusts;
+/// `Ok(None)` (logged) when no CA file is configured and the system bundle
+/// is missing.
+fn network(s: &Settings) -> Result<Option<(Network, Vec<PathBuf>)>, String> {
+    let c = &s.config.mta_sts;
+    let cas: Vec<PathBuf> = if c.ca_files.is_empty() {
+        let system = PathBuf::from(crate::tls::SYSTEM_CA_BUNDLE);
+        if !system.exists() {
+            crate::maillog::error(&[
+                ("error", &format!("MTA-STS needs CA certificates: {} is missing and mta_sts.ca_files is empty", system.display())),
+                ("action", "MTA-STS off"),
+            ]);
+            return Ok(None);
+        }
+        vec![system]
+    } else {
+        c.ca_files.iter().map(|p| s.resolve(p)).collect()
+    };
+    let mx = &s.config.mx;
+    let net = Network::new(&mx.nameservers, &cas, c.https_port, c.fetch_timeout, mx.dangerous_allow_loopback)?;
+    Ok(Some((net, cas)))
 }
 
 fn step_policy(step: Step) -> Option<Arc<Cached>> {
