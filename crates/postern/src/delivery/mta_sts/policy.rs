@@ -133,9 +133,11 @@ fn pattern(v: &str) -> Option<String> {
 /// Does MX host `host` match `pattern` (§4.1)? A `*.` wildcard stands for
 /// exactly one left-most label: `*.example.com` matches `mx.example.com`,
 /// not `example.com` nor `a.b.example.com`. Case-insensitive; a trailing
-/// dot is ignored. Pure.
+/// dot is ignored; a UTF-8 host name is compared in its A-label form
+/// (patterns are A-labels). Pure.
 pub fn matches(pattern: &str, host: &str) -> bool {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
+    let host = super::super::idna::to_ascii(host).unwrap_or_else(|_| host.to_ascii_lowercase());
     match pattern.strip_prefix("*.") {
         Some(suffix) => {
             host.strip_suffix(suffix).and_then(|h| h.strip_suffix('.')).is_some_and(|label| !label.is_empty() && !label.contains('.'))
@@ -236,6 +238,8 @@ mod tests {
             ("*.example.com", "xexample.com", false),
             ("*.example.com", ".example.com", false),
             ("*.example.com", "mx1.example.com.evil", false),
+            ("mx.xn--bcher-kva.example", "mx.bücher.example", true),
+            ("*.xn--bcher-kva.example", "MX.BÜCHER.example.", true),
         ];
         for (p, h, want) in table {
             assert_eq!(matches(p, h), want, "{p} vs {h}");
