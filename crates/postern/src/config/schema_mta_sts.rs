@@ -56,3 +56,23 @@ impl Default for MtaSts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    #[test]
+    fn defaults_values_and_errors() {
+        assert_eq!(Config::parse("", "t.toml").expect("empty").mta_sts, MtaSts::default());
+        let c = Config::parse("[mta_sts]\nenabled = false\nca_files = [\"ca.pem\"]\nfetch_timeout = \"3s\"\nhttps_port = 8443\n", "t.toml")
+            .expect("parses");
+        assert!(!c.mta_sts.enabled);
+        assert_eq!(c.mta_sts.fetch_timeout, Duration::from_secs(3));
+        assert_eq!((c.mta_sts.https_port, c.mta_sts.ca_files.len()), (8443, 1));
+        let e = Config::parse("[mta_sts]\nmax_policies = 0\n", "t.toml").expect_err("zero").to_string();
+        assert!(e.contains("t.toml:2") && e.contains("mta_sts.max_policies"), "{e}");
+        let e = Config::parse("[mta_sts]\nfetch_timeut = \"1s\"\n", "t.toml").expect_err("unknown").to_string();
+        assert!(e.contains("fetch_timeut"), "{e}");
+    }
+}
