@@ -46,7 +46,7 @@ pub enum CheckCmd {
     /// Show DOMAIN's MTA-STS policy (RFC 8461) as MX delivery would find it: the _mta-sts TXT record,
     /// the HTTPS fetch of the policy, the parsed policy, the cached copy, and what it means for each MX
     /// host. Sends no mail and leaves the cache alone. Exit 0 when the domain has a valid policy or none,
-    /// 69 when its TXT record or policy is broken, 75 when the DNS did not answer.
+    /// 69 when its TXT record or policy is broken or an MX host is not listed, 75 when the DNS did not answer.
     #[command(after_help = "Example:\n  postern check mta-sts example.org")]
     MtaSts {
         /// The recipient domain (UTF-8 or A-labels).
