@@ -11,7 +11,7 @@
 //! Events: connect, helo, tls, auth, rcpt, reject, milter, queued, hold,
 //! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
 //! release, delete, bounce, disconnect, reload, start, stop, error, dnsbl,
-//! pregreet, cluster, moved, directory.
+//! pregreet, cluster, moved, directory, mta_sts.
 //!
 //! The log file is created mode 0600 (whatever the umask) and opened for
 //! append; [`reopen`] closes and opens it again by name (after logrotate
@@ -214,6 +214,11 @@ events! {
     /// An account directory went down or came back (one line per transition):
     /// `backend`, `state` (unavailable, available), `reason`.
     directory,
+    /// MTA-STS (RFC 8461, docs/delivery.md): `domain`, `result` (fetched,
+    /// fetch-error, txt-invalid, mx-mismatch, tls-failure), `mode`, `host`,
+    /// `ip`, `type` (the TLS-RPT result type), `error` | `detail`, `using` |
+    /// `action`.
+    mta_sts,
 }
 
 /// One JSON line (without the newline): `time`, `event`, then the fields.

@@ -51,6 +51,7 @@ pub fn check(s: &Settings) -> Report {
     .into_iter()
     .filter_map(|(k, p)| p.map(|p| (k, s.resolve(p))))
     .chain(relay.smarthost_ca_files.iter().map(|p| ("relay.smarthost_ca_files", s.resolve(p))))
+    .chain(s.config.mta_sts.ca_files.iter().map(|p| ("mta_sts.ca_files", s.resolve(p))))
     // [ldap]: the password file is read again at each reconnection.
     .chain(s.config.ldap.iter().flat_map(|l| l.bind_password_file.iter().map(|p| ("ldap.bind_password_file", s.resolve(p)))))
     .chain(s.config.ldap.iter().flat_map(|l| l.ca_files.iter().map(|p| ("ldap.ca_files", s.resolve(p)))))

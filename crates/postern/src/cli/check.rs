@@ -1,3 +1,5 @@
+//! `postern check mta-sts DOMAIN` is in `check_mta_sts.rs`.
+//!
 //! `postern check smarthost [ROUTE] [--send-test TO] [--json]`: the
 //! smarthost self-test (or a `[[route]]`'s first next hop, with the route's
 //! own settings). Connects to the next hop exactly as delivery does
@@ -44,11 +46,23 @@ pub enum CheckCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Show DOMAIN's MTA-STS policy (RFC 8461) as MX delivery would find it: the _mta-sts TXT record,
+    /// the HTTPS fetch of the policy, the parsed policy, the cached copy, and what it means for each MX
+    /// host. Sends no mail and leaves the cache alone. Exit 0 when the domain has a valid policy or none,
+    /// 69 when its TXT record or policy is broken or an MX host is not listed, 75 when the DNS did not answer.
+    #[command(after_help = "Example:\n  postern check mta-sts example.org")]
+    MtaSts {
+        /// The recipient domain (UTF-8 or A-labels).
+        domain: String,
+    },
 }
 
 /// Runs `postern check ACTION`; returns the exit code.
 pub(super) fn run(s: &Settings, action: CheckCmd) -> i32 {
-    let CheckCmd::Smarthost { route, send_test, from, json } = action;
+    let (route, send_test, from, json) = match action {
+        CheckCmd::Smarthost { route, send_test, from, json } => (route, send_test, from, json),
+        CheckCmd::MtaSts { domain } => return super::check_mta_sts::run(s, &domain),
+    };
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(c) => return c,

@@ -13,6 +13,7 @@ pub mod addrtest;
 pub mod bench;
 pub mod ca;
 pub mod check;
+mod check_mta_sts;
 pub mod config;
 pub mod directory;
 pub mod directory_use;
@@ -176,7 +177,8 @@ enum Cmd {
         #[command(subcommand)]
         action: import::ImportCmd,
     },
-    /// Self-tests: `check smarthost [ROUTE]` connects to the next hop as delivery would, step by step.
+    /// Self-tests: `check smarthost [ROUTE]` connects to the next hop as delivery would, step by step;
+    /// `check mta-sts DOMAIN` shows a domain's MTA-STS policy and what it means for its MX hosts.
     Check {
         #[command(subcommand)]
         action: check::CheckCmd,

@@ -6,7 +6,7 @@
 //! not only the first. The commented example (`postern config example`,
 //! `example.toml`) is tested to parse and to mention every key.
 //!
-//! Layout: `schema.rs`, `schema_auth.rs`, `schema_listener.rs`, `schema_misc.rs`, `schema_mx.rs` and `schema_dkim.rs` (the serde types),
+//! Layout: `schema.rs`, `schema_auth.rs`, `schema_listener.rs`, `schema_misc.rs`, `schema_mx.rs`, `schema_mta_sts.rs` and `schema_dkim.rs` (the serde types),
 //! `values.rs` (values with their own syntax: `Cidr`, `Endpoint`,
 //! `MilterSocket`, durations, mechanism names), `load.rs` (TOML to `Config`,
 //! problem positions), `validate.rs` (cross-field checks), `error.rs`.
@@ -26,6 +26,7 @@ mod schema_inbound_rdns;
 mod schema_ldap;
 mod schema_listener;
 mod schema_misc;
+mod schema_mta_sts;
 mod schema_mx;
 mod schema_route;
 mod schema_rule_auth;
@@ -62,6 +63,7 @@ pub use schema_inbound_rdns::{InboundRdns, RejectAt, Resolve};
 pub use schema_ldap::{Ldap, LdapAuth};
 pub use schema_listener::{ClientCertMode, Listener, Role};
 pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
+pub use schema_mta_sts::MtaSts;
 pub use schema_mx::{untrusted_resolvers, Mx};
 pub use schema_route::{tls_name, HopOrigin, Outbound};
 pub use schema_rule_auth::AuthResult;
@@ -115,6 +117,9 @@ pub struct Config {
     /// Direct MX delivery (when no smarthost is set).
     #[serde(default)]
     pub mx: Mx,
+    /// MTA-STS (RFC 8461) for MX delivery.
+    #[serde(default)]
+    pub mta_sts: MtaSts,
     /// Per-domain routes (transport map).
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
@@ -176,6 +181,7 @@ impl Default for Config {
             auth: Auth::default(),
             rules: Vec::new(),
             mx: Mx::default(),
+            mta_sts: MtaSts::default(),
             routes: Vec::new(),
             rule_lines: Vec::new(),
             log: Log::default(),

@@ -281,6 +281,8 @@ fn limits(c: &Config, out: &mut Vec<Issue>) {
         ("limits.max_connections", c.limits.max_connections),
         ("queue.concurrency", c.queue.concurrency),
         ("mx.domain_concurrency", c.mx.domain_concurrency),
+        ("mta_sts.max_policies", c.mta_sts.max_policies),
+        ("mta_sts.https_port", usize::from(c.mta_sts.https_port)),
         ("limits.max_junk_commands", c.limits.max_junk_commands as usize),
     ];
     for (k, v) in counts {

@@ -16,6 +16,7 @@ pub mod hops;
 pub mod idna;
 pub mod lmtp;
 pub mod maildir;
+pub mod mta_sts;
 pub mod mx;
 pub mod plan;
 pub mod pool;

@@ -270,6 +270,8 @@ pub struct MxDelivery {
     /// Where TLS session results go (RFC 8460); [`Discard`] when TLS
     /// reporting is off.
     pub reports: Arc<dyn TlsReports>,
+    /// MTA-STS (RFC 8461, `delivery/mta_sts`); `None` when `[mta_sts]` is off.
+    mta_sts: Option<super::mta_sts::MtaSts>,
 }
 
 impl MxDelivery {
@@ -299,14 +301,18 @@ impl MxDelivery {
             pools: Mutex::new(HashMap::new()),
             dane,
             reports: Arc::new(Discard),
+            mta_sts: super::mta_sts::MtaSts::new(s).map_err(MxError::Tls)?,
         })
     }
 
     /// The connection pool for `host` at `ip` with the TLS `verdict`
     /// demands (one pool per TLSA RRset, so changed records get new
-    /// connections), and that TLS config.
-    fn pool(&self, ip: IpAddr, host: &str, verdict: &HostTls) -> Result<Pool, MxError> {
-        let key = format!("{ip}|{host}|{}", verdict.pool_key());
+    /// connections), and that TLS config. `sts`: the MTA-STS client for
+    /// a host under a policy, used only where DANE does not decide
+    /// (RFC 8461 §2: DANE takes precedence).
+    fn pool(&self, ip: IpAddr, host: &str, verdict: &HostTls, sts: Option<super::mta_sts::HostTls>) -> Result<Pool, MxError> {
+        let sts = if verdict.reported() { None } else { sts };
+        let key = format!("{ip}|{host}|{}|{}", verdict.pool_key(), sts.as_ref().map_or("", |t| t.tag));
         let mut pools = match self.pools.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -316,7 +322,10 @@ impl MxDelivery {
         }
         // A pool only the map holds has no delivery under way.
         prune_idle(&mut pools, MAX_MAP_ENTRIES, |p| Arc::strong_count(&p.0) == 1);
-        let tls = self.tls_for(host, verdict)?;
+        let tls = match sts {
+            Some(s) => Some(s.tls),
+            None => self.tls_for(host, verdict)?,
+        };
         let pool = Arc::new(Smarthost::new(Dest {
             endpoint: Endpoint::Tcp(ip.to_string(), self.port),
             lmtp: false,
@@ -389,6 +398,17 @@ impl MxDelivery {
             },
             None => false,
         };
+        // ---- MTA-STS (RFC 8461, delivery/mta_sts): an `enforce` policy drops
+        // the MX hosts it does not list and gives the others a verifying TLS
+        // client; `sts.record` reports each session (RFC 8460). ----
+        let (hosts, sts) = match &self.mta_sts {
+            Some(m) => match m.apply(domain, hosts, self.reports.clone()).await {
+                Ok(x) => x,
+                Err(reply) => return (format!("mx:{domain}"), Attempt::all(Outcome::Deferred(reply), n, None)),
+            },
+            None => (hosts, super::mta_sts::Applied::none()),
+        };
+        // ---- end MTA-STS ----
         let mut resolved = Vec::with_capacity(hosts.len());
         for host in hosts {
             let addrs = match host.parse::<IpAddr>() {
@@ -411,7 +431,7 @@ impl MxDelivery {
                             v
                         }
                     };
-                    match self.try_host(domain, &host, ip, &verdict, msg, rcpts).await {
+                    match self.try_host(domain, &host, ip, &verdict, &sts, msg, rcpts).await {
                         Ok(a) => {
                             if let Ok(mut d) = self.dead.lock() {
                                 d.remove(domain);

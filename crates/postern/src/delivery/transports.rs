@@ -83,7 +83,7 @@ pub struct Transports {
     /// setting they were built from (hops, TLS, certificate, credentials,
     /// host name): a change builds new pools.
     smtp: Mutex<HashMap<String, Arc<Hops>>>,
-    /// MX delivery, keyed by the `[mx]` settings and host name.
+    /// MX delivery, keyed by the `[mx]` and `[mta_sts]` settings and host name.
     mx: Mutex<Option<(String, Arc<MxDelivery>)>>,
 }
 
@@ -139,7 +139,7 @@ impl Transports {
 
     /// The MX delivery state for the current `[mx]` settings.
     fn mx(&self, s: &Settings) -> Result<Arc<MxDelivery>, SetupError> {
-        let key = format!("{:?}|{}", s.config.mx, s.hostname);
+        let key = format!("{:?}|{:?}|{}", s.config.mx, s.config.mta_sts, s.hostname);
         let mut g = lock(&self.mx);
         if let Some((k, m)) = g.as_ref() {
             if *k == key {

@@ -13,6 +13,7 @@ use super::{MxDelivery, MxError};
 use crate::config::{Mx, OutboundTls};
 use crate::delivery::dane::dns::SecureDns;
 use crate::delivery::dane::{failure_of, from_tlsa, untrusted_resolvers, HostTls};
+use crate::delivery::mta_sts::Applied;
 use crate::delivery::smtp::ConnError;
 use crate::delivery::tlsrpt::{FailureType, PolicyType, SessionResult};
 use crate::delivery::{Attempt, Message};
@@ -86,12 +87,14 @@ impl MxDelivery {
 
     /// One attempt at `host` (`ip`) with the TLS `verdict` demands.
     /// `Err((why, dane))`: no session; `dane` when DANE refused it.
+    #[allow(clippy::too_many_arguments)] // the host, its verdicts and the message: all needed
     pub(super) async fn try_host(
         &self,
         domain: &str,
         host: &str,
         ip: IpAddr,
         verdict: &HostTls,
+        sts: &Applied,
         msg: &Message,
         rcpts: &[String],
     ) -> Result<Attempt, (String, bool)> {
@@ -99,11 +102,16 @@ impl MxDelivery {
             self.dane_result(domain, host, None, verdict, Err(*failure), reason);
             return Err((reason.clone(), true));
         }
-        let (pool, tls) = match self.pool(ip, host, verdict) {
+        let (pool, tls) = match self.pool(ip, host, verdict, sts.tls_for(host)) {
             Ok(p) => p,
             Err(e) => return Err((e.to_string(), verdict.reported())),
         };
-        match pool.try_deliver(msg, rcpts).await {
+        let result = pool.try_deliver(msg, rcpts).await;
+        if !verdict.reported() {
+            // DANE does not decide for this host: MTA-STS may (RFC 8461 §2).
+            sts.record(host, ip, &result);
+        }
+        match result {
             Ok(a) => {
                 if verdict.reported() {
                     // Unusable records only: TLS without authentication (RFC 8460 "tlsa-invalid").

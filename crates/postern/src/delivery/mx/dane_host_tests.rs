@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use super::super::MxDelivery;
 use crate::config::Config;
 use crate::delivery::dane::HostTls;
+use crate::delivery::mta_sts::Applied;
 use crate::delivery::tlsrpt::{FailureType, SessionResult, TlsReports};
 use crate::delivery::{Message, Outcome};
 use crate::settings::{Settings, Source};
@@ -106,20 +107,23 @@ async fn dane_host_without_starttls_gets_nothing() {
     let (m, rec) = delivery(port);
     let rcpts: Vec<String> = RCPT.iter().map(|s| s.to_string()).collect();
     let ip = "127.0.0.1".parse().unwrap();
-    let r = m.try_host("far.example", "mx.far.example", ip, &HostTls::Dane(vec![ee()]), &message(), &rcpts).await;
+    let r = m.try_host("far.example", "mx.far.example", ip, &HostTls::Dane(vec![ee()]), &Applied::none(), &message(), &rcpts).await;
     let (why, dane) = r.expect_err("no STARTTLS: no session");
     assert!(dane && why.contains("STARTTLS"), "{why}");
     assert!(!seen.lock().unwrap().iter().any(|c| c.starts_with("MAIL")), "sent in clear: {:?}", seen.lock().unwrap());
     assert_eq!(*rec.0.lock().unwrap(), vec![("mx.far.example".to_string(), Err(FailureType::StarttlsNotSupported))]);
 
     // "encrypt" (only unusable records) refuses cleartext too.
-    let r = m.try_host("far.example", "mx.far.example", ip, &HostTls::Encrypt(vec![]), &message(), &rcpts).await;
+    let r = m.try_host("far.example", "mx.far.example", ip, &HostTls::Encrypt(vec![]), &Applied::none(), &message(), &rcpts).await;
     assert!(r.is_err());
     assert!(!seen.lock().unwrap().iter().any(|c| c.starts_with("MAIL")));
 
     // No DANE for this host: opportunistic, delivered in clear, not reported.
     let before = rec.0.lock().unwrap().len();
-    let a = m.try_host("far.example", "mx.far.example", ip, &HostTls::Opportunistic, &message(), &rcpts).await.expect("session");
+    let a = m
+        .try_host("far.example", "mx.far.example", ip, &HostTls::Opportunistic, &Applied::none(), &message(), &rcpts)
+        .await
+        .expect("session");
     assert!(matches!(a.outcomes[0], Outcome::Delivered(_)), "{:?}", a.outcomes);
     assert_eq!(a.tls.as_deref(), Some("none"));
     assert_eq!(rec.0.lock().unwrap().len(), before);
@@ -131,7 +135,7 @@ async fn dnssec_failure_defers_without_connecting() {
     let (m, rec) = delivery(port);
     let rcpts: Vec<String> = RCPT.iter().map(|s| s.to_string()).collect();
     let verdict = HostTls::Defer { failure: FailureType::DnssecInvalid, reason: "SERVFAIL".into() };
-    let r = m.try_host("far.example", "mx.far.example", "127.0.0.1".parse().unwrap(), &verdict, &message(), &rcpts).await;
+    let r = m.try_host("far.example", "mx.far.example", "127.0.0.1".parse().unwrap(), &verdict, &Applied::none(), &message(), &rcpts).await;
     assert_eq!(r.err(), Some(("SERVFAIL".to_string(), true)));
     assert!(seen.lock().unwrap().is_empty(), "connected: {:?}", seen.lock().unwrap());
     assert_eq!(*rec.0.lock().unwrap(), vec![("mx.far.example".to_string(), Err(FailureType::DnssecInvalid))]);
