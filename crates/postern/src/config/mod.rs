@@ -29,6 +29,7 @@ mod schema_misc;
 mod schema_mx;
 mod schema_rule_auth;
 pub mod schema_sql;
+mod schema_tls_rpt;
 pub mod show;
 mod suggest;
 #[cfg(test)]
@@ -63,6 +64,7 @@ pub use schema_misc::{Log, LogFormat, Metrics, SyncMode};
 pub use schema_mx::Mx;
 pub use schema_rule_auth::AuthResult;
 pub use schema_sql::Sql;
+pub use schema_tls_rpt::TlsRpt;
 pub use validate::ValidationError;
 pub use values::{format_size, parse_size, AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
 
@@ -112,6 +114,9 @@ pub struct Config {
     /// Direct MX delivery (when no smarthost is set).
     #[serde(default)]
     pub mx: Mx,
+    /// SMTP TLS reporting (RFC 8460) for MX delivery.
+    #[serde(default)]
+    pub tls_rpt: TlsRpt,
     /// Per-domain routes (transport map).
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
@@ -173,6 +178,7 @@ impl Default for Config {
             auth: Auth::default(),
             rules: Vec::new(),
             mx: Mx::default(),
+            tls_rpt: TlsRpt::default(),
             routes: Vec::new(),
             rule_lines: Vec::new(),
             log: Log::default(),

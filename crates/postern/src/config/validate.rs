@@ -255,6 +255,7 @@ fn limits(c: &Config, out: &mut Vec<Issue>) {
         ("limits.max_connections", c.limits.max_connections),
         ("queue.concurrency", c.queue.concurrency),
         ("mx.domain_concurrency", c.mx.domain_concurrency),
+        ("tls_rpt.max_domains", c.tls_rpt.max_domains),
         ("limits.max_junk_commands", c.limits.max_junk_commands as usize),
     ];
     for (k, v) in counts {

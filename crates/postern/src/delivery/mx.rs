@@ -448,7 +448,10 @@ impl MxDelivery {
             Plan::Try(targets) => {
                 let mut last = String::from("no MX host");
                 for (host, ip) in targets {
-                    match self.pool(ip, &host).try_deliver(msg, rcpts).await {
+                    let r = self.pool(ip, &host).try_deliver(msg, rcpts).await;
+                    // RFC 8460: one session result per attempt (no DANE/MTA-STS policy here).
+                    super::tlsrpt::classify::record_no_policy(&*self.reports, domain, &host, ip, self.tls.is_some(), &r);
+                    match r {
                         Ok(a) => {
                             if let Ok(mut d) = self.dead.lock() {
                                 d.remove(domain);
