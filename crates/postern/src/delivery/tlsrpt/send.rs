@@ -114,7 +114,7 @@ fn failed(domain: &str, reason: String) -> Sent {
 }
 
 /// Builds and queues the report of `domain` for `rua`.
-fn queue_one(day: &Day, domain: &str, who: &Submitter, to: Vec<String>, spool: &Spool) -> Sent {
+fn queue_one(s: &Settings, day: &Day, domain: &str, who: &Submitter, to: Vec<String>, spool: &Spool) -> Sent {
     let report_id = report::report_id(&day.day, domain, &who.domain);
     let (Some(json), Some(date)) = (report::build(day, domain, who, &report_id), report::parse_day(&day.day)) else {
         return skipped(domain, "nothing counted".into());
@@ -124,6 +124,12 @@ fn queue_one(day: &Day, domain: &str, who: &Submitter, to: Vec<String>, spool: &
     let rfc_date = crate::time::rfc5322_date();
     let letter = Letter { domain, to: &to, report_id: &report_id, day: &day.day, filename: &filename, date: &rfc_date };
     let text = mail::build(who, &letter, json.to_string().as_bytes());
+    // DKIM, when a `[[dkim]]` key covers the `from` domain (RFC 8460 §3 wants signed reports).
+    let text = match crate::mailauth::sign::sign(&s.dkim, &text, &who.from) {
+        Ok(Some(sig)) => [sig.header.as_bytes(), &text].concat(),
+        Ok(None) => text,
+        Err(e) => return failed(domain, format!("DKIM: {e}")),
+    };
     match crate::spool::enqueue(spool, &who.from, &to, &text, "local") {
         Ok(id) => {
             Sent { domain: domain.to_string(), result: "queued", id: Some(id.to_string()), to, report_id: Some(report_id), reason: None }
@@ -188,7 +194,7 @@ pub async fn send_day(reporter: &Reporter, s: &Settings, spool: &Spool, day: Nai
         decided.sort_by(|a, b| a.0.cmp(&b.0));
         for (domain, d) in decided {
             out.push(match d {
-                Ok(to) => queue_one(&counts, &domain, &who, to, spool),
+                Ok(to) => queue_one(s, &counts, &domain, &who, to, spool),
                 Err(sent) => sent,
             });
         }

@@ -282,6 +282,55 @@ mod tests {
         assert!(!dir.join("2026-12-05.sent.json").exists());
     }
 
+    /// DANE and MTA-STS record through the trait object MX delivery holds;
+    /// their policies come out as separate report entries.
+    #[test]
+    fn sts_and_tlsa_through_the_trait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reporter = std::sync::Arc::new(Reporter::open(tmp.path().to_path_buf(), 100));
+        let sink: std::sync::Arc<dyn TlsReports> = reporter.clone();
+        let sts =
+            vec!["version: STSv1".to_string(), "mode: testing".to_string(), "mx: *.sts.example".to_string(), "max_age: 86400".to_string()];
+        let pats = vec!["*.sts.example".to_string()];
+        let tlsa = vec!["_25._tcp.mx.sts.example. TLSA 3 1 1 0123abcd".to_string()];
+        let mut r = SessionResult {
+            policy_domain: "sts.example",
+            policy_type: PolicyType::Sts,
+            policy_strings: &sts,
+            mx_patterns: &pats,
+            mx_host: "mx.sts.example",
+            ip: Some("127.0.0.1".parse().unwrap()),
+            result: Err(FailureType::CertificateHostMismatch),
+            detail: "certificate not valid for name",
+        };
+        sink.record(&r);
+        r.result = Ok(());
+        sink.record(&r);
+        r.policy_type = PolicyType::Tlsa;
+        r.policy_strings = &tlsa;
+        r.result = Err(FailureType::DnssecInvalid);
+        sink.record(&r);
+        let day = reporter.day(day_of(crate::time::now_unix())).unwrap();
+        let who = crate::delivery::tlsrpt::report::Submitter {
+            organization: "o".into(),
+            contact: "c".into(),
+            from: "f@s.example".into(),
+            domain: "s.example".into(),
+        };
+        let v = crate::delivery::tlsrpt::report::build(&day, "sts.example", &who, "id").unwrap();
+        let p = v["policies"].as_array().unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0]["policy"]["policy-type"], "sts");
+        assert_eq!(p[0]["policy"]["policy-string"], serde_json::json!(sts));
+        assert_eq!(p[0]["policy"]["mx-host"], serde_json::json!(pats));
+        assert_eq!(p[0]["summary"]["total-successful-session-count"], 1);
+        assert_eq!(p[0]["failure-details"][0]["result-type"], "certificate-host-mismatch");
+        assert_eq!(p[1]["policy"]["policy-type"], "tlsa");
+        assert_eq!(p[1]["policy"]["mx-host"], serde_json::json!(["mx.sts.example"]));
+        assert_eq!(p[1]["failure-details"][0]["result-type"], "dnssec-invalid");
+        assert_eq!(p[1]["failure-details"][0]["failed-session-count"], 1);
+    }
+
     #[test]
     fn a_saved_day_is_sent_only_within_a_week() {
         let tmp = tempfile::tempdir().unwrap();
