@@ -18,6 +18,8 @@
 //! dropped <NAME>   -> ok <ID> | error not picked up yet  (the queue id a drop file got)
 //! reopen-log       -> ok | error <text>  (the mail log file, after rotation)
 //! status           -> ok <JSON>   (`postern status`: one line, monitor::Status)
+//! tlsrpt show|send [YYYY-MM-DD]
+//!                  -> ok <JSON> | error <text>  (TLS reports: delivery::tlsrpt::command)
 //! ```
 //!
 //! May touch: the control socket (mode 0600: only the daemon's user, or
@@ -57,6 +59,10 @@ pub trait Control: Send + Sync + 'static {
     fn reopen_log(&self) -> Result<(), String>;
     /// The daemon's status as one line of JSON (`postern status`).
     fn daemon_status(&self) -> String;
+    /// `tlsrpt show|send [DAY]` (`postern tlsrpt`): the answer line.
+    fn tlsrpt<'a>(&'a self, _args: Vec<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'a>> {
+        Box::pin(async { "error tlsrpt not available".to_string() })
+    }
 }
 
 /// Which messages `flush-match` selects: case-insensitive substring matches.
@@ -143,6 +149,7 @@ async fn handle(stream: UnixStream, control: &dyn Control) -> std::io::Result<()
         },
         (Some("reload"), None) => control.reload(),
         (Some("status"), None) => format!("ok {}", control.daemon_status()),
+        (Some("tlsrpt"), Some(sub)) => control.tlsrpt(std::iter::once(sub).chain(words).map(str::to_string).collect()).await,
         _ => "error unknown command".to_string(),
     };
     w.write_all(format!("{answer}\n").as_bytes()).await?;

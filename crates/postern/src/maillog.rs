@@ -11,7 +11,7 @@
 //! Events: connect, helo, tls, auth, rcpt, reject, milter, queued, hold,
 //! discarded, delivered, deferred, failed, bounced, dsn, expired, removed,
 //! release, delete, bounce, disconnect, reload, start, stop, error, dnsbl,
-//! pregreet, cluster, moved, directory, mta_sts.
+//! pregreet, cluster, moved, directory, mta_sts, tlsrpt.
 //!
 //! The log file is created mode 0600 (whatever the umask) and opened for
 //! append; [`reopen`] closes and opens it again by name (after logrotate
@@ -219,6 +219,9 @@ events! {
     /// `ip`, `type` (the TLS-RPT result type), `error` | `detail`, `using` |
     /// `action`.
     mta_sts,
+    /// A TLS report (RFC 8460) for one policy domain and day: `day`, `domain`,
+    /// `result` (queued, skipped, failed), `report_id`, `notice_id`, `to`, `reason`.
+    tlsrpt,
 }
 
 /// One JSON line (without the newline): `time`, `event`, then the fields.

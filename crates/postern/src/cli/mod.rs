@@ -36,6 +36,7 @@ pub mod sendmail_modes;
 pub mod sendmail_verbose;
 pub mod status;
 pub mod sysexits;
+pub mod tlsrpt;
 pub mod user;
 
 use std::path::PathBuf;
@@ -176,6 +177,12 @@ enum Cmd {
     Import {
         #[command(subcommand)]
         action: import::ImportCmd,
+    },
+    /// TLS reports (RFC 8460, `[tls_rpt]`): `tlsrpt show [--day D]` prints a day's reports as JSON,
+    /// `tlsrpt send [--day D]` queues them now for each domain's rua (docs/delivery.md "TLS reporting").
+    Tlsrpt {
+        #[command(subcommand)]
+        action: tlsrpt::TlsrptCmd,
     },
     /// Self-tests: `check smarthost [ROUTE]` connects to the next hop as delivery would, step by step;
     /// `check mta-sts DOMAIN` shows a domain's MTA-STS policy and what it means for its MX hosts.
@@ -448,6 +455,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         }
         Cmd::Generate { action } => generate::run(action),
         Cmd::Import { action } => import::run(action),
+        Cmd::Tlsrpt { action } => with_settings(&src, |s| tlsrpt::run(s, action)),
     }
 }
 

@@ -31,6 +31,7 @@ mod schema_mx;
 mod schema_route;
 mod schema_rule_auth;
 pub mod schema_sql;
+mod schema_tls_rpt;
 pub mod show;
 mod suggest;
 #[cfg(test)]
@@ -68,6 +69,7 @@ pub use schema_mx::{untrusted_resolvers, Mx};
 pub use schema_route::{tls_name, HopOrigin, Outbound};
 pub use schema_rule_auth::AuthResult;
 pub use schema_sql::Sql;
+pub use schema_tls_rpt::TlsRpt;
 pub use validate::ValidationError;
 pub use values::{format_size, parse_size, AuthMechanism, Cidr, Endpoint, MilterSocket, ValueError};
 
@@ -120,6 +122,9 @@ pub struct Config {
     /// MTA-STS (RFC 8461) for MX delivery.
     #[serde(default)]
     pub mta_sts: MtaSts,
+    /// SMTP TLS reporting (RFC 8460) for MX delivery.
+    #[serde(default)]
+    pub tls_rpt: TlsRpt,
     /// Per-domain routes (transport map).
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
@@ -182,6 +187,7 @@ impl Default for Config {
             rules: Vec::new(),
             mx: Mx::default(),
             mta_sts: MtaSts::default(),
+            tls_rpt: TlsRpt::default(),
             routes: Vec::new(),
             rule_lines: Vec::new(),
             log: Log::default(),

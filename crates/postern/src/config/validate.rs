@@ -283,6 +283,7 @@ fn limits(c: &Config, out: &mut Vec<Issue>) {
         ("mx.domain_concurrency", c.mx.domain_concurrency),
         ("mta_sts.max_policies", c.mta_sts.max_policies),
         ("mta_sts.https_port", usize::from(c.mta_sts.https_port)),
+        ("tls_rpt.max_domains", c.tls_rpt.max_domains),
         ("limits.max_junk_commands", c.limits.max_junk_commands as usize),
     ];
     for (k, v) in counts {

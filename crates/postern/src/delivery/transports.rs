@@ -85,6 +85,8 @@ pub struct Transports {
     smtp: Mutex<HashMap<String, Arc<Hops>>>,
     /// MX delivery, keyed by the `[mx]` and `[mta_sts]` settings and host name.
     mx: Mutex<Option<(String, Arc<MxDelivery>)>>,
+    /// TLS-RPT counters: outlive MX delivery rebuilds (`tlsrpt/store.rs`).
+    tlsrpt: std::sync::OnceLock<Arc<super::tlsrpt::Reporter>>,
 }
 
 impl Transports {
@@ -137,16 +139,26 @@ impl Transports {
         Ok(t)
     }
 
+    /// The TLS-RPT counters (made on first use, kept for the process).
+    pub fn tls_reporter(&self, s: &Settings) -> Arc<super::tlsrpt::Reporter> {
+        let dir = s.data_dir.join("tlsrpt");
+        self.tlsrpt.get_or_init(|| Arc::new(super::tlsrpt::Reporter::open(dir, s.config.tls_rpt.max_domains))).clone()
+    }
+
     /// The MX delivery state for the current `[mx]` settings.
     fn mx(&self, s: &Settings) -> Result<Arc<MxDelivery>, SetupError> {
-        let key = format!("{:?}|{:?}|{}", s.config.mx, s.config.mta_sts, s.hostname);
+        let key = format!("{:?}|{:?}|{}|{}", s.config.mx, s.config.mta_sts, s.hostname, s.config.tls_rpt.enabled);
         let mut g = lock(&self.mx);
         if let Some((k, m)) = g.as_ref() {
             if *k == key {
                 return Ok(m.clone());
             }
         }
-        let m = Arc::new(MxDelivery::new(s)?);
+        let mut m = MxDelivery::new(s)?;
+        if s.config.tls_rpt.enabled {
+            m.reports = self.tls_reporter(s);
+        }
+        let m = Arc::new(m);
         *g = Some((key, m.clone()));
         Ok(m)
     }

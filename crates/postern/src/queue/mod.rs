@@ -130,9 +130,23 @@ impl Scheduler {
         self.inner.wake.notify_one();
     }
 
+    /// The TLS-RPT counters of MX delivery (`delivery::tlsrpt`).
+    pub fn tls_reporter(&self, s: &crate::settings::Settings) -> Arc<crate::delivery::tlsrpt::Reporter> {
+        self.inner.transports.tls_reporter(s)
+    }
+
     /// The scheduling loop.
     pub async fn run(self, mut queued: mpsc::UnboundedReceiver<QueueId>, mut shutdown: watch::Receiver<bool>) {
         self.rescan(false);
+        // TLS-RPT: saves the counts, sends the daily reports into this queue.
+        let handle = self.inner.settings.clone();
+        let tlsrpt = tokio::spawn(crate::delivery::tlsrpt::task::run(
+            self.tls_reporter(&handle.current()),
+            move || handle.current(),
+            self.inner.spool.clone(),
+            self.inner.queued.clone(),
+            shutdown.clone(),
+        ));
         let concurrency = self.inner.settings.current().config.queue.concurrency;
         let sem = Arc::new(Semaphore::new(concurrency));
         loop {
@@ -177,6 +191,7 @@ impl Scheduler {
         }
         // Let attempts in flight finish briefly; anything cut short is retried after restart.
         let _ = tokio::time::timeout(Duration::from_secs(3), sem.acquire_many(concurrency as u32)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), tlsrpt).await;
     }
 }
 

@@ -151,6 +151,22 @@ impl Control for Daemon {
     fn daemon_status(&self) -> String {
         serde_json::to_string(&self.monitor.status()).unwrap_or_default()
     }
+
+    fn tlsrpt<'a>(&'a self, args: Vec<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = String> + Send + 'a>> {
+        let (s, scheduler, spool) = (self.shared.settings(), self.scheduler.clone(), self.spool.clone());
+        // A task of its own: a control client that gives up does not cut a send short.
+        let job = tokio::spawn(async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let reporter = scheduler.tls_reporter(&s);
+            let now = crate::time::now_unix();
+            let (answer, ids) = crate::delivery::tlsrpt::command::run(&reporter, &s, &spool, &args, now).await;
+            for id in ids {
+                scheduler.kick(id);
+            }
+            answer
+        });
+        Box::pin(async move { job.await.unwrap_or_else(|e| format!("error {e}")) })
+    }
 }
 
 /// SIGHUP and `reload`: reloads the config, then reopens the mail log

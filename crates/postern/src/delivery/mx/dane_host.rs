@@ -108,8 +108,14 @@ impl MxDelivery {
         };
         let result = pool.try_deliver(msg, rcpts).await;
         if !verdict.reported() {
-            // DANE does not decide for this host: MTA-STS may (RFC 8461 §2).
-            sts.record(host, ip, &result);
+            // DANE does not decide for this host: MTA-STS may (RFC 8461 §2),
+            // else the session is reported as "no-policy-found" (RFC 8460).
+            if sts.tls_for(host).is_some() {
+                sts.record(host, ip, &result);
+            } else {
+                let tls_tried = tls.is_some();
+                crate::delivery::tlsrpt::classify::record_no_policy(&*self.reports, domain, host, ip, tls_tried, &result);
+            }
         }
         match result {
             Ok(a) => {

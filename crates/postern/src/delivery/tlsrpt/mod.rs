@@ -5,11 +5,28 @@
 //! day, mails an aggregate report to the domain's `rua` address.
 //!
 //! This file holds the types every outbound-security module shares; the
-//! counters and the daily report live beside it.
+//! counters and the daily report live beside it: `counts.rs` (one day's
+//! counts, bounded; the day file's format), `store.rs` ([`Reporter`]: today
+//! in memory, days in `DATA/tlsrpt/`), `classify.rs` (an MX attempt without
+//! a policy as a session result), `report.rs` (RFC 8460 JSON, file name,
+//! TXT record), `mail.rs` (the report mail, gzip), `send.rs` (lookup and
+//! queueing), `task.rs` (saving and the daily run), `command.rs` (`tlsrpt
+//! show|send` on the control socket and the CLI).
 //!
 //! May touch: nothing here (types and a no-op sink). RFCs: 8460 §4.
 
+pub mod classify;
+pub mod command;
+pub mod counts;
+pub mod mail;
+pub mod report;
+pub mod send;
+pub mod store;
+pub mod task;
+
 use std::net::IpAddr;
+
+pub use store::Reporter;
 
 /// The policy that applied to a session (RFC 8460 §4.3 "policy-type").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
