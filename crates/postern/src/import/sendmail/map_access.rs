@@ -106,8 +106,14 @@ pub fn map(entries: &[AccessEntry], plan: &mut Plan, notes: &mut Notes) {
     from.sort_by_key(|x| std::cmp::Reverse(x.0));
     let has_refusal = |v: &Vec<(u8, PRule, &AccessEntry)>| v.iter().any(|(_, r, _)| r.action != "accept");
     let (c_ref, f_ref) = (has_refusal(&connect), has_refusal(&from));
-    for (v, refusals) in [(connect, c_ref), (from, f_ref)] {
-        for (_, rule, e) in v {
+    // With delay_checks sendmail weighs the sender before the client, and
+    // refuses relaying (550) before a client's temporary refusal.
+    let families = if plan.delay_checks { [(from, f_ref), (connect, c_ref)] } else { [(connect, c_ref), (from, f_ref)] };
+    for (v, refusals) in families {
+        for (_, mut rule, e) in v {
+            if plan.delay_checks && rule.action == "tempfail" {
+                rule.rcpt = vec!["local", "relay"];
+            }
             if rule.action == "accept" && !refusals {
                 notes.access_default(e, "OK only skips sendmail's other checks of this kind; there is no refusal here for it to override");
                 continue;

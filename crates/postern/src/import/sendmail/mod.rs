@@ -278,6 +278,16 @@ fn mailertable(path: &Path, text: &str, plan: &mut Plan, notes: &mut Notes) {
         }
         let (mailer, _) = value.split_once(':').unwrap_or((value, ""));
         match (mailer, map_mc::smart_host(value)) {
+            ("smtp" | "esmtp" | "relay" | "smtp8" | "dsmtp", Some(_)) if !plan.relay_domains.contains(&domain.to_ascii_lowercase()) => {
+                notes.file_not_mapped(
+                    path,
+                    i + 1,
+                    line,
+                    "a [[route]] domain is a relay domain in postern (anyone may send to it), but sendmail relays to this domain only for relaying clients (it is not in relay-domains or To: RELAY)",
+                    "add the domain to relay-domains if anyone may send to it and import again, or write the [[route]] by hand knowing it opens the domain",
+                    true,
+                );
+            }
             ("smtp" | "esmtp" | "relay" | "smtp8" | "dsmtp", Some(hop)) => {
                 plan.routes.push(PRoute { domains: vec![domain.to_ascii_lowercase()], next_hop: hop });
                 let key = format!("route {}", plan.routes.len());
@@ -311,6 +321,13 @@ fn mailertable(path: &Path, text: &str, plan: &mut Plan, notes: &mut Notes) {
 fn aliases(path: &Path, text: &str, out_dir: &Path, plan: &mut Plan, notes: &mut Notes) -> Result<String, String> {
     let parsed = crate::aliases::Aliases::parse(text, &path.display().to_string())
         .map_err(|e| format!("{e} (postern delivers to mailboxes only: replace pipes, files and :include: lists, then import again)"))?;
+    // Bare targets that are not aliases are mailboxes (sendmail: accounts
+    // such as root): postern must know them as local users.
+    for t in parsed.targets() {
+        if !t.contains('@') && !parsed.contains(t) && !plan.local_users.iter().any(|u| u == t) {
+            plan.local_users.push(t.to_string());
+        }
+    }
     let target = out_dir.join("aliases");
     plan.aliases = Some(target.display().to_string());
     for (i, l) in text.lines().enumerate() {
@@ -318,7 +335,13 @@ fn aliases(path: &Path, text: &str, out_dir: &Path, plan: &mut Plan, notes: &mut
         if t.trim().is_empty() || t.starts_with(' ') || t.starts_with('\t') {
             continue;
         }
-        notes.file_mapped(path, i + 1, t.trim(), "local.aliases", &format!("aliases ({} names in all; local.aliases)", parsed.len()));
+        notes.file_mapped(
+            path,
+            i + 1,
+            t.trim(),
+            "local.aliases",
+            &format!("aliases ({} names in all; local.aliases; targets that are mailboxes: local.users)", parsed.len()),
+        );
     }
     Ok(text.to_string())
 }

@@ -37,6 +37,8 @@ pub struct PRule {
     pub cert_issuer: Option<String>,
     /// `cert_subject`.
     pub cert_subject: Option<String>,
+    /// `rcpt` (recipient classes), when limited.
+    pub rcpt: Vec<&'static str>,
     /// `action`.
     pub action: &'static str,
     /// `message`.
@@ -82,6 +84,8 @@ pub struct Plan {
     pub local_domains: Vec<String>,
     /// `local.aliases`.
     pub aliases: Option<String>,
+    /// `local.users`: alias targets that are mailboxes (sendmail: accounts).
+    pub local_users: Vec<String>,
     /// `relay.networks` (and the rule `relay-networks`).
     pub relay_networks: Vec<String>,
     /// `relay.domains`.
@@ -220,6 +224,9 @@ impl Plan {
         if !self.local_domains.is_empty() {
             o.key("local.domains", &format!("domains = {}", list(&self.local_domains)));
         }
+        if !self.local_users.is_empty() {
+            o.key("local.users", &format!("users = {}", list(&self.local_users)));
+        }
         if let Some(a) = &self.aliases {
             o.key("local.aliases", &format!("aliases = {}", q(a)));
         }
@@ -288,6 +295,9 @@ impl Plan {
             }
             if let Some(d) = &r.cert_subject {
                 o.push(&format!("cert_subject = {}", q(d)));
+            }
+            if !r.rcpt.is_empty() {
+                o.push(&format!("rcpt = [{}]", r.rcpt.iter().map(|c| q(c)).collect::<Vec<_>>().join(", ")));
             }
             o.push(&format!("action = {}", q(r.action)));
             if let Some(m) = &r.message {

@@ -102,6 +102,7 @@ fn seed_mc_maps_every_macro() {
     let (imp, d) = run(SEED, &[("access", ACCESS), ("aliases", "postmaster: root\nalice: root\n")]);
     let c = crate::config::Config::parse(&imp.config, "t").unwrap();
     assert_eq!(c.hostname.as_deref(), Some("mx.test"));
+    assert_eq!(c.local.users, ["root"]);
     assert_eq!(c.listeners.len(), 2);
     assert_eq!(c.listeners[1].role, crate::config::Role::Submissions);
     assert_eq!(c.listeners[0].client_certificates, crate::config::ClientCertMode::None);
@@ -147,10 +148,13 @@ fn relay_domains_mailertable_smart_host_and_defaults() {
               FEATURE(`delay_checks')dnl\nFEATURE(`promiscuous_relay')dnl\n";
     let (imp, _) = run(
         mc,
-        &[("relay-domains", "relay.test\n127.0.0.6\n# c\n"), ("mailertable", "branch.test esmtp:[127.0.0.1]:2600\n.sub.test smtp:x\n")],
+        &[
+            ("relay-domains", "relay.test\nbranch.test\n127.0.0.6\n# c\n"),
+            ("mailertable", "branch.test esmtp:[127.0.0.1]:2600\n.sub.test smtp:x\n"),
+        ],
     );
     let c = crate::config::Config::parse(&imp.config, "t").unwrap();
-    assert_eq!(c.relay.domains, ["relay.test"]);
+    assert_eq!(c.relay.domains, ["relay.test", "branch.test"]);
     assert!(c.relay.networks.iter().any(|n| n.to_string() == "127.0.0.6/32"));
     assert_eq!(c.routes[0].domains, ["branch.test"]);
     assert_eq!(c.routes[0].next_hop.as_ref().unwrap().to_string(), "127.0.0.1:2600");
@@ -185,4 +189,21 @@ fn aliases_with_pipes_are_refused_with_their_line() {
     let src = Sources { aliases: Some(d.join("aliases")), out_dir: d.join("out"), ..Sources::default() };
     let e = convert(Path::new("m.mc"), "", &src, &d.join("out/postern.toml")).unwrap_err();
     assert!(e.contains("aliases:2"), "{e}");
+}
+
+#[test]
+fn parity_tables_are_in_the_probe_format() {
+    #[derive(serde::Deserialize)]
+    struct Table {
+        probe: Vec<crate::import::parity::Probe>,
+    }
+    for text in [
+        include_str!("../../../../../tests/interop/parity/sendmail-seed.toml"),
+        include_str!("../../../../../tests/interop/parity/sendmail-relay.toml"),
+        include_str!("../../../../../tests/interop/parity/sendmail-smarthost.toml"),
+    ] {
+        let t: Table = toml::from_str(text).unwrap();
+        assert!(t.probe.len() >= 40);
+        assert!(t.probe.iter().all(|p| !p.rcpts.is_empty()));
+    }
 }
