@@ -307,6 +307,33 @@ def test_parity_with_real_sendmail(tmp_path, name):
     unexplained = [d for d in diffs if d[4] is None]
     explained = [d for d in diffs if d[4] is not None]
     print(f"{name}: {len(probes)} probes, {len(diffs)} differences, {len(explained)} explained")
+    reasons = {}
     for d in explained:
-        print("  explained:", d)
+        reasons.setdefault(d[4], []).append(f"{d[0]} / {d[1]}")
+    for why, where in reasons.items():
+        print(f"  {len(where)} x {why}: e.g. {where[0]}")
     assert not unexplained, "\n".join(map(str, unexplained)) + "\n\n" + report
+
+
+def test_unmapped_restriction_fails_the_import_unless_allow_partial(tmp_path):
+    """An access entry postern cannot express (To: address REJECT) makes the
+    import fail and write nothing; --allow-partial writes, and the report
+    names the line."""
+    (tmp_path / "access").write_text("Connect:192.0.2.7 RELAY\nTo:boss@mx.test REJECT\n")
+    (tmp_path / "sendmail.mc").write_text(
+        f"define(`confDOMAIN_NAME', `mx.test')dnl\nFEATURE(`access_db', `hash {tmp_path}/access')dnl\n"
+        "DAEMON_OPTIONS(`Port=2525, Addr=127.0.0.1, Name=MTA')dnl\nFEATURE(`no_default_msa')dnl\n")
+    out = tmp_path / "out"
+    base = [BIN, "import", "sendmail", "--mc", str(tmp_path / "sendmail.mc"), "--out", str(out)]
+    r = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{tmp_path}/access:2: restriction not mapped: To:boss@mx.test REJECT" in r.stderr
+    assert not out.exists()
+    r = subprocess.run(base + ["--allow-partial"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    report = (out / "import-report.txt").read_text()
+    assert f"{tmp_path}/access:1\tConnect:192.0.2.7 RELAY\tmapped -> relay.networks" in report
+    assert "NOT MAPPED (restriction)" in report
+    check = subprocess.run([BIN, "config", "check", str(out / "postern.toml")], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert '"192.0.2.7/32"' in (out / "postern.toml").read_text()

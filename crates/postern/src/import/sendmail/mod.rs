@@ -168,7 +168,8 @@ pub fn convert(mc: &Path, mc_text: &str, src: &Sources, out_config: &Path) -> Re
     let mut notes = Notes::new(mc);
     let named = map_mc::map(&calls, &mut plan, &mut notes);
     if let Some(cf) = &src.cf {
-        notes.file_mapped(cf, 0, "(sendmail.cf)", "", "not read: the .mc it was generated from is the source");
+        let why = "not read: the .mc it was generated from is the source (regenerate it from the .mc if they may differ)";
+        notes.push(cf, 0, "(sendmail.cf)", Fate::Default { why: why.into() }, None);
     }
     // The access map.
     let access_path = src.access.clone().or_else(|| named.access.as_ref().map(|(p, _)| PathBuf::from(p)));
