@@ -135,14 +135,16 @@ fn read(path: &Path) -> Result<String, String> {
 /// Imports; `Err` is a message naming the file, line and problem.
 pub fn import(args: &SendmailArgs) -> Result<Imported, String> {
     let mc_text = read(&args.mc)?;
-    let out_config = args.common.out.join("postern.toml");
-    let sources = Sources {
-        access: args.access.clone(),
-        aliases: args.aliases.clone(),
-        sasldb: args.sasldb.clone(),
-        cf: args.cf.clone(),
-        out_dir: args.common.out.clone(),
+    // postern resolves relative paths against its data directory: name the
+    // output directory absolutely (local.aliases points into it).
+    let out_dir = if args.common.out.is_absolute() {
+        args.common.out.clone()
+    } else {
+        std::env::current_dir().map_err(|e| format!("current directory: {e}"))?.join(&args.common.out)
     };
+    let out_config = out_dir.join("postern.toml");
+    let sources =
+        Sources { access: args.access.clone(), aliases: args.aliases.clone(), sasldb: args.sasldb.clone(), cf: args.cf.clone(), out_dir };
     convert(&args.mc, &mc_text, &sources, &out_config)
 }
 
@@ -297,7 +299,7 @@ fn mailertable(path: &Path, text: &str, plan: &mut Plan, notes: &mut Notes) {
                     i + 1,
                     line,
                     &key,
-                    "[[route]] transport smtp (its domain is a relay domain, as mailertable domains are not)",
+                    "[[route]] transport smtp (the domain is a relay domain in sendmail too, as postern's route domains are)",
                 );
             }
             ("local", _) => {
