@@ -52,6 +52,11 @@ pub fn build(who: &Submitter, l: &Letter<'_>, json: &[u8]) -> Vec<u8> {
     m.push_str(&format!("TLS-Report-Domain: {}\r\n", l.domain));
     m.push_str(&format!("TLS-Report-Submitter: {}\r\n", who.domain));
     m.push_str("Auto-Submitted: auto-generated\r\n");
+    // RFC 8460 §5.3: a report must get through even when TLS to the
+    // reporting domain fails (the failure is what it reports). RFC 8689
+    // §5 `TLS-Required: No` makes delivery fall back to opportunistic TLS
+    // when mx.tls, DANE or MTA-STS would refuse the host.
+    m.push_str("TLS-Required: No\r\n");
     m.push_str("MIME-Version: 1.0\r\n");
     m.push_str(&format!("Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n\tboundary=\"{boundary}\"\r\n\r\n"));
     m.push_str("This is a MIME-formatted message.\r\n\r\n");
@@ -110,6 +115,7 @@ mod tests {
         let text = String::from_utf8(build(&who, &l, json)).unwrap();
         assert!(text.contains("\r\nSubject: Report Domain: rcpt.example Submitter: sender.example Report-ID: <r1@sender.example>\r\n"));
         assert!(text.contains("\r\nTLS-Report-Domain: rcpt.example\r\n"));
+        assert!(text.contains("\r\nTLS-Required: No\r\n"));
         assert!(text.contains("\r\nTLS-Report-Submitter: sender.example\r\n"));
         assert!(text.contains("multipart/report; report-type=\"tlsrpt\""));
         assert!(text.contains("Content-Type: application/tlsrpt+gzip"));
