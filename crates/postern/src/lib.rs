@@ -16,6 +16,7 @@ pub mod counters;
 pub mod delivery;
 pub mod directory;
 pub mod dn;
+pub mod idna;
 pub mod import;
 pub mod inbound;
 pub mod loadgen;

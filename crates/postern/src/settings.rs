@@ -106,7 +106,7 @@ impl Settings {
         let hostname = config.hostname.clone().unwrap_or_else(system_hostname).to_ascii_lowercase();
         let data_dir = data_dir_of(source, &config);
         let local_domains: HashSet<String> = match &config.local.domains {
-            Some(d) => d.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            Some(d) => d.iter().flat_map(|d| both_forms(d)).collect(),
             None => ["localhost".to_string(), hostname.clone()].into_iter().collect(),
         };
         let relay_domains = config
@@ -115,7 +115,7 @@ impl Settings {
             .iter()
             // A route limited to some senders does not open its domains to everyone.
             .chain(config.routes.iter().filter(|r| r.senders.is_empty()).flat_map(|r| r.domains.iter()))
-            .map(|d| d.to_ascii_lowercase())
+            .flat_map(|d| both_forms(d))
             .filter(|d| !local_domains.contains(d))
             .collect();
         let users: HashSet<String> =
@@ -139,7 +139,7 @@ impl Settings {
         Ok(Settings { config, hostname, data_dir, local_domains, relay_domains, users, aliases, maildir_root, config_file, dkim })
     }
 
-    /// True if `domain` (lower-case) is delivered here.
+    /// True if `domain` (lower-case; U-label or A-label form) is delivered here.
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.local_domains.contains(domain)
     }
@@ -256,6 +256,23 @@ fn read_client_files(config: &mut Config, data_dir: &Path) -> Vec<Problem> {
     problems
 }
 
+/// A configured domain in the forms a client may write it: lower-case as
+/// written, its A-label form (`xn--…`) and its U-label form, so
+/// `bücher.example` in the config matches `xn--bcher-kva.example` in an
+/// address and the other way round (RFC 5890).
+fn both_forms(d: &str) -> Vec<String> {
+    let mut v = vec![d.to_ascii_lowercase()];
+    if let Ok(ascii) = crate::idna::to_ascii(d) {
+        let unicode = crate::idna::to_unicode(&ascii);
+        for f in [ascii, unicode] {
+            if !v.contains(&f) {
+                v.push(f);
+            }
+        }
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +293,23 @@ mod tests {
             format!("{d}/nets.txt:3: bad prefix length \"99\""),
         ];
         assert_eq!(got.lines().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn idn_domains_match_in_both_forms() {
+        let config = Config::parse(
+            "[local]\ndomains = [\"bücher.example\", \"xn--mnchen-3ya.example\"]\n[relay]\ndomains = [\"Straße.example\"]\n",
+            "t",
+        )
+        .unwrap();
+        let s = Settings::from_config(config, &Source { config: None, data_dir: Some("/x".into()) }).unwrap();
+        assert!(s.is_local_domain("bücher.example"));
+        assert!(s.is_local_domain("xn--bcher-kva.example"));
+        assert!(s.is_local_domain("münchen.example"));
+        assert!(s.is_local_domain("xn--mnchen-3ya.example"));
+        assert!(s.relay_domains.contains("straße.example"));
+        assert!(s.relay_domains.contains("xn--strae-oqa.example"), "{:?}", s.relay_domains);
+        assert!(!s.is_local_domain("other.example"));
     }
 
     #[test]

@@ -13,7 +13,8 @@
 pub mod credentials;
 pub mod dane;
 pub mod hops;
-pub mod idna;
+/// IDNA conversions live at the top level (settings use them too).
+pub use crate::idna;
 pub mod lmtp;
 pub mod maildir;
 pub mod mta_sts;
