@@ -1,0 +1,213 @@
+//! The default parity table ([`default_probes`]), generated from facts of
+//! an imported postern configuration ([`Facts::from_config`]), and the
+//! list of deliberate postern choices that explain a difference
+//! ([`EXPLANATIONS`], applied by [`explain`]).
+//!
+//! May touch: nothing (pure).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::parity::{Class, ClientCert, Difference, Port, Probe};
+use crate::config::{Config, Role};
+
+/// What the table generator needs to know about the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// A client address inside the trusted networks (127/8).
+    pub inside: IpAddr,
+    /// A client address outside them (127/8), if there is one.
+    pub outside: Option<IpAddr>,
+    /// A local domain, if any.
+    pub local_domain: Option<String>,
+    /// An existing local user (local part), if any.
+    pub local_user: Option<String>,
+    /// A relay (or route) domain, if any.
+    pub relay_domain: Option<String>,
+    /// The listeners there are.
+    pub ports: Vec<Port>,
+    /// The client certificate kinds the probes can present.
+    pub certs: Vec<ClientCert>,
+    /// A user and password that log in, if known.
+    pub auth: Option<(String, String)>,
+}
+
+impl Facts {
+    /// Facts of `cfg`; `certs` and `auth` come from the caller (the
+    /// importer cannot know passwords or hold the probe certificates).
+    pub fn from_config(cfg: &Config, certs: Vec<ClientCert>, auth: Option<(String, String)>) -> Facts {
+        let nets = &cfg.relay.networks;
+        let inside_of = |ip: IpAddr| nets.iter().any(|n| n.contains(ip));
+        let candidates = (1..=254u8).flat_map(|a| [1u8, 2, 7, 100].into_iter().map(move |d| IpAddr::V4(Ipv4Addr::new(127, 0, a - 1, d))));
+        let mut inside = None;
+        let mut outside = None;
+        for ip in candidates {
+            if inside_of(ip) {
+                inside.get_or_insert(ip);
+            } else {
+                outside.get_or_insert(ip);
+            }
+            if inside.is_some() && outside.is_some() {
+                break;
+            }
+        }
+        let local_domain = cfg
+            .local
+            .domains
+            .as_ref()
+            .and_then(|d| d.iter().find(|d| *d != "localhost" && !d.starts_with("localhost.")).or(d.first()).cloned());
+        let relay_domain = cfg.relay.domains.first().cloned().or_else(|| cfg.routes.iter().find_map(|r| r.domains.first().cloned()));
+        let mut ports = Vec::new();
+        for l in &cfg.listeners {
+            let p = match l.role {
+                Role::Smtp => Port::Smtp,
+                Role::Submission => Port::Submission,
+                Role::Submissions => Port::Smtps,
+            };
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        Facts {
+            inside: inside.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            outside,
+            local_domain,
+            local_user: cfg.local.users.first().cloned(),
+            relay_domain,
+            ports,
+            certs,
+            auth,
+        }
+    }
+}
+
+/// The recipients every probe tries: the local user, postmaster, an
+/// unknown local user, the relay domain, another domain, and tricky local
+/// parts (`%` and `!` routing, a quoted `@`, two `@`).
+pub fn recipients(f: &Facts) -> Vec<String> {
+    let local = f.local_domain.clone().unwrap_or_else(|| "localhost".into());
+    let mut r = Vec::new();
+    if let Some(u) = &f.local_user {
+        r.push(format!("{u}@{local}"));
+    }
+    r.push(format!("nobody-here@{local}"));
+    if let Some(d) = &f.relay_domain {
+        r.push(format!("someone@{d}"));
+        r.push(format!("a%b@{d}"));
+    }
+    r.push("customer@other.example".into());
+    r.push("a%b@other.example".into());
+    r.push(format!("a%b@{local}"));
+    r.push(format!("\"a@b\"@{local}"));
+    r.push("a!b@other.example".into());
+    r
+}
+
+/// The default table: every listener × client inside/outside the trusted
+/// networks × TLS (none, STARTTLS/implicit) × client certificate × AUTH
+/// (none, right, wrong), senders rotating through local, foreign and <>.
+pub fn default_probes(f: &Facts) -> Vec<Probe> {
+    let rcpts = recipients(f);
+    let local = f.local_domain.clone().unwrap_or_else(|| "localhost".into());
+    let senders = [format!("sender@{local}"), "someone@foreign.example".to_string(), String::new()];
+    let mut clients = vec![("inside", f.inside)];
+    if let Some(o) = f.outside {
+        clients.push(("outside", o));
+    }
+    let mut auths: Vec<(&str, Option<(String, String)>)> = vec![("noauth", None)];
+    if let Some((u, p)) = &f.auth {
+        auths.push(("auth-ok", Some((u.clone(), p.clone()))));
+        auths.push(("auth-bad", Some((u.clone(), format!("{p}-wrong")))));
+    }
+    let mut out = Vec::new();
+    let mut n = 0usize;
+    for &port in &f.ports {
+        let tls_modes: &[bool] = if port == Port::Smtps { &[true] } else { &[false, true] };
+        for (cname, ip) in &clients {
+            for &tls in tls_modes {
+                let mut certs = vec![ClientCert::None];
+                if tls {
+                    certs.extend(f.certs.iter().copied().filter(|c| *c != ClientCert::None));
+                }
+                for cert in certs {
+                    for (aname, auth) in &auths {
+                        // AUTH variants only without a certificate: enough to
+                        // show the AUTH decisions without multiplying the table.
+                        if auth.is_some() && cert != ClientCert::None {
+                            continue;
+                        }
+                        for (si, sender) in senders.iter().enumerate() {
+                            // All three senders for the plain case, one otherwise.
+                            if (cert != ClientCert::None || auth.is_some()) && si != n % senders.len() {
+                                continue;
+                            }
+                            n += 1;
+                            let port_name = match port {
+                                Port::Smtp => "smtp",
+                                Port::Submission => "submission",
+                                Port::Smtps => "smtps",
+                            };
+                            let tls_name = if !tls {
+                                "plain"
+                            } else if port == Port::Smtps {
+                                "tls"
+                            } else {
+                                "starttls"
+                            };
+                            let cert_name = cert.key().unwrap_or("nocert");
+                            let from_name = ["from-local", "from-foreign", "from-null"][si];
+                            out.push(Probe {
+                                name: format!("{n:03}-{port_name}-{cname}-{tls_name}-{cert_name}-{aname}-{from_name}"),
+                                client_ip: *ip,
+                                port,
+                                starttls: tls && port != Port::Smtps,
+                                cert,
+                                auth: auth.clone(),
+                                mail_from: sender.clone(),
+                                rcpts: rcpts.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A deliberate postern choice that explains a difference.
+pub struct Explanation {
+    /// A short name.
+    pub name: &'static str,
+    /// Why postern differs, for the report.
+    pub reason: &'static str,
+    /// Does it explain this difference (given all differences of the same
+    /// probe) of this probe?
+    pub applies: fn(&Probe, &Difference, &[&Difference]) -> bool,
+}
+
+/// The deliberate differences, each with its reason.
+pub const EXPLANATIONS: &[Explanation] = &[Explanation {
+    name: "auth-before-tls",
+    reason: "postern never offers or accepts AUTH before TLS (auth.plaintext_networks relaxes it); \
+             the source offered AUTH over plaintext, so the probe logged in (or failed to) there and \
+             not here, and MAIL/RCPT follow from that",
+    applies: |p, _, same_probe| {
+        !p.starttls
+            && p.port != Port::Smtps
+            && p.auth.is_some()
+            && same_probe.iter().any(|d| d.step == "auth" && d.postern == Class::NotReached && d.source != Class::NotReached)
+    },
+}];
+
+/// Sets [`Difference::explained`] on every difference an [`EXPLANATIONS`]
+/// entry covers. `probes` are looked up by name.
+pub fn explain(probes: &[Probe], diffs: &mut [Difference]) {
+    let snapshot = diffs.to_vec();
+    for d in diffs.iter_mut() {
+        let Some(p) = probes.iter().find(|p| p.name == d.probe) else { continue };
+        let same: Vec<&Difference> = snapshot.iter().filter(|x| x.probe == d.probe).collect();
+        if let Some(e) = EXPLANATIONS.iter().find(|e| (e.applies)(p, d, &same)) {
+            d.explained = Some(format!("{}: {}", e.name, e.reason));
+        }
+    }
+}
