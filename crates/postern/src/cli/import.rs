@@ -30,7 +30,17 @@ pub enum ImportCmd {
 pub fn run(cmd: ImportCmd) -> i32 {
     let (result, common) = match &cmd {
         ImportCmd::Sendmail(a) => (crate::import::sendmail::import(a), &a.common),
-        ImportCmd::Postfix(a) => (crate::import::postfix::import(a), &a.common),
+        ImportCmd::Postfix(a) => match crate::import::postfix::import_checked(a) {
+            Ok(i) => (Ok(i), &a.common),
+            Err(e) => {
+                eprintln!("postern import: {e}");
+                return match e {
+                    crate::import::postfix::ImportError::Missing(_) => exit::NOINPUT,
+                    crate::import::postfix::ImportError::Invalid(_) => exit::CONFIG,
+                    crate::import::postfix::ImportError::Bug(_) => exit::SOFTWARE,
+                };
+            }
+        },
     };
     match result {
         Ok(imported) => finish(&imported, common),

@@ -17,6 +17,9 @@ pub struct Facts {
     pub inside: IpAddr,
     /// A client address outside them (127/8), if there is one.
     pub outside: Option<IpAddr>,
+    /// More client addresses worth probing (a second inside address, the
+    /// first loopback address of each rule's `client` networks).
+    pub more_clients: Vec<IpAddr>,
     /// A local domain, if any.
     pub local_domain: Option<String>,
     /// An existing local user (local part), if any.
@@ -40,14 +43,31 @@ impl Facts {
         let candidates = (1..=254u8).flat_map(|a| [1u8, 2, 7, 100].into_iter().map(move |d| IpAddr::V4(Ipv4Addr::new(127, 0, a - 1, d))));
         let mut inside = None;
         let mut outside = None;
+        let mut more_clients = Vec::new();
         for ip in candidates {
             if inside_of(ip) {
+                if inside.is_some() && more_clients.is_empty() {
+                    more_clients.push(ip);
+                }
                 inside.get_or_insert(ip);
             } else {
                 outside.get_or_insert(ip);
             }
-            if inside.is_some() && outside.is_some() {
+            if inside.is_some() && outside.is_some() && !more_clients.is_empty() {
                 break;
+            }
+        }
+        for r in &cfg.rules {
+            for c in r.get_ref().client.iter().flatten() {
+                let text = format!("{c}");
+                let first = text.split('/').next().and_then(|a| a.parse::<IpAddr>().ok());
+                if let Some(IpAddr::V4(a)) = first {
+                    let ip = if a.octets()[3] == 0 { Ipv4Addr::from(u32::from(a) + 1) } else { a };
+                    let ip = IpAddr::V4(ip);
+                    if ip.is_loopback() && Some(ip) != inside && Some(ip) != outside && !more_clients.contains(&ip) {
+                        more_clients.push(ip);
+                    }
+                }
             }
         }
         let local_domain = cfg
@@ -70,6 +90,7 @@ impl Facts {
         Facts {
             inside: inside.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
             outside,
+            more_clients,
             local_domain,
             local_user: cfg.local.users.first().cloned(),
             relay_domain,
@@ -108,10 +129,24 @@ pub fn recipients(f: &Facts) -> Vec<String> {
 pub fn default_probes(f: &Facts) -> Vec<Probe> {
     let rcpts = recipients(f);
     let local = f.local_domain.clone().unwrap_or_else(|| "localhost".into());
-    let senders = [format!("sender@{local}"), "someone@foreign.example".to_string(), String::new()];
-    let mut clients = vec![("inside", f.inside)];
+    let mut senders = vec![
+        ("from-local", format!("sender@{local}")),
+        ("from-foreign", "someone@foreign.example".to_string()),
+        ("from-null", String::new()),
+    ];
+    if let Some(u) = &f.local_user {
+        senders.push(("from-user", format!("{u}@{local}")));
+    }
+    if let Some(d) = &f.relay_domain {
+        senders.push(("from-relaydom", format!("sender@{d}")));
+    }
+    senders.push(("from-other", "postmaster@other.example".to_string()));
+    let mut clients = vec![("inside".to_string(), f.inside)];
     if let Some(o) = f.outside {
-        clients.push(("outside", o));
+        clients.push(("outside".to_string(), o));
+    }
+    for ip in &f.more_clients {
+        clients.push((format!("client-{ip}"), *ip));
     }
     let mut auths: Vec<(&str, Option<(String, String)>)> = vec![("noauth", None)];
     if let Some((u, p)) = &f.auth {
@@ -135,7 +170,7 @@ pub fn default_probes(f: &Facts) -> Vec<Probe> {
                         if auth.is_some() && cert != ClientCert::None {
                             continue;
                         }
-                        for (si, sender) in senders.iter().enumerate() {
+                        for (si, (from_name, sender)) in senders.iter().enumerate() {
                             // All three senders for the plain case, one otherwise.
                             if (cert != ClientCert::None || auth.is_some()) && si != n % senders.len() {
                                 continue;
@@ -154,7 +189,6 @@ pub fn default_probes(f: &Facts) -> Vec<Probe> {
                                 "starttls"
                             };
                             let cert_name = cert.key().unwrap_or("nocert");
-                            let from_name = ["from-local", "from-foreign", "from-null"][si];
                             out.push(Probe {
                                 name: format!("{n:03}-{port_name}-{cname}-{tls_name}-{cert_name}-{aname}-{from_name}"),
                                 client_ip: *ip,
@@ -186,18 +220,45 @@ pub struct Explanation {
 }
 
 /// The deliberate differences, each with its reason.
-pub const EXPLANATIONS: &[Explanation] = &[Explanation {
-    name: "auth-before-tls",
-    reason: "postern never offers or accepts AUTH before TLS (auth.plaintext_networks relaxes it); \
+pub const EXPLANATIONS: &[Explanation] = &[
+    Explanation {
+        name: "no-percent-hack",
+        reason: "postern does not rewrite user%domain@local (Postfix allow_percent_hack) nor a quoted \"a@b\"@local into \
+                 a@b: the local part is a local part, and an unknown one gets 550 5.1.1 (RFC 5321 3.6.1 deprecates \
+                 source routes; relaying by trick is refused)",
+        applies: |p, d, _| {
+            let n = d.step.strip_prefix("rcpt ").and_then(|n| n.parse::<usize>().ok());
+            let rcpt = n.and_then(|n| p.rcpts.get(n.wrapping_sub(1)));
+            let local_part = rcpt.and_then(|r| r.rsplit_once('@')).map(|(l, _)| l).unwrap_or("");
+            d.postern == Class::PermFail
+                && d.source == Class::Accept
+                && (local_part.contains('%') || local_part.contains('"') || local_part.contains('!'))
+        },
+    },
+    Explanation {
+        name: "submission-auth-at-mail",
+        reason: "on a submission listener postern asks for AUTH (or a CA-verified client certificate) at MAIL \
+                 (530 5.7.0, RFC 6409 4.3); the source took MAIL and then refused every recipient, so no mail \
+                 is accepted on either side",
+        applies: |p, _, same| {
+            p.port != Port::Smtp
+                && same.iter().any(|d| d.step == "mail" && d.source == Class::Accept && d.postern == Class::PermFail)
+                && same.iter().filter(|d| d.step.starts_with("rcpt")).all(|d| d.source != Class::Accept && d.postern == Class::NotReached)
+        },
+    },
+    Explanation {
+        name: "auth-before-tls",
+        reason: "postern never offers or accepts AUTH before TLS (auth.plaintext_networks relaxes it); \
              the source offered AUTH over plaintext, so the probe logged in (or failed to) there and \
              not here, and MAIL/RCPT follow from that",
-    applies: |p, _, same_probe| {
-        !p.starttls
-            && p.port != Port::Smtps
-            && p.auth.is_some()
-            && same_probe.iter().any(|d| d.step == "auth" && d.postern == Class::NotReached && d.source != Class::NotReached)
+        applies: |p, _, same_probe| {
+            !p.starttls
+                && p.port != Port::Smtps
+                && p.auth.is_some()
+                && same_probe.iter().any(|d| d.step == "auth" && d.postern == Class::NotReached && d.source != Class::NotReached)
+        },
     },
-}];
+];
 
 /// Sets [`Difference::explained`] on every difference an [`EXPLANATIONS`]
 /// entry covers. `probes` are looked up by name.

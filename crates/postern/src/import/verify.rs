@@ -146,6 +146,7 @@ fn start_postern(config: &str, dir: &Path) -> Result<(Child, Target), String> {
         .arg("--data-dir")
         .arg(&data)
         .arg("serve")
+        .env("POSTERN_RUN_DIR", dir.join("run"))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
