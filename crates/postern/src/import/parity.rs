@@ -369,3 +369,70 @@ async fn run(conn: &mut Conn, probe: &Probe, config: Option<Arc<rustls::ClientCo
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(name: &str, n: usize) -> Probe {
+        Probe {
+            name: name.into(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            port: Port::Smtp,
+            starttls: false,
+            cert: ClientCert::None,
+            auth: None,
+            mail_from: String::new(),
+            rcpts: vec!["a@b".into(); n],
+        }
+    }
+
+    #[test]
+    fn compare_reports_each_differing_step() {
+        use Class::*;
+        let probes = vec![probe("p1", 2), probe("p2", 1)];
+        let src = vec![
+            Verdict { auth: Some(Accept), mail: Accept, rcpts: vec![Accept, PermFail] },
+            Verdict { auth: None, mail: Accept, rcpts: vec![TempFail] },
+        ];
+        let pst = vec![
+            Verdict { auth: Some(NotReached), mail: Accept, rcpts: vec![Accept, Accept] },
+            Verdict { auth: None, mail: Accept, rcpts: vec![TempFail] },
+        ];
+        let d = compare(&probes, &src, &pst);
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].probe.as_str(), d[0].step.as_str(), d[0].source, d[0].postern), ("p1", "auth", Accept, NotReached));
+        assert_eq!((d[1].step.as_str(), d[1].source, d[1].postern), ("rcpt 2", PermFail, Accept));
+        assert!(compare(&probes, &src, &src).is_empty());
+    }
+
+    #[test]
+    fn reply_classes() {
+        assert_eq!(Class::of(250), Class::Accept);
+        assert_eq!(Class::of(354), Class::Accept);
+        assert_eq!(Class::of(451), Class::TempFail);
+        assert_eq!(Class::of(554), Class::PermFail);
+    }
+
+    #[test]
+    fn probe_table_parses_from_toml() {
+        let t: toml::Table = toml::from_str(
+            "[[probe]]\nname = \"x\"\nclient_ip = \"127.0.0.2\"\nport = \"submission\"\nstarttls = true\ncert = \"look-alike\"\nauth = [\"u\", \"p\"]\nmail_from = \"\"\nrcpts = [\"a@b\"]\n",
+        )
+        .unwrap();
+        let p: Probe = t["probe"].as_array().unwrap()[0].clone().try_into().unwrap();
+        assert_eq!(p.cert, ClientCert::LookAlike);
+        assert_eq!(p.auth, Some(("u".into(), "p".into())));
+    }
+
+    #[tokio::test]
+    async fn unreachable_target_is_not_reached() {
+        let mut t = Target::default();
+        // A port nothing listens on (bound then dropped).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        t.addrs.insert(Port::Smtp, l.local_addr().unwrap());
+        drop(l);
+        let v = replay(&t, &CertFiles::default(), &probe("p", 2)).await;
+        assert_eq!(v, Verdict { auth: None, mail: Class::NotReached, rcpts: vec![Class::NotReached; 2] });
+    }
+}

@@ -171,8 +171,13 @@ pub fn default_probes(f: &Facts) -> Vec<Probe> {
                             continue;
                         }
                         for (si, (from_name, sender)) in senders.iter().enumerate() {
+                            // Other listeners: the first three senders are enough.
+                            if port != Port::Smtp && si >= 3 {
+                                continue;
+                            }
                             // All three senders for the plain case, one otherwise.
-                            if (cert != ClientCert::None || auth.is_some()) && si != n % senders.len() {
+                            if (cert != ClientCert::None || auth.is_some()) && si != n % if port == Port::Smtp { senders.len() } else { 3 }
+                            {
                                 continue;
                             }
                             n += 1;
@@ -270,5 +275,67 @@ pub fn explain(probes: &[Probe], diffs: &mut [Difference]) {
         if let Some(e) = EXPLANATIONS.iter().find(|e| (e.applies)(p, d, &same)) {
             d.explained = Some(format!("{}: {}", e.name, e.reason));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_table_is_big_enough_and_covers_the_cases() {
+        let cfg = Config::parse(
+            "[local]\ndomains = [\"pf.test\"]\nusers = [\"alice\"]\n[relay]\nnetworks = [\"127.0.0.1/32\"]\ndomains = [\"relay.example\"]\n[[listener]]\naddress = \"127.0.0.1:2525\"\n[[listener]]\naddress = \"127.0.0.1:2587\"\nrole = \"submission\"\n",
+            "t",
+        )
+        .unwrap();
+        let f = Facts::from_config(
+            &cfg,
+            vec![ClientCert::Trusted, ClientCert::LookAlike, ClientCert::SelfSigned],
+            Some(("alice".into(), "pw".into())),
+        );
+        assert_eq!(f.inside, "127.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(f.outside, Some("127.0.0.2".parse().unwrap()));
+        let p = default_probes(&f);
+        assert!(p.len() >= 40, "{}", p.len());
+        assert!(p.iter().any(|p| p.cert == ClientCert::LookAlike && p.port == Port::Submission));
+        assert!(p.iter().any(|p| p.auth.as_ref().is_some_and(|a| a.1 != "pw")));
+        assert!(p.iter().any(|p| p.mail_from.is_empty()));
+        let r = &p[0].rcpts;
+        for want in ["alice@pf.test", "someone@relay.example", "customer@other.example", "a%b@other.example", "\"a@b\"@pf.test"] {
+            assert!(r.iter().any(|x| x == want), "{want}: {r:?}");
+        }
+        let mut names: Vec<&String> = p.iter().map(|p| &p.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), p.len());
+    }
+
+    #[test]
+    fn explanations_apply_only_where_they_should() {
+        let mut probe = Probe {
+            name: "p".into(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            port: Port::Smtp,
+            starttls: false,
+            cert: ClientCert::None,
+            auth: None,
+            mail_from: String::new(),
+            rcpts: vec!["a%b@pf.test".into(), "x@pf.test".into()],
+        };
+        let d =
+            |step: &str, s: Class, p: Class| Difference { probe: "p".into(), step: step.into(), source: s, postern: p, explained: None };
+        let mut diffs = vec![d("rcpt 1", Class::Accept, Class::PermFail), d("rcpt 2", Class::Accept, Class::PermFail)];
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs[0].explained.as_deref().unwrap().starts_with("no-percent-hack"));
+        assert!(diffs[1].explained.is_none(), "an ordinary local part is not explained");
+        // Submission: MAIL refused here, the source refused every RCPT.
+        probe.port = Port::Submission;
+        let mut diffs = vec![d("mail", Class::Accept, Class::PermFail), d("rcpt 2", Class::PermFail, Class::NotReached)];
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs.iter().all(|x| x.explained.is_some()));
+        // ... but not when the source accepted a recipient.
+        let mut diffs = vec![d("mail", Class::Accept, Class::PermFail), d("rcpt 2", Class::Accept, Class::NotReached)];
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs.iter().all(|x| x.explained.is_none()));
     }
 }

@@ -14,6 +14,7 @@
 //! absolute paths main.cf names).
 
 pub mod map;
+pub mod map_local;
 pub mod out;
 pub mod parse;
 pub mod restrict;

@@ -171,7 +171,7 @@ pub fn listeners(
     let wrapper = p.yes("smtpd_tls_wrappermode");
     let role = if wrapper {
         "submissions"
-    } else if (port == 587 || svc.name.ends_with("submission")) && auth_only(&lists) {
+    } else if auth_only(&lists) {
         "submission"
     } else {
         "smtp"
