@@ -208,6 +208,12 @@ pub fn convert(config_dir: &Path, out_dir: &Path, hostname: &str) -> Result<Impo
         }
         entries[i].fate = if map::harmless(name) {
             Fate::Default { why: "no effect on mail decisions (or postern needs no setting for it)".into() }
+        } else if name == "smtpd_tls_security_level" && base.get(name).trim() == "none" {
+            Fate::NotMapped {
+                reason: "postern always offers STARTTLS".into(),
+                advice: "none; clients may ignore it".into(),
+                restriction: false,
+            }
         } else if matches!(
             name.as_str(),
             "relay_clientcerts"
