@@ -123,9 +123,9 @@ pub struct List {
     pub elements: Vec<String>,
 }
 
-/// Compiles the lists of one listener group into rules (criteria, action,
-/// report entries) and global settings. `listener`, when given, is added
-/// to every rule.
+/// Compiles the lists of one listener group into rules (the keys of each
+/// `[[rule]]`, carrying the report entries they map) and global settings
+/// (pushed onto `settings` with their entry). The caller adds `listener`.
 pub fn compile(lists: &[List], ctx: &Ctx, rep: &mut Reporter, settings: &mut Vec<(Setting, usize)>) -> Vec<Vec<Key>> {
     let mut per_list: Vec<Vec<Step>> = Vec::new();
     for l in lists {

@@ -150,8 +150,9 @@ fn auth_only(lists: &[List]) -> bool {
     })
 }
 
-/// Builds the listener(s) of one smtpd service. `used` collects the
-/// `-o` overrides it consumed (indexes into `svc.overrides`).
+/// Builds the listener(s) of one smtpd service (one per address when the
+/// service name has no host). `ov` maps the service's `-o` parameter names
+/// to their report entries; `taken` holds the listener names used so far.
 pub fn listeners(
     svc: &Service,
     base: &Params,
