@@ -13,8 +13,10 @@
 //! daemons it is given.
 
 pub mod parity;
+pub mod parity_table;
 pub mod postfix;
 pub mod sendmail;
+pub mod verify;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -167,4 +169,15 @@ pub struct CommonArgs {
     /// from the imported configuration.
     #[arg(long, value_name = "FILE", requires = "verify")]
     pub probes: Option<PathBuf>,
+    /// Client certificates for the probes, for --verify: DIR/trusted.crt and
+    /// .key (issued by the CA the configuration trusts), look-alike.* (a CA
+    /// with the same subject, another key), self-signed.*; missing kinds are
+    /// left out of the generated table.
+    #[arg(long, value_name = "DIR", requires = "verify")]
+    pub probe_certs: Option<PathBuf>,
+    /// A login that works on both sides (the source's SASL backend and
+    /// postern's auth backend), for --verify's AUTH probes (also tried with a
+    /// wrong password). Without it the table has no AUTH probes.
+    #[arg(long, value_name = "USER:PASSWORD", requires = "verify")]
+    pub probe_auth: Option<String>,
 }
