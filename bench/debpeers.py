@@ -88,12 +88,13 @@ plain:
   server_condition = {cond}
   server_set_id = $auth2
 """
-        if local:  # W6: appendfile in maildir_format, as nobody
+        if local:  # W6: appendfile in maildir_format, as Debian-exim
+            # (Exim re-executes itself for deliveries; with -C and no setuid bit on the unpacked
+            # binary, that process runs as exim_user and cannot switch to another user)
             self.mail_dir = f"{d}/mail"
             os.mkdir(self.mail_dir)
-            nobody = pwd.getpwnam("nobody")
-            os.chown(self.mail_dir, nobody.pw_uid, nobody.pw_gid)
-            open(f"{d}/users", "w").write("".join(f"{u}\n" for u in LOCAL_USERS))
+            os.chown(self.mail_dir, ex.pw_uid, ex.pw_gid)
+            open(f"{d}/users", "w").write("".join(f"{u}: {u}\n" for u in LOCAL_USERS))
             local_router = f"""local_user:
   driver = accept
   domains = {LOCAL_DOMAIN}
@@ -102,14 +103,14 @@ plain:
 """
             local_transport = f"""local_maildir:
   driver = appendfile
-  directory = {self.mail_dir}/$local_part
+  directory = {self.mail_dir}/$local_part_data
   maildir_format
   create_directory
   delivery_date_add
   envelope_to_add
   return_path_add
-  user = nobody
-  group = nogroup
+  user = Debian-exim
+  group = Debian-exim
 """
         open(f"{d}/exim.conf", "w").write(f"""exim_path = {EXIM}
 primary_hostname = bench.test
@@ -159,7 +160,8 @@ class OpenSMTPD(Forking):
     """OpenSMTPD 6.8 with a private smtpd.conf, run in a private mount namespace (unshare -m)
     where its compiled-in paths are bind mounts of its own directory: /var/spool (spool:
     /var/spool/smtpd), /var/lib (chroot /var/lib/opensmtpd/empty), /run (control socket) and
-    /etc/resolv.conf ("lookup file": client names from /etc/hosts, no DNS).
+    /etc/resolv.conf ("lookup file": client names from /etc/hosts, no DNS); /usr/libexec is
+    the unpacked package's (mail.maildir for W6).
     Default durability (fsync of the envelope and message before 250). Its listen backlog
     (fixed at 5) is raised to 1024 by bench/netshim.c's BENCH_LISTEN_BACKLOG, preloaded into
     smtpd only; otherwise 20 clients connecting at once see SYN retries (1 s each)."""
@@ -185,14 +187,17 @@ class OpenSMTPD(Forking):
             os.chmod(f"{d}/creds", 0o600)
             pki += f"table creds file:{d}/creds\n"
             listen += " auth <creds>"
-        if local:  # W6: the maildir action, every local user delivered as nobody (virtual table)
+        if local:  # W6: the maildir action, every local user delivered as nobody (virtual + userbase)
             self.mail_dir = f"{d}/mail"
             os.mkdir(self.mail_dir)
             nobody = pwd.getpwnam("nobody")
             os.chown(self.mail_dir, nobody.pw_uid, nobody.pw_gid)
-            open(f"{d}/vusers", "w").write("".join(f"{u}@{LOCAL_DOMAIN} nobody\n" for u in LOCAL_USERS))
-            pki += f"table vusers file:{d}/vusers\n"
-            rules = (f'action "local" maildir "{self.mail_dir}/%{{dest.user}}" virtual <vusers>\n'
+            # one virtual user "vmail" = nobody, with the mail directory as its home (a home that
+            # does not exist makes the ~/.forward check fail: every message would be deferred)
+            open(f"{d}/vusers", "w").write("".join(f"{u}@{LOCAL_DOMAIN} vmail\n" for u in LOCAL_USERS))
+            open(f"{d}/userinfo", "w").write(f"vmail {nobody.pw_uid}:{nobody.pw_gid}:{self.mail_dir}\n")
+            pki += f"table vusers file:{d}/vusers\ntable userinfo file:{d}/userinfo\n"
+            rules = (f'action "local" maildir "{self.mail_dir}/%{{dest.user}}" virtual <vusers> userbase <userinfo>\n'
                      f'match from any for domain "{LOCAL_DOMAIN}" action "local"\n')
         open(f"{d}/smtpd.conf", "w").write(f"""{pki}{listen}
 action "relay" relay host smtp://127.0.0.1:{sink_port}
@@ -203,9 +208,10 @@ action "relay" relay host smtp://127.0.0.1:{sink_port}
         # resolv.conf says "lookup file" (hosts only), as Exim runs with host_lookup unset and
         # postern answers 127.0.0.0/8 itself; else a lost DNS packet stalls a session 5 s.
         open(f"{d}/resolv.conf", "w").write("lookup file\n")
-        binds = " && ".join(f"mount --bind {d}/{src} {dst}" for src, dst in
+        binds = " && ".join(f"mount --bind {os.path.join(d, src)} {dst}" for src, dst in
                             (("spool", "/var/spool"), ("varlib", "/var/lib"), ("run", "/run"),
-                             ("resolv.conf", "/etc/resolv.conf")))
+                             ("resolv.conf", "/etc/resolv.conf"),
+                             (f"{PEER_ROOT}/usr/libexec", "/usr/libexec")))
         env = {**os.environ, "LD_PRELOAD": shim(), "BENCH_LISTEN_BACKLOG": "1024"}
         self.log = open(f"{d}/smtpd.log", "w")
         self.proc = subprocess.Popen([*REAP, "unshare", "--mount", "--propagation", "private", "sh", "-c",

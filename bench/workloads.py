@@ -53,7 +53,8 @@ def workload(system_cls, n, size, conc, timeout=300, dkim=False):
         os.chown(dumpdir, pwd.getpwnam("postfix").pw_uid, -1)
         dump = ["-D", f"{dumpdir}/dump"]
     sink = start_sink(sink_port, n, dump[1] if dump else None)
-    system = system_cls(sink_port, dkim=True) if dkim else system_cls(sink_port)
+    max_conn = max(2000, conc + 100)
+    system = system_cls(sink_port, dkim=True, max_conn=max_conn) if dkim else system_cls(sink_port, max_conn=max_conn)
     try:
         cpu0 = system.cpu()
         t0 = time.time()
