@@ -15,7 +15,6 @@ Output: OUT/growth.json, OUT/growth-queue.png, OUT/growth-connections.png.
 
 import json
 import os
-import resource
 import sys
 import time
 
@@ -24,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import debpeers  # noqa: E402
 from common import ROOT, arg, remove_shims  # noqa: E402
 from peers import Postern, Postfix  # noqa: E402
-from workloads import drain, idle_connections, workload  # noqa: E402
+from workloads import drain, idle_connections, raise_nofile, workload  # noqa: E402
 
 SYSTEMS = {"postern": Postern, "postfix": Postfix, "exim": debpeers.Exim, "opensmtpd": debpeers.OpenSMTPD}
 
@@ -111,10 +110,7 @@ def main():
     conns = ints("--conns", "100,1000,10000")
     outdir = arg("--out", os.path.join(ROOT, "docs", "img"))
     os.makedirs(outdir, exist_ok=True)
-    top = max(conns, default=0) * 2 + 1000
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < top:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (top, max(hard, top)))  # smtp-source -s C and idle sockets
+    raise_nofile(max(conns, default=0) * 2 + 1000)  # smtp-source -s C, idle sockets
     try:
         data = measure(systems, queue_sizes, conns)
     finally:

@@ -214,6 +214,19 @@ def drain(system_cls, n, timeout=900, stats=None):
         stop_proc(sink, 5)
 
 
+def raise_nofile(want):
+    """The soft limit on open files up to want (the hard limit only if allowed); inherited by
+    the systems started afterwards."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= want:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def read_reply(f):
     """One SMTP reply (all its lines) from a file object; the last line."""
     while True:
@@ -231,7 +244,7 @@ def idle_connections(system_cls, n=10000, tls=False, timeout=120):
     pages counted once), and for postern (one process) also of its RSS, the earlier W4 figure."""
     import resource
     import ssl
-    resource.setrlimit(resource.RLIMIT_NOFILE, (n + 1000, n + 1000))
+    raise_nofile(n + 1000)
     settle()
     system = system_cls(free_port(), max_conn=n + 100, tls=tls)
     ctx = ssl.create_default_context()
