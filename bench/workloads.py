@@ -254,7 +254,8 @@ def idle_connections(system_cls, n=10000, tls=False, timeout=120):
     try:
         time.sleep(0.5)
         base_pss = system.pss()
-        base_rss = current_rss_kb(system.proc.pid)
+        root = getattr(system, "master", None) or system.proc.pid
+        base_rss = current_rss_kb(root)
         end = time.time() + timeout
         for _ in range(want):
             if time.time() > end:
@@ -283,7 +284,7 @@ def idle_connections(system_cls, n=10000, tls=False, timeout=120):
         time.sleep(1)
         held = max(len(socks), 1)
         return {"held": len(socks), "wanted": want, "pss_kb_per_conn": (system.pss() - base_pss) / held,
-                "rss_kb_per_conn": (current_rss_kb(system.proc.pid) - base_rss) / held, "error": error}
+                "rss_kb_per_conn": (current_rss_kb(root) - base_rss) / held, "error": error}
     finally:
         for s in socks:
             s.close()
