@@ -74,18 +74,17 @@ def plot(data, outdir):
               ("RSS MB", [("rss_queued_kb", "queue full (current)"), ("rss_kb", "peak of the run")], 1024)]),
             ("connections", "connections", "concurrent connections",
              [("msg/s", [("accept_rate", "accepted"), ("e2e_rate", "end to end")], 1),
-              ("memory", [("rss_kb", "peak RSS during W1, MB"), ("idle_kb_per_conn", "KB per idle connection")],
-               None)])):
+              ("peak RSS during W1, MB", [("rss_kb", "")], 1024),
+              ("KB per idle connection (after EHLO)", [("idle_kb_per_conn", "")], 1)])):
         rows = data[kind]
         if not rows:
             continue
-        fig, axes = plt.subplots(1, len(panels), figsize=(11, 4.2))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
         for ax, (ylabel, keys, div) in zip(axes, panels):
             for key, label in keys:
                 for system, pts in series(rows, key, x).items():
-                    scale = div or (1024 if key == "rss_kb" else 1)
-                    ax.plot([p[0] for p in pts], [p[1] / scale for p in pts], marker="o",
-                            label=f"{system}: {label}")
+                    ax.plot([p[0] for p in pts], [p[1] / div for p in pts], marker="o",
+                            label=f"{system}: {label}" if label else system)
             ax.set_xscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)

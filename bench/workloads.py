@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 
-from common import (BENCH_PASSWORD, BENCH_USER, LOCAL_DOMAIN, LOCAL_USERS, POSTERN, ROOT, SENDER, cpu_of,
+from common import (BENCH_PASSWORD, BENCH_USER, LOCAL_DOMAIN, LOCAL_USERS, POSTERN, ROOT, cpu_of,
                     current_rss_kb, descendants, free_port, settle, shim, smtp_source, stop_proc, tree_sum)
 from common import sink as start_sink
 from peers import DKIM_DOMAIN, DNSBL_CLIENT, DNSBL_LISTS, Postern
