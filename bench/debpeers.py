@@ -230,11 +230,15 @@ action "relay" relay host smtp://127.0.0.1:{sink_port}
         """smtpctl inside smtpd's mount namespace (its control socket is in the private /run)."""
         main = [p for p in self.tree() if p != self.proc.pid][:1]
         if main:
-            subprocess.run(["nsenter", "--mount", "--target", str(main[0]), SMTPCTL, *args], capture_output=True,
-                           timeout=60)
+            # smtpctl insists on running setgid opensmtpq (the package installs it so)
+            out = subprocess.run(["nsenter", "--mount", "--target", str(main[0]), "setpriv", "--regid", "opensmtpq",
+                                  "--clear-groups", SMTPCTL, *args], capture_output=True, text=True, timeout=60)
+            if out.returncode:
+                raise SystemExit(f"smtpctl {' '.join(args)}: {out.stderr.strip()}")
 
     def flush(self):
-        """W5: `smtpctl schedule all`."""
+        """W5: `smtpctl schedule all` (OpenSMTPD also holds the route to the sink for 15 s after
+        a refused connection: the drain may start with that wait)."""
         self.ctl("schedule", "all")
 
     def stop(self):
