@@ -14,6 +14,7 @@ import pwd
 import subprocess
 import sys
 import tempfile
+import threading
 
 from common import (BENCH_PASSWORD, BENCH_USER, LOCAL_DOMAIN, LOCAL_USERS, PEER_ROOT, ROOT, cleanup, cpu_of,
                     descendants, free_port, pss_kb, rss_kb, shim, stop_proc, tree_sum, wait_port)
@@ -220,6 +221,7 @@ action "relay" relay host smtp://127.0.0.1:{sink_port}
                              ("resolv.conf", "/etc/resolv.conf"),
                              (f"{PEER_ROOT}/usr/libexec", "/usr/libexec")))
         env = {**os.environ, "LD_PRELOAD": shim(), "BENCH_LISTEN_BACKLOG": "1024"}
+        self.stopping = threading.Event()
         self.log = open(f"{d}/smtpd.log", "w")
         self.proc = subprocess.Popen([*REAP, "unshare", "--mount", "--propagation", "private", "sh", "-c",
                                       f"{binds} && exec {SMTPD} -d -f {d}/smtpd.conf"],
@@ -233,15 +235,27 @@ action "relay" relay host smtp://127.0.0.1:{sink_port}
             # smtpctl insists on running setgid opensmtpq (the package installs it so)
             out = subprocess.run(["nsenter", "--mount", "--target", str(main[0]), "setpriv", "--regid", "opensmtpq",
                                   "--clear-groups", SMTPCTL, *args], capture_output=True, text=True, timeout=60)
-            if out.returncode:
+            if out.returncode and not self.stopping.is_set():
                 raise SystemExit(f"smtpctl {' '.join(args)}: {out.stderr.strip()}")
 
     def flush(self):
-        """W5: `smtpctl schedule all` (OpenSMTPD also holds the route to the sink for 15 s after
-        a refused connection: the drain may start with that wait)."""
+        """W5: `smtpctl schedule all`, again every 5 s until stopped: after a refused connection
+        OpenSMTPD disables the route to the sink for 15 s, and an envelope scheduled while it is
+        disabled fails again at once and waits for its next retry (minutes). The drain therefore
+        includes up to 15 s of that wait, OpenSMTPD's own."""
         self.ctl("schedule", "all")
 
+        def again():
+            while not self.stopping.wait(5):
+                try:
+                    self.ctl("schedule", "all")
+                except (SystemExit, OSError, subprocess.SubprocessError):
+                    return
+
+        threading.Thread(target=again, daemon=True).start()
+
     def stop(self):
+        self.stopping.set()
         self.log.close()
         super().stop()
 

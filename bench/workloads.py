@@ -166,6 +166,8 @@ def loadgen(system_cls, n, conc, auth, timeout=600):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 60, env=env)
         report = json.loads(out.stdout)
         try:
+            if report["failed"]:  # the sink would wait for messages that were never accepted
+                raise subprocess.TimeoutExpired(cmd, 0)
             sink.wait(timeout)
             t_e2e = time.time() - t0
             arrived = report["failed"] == 0
