@@ -147,10 +147,10 @@ def main():
 def w1dnsbl_runs(quick):
     # W1-DNSBL: postern alone (Postfix would need the DNS server on port 53 of
     # /etc/resolv.conf): no lookups, then the two lists, then the lists and the reverse lookup.
-    n = 2000 if quick else 10000
+    n = scaled(2000 if quick else 10000)
     res = {}
     for label, dnsbl, rdns in (("none", False, False), ("dnsbl", True, False), ("dnsbl+rdns", True, True)):
-        r = res[label] = w1dnsbl(scaled(n), 4096, 20, dnsbl, rdns)
+        r = res[label] = w1dnsbl(n, 4096, 20, dnsbl, rdns)
         show("W1-DNSBL", "postern", r)
         queries = sum(r["dns"].values())
         print(f"W1-DNSBL   {label:10} {n} msgs, {r['cpu_per_1k']:.3f} ms CPU/msg "
