@@ -120,10 +120,11 @@ pub async fn run(plan: Plan) -> Result<Report, LoadgenError> {
         credentials: plan.auth.clone(),
         // A load generator on loopback against test servers with
         // self-signed certificates: PLAIN over unverified TLS is the
-        // workload (W3), not a leak. Delivery never sets this implicitly.
-        auth_plaintext: true,
+        // workload (W3). Without STARTTLS the password is never sent.
+        auth_plaintext: plan.starttls,
         // W3 measures AUTH PLAIN on both systems.
         auth_order: &["PLAIN"],
+        recipient_policy: false,
     });
     let msg = Arc::new(Message {
         id: QueueId::generate(),

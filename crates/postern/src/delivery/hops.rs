@@ -142,6 +142,7 @@ mod tests {
             credentials: None,
             auth_plaintext: false,
             auth_order: AUTH_ORDER,
+            recipient_policy: false,
         }))
     }
 

@@ -37,6 +37,7 @@ impl Lmtp {
                 credentials: None,
                 auth_plaintext: false,
                 auth_order: AUTH_ORDER,
+                recipient_policy: false,
             },
         })
     }

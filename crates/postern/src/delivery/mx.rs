@@ -311,7 +311,10 @@ impl MxDelivery {
     /// a host under a policy, used only where DANE does not decide
     /// (RFC 8461 §2: DANE takes precedence).
     fn pool(&self, ip: IpAddr, host: &str, verdict: &HostTls, sts: Option<super::mta_sts::HostTls>) -> Result<Pool, MxError> {
-        let sts = if verdict.reported() { None } else { sts };
+        // DANE decides where it authenticates (secure usable TLSA) or defers;
+        // with only unusable records it authenticates nothing, so an
+        // MTA-STS policy still applies (review: else `encrypt` would win).
+        let sts = if matches!(verdict, HostTls::Dane(_) | HostTls::Defer { .. }) { None } else { sts };
         let key = format!("{ip}|{host}|{}|{}", verdict.pool_key(), sts.as_ref().map_or("", |t| t.tag));
         let mut pools = match self.pools.lock() {
             Ok(g) => g,
@@ -336,6 +339,7 @@ impl MxDelivery {
             credentials: None,
             auth_plaintext: false,
             auth_order: AUTH_ORDER,
+            recipient_policy: true,
         }));
         pools.insert(key, (pool.clone(), tls.clone()));
         Ok((pool, tls))
@@ -431,7 +435,9 @@ impl MxDelivery {
                             v
                         }
                     };
-                    match self.try_host(domain, &host, ip, &verdict, &sts, msg, rcpts).await {
+                    // Reports and logs name the policy domain in A-label form (RFC 8460 §4.4).
+                    let report_domain = ascii_domain.as_deref().unwrap_or(domain);
+                    match self.try_host(report_domain, &host, ip, (&verdict, mx_secure), &sts, msg, rcpts).await {
                         Ok(a) => {
                             if let Ok(mut d) = self.dead.lock() {
                                 d.remove(domain);

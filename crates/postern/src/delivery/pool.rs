@@ -58,6 +58,7 @@ pub fn route_dest(s: &Settings, endpoint: Endpoint) -> Result<Dest, SetupError> 
         credentials: None,
         auth_plaintext: false,
         auth_order: AUTH_ORDER,
+        recipient_policy: false,
     })
 }
 
@@ -106,6 +107,7 @@ pub fn outbound_dests(s: &Settings, o: &Outbound) -> Result<Vec<Dest>, SetupErro
             credentials: credentials.clone(),
             auth_plaintext: o.auth_plaintext,
             auth_order: AUTH_ORDER,
+            recipient_policy: false,
         })
         .collect())
 }

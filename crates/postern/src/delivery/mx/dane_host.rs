@@ -93,11 +93,23 @@ impl MxDelivery {
         domain: &str,
         host: &str,
         ip: IpAddr,
-        verdict: &HostTls,
+        (verdict, mx_secure): (&HostTls, bool),
         sts: &Applied,
         msg: &Message,
         rcpts: &[String],
     ) -> Result<Attempt, (String, bool)> {
+        // RFC 8689 §4.2.1: a REQUIRETLS message goes only to an MX host
+        // found securely: a DNSSEC-secure MX answer (DANE mode) or a host an
+        // MTA-STS `enforce` policy lists. A verified certificate alone is not
+        // enough: a forged MX answer can name a host with a valid
+        // certificate for its own name. Every host of the domain is in the
+        // same position, so this fails the recipients (5.7.30) at once.
+        let listed = sts.tls_for(host).is_some_and(|t| t.tag == "sts-enforce");
+        if msg.requiretls && !(mx_secure || listed) {
+            let why = format!("REQUIRETLS: the MX host {host} of {domain} was found without DNSSEC or an MTA-STS policy; not sent");
+            let reply = crate::delivery::DeliveryReply::status_only(postern_wire::Enhanced(5, 7, 30), why);
+            return Ok(Attempt::all(crate::delivery::Outcome::Failed(reply), rcpts.len(), None));
+        }
         if let HostTls::Defer { failure, reason } = verdict {
             self.dane_result(domain, host, None, verdict, Err(*failure), reason);
             return Err((reason.clone(), true));

@@ -22,7 +22,12 @@ struct Recorder(Mutex<Vec<(String, Result<(), FailureType>)>>);
 
 impl TlsReports for Recorder {
     fn record(&self, r: &SessionResult<'_>) {
-        assert_eq!(r.policy_type.as_str(), "tlsa");
+        // Hosts without DANE are reported as "no-policy-found" (TLS-RPT's
+        // own concern); this recorder keeps the DANE ones.
+        if r.policy_type.as_str() != "tlsa" {
+            assert_eq!(r.policy_type.as_str(), "no-policy-found");
+            return;
+        }
         self.0.lock().unwrap().push((r.mx_host.to_string(), r.result));
     }
 }
@@ -107,21 +112,21 @@ async fn dane_host_without_starttls_gets_nothing() {
     let (m, rec) = delivery(port);
     let rcpts: Vec<String> = RCPT.iter().map(|s| s.to_string()).collect();
     let ip = "127.0.0.1".parse().unwrap();
-    let r = m.try_host("far.example", "mx.far.example", ip, &HostTls::Dane(vec![ee()]), &Applied::none(), &message(), &rcpts).await;
+    let r = m.try_host("far.example", "mx.far.example", ip, (&HostTls::Dane(vec![ee()]), true), &Applied::none(), &message(), &rcpts).await;
     let (why, dane) = r.expect_err("no STARTTLS: no session");
     assert!(dane && why.contains("STARTTLS"), "{why}");
     assert!(!seen.lock().unwrap().iter().any(|c| c.starts_with("MAIL")), "sent in clear: {:?}", seen.lock().unwrap());
     assert_eq!(*rec.0.lock().unwrap(), vec![("mx.far.example".to_string(), Err(FailureType::StarttlsNotSupported))]);
 
     // "encrypt" (only unusable records) refuses cleartext too.
-    let r = m.try_host("far.example", "mx.far.example", ip, &HostTls::Encrypt(vec![]), &Applied::none(), &message(), &rcpts).await;
+    let r = m.try_host("far.example", "mx.far.example", ip, (&HostTls::Encrypt(vec![]), true), &Applied::none(), &message(), &rcpts).await;
     assert!(r.is_err());
     assert!(!seen.lock().unwrap().iter().any(|c| c.starts_with("MAIL")));
 
     // No DANE for this host: opportunistic, delivered in clear, not reported.
     let before = rec.0.lock().unwrap().len();
     let a = m
-        .try_host("far.example", "mx.far.example", ip, &HostTls::Opportunistic, &Applied::none(), &message(), &rcpts)
+        .try_host("far.example", "mx.far.example", ip, (&HostTls::Opportunistic, true), &Applied::none(), &message(), &rcpts)
         .await
         .expect("session");
     assert!(matches!(a.outcomes[0], Outcome::Delivered(_)), "{:?}", a.outcomes);
@@ -135,8 +140,36 @@ async fn dnssec_failure_defers_without_connecting() {
     let (m, rec) = delivery(port);
     let rcpts: Vec<String> = RCPT.iter().map(|s| s.to_string()).collect();
     let verdict = HostTls::Defer { failure: FailureType::DnssecInvalid, reason: "SERVFAIL".into() };
-    let r = m.try_host("far.example", "mx.far.example", "127.0.0.1".parse().unwrap(), &verdict, &Applied::none(), &message(), &rcpts).await;
+    let r = m
+        .try_host("far.example", "mx.far.example", "127.0.0.1".parse().unwrap(), (&verdict, true), &Applied::none(), &message(), &rcpts)
+        .await;
     assert_eq!(r.err(), Some(("SERVFAIL".to_string(), true)));
     assert!(seen.lock().unwrap().is_empty(), "connected: {:?}", seen.lock().unwrap());
     assert_eq!(*rec.0.lock().unwrap(), vec![("mx.far.example".to_string(), Err(FailureType::DnssecInvalid))]);
+}
+
+#[tokio::test]
+async fn requiretls_needs_a_securely_found_mx_host() {
+    let (port, seen) = plaintext_peer().await;
+    let (m, _rec) = delivery(port);
+    let rcpts: Vec<String> = RCPT.iter().map(|s| s.to_string()).collect();
+    let ip = "127.0.0.1".parse().unwrap();
+    let msg = Message { requiretls: true, ..message() };
+    // Insecure MX answer, no MTA-STS: fails 5.7.30 before any connection.
+    let a = m
+        .try_host("far.example", "mx.far.example", ip, (&HostTls::Opportunistic, false), &Applied::none(), &msg, &rcpts)
+        .await
+        .expect("a verdict, not a deferral");
+    match &a.outcomes[0] {
+        Outcome::Failed(r) => assert!(r.to_string().contains("5.7.30"), "{r}"),
+        o => panic!("{o:?}"),
+    }
+    assert!(seen.lock().unwrap().is_empty(), "no connection: {:?}", seen.lock().unwrap());
+    // A secure MX answer passes this gate (the TLS gate then refuses cleartext).
+    let a = m
+        .try_host("far.example", "mx.far.example", ip, (&HostTls::Opportunistic, true), &Applied::none(), &msg, &rcpts)
+        .await
+        .expect("session");
+    assert!(matches!(&a.outcomes[0], Outcome::Failed(r) if r.to_string().contains("5.7.30")), "{:?}", a.outcomes);
+    assert!(!seen.lock().unwrap().iter().any(|c| c.starts_with("MAIL")), "sent in clear: {:?}", seen.lock().unwrap());
 }

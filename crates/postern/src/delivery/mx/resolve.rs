@@ -48,7 +48,7 @@ impl MxResolver {
         match self.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => {
                 let mut mx: Vec<(u16, String)> =
-                    lookup.iter().map(|m| (m.preference(), m.exchange().to_utf8().trim_end_matches('.').to_string())).collect();
+                    lookup.iter().map(|m| (m.preference(), m.exchange().to_ascii().trim_end_matches('.').to_ascii_lowercase())).collect();
                 if mx.len() == 1 && mx[0].1.is_empty() {
                     return Ok(Hosts::NullMx);
                 }

@@ -77,6 +77,11 @@ pub struct Dest {
     pub auth_plaintext: bool,
     /// SASL mechanisms to use, best first ([`AUTH_ORDER`] for smarthosts).
     pub auth_order: &'static [&'static str],
+    /// The TLS requirement comes from the recipient domain (MX delivery:
+    /// `mx.tls`, DANE, MTA-STS), so a `TLS-Required: No` message may relax
+    /// it (RFC 8689 §5). An operator's smarthost or route setting is never
+    /// relaxed by a header any sender can write.
+    pub recipient_policy: bool,
 }
 
 /// The SASL mechanisms a smarthost client uses, best first.
@@ -136,13 +141,14 @@ impl Conn {
     /// [`Conn::open`] for delivering `msg`: when the next hop's TLS
     /// requirement fails (no STARTTLS, refused, or a certificate that does
     /// not verify) and the message says `TLS-Required: No` (RFC 8689 §5)
-    /// without REQUIRETLS, tries again with opportunistic TLS. Never for
-    /// a next hop we give credentials to: that requirement protects the
-    /// password, not the recipient's mail.
+    /// without REQUIRETLS, tries again with opportunistic TLS. Only for MX
+    /// delivery ([`Dest::recipient_policy`]); never for a next hop we give
+    /// credentials to: that requirement protects the password, not the
+    /// recipient's mail.
     pub async fn open_for(d: &Dest, msg: &Message) -> Result<Conn, ConnError> {
         let first = Conn::open(d).await;
         let strict = d.tls.as_ref().is_some_and(|t| matches!(t.policy, OutboundTls::Encrypt | OutboundTls::Verify | OutboundTls::Dane));
-        let relax = msg.tls_required_no && !msg.requiretls && strict && d.credentials.is_none() && !d.implicit_tls;
+        let relax = msg.tls_required_no && !msg.requiretls && strict && d.recipient_policy && d.credentials.is_none() && !d.implicit_tls;
         match first {
             Err(e) if relax && e.is_tls_requirement() => {
                 let may = ClientTls::build(OutboundTls::May, &[], None).map_err(|_| e)?;

@@ -132,6 +132,9 @@ pub enum TxtError {
 }
 
 /// Picks the one `v=TLSRPTv1` record among the TXT strings of
+/// Most `rua` addresses used for one domain.
+pub const MAX_RUA: usize = 10;
+
 /// `_smtp._tls.DOMAIN` and parses its `rua` (RFC 8460 §3: records that do
 /// not start with the version are ignored; more than one means none).
 pub fn parse_txt(records: &[String]) -> Result<Vec<Rua>, TxtError> {
@@ -162,6 +165,9 @@ pub fn parse_txt(records: &[String]) -> Result<Vec<Rua>, TxtError> {
     if out.is_empty() {
         return Err(TxtError::NoRua);
     }
+    // A domain cannot make us mail its report to any number of third
+    // parties: the first MAX_RUA addresses are used.
+    out.truncate(MAX_RUA);
     Ok(out)
 }
 
