@@ -219,7 +219,11 @@ pub fn matches_client(r: &Rule, f: &Facts<'_>) -> bool {
             (None, _) | (Some(_), "<>") => false,
             (Some(m), w) => {
                 let w = w.trim_start_matches('<').trim_end_matches('>');
-                if let Some(d) = w.strip_prefix('@') {
+                if let Some(parent) = w.strip_prefix("@.").or_else(|| w.strip_prefix('.')) {
+                    // "@.example.org": any subdomain (Postfix's
+                    // parent_domain_matches_subdomains, sendmail's access map).
+                    is_subdomain(&m.domain, parent)
+                } else if let Some(d) = w.strip_prefix('@') {
                     m.domain.eq_ignore_ascii_case(d)
                 } else if w.contains('@') {
                     m.to_string().eq_ignore_ascii_case(w)
@@ -233,6 +237,13 @@ pub fn matches_client(r: &Rule, f: &Facts<'_>) -> bool {
         }
     }
     true
+}
+
+/// Is `domain` a proper subdomain of `parent` (`a.example.org` of
+/// `example.org`, not `example.org` itself nor `badexample.org`)?
+fn is_subdomain(domain: &str, parent: &str) -> bool {
+    let (d, p) = (domain.as_bytes(), parent.as_bytes());
+    d.len() > p.len() + 1 && d[d.len() - p.len() - 1] == b'.' && d[d.len() - p.len()..].eq_ignore_ascii_case(p)
 }
 
 /// The built-in rules appended after the operator's.

@@ -171,7 +171,8 @@ pub struct Rule {
     #[serde(default)]
     pub cert_spki_sha256: Option<Vec<String>>,
     /// Sender addresses ("a@example.org"), domains ("@example.org" or
-    /// "example.org") or "<>" for the null sender.
+    /// "example.org"), subdomains ("@.example.org": any domain below
+    /// example.org) or "<>" for the null sender.
     #[serde(default)]
     pub sender: Option<Vec<String>>,
     /// Recipient classes: "local", "relay", "other".

@@ -317,3 +317,17 @@ fn trusted_certificate_warning_when_client_cas_meet_the_built_in_rule() {
     let by_network = "[[listener]]\naddress = \"127.0.0.1:25\"\nrequest_client_certificates_from = [\"10.0.0.0/8\"]\n";
     assert!(warn(&format!("{by_network}{cas}")).is_some());
 }
+
+#[test]
+fn subdomain_sender_patterns() {
+    for (domain, parent, want) in [
+        ("a.example.org", "example.org", true),
+        ("A.B.Example.ORG", "example.org", true),
+        ("example.org", "example.org", false),
+        ("badexample.org", "example.org", false),
+        ("org", "example.org", false),
+        ("", "example.org", false),
+    ] {
+        assert_eq!(super::is_subdomain(domain, parent), want, "{domain} under {parent}");
+    }
+}

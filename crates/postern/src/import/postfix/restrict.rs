@@ -447,6 +447,9 @@ fn access_entry(el: &str, kind: &str, e: &TableEntry, short: &str, parent: usize
                 Some(vec![("sender", arr([k]))])
             } else if !k.contains('@') && !k.starts_with('.') {
                 // Postfix also matches subdomains (parent_domain_matches_subdomains).
+                Some(vec![("sender", arr([format!("@{k}"), format!("@.{k}")]))])
+            } else if !k.contains('@') && k.len() > 1 {
+                // ".example.org": the subdomains only.
                 Some(vec![("sender", arr([format!("@{k}")]))])
             } else {
                 None

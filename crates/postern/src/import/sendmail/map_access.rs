@@ -185,9 +185,14 @@ fn sender_entry<'a>(e: &'a AccessEntry, notes: &mut Notes, out: &mut Vec<(u8, PR
     } else {
         (format!("@{key}"), 1)
     };
+    // A domain key matches its subdomains too (sendmail strips leading labels).
+    let senders = match sender.strip_prefix('@') {
+        Some(d) => vec![sender.clone(), format!("@.{d}")],
+        None => vec![sender.clone()],
+    };
     let rule = |action: &'static str, message: Option<String>| PRule {
         name: format!("access-{}", e.line),
-        sender: vec![sender.clone()],
+        sender: senders.clone(),
         action,
         message,
         ..PRule::default()
