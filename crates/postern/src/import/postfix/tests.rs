@@ -131,7 +131,7 @@ fn each_restriction_element() {
         (
             "check_sender_access texthash:s",
             &[
-                "sender=[\"@spam.example\"] action=\"reject\"",
+                "sender=[\"@spam.example\", \"@.spam.example\"] action=\"reject\"",
                 "sender=[\"<>\"] action=\"tempfail\"",
                 "sender=[\"x@y.example\"] action=\"relay\"",
             ],
