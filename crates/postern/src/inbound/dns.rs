@@ -69,7 +69,8 @@ fn build(nameservers: &[SocketAddr]) -> Result<TokioResolver, DnsTemp> {
 /// A resolver builder for `mx.nameservers` (each over UDP and TCP), or the
 /// system's configuration when there are none; never `/etc/hosts` (a
 /// client's name, a DNS list's answer follow DNS only). Shared by the
-/// inbound lookups (rDNS, HELO/sender checks, DNS lists).
+/// inbound lookups (rDNS, HELO/sender checks, DNS lists), MX delivery,
+/// MTA-STS and TLS-RPT.
 pub(crate) fn builder(nameservers: &[SocketAddr]) -> Result<ResolverBuilder<TokioConnectionProvider>, String> {
     let mut builder = if nameservers.is_empty() {
         TokioResolver::builder_tokio().map_err(|e| e.to_string())?

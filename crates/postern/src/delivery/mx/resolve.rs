@@ -5,9 +5,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 
 use super::{Hosts, MxError};
@@ -20,20 +17,9 @@ pub struct MxResolver {
 impl MxResolver {
     /// System configuration, or these name servers (UDP and TCP).
     pub fn new(nameservers: &[SocketAddr]) -> Result<MxResolver, MxError> {
-        let builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| MxError::DnsConfig(e.to_string()))?
-        } else {
-            let mut group = Vec::new();
-            for a in nameservers {
-                group.push(NameServerConfig::new(*a, Protocol::Udp));
-                group.push(NameServerConfig::new(*a, Protocol::Tcp));
-            }
-            let cfg = ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from(group));
-            TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default())
-        };
-        let mut builder = builder;
-        // Mail routing must follow DNS, not /etc/hosts; and keep answers fresh.
-        builder.options_mut().use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        // Mail routing must follow DNS, not /etc/hosts (the shared builder
+        // sees to it); and keep answers fresh.
+        let mut builder = crate::inbound::dns::builder(nameservers).map_err(MxError::DnsConfig)?;
         builder.options_mut().cache_size = 256;
         // Both families for MX hosts (the default asks AAAA only when there
         // is no A record): an IPv6 address is another way in when the IPv4

@@ -13,10 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolveHosts, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::TokioResolver;
 use serde::Serialize;
@@ -71,18 +68,7 @@ pub fn submitter(s: &Settings) -> Submitter {
 
 /// A resolver for TXT lookups: `mx.nameservers`, or the system's.
 fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
-    let mut b = if nameservers.is_empty() {
-        TokioResolver::builder_tokio().map_err(|e| e.to_string())?
-    } else {
-        let mut group = Vec::new();
-        for a in nameservers {
-            group.push(NameServerConfig::new(*a, Protocol::Udp));
-            group.push(NameServerConfig::new(*a, Protocol::Tcp));
-        }
-        let cfg = ResolverConfig::from_parts(None, vec![], NameServerConfigGroup::from(group));
-        TokioResolver::builder_with_config(cfg, TokioConnectionProvider::default())
-    };
-    b.options_mut().use_hosts_file = ResolveHosts::Never;
+    let mut b = crate::inbound::dns::builder(nameservers)?;
     b.options_mut().timeout = LOOKUP_TIMEOUT;
     Ok(b.build())
 }
