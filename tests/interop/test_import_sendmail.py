@@ -273,8 +273,29 @@ def test_parity_with_real_sendmail(tmp_path, name):
     sm.start()
     try:
         source = [replay(p, ports, certs) for p in probes]
+        # The same table through `postern import sendmail --verify`: postern's
+        # own replay client, against this sendmail and a postern the importer
+        # starts on the imported configuration.
+        probe_certs = tmp_path / "probe-certs"
+        probe_certs.mkdir()
+        for kind, (c, k) in certs.items():
+            shutil.copy(c, probe_certs / f"{kind}.crt")
+            shutil.copy(k, probe_certs / f"{kind}.key")
+        vout = tmp_path / "verified"
+        vargs = [BIN, "import", "sendmail", "--mc", str(tmp_path / "sendmail.mc"), "--aliases", str(tmp_path / "aliases"),
+                 "--sasldb", str(tmp_path / "sasldb2"), "--out", str(vout),
+                 "--verify", f"127.0.0.1:{ports['smtp']}", "--verify-submission", f"127.0.0.1:{ports['submission']}",
+                 "--verify-smtps", f"127.0.0.1:{ports['smtps']}", "--probes", str(PARITY / f"sendmail-{name}.toml"),
+                 "--probe-certs", str(probe_certs)]
+        verified = subprocess.run(vargs, capture_output=True, text=True, timeout=900)
     finally:
         sm.stop()
+    parity_report = vout / "parity-report.txt"
+    assert verified.returncode == 0, (verified.stdout[-3000:] + verified.stderr
+                                      + (parity_report.read_text()[-3000:] if parity_report.exists() else ""))
+    assert f"parity: {len(probes)} probes" in verified.stdout, verified.stdout[-2000:]
+    assert ", 0 unexplained" in verified.stdout, verified.stdout[-2000:]
+    print(f"{name}: postern import sendmail --verify: {verified.stdout.strip().splitlines()[-1]}")
     # Sanity: the table exercises accepts and refusals at RCPT on the source.
     classes = {c for v in source for c in v["rcpts"]}
     assert {"Accept", "PermFail"} <= classes, source

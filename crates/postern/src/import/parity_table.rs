@@ -252,6 +252,53 @@ pub const EXPLANATIONS: &[Explanation] = &[
         },
     },
     Explanation {
+        name: "address-literal",
+        reason: "postern treats an address literal (x@[127.0.0.1]) as another domain, relayed for clients that may \
+                 relay (delivery then refuses to loop back, 5.4.6); sendmail counts its own address literals as local \
+                 and refuses an unknown local user",
+        applies: |p, d, _| {
+            let n = d.step.strip_prefix("rcpt ").and_then(|n| n.parse::<usize>().ok());
+            let rcpt = n.and_then(|n| p.rcpts.get(n.wrapping_sub(1)));
+            rcpt.is_some_and(|r| r.ends_with(']') && r.contains("@[")) && d.source == Class::PermFail && d.postern == Class::Accept
+        },
+    },
+    Explanation {
+        name: "refused-at-rcpt",
+        reason: "postern refuses a client the access rules refuse at RCPT (like sendmail's FEATURE(delay_checks)), \
+                 not at MAIL, and still offers AUTH to it: the source refused MAIL (and offered no AUTH), postern took \
+                 MAIL and refused every recipient, so no mail is accepted on either side",
+        applies: |_, _, same| {
+            same.iter().any(|d| d.step == "mail" && d.source == Class::PermFail && d.postern == Class::Accept)
+                && same.iter().filter(|d| d.step.starts_with("rcpt")).all(|d| d.source == Class::NotReached && d.postern == Class::PermFail)
+                && same.iter().filter(|d| d.step == "auth").all(|d| d.source == Class::NotReached)
+                && same.iter().any(|d| d.step.starts_with("rcpt"))
+        },
+    },
+    Explanation {
+        name: "auth-offered-to-refused-client",
+        reason: "postern offers AUTH to every client over TLS and refuses a wrong password (535); sendmail offers no \
+                 AUTH to a client its access map refuses. Nothing else in the session is accepted by postern that the \
+                 source refused",
+        applies: |_, d, same| {
+            d.step == "auth"
+                && d.source == Class::NotReached
+                && d.postern == Class::PermFail
+                && same.iter().all(|x| x.postern != Class::Accept || x.source == Class::Accept)
+        },
+    },
+    Explanation {
+        name: "certificate-is-authentication",
+        reason: "on a submission listener postern counts a client certificate that verifies against the trusted CA as \
+                 authentication (the seed set-up relays on it); sendmail's M=a submission daemon wants AUTH at MAIL. \
+                 The recipients are then decided by the relay rules, which the source never reached",
+        applies: |p, _, same| {
+            p.port != Port::Smtp
+                && p.cert == ClientCert::Trusted
+                && same.iter().any(|d| d.step == "mail" && d.source == Class::PermFail && d.postern == Class::Accept)
+                && same.iter().filter(|d| d.step.starts_with("rcpt")).all(|d| d.source == Class::NotReached)
+        },
+    },
+    Explanation {
         name: "auth-before-tls",
         reason: "postern never offers or accepts AUTH before TLS (auth.plaintext_networks relaxes it); \
              the source offered AUTH over plaintext, so the probe logged in (or failed to) there and \
@@ -337,5 +384,38 @@ mod tests {
         let mut diffs = vec![d("mail", Class::Accept, Class::PermFail), d("rcpt 2", Class::Accept, Class::NotReached)];
         explain(std::slice::from_ref(&probe), &mut diffs);
         assert!(diffs.iter().all(|x| x.explained.is_none()));
+        // A refused client: the source refused MAIL, postern every RCPT.
+        probe.port = Port::Smtp;
+        let mut diffs = vec![
+            d("mail", Class::PermFail, Class::Accept),
+            d("rcpt 1", Class::NotReached, Class::PermFail),
+            d("rcpt 2", Class::NotReached, Class::PermFail),
+        ];
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs.iter().all(|x| x.explained.as_deref().is_some_and(|e| e.starts_with("refused-at-rcpt"))), "{diffs:?}");
+        // ... but not when postern accepted a recipient.
+        let mut diffs = vec![d("mail", Class::PermFail, Class::Accept), d("rcpt 1", Class::NotReached, Class::Accept)];
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs.iter().all(|x| x.explained.is_none()), "{diffs:?}");
+        // AUTH refused here, not offered there: explained only while postern accepts nothing more.
+        let mut diffs = vec![d("auth", Class::NotReached, Class::PermFail)];
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs[0].explained.as_deref().is_some_and(|e| e.starts_with("auth-offered-to-refused-client")));
+        let mut diffs = vec![d("auth", Class::NotReached, Class::PermFail), d("rcpt 1", Class::PermFail, Class::Accept)];
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs.iter().all(|x| x.explained.is_none()), "{diffs:?}");
+        // Address literals; a trusted certificate on submission.
+        probe.rcpts = vec!["x@[127.0.0.1]".into()];
+        let mut diffs = vec![d("rcpt 1", Class::PermFail, Class::Accept)];
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs[0].explained.as_deref().is_some_and(|e| e.starts_with("address-literal")));
+        probe.rcpts = vec!["x@far.example".into()];
+        let mut diffs = vec![d("mail", Class::PermFail, Class::Accept), d("rcpt 1", Class::NotReached, Class::Accept)];
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs.iter().all(|x| x.explained.is_none()), "port 25, no certificate: {diffs:?}");
+        probe.port = Port::Submission;
+        probe.cert = ClientCert::Trusted;
+        explain(std::slice::from_ref(&probe), &mut diffs);
+        assert!(diffs.iter().all(|x| x.explained.as_deref().is_some_and(|e| e.starts_with("certificate-is-authentication"))));
     }
 }

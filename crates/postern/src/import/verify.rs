@@ -86,7 +86,7 @@ pub fn run(config: &str, common: &CommonArgs) -> Result<Outcome, String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     let from_source = rt.block_on(replay_all(&source, &certs, &probes));
     let dir = std::env::temp_dir().join(format!("postern-verify-{}", std::process::id()));
-    let (mut child, target) = start_postern(config, &dir)?;
+    let (mut child, target) = start_postern(config, &dir, &common.out)?;
     let from_postern = rt.block_on(replay_all(&target, &certs, &probes));
     stop(&mut child);
     let serve_log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
@@ -114,7 +114,7 @@ fn free_port() -> Result<SocketAddr, String> {
 
 /// Writes the configuration with its listeners on free loopback ports and
 /// starts `postern serve` on it; returns the child and its listeners.
-fn start_postern(config: &str, dir: &Path) -> Result<(Child, Target), String> {
+fn start_postern(config: &str, dir: &Path, out: &Path) -> Result<(Child, Target), String> {
     let mut doc: toml::Table = toml::from_str(config).map_err(|e| e.to_string())?;
     let mut target = Target::default();
     let mut addrs = Vec::new();
@@ -136,6 +136,14 @@ fn start_postern(config: &str, dir: &Path) -> Result<(Child, Target), String> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
     doc.insert("data_dir".into(), toml::Value::String(data.display().to_string()));
+    // The imported users (a sasldb2) and aliases, where the imported
+    // configuration expects them: the data directory.
+    for name in ["users.json", "aliases"] {
+        let from = out.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, data.join(name)).map_err(|e| format!("{}: {e}", from.display()))?;
+        }
+    }
     // The probes fail AUTH on purpose, many times from the same address:
     // the brute-force delay (timing only, never a different decision) and
     // the ban (a different decision, but one no source daemon has) are
