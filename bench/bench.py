@@ -57,6 +57,8 @@ def show(label, name, r):
         extra += f"  signed at the sink {r['signed']}"
     if "delivered" in r:
         extra += f"  in Maildirs {r['delivered']}"
+    if "flushes_per_msg" in r:
+        extra += f"  device flushes/msg {r['flushes_per_msg']:.2f}"
     if r.get("error"):
         extra += f"  first error: {r['error']}"
     print(f"{label:10} {name:9} {r['accept_rate']:9.0f} {r['e2e_rate']:9.0f} {r['cpu_per_1k']:9.2f} "

@@ -35,6 +35,22 @@ def scaled(n, unit=100):
     return max(unit, int(n * f) // unit * unit)
 
 
+def device_flushes(path=None):
+    """Flush requests the block device under `path` (default: this checkout) has completed:
+    field 16 of /sys/block/DEV/stat (Linux 5.5+). None if unknown (a file system without a
+    block device, an older kernel). Counted around each workload: flushes per message."""
+    try:
+        st = os.stat(path or ROOT)
+        dev = os.path.realpath(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
+        if os.path.exists(os.path.join(dev, "partition")):
+            dev = os.path.dirname(dev)
+        with open(os.path.join(dev, "stat")) as f:
+            fields = f.read().split()
+        return int(fields[15]) if len(fields) >= 17 else None
+    except (OSError, ValueError):
+        return None
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 
-from common import (BENCH_PASSWORD, BENCH_USER, LOCAL_DOMAIN, LOCAL_USERS, POSTERN, ROOT, cpu_of,
+from common import (BENCH_PASSWORD, device_flushes, BENCH_USER, LOCAL_DOMAIN, LOCAL_USERS, POSTERN, ROOT, cpu_of,
                     current_rss_kb, descendants, free_port, settle, shim, smtp_source, stop_proc, tree_sum)
 from common import sink as start_sink
 from peers import DKIM_DOMAIN, DNSBL_CLIENT, DNSBL_LISTS, Postern
@@ -56,7 +56,7 @@ def workload(system_cls, n, size, conc, timeout=300, dkim=False):
     max_conn = max(2000, conc + 100)
     system = system_cls(sink_port, dkim=True, max_conn=max_conn) if dkim else system_cls(sink_port, max_conn=max_conn)
     try:
-        cpu0 = system.cpu()
+        cpu0, flush0 = system.cpu(), device_flushes()
         t0 = time.time()
         smtp_source(system.port, n, conc, size, timeout=timeout)
         t_acc = time.time() - t0
@@ -71,6 +71,9 @@ def workload(system_cls, n, size, conc, timeout=300, dkim=False):
         rss = system.rss()
         res = {"accept_rate": n / t_acc, "e2e_rate": n / t_e2e if arrived else 0.0, "cpu_per_1k": cpu * 1000 / n,
                "rss_kb": rss, "all_arrived": arrived}
+        flush1 = device_flushes()
+        if flush0 is not None and flush1 is not None:
+            res["flushes_per_msg"] = (flush1 - flush0) / n
         if dkim:
             signed, sent = signed_at_sink(f"{dumpdir}/dump")
             res["signed"] = f"{signed}/{sent}"

@@ -6,6 +6,7 @@ swaks, Python smtplib, aiosmtpd (a real SMTP receiver used as smarthost),
 Dovecot LMTP. A missing peer is an error, never a skip.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -166,8 +167,64 @@ class Postern:
         return wait_for(lambda: len(self.maildir(user)) >= n and self.maildir(user), timeout, f"{n} message(s) for {user}")
 
     def queue_files(self):
-        q = self.data / "queue"
-        return {d: sorted(p.name for p in (q / d).iterdir()) for d in ("tmp", "messages", "active", "hold")}
+        return queue_view(self.data / "queue")
+
+
+QUEUE_TRAILER_LEN = 51
+
+
+def queue_file_envelope(path):
+    """The envelope stored in a queue file (docs/queue-format.md, format 2),
+    or None when the file is not a complete message (a name made ahead of
+    time, or a file being written)."""
+    b = path.read_bytes()
+    t = b[-QUEUE_TRAILER_LEN:]
+    if len(b) < QUEUE_TRAILER_LEN or not t.startswith(b"\n#PQF2 "):
+        return None
+    text_len, env_len = int(t[7:23], 16), int(t[24:32], 16)
+    if text_len + env_len + QUEUE_TRAILER_LEN != len(b):
+        return None
+    return json.loads(b[text_len:text_len + env_len])
+
+
+def queue_view(q):
+    """The queue as messages, by directory name: "messages" lists the complete
+    queue files (and old-format texts), "active"/"hold" the ids of the messages
+    in that state (envelope file, else the envelope in the queue file), "tmp"
+    the files being written. Names made ahead of time are not messages."""
+    def names(d):
+        return sorted(p.name for p in (q / d).iterdir()) if (q / d).is_dir() else []
+    view = {"tmp": names("tmp"), "messages": [], "active": [], "hold": []}
+    held = {n[:-5] for n in names("hold") if n.endswith(".json")}
+    active = {n[:-5] for n in names("active") if n.endswith(".json")}
+    for n in names("messages"):
+        if n.endswith(".eml"):
+            view["messages"].append(n)
+            continue
+        try:
+            env = queue_file_envelope(q / "messages" / n)
+        except (FileNotFoundError, ValueError):
+            env = None
+        if env is None:
+            continue
+        view["messages"].append(n)
+        if n in held or (n not in active and env.get("quarantine")):
+            view["hold"].append(n)
+        else:
+            view["active"].append(n)
+    legacy = {n[:-4] for n in view["messages"] if n.endswith(".eml")}
+    view["hold"] += sorted(held & legacy)
+    view["active"] += sorted((active - held) & legacy)
+    return {k: sorted(v) for k, v in view.items()}
+
+
+def queue_envelopes(q):
+    """The current envelope of every message in the active state."""
+    out = []
+    for n in queue_view(q)["active"]:
+        f = q / "active" / f"{n}.json"
+        out.append(json.loads(f.read_text()) if f.exists() else queue_file_envelope(q / "messages" / n))
+    return out
 
 
 @pytest.fixture

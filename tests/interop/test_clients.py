@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 
-from conftest import BIN, BASE_CONFIG, free_port, smarthost_config, swaks, swaks_full, wait_for, wait_port
+from conftest import BIN, BASE_CONFIG, free_port, queue_view, smarthost_config, swaks, swaks_full, wait_for, wait_port
 
 
 def test_swaks_local_delivery_to_maildir(postern):
@@ -136,7 +136,7 @@ def test_embedded_default_config(tmp_path):
             s.sendmail("x@client.example", ["someone@far.example"], b"Subject: relay\r\n\r\nok\r\n")
         new = tmp_path / "postern-data" / "mail" / "postmaster" / "new"
         wait_for(lambda: new.is_dir() and list(new.iterdir()), what="default maildir delivery")
-        wait_for(lambda: list((tmp_path / "postern-data" / "queue" / "active").iterdir()), what="relayed mail queued")
+        wait_for(lambda: queue_view(tmp_path / "postern-data" / "queue")["active"], what="relayed mail queued")
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=15)

@@ -5,7 +5,6 @@ Postfix 3.7 (Debian) that does not offer it and runs with
 `smtputf8_enable = no`, aiosmtpd receivers, and a dnslib DNS server for
 MX delivery with `mx.tls = "verify"` to a host with a bad certificate."""
 
-import json
 import shutil
 import smtplib
 import ssl
@@ -17,7 +16,7 @@ from aiosmtpd.controller import Controller
 from dnslib import MX, QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
-from conftest import BASE_CONFIG, SinkHandler, free_port, require, wait_for
+from conftest import BASE_CONFIG, SinkHandler, free_port, queue_envelopes, require, wait_for
 from test_relay import Postfix
 
 BODY_SECRET = "the secret body line"
@@ -44,8 +43,7 @@ def send_tls(port, sender, rcpts, text, options=()):
 
 
 def queued_envelopes(p):
-    active = p.data / "queue" / "active"
-    return [json.loads(f.read_text()) for f in sorted(active.glob("*.json"))] if active.is_dir() else []
+    return queue_envelopes(p.data / "queue")
 
 
 def test_requiretls_inbound_and_to_a_postern_next_hop(postern_factory):

@@ -228,6 +228,7 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
     if recovered > 0 {
         maillog::start(&[("recovered_files", &recovered.to_string())]);
     }
+    spool.start_name_pool();
     warn_plaintext_secrets(&settings);
     let control_path = control::socket_path(&settings.data_dir);
     let shared = Arc::new(Shared::new(settings, source, server_tls));

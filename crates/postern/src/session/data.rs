@@ -108,7 +108,11 @@ impl<S: Socket> Session<S> {
                     },
                     Err(r) => (None, Some(r)),
                 };
-                (greeted, txn, Chunking { draft, scanner: ChunkScanner::new(max_line), hops: ReceivedCounter::new(), size: 0, failed })
+                (
+                    greeted,
+                    txn,
+                    Box::new(Chunking { draft, scanner: ChunkScanner::new(max_line), hops: ReceivedCounter::new(), size: 0, failed }),
+                )
             }
             other => {
                 // MAIL without recipients: the chunk is still on its way,
@@ -127,7 +131,7 @@ impl<S: Socket> Session<S> {
             chunking.draft = None;
         }
         {
-            let ch = &mut chunking;
+            let ch = &mut *chunking;
             self.read_chunk(size, deadline, |bytes| {
                 if ch.failed.is_none() {
                     ch.scanner.scan(bytes);

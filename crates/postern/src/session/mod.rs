@@ -179,7 +179,7 @@ enum State {
     /// MAIL accepted; RCPTs collect in the transaction.
     Mail { greeted: Greeted, txn: Txn },
     /// Between BDAT chunks.
-    Bdat { greeted: Greeted, txn: Txn, chunking: Chunking },
+    Bdat { greeted: Greeted, txn: Txn, chunking: Box<Chunking> },
     /// QUIT, 421 or connection loss.
     Closed,
 }

@@ -1,22 +1,26 @@
 //! The queue on disk. This module is the only one that touches the spool
-//! directory, and the only one that calls fsync on it. Files: `envelope.rs`
-//! (the envelope format, `enqueue`), `groupsync.rs` (shared fsyncs),
-//! `recover.rs` (listing, start-up recovery); ids, drafts, commit and the
+//! directory, and the only one that calls fsync on it. Files: `queuefile.rs`
+//! (the one-file-per-message format), `draft.rs` (a message being
+//! received), `names.rs` (names made ahead so a commit is one flush),
+//! `envelope.rs` (the envelope format, `enqueue`), `groupsync.rs` (shared
+//! fsyncs), `recover.rs` (listing, start-up recovery); ids, commit and the
 //! other file operations are here.
 //!
 //! May touch: `DATA/queue/` (read/write). Layout and durability rules are in
 //! `docs/queue-format.md`:
 //!
 //! ```text
-//! queue/tmp/<id>.eml, <id>.json   being written; removed at start-up
-//! queue/messages/<id>.eml         message text, CRLF, written once, never changed
-//! queue/active/<id>.json          envelope of a message the scheduler works on
-//! queue/hold/<id>.json            envelope of a message on hold
+//! queue/messages/<id>        queue file: text, envelope at arrival, trailer; written once
+//! queue/messages/<id>.eml    text of a message queued by postern before format 2
+//! queue/active/<id>.json     the envelope, once it changed since arrival (always, before format 2)
+//! queue/hold/<id>.json       envelope of a message on hold
+//! queue/tmp/                 envelope updates and milter rewrites being written; emptied at start-up
 //! ```
 //!
-//! A message exists once its envelope is in `active/` or `hold/`. Commit
-//! order: write + fsync both temp files, rename the body into `messages/`,
-//! rename the envelope into `active/`, fsync both directories; only then
+//! A message exists once its queue file is complete (format 2), or while
+//! its envelope is in `active/` or `hold/` (before format 2). Commit: the
+//! text, the envelope and the trailer are written into the queue file, whose
+//! name was made and fsynced ahead of time, then one `fdatasync`; only then
 //! may the SMTP server say 250.
 
 use std::fs::{self, File, OpenOptions};
@@ -28,9 +32,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod draft;
 mod envelope;
 mod groupsync;
+mod names;
+mod queuefile;
 mod recover;
+
+pub use draft::Draft;
+use names::NamePool;
 
 pub use envelope::{enqueue, enqueue_draft, enqueue_notice, Envelope, RcptStatus, Recipient, ENVELOPE_VERSION};
 use envelope::{envelope_bytes, parse_envelope};
@@ -80,6 +90,18 @@ pub enum Place {
     Active,
     /// `hold/`: kept until released.
     Hold,
+}
+
+impl Place {
+    /// Where a message is while its queue file holds its only envelope:
+    /// hold if a milter quarantined it on arrival, else active.
+    fn at_arrival(env: &Envelope) -> Place {
+        if env.quarantine.is_some() {
+            Place::Hold
+        } else {
+            Place::Active
+        }
+    }
 }
 
 /// Errors from the spool.
@@ -172,115 +194,12 @@ pub struct Spool {
     /// on the CPU while waiting; with many sessions committing at once that
     /// spinning took half of a 2-core machine. Waiting here sleeps instead.
     names: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Queue-file names made ahead of time (the daemon only).
+    pool: std::sync::Arc<NamePool>,
 }
 
 /// How a commit is made durable (`queue.sync`); a config type.
 pub use crate::config::SyncMode;
-
-/// A message being received: its text goes to `tmp/<id>.eml`.
-#[derive(Debug)]
-pub struct Draft {
-    /// The queue id this message will get.
-    pub id: QueueId,
-    path: PathBuf,
-    out: Option<BufWriter<File>>,
-    written: u64,
-    error: Option<io::Error>,
-}
-
-impl Draft {
-    /// Appends text. Errors are remembered and reported by [`Spool::commit`],
-    /// so the SMTP session can keep reading the client's data.
-    ///
-    /// These are plain blocking writes into a 64 KiB buffer: page-cache
-    /// writes that do not wait for the disk; the fsync happens in `commit`,
-    /// which callers run on a blocking thread.
-    pub fn write(&mut self, bytes: &[u8]) {
-        if self.error.is_some() {
-            return;
-        }
-        if let Some(out) = self.out.as_mut() {
-            if let Err(e) = out.write_all(bytes) {
-                self.error = Some(e);
-            } else {
-                self.written += bytes.len() as u64;
-            }
-        }
-    }
-
-    /// Octets written so far.
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// Flushes what was written and opens the text for reading (milters
-    /// read the message back to send it in chunks).
-    pub fn reader(&mut self) -> Result<File, SpoolError> {
-        let path = self.path.clone();
-        if let Some(e) = self.error.take() {
-            return Err(SpoolError::Io { what: "write", path, source: e });
-        }
-        if let Some(out) = self.out.as_mut() {
-            out.flush().map_err(io_err("write", &path))?;
-        }
-        File::open(&path).map_err(io_err("read", &path))
-    }
-
-    /// Replaces the text with what `fill` writes (a milter changed headers or
-    /// the body). The new text goes to a second temp file that is renamed
-    /// over the first, so a failure leaves the old text in place; nothing is
-    /// durable until [`Spool::commit`].
-    pub fn rewrite(&mut self, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), SpoolError> {
-        let new_path = self.path.with_extension("eml.new");
-        let result = (|| {
-            let f = OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(&new_path)?;
-            let mut out = BufWriter::with_capacity(64 * 1024, f);
-            let mut counter = CountingWriter { inner: &mut out, count: 0 };
-            fill(&mut counter)?;
-            let count = counter.count;
-            out.flush()?;
-            fs::rename(&new_path, &self.path)?;
-            Ok((out, count))
-        })();
-        match result {
-            Ok((out, count)) => {
-                self.out = Some(out);
-                self.written = count;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&new_path);
-                Err(SpoolError::Io { what: "rewrite", path: self.path.clone(), source: e })
-            }
-        }
-    }
-}
-
-/// Counts octets on their way to a writer.
-struct CountingWriter<'a, W: Write> {
-    inner: &'a mut W,
-    count: u64,
-}
-
-impl<W: Write> Write for CountingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl Drop for Draft {
-    fn drop(&mut self) {
-        // A draft that was not committed leaves no debris.
-        if self.out.take().is_some() {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
-}
 
 impl Spool {
     /// Opens (creating if needed) the spool under `root` (`DATA/queue`).
@@ -301,6 +220,7 @@ impl Spool {
             mode: SyncMode::Fsync,
             root_dir: std::sync::Arc::new(root_dir),
             names: Default::default(),
+            pool: Default::default(),
         })
     }
 
@@ -308,6 +228,13 @@ impl Spool {
     pub fn with_sync(mut self, mode: SyncMode) -> Spool {
         self.mode = mode;
         self
+    }
+
+    /// Starts making queue-file names ahead of time (`names.rs`), so that a
+    /// commit costs one flush. The daemon calls this after [`Spool::recover`];
+    /// CLI commands do not (their names would outlive them).
+    pub fn start_name_pool(&self) {
+        self.pool.start(self.dir("messages"), self.names.clone());
     }
 
     /// The spool root.
@@ -319,8 +246,13 @@ impl Spool {
         self.root.join(d)
     }
 
-    /// Path of a message's text.
+    /// Path of a message's queue file (format 2).
     pub fn body_path(&self, id: &QueueId) -> PathBuf {
+        self.dir("messages").join(id.as_str())
+    }
+
+    /// Path of the text of a message queued before format 2.
+    fn legacy_body_path(&self, id: &QueueId) -> PathBuf {
         self.dir("messages").join(format!("{id}.eml"))
     }
 
@@ -338,15 +270,28 @@ impl Spool {
         Some(s.blocks_available() as u64 * s.fragment_size() as u64)
     }
 
-    /// Starts a new message.
+    /// Starts a new message, in a name from the pool when there is one.
     pub fn draft(&self) -> Result<Draft, SpoolError> {
-        let id = QueueId::generate();
-        let path = self.dir("tmp").join(format!("{id}.eml"));
-        let f = {
-            let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            create_private(&path).map_err(io_err("create", &path))?
+        let messages = self.dir("messages");
+        let (id, f, fresh_name) = match self.pool.take(&messages, &self.names) {
+            Some((id, f)) => (id, f, false),
+            None => {
+                let id = QueueId::generate();
+                let path = messages.join(id.as_str());
+                let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+                let f = create_private(&path).map_err(io_err("create", &path))?;
+                (id, f, true)
+            }
         };
-        Ok(Draft { id, path, out: Some(BufWriter::with_capacity(64 * 1024, f)), written: 0, error: None })
+        Ok(Draft {
+            path: messages.join(id.as_str()),
+            id,
+            out: Some(BufWriter::with_capacity(64 * 1024, f)),
+            written: 0,
+            crc: crc32fast::Hasher::new(),
+            error: None,
+            fresh_name,
+        })
     }
 
     /// Makes a draft durable with its envelope. Blocking (fsyncs): call from
@@ -355,15 +300,15 @@ impl Spool {
         self.commit_to(draft, env, Place::Active)
     }
 
-    /// [`Spool::commit`] into `place`: `Hold` for a quarantined message.
+    /// [`Spool::commit`] into `place`: `Hold` for a quarantined message
+    /// (its envelope says `quarantine`, which keeps it on hold).
     pub fn commit_to(&self, mut draft: Draft, env: &Envelope, place: Place) -> Result<(), SpoolError> {
         let result = self.commit_inner(&mut draft, env, place);
         if result.is_err() {
-            let _ = fs::remove_file(self.body_path(&draft.id));
+            let _ = fs::remove_file(&draft.path);
             let _ = fs::remove_file(self.env_path(&draft.id, place));
-            let _ = fs::remove_file(self.dir("tmp").join(format!("{}.json", draft.id)));
         }
-        // Drop removes tmp/<id>.eml if it is still there.
+        // Drop removes the queue file if it is still open.
         result
     }
 
@@ -372,65 +317,77 @@ impl Spool {
         if let Some(e) = draft.error.take() {
             return Err(SpoolError::Io { what: "write", path, source: e });
         }
-        let out = draft.out.as_mut().ok_or_else(|| SpoolError::Io {
+        let env_bytes = queuefile::embedded_envelope_bytes(env).map_err(io_err("serialise", &path))?;
+        let trailer = queuefile::Trailer {
+            text_len: draft.written,
+            env_len: u32::try_from(env_bytes.len()).map_err(|_| io_err("serialise", &path)(io::Error::other("envelope too large")))?,
+            text_crc: draft.crc.clone().finalize(),
+            env_crc: crc32fast::hash(&env_bytes),
+        };
+        let mut out = draft.out.take().ok_or_else(|| SpoolError::Io {
             what: "write",
             path: path.clone(),
             source: io::Error::other("draft already closed"),
         })?;
-        out.flush().map_err(io_err("write", &path))?;
-        let per_file = self.mode == SyncMode::Fsync;
-        if per_file {
-            // fdatasync: the data and the size of a new file; its name
-            // becomes durable with the directory fsync below.
-            out.get_ref().sync_data().map_err(io_err("fsync", &path))?;
+        let written = out.write_all(&env_bytes).and_then(|()| out.write_all(&trailer.encode())).and_then(|()| out.flush());
+        let file = out.into_inner().map_err(|e| e.into_error());
+        // From here on Drop would not remove the file: commit_to does on error.
+        let file = written.and(file).map_err(io_err("write", &path))?;
+        if place == Place::Hold && env.quarantine.is_none() {
+            // Held from the start without a quarantine reason: the envelope
+            // file in hold/ says so (rare; its own fsyncs).
+            let tmp = self.dir("tmp").join(format!("{}.json", draft.id));
+            let bytes = envelope_bytes(env).map_err(io_err("serialise", &tmp))?;
+            write_synced(&tmp, &bytes)?;
+            let held = self.env_path(&draft.id, Place::Hold);
+            fs::rename(&tmp, &held).map_err(io_err("rename", &tmp))?;
+            sync_dir(&self.dir("hold"))?;
         }
-        let env_tmp = self.dir("tmp").join(format!("{}.json", draft.id));
-        let env_bytes = envelope_bytes(env).map_err(io_err("serialise", &env_tmp))?;
-        let mut env_file = {
-            let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            create_private(&env_tmp).map_err(io_err("create", &env_tmp))?
-        };
-        env_file.write_all(&env_bytes).map_err(io_err("write", &env_tmp))?;
-        if per_file {
-            env_file.sync_data().map_err(io_err("fsync", &env_tmp))?;
-        }
-        drop(env_file);
-        let body = self.body_path(&draft.id);
-        let env_path = self.env_path(&draft.id, place);
-        {
-            let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-            fs::rename(&path, &body).map_err(io_err("rename", &path))?;
-            draft.out = None; // the temp file is gone; Drop must not remove anything
-            fs::rename(&env_tmp, &env_path).map_err(io_err("rename", &env_tmp))?;
-        }
-        // Group commit: one flush serves every commit whose renames
-        // happened before it started.
         match self.mode {
             SyncMode::Fsync => {
-                let dirs = [self.dir("messages"), self.dir("active")];
-                self.group.sync(&|| dirs.iter().try_for_each(|d| sync_dir(d)))?;
-                if place == Place::Hold {
-                    // Rare (quarantine): its own fsync, outside the group.
-                    sync_dir(&self.dir("hold"))?;
+                // fdatasync: the text, the envelope and the file's size. The
+                // name was fsynced when the pool made it; one made on the spot
+                // (or a rewrite's) needs `messages/` fsynced too, shared by
+                // concurrent commits.
+                file.sync_data().map_err(io_err("fsync", &path))?;
+                if draft.fresh_name {
+                    let messages = self.dir("messages");
+                    self.group.sync(&|| sync_dir(&messages))?;
                 }
             }
             SyncMode::Syncfs => {
                 let root = self.root_dir.clone();
-                let path = self.root.clone();
-                self.group.sync(&|| nix::unistd::syncfs(root.as_ref()).map_err(|e| io_err("syncfs", &path)(e.into())))?;
+                let rootp = self.root.clone();
+                self.group.sync(&|| nix::unistd::syncfs(root.as_ref()).map_err(|e| io_err("syncfs", &rootp)(e.into())))?;
             }
         }
         Ok(())
     }
 
+    /// Does the message still exist (its queue file, or its envelope for a
+    /// message queued before format 2)?
+    fn exists(&self, id: &QueueId) -> bool {
+        self.body_path(id).exists() || (self.legacy_body_path(id).exists() && self.envelope_file(id).is_some())
+    }
+
+    /// Where the message's envelope file is, if it has one (hold wins).
+    fn envelope_file(&self, id: &QueueId) -> Option<Place> {
+        [Place::Hold, Place::Active].into_iter().find(|&p| self.env_path(id, p).exists())
+    }
+
     /// Rewrites an envelope atomically (temp file, fsync, rename, fsync dir).
-    /// Fails with `NotFound` if the envelope is no longer where it was
+    /// Fails with `NotFound` if the message is no longer where it was
     /// (deleted or put on hold meanwhile).
     pub fn update(&self, env: &Envelope, place: Place) -> Result<(), SpoolError> {
-        let path = self.env_path(&env.id, place);
-        if !path.exists() {
+        if !self.exists(&env.id) || self.current_place(&env.id)? != place {
             return Err(SpoolError::NotFound(env.id.clone()));
         }
+        self.write_envelope(env, place)
+    }
+
+    /// Writes `place/<ID>.json`: temp file, fsync, rename, fsync dir.
+    fn write_envelope(&self, env: &Envelope, place: Place) -> Result<(), SpoolError> {
+        let path = self.env_path(&env.id, place);
         let tmp = self.dir("tmp").join(format!("{}.json.{}", env.id, rand::random::<u32>()));
         let bytes = envelope_bytes(env).map_err(io_err("serialise", &tmp))?;
         let written = write_synced(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path).map_err(io_err("rename", &tmp)));
@@ -443,50 +400,105 @@ impl Spool {
         sync_dir(path.parent().unwrap_or(&self.root))
     }
 
-    /// Reads an envelope, wherever it is.
+    /// Where a message is: its envelope file's place, else (format 2, the
+    /// envelope as accepted) hold if it arrived quarantined, else active.
+    fn current_place(&self, id: &QueueId) -> Result<Place, SpoolError> {
+        match self.envelope_file(id) {
+            Some(place) => Ok(place),
+            None => Ok(self.load(id)?.1),
+        }
+    }
+
+    /// Reads a message's current envelope and its place.
     pub fn load(&self, id: &QueueId) -> Result<(Envelope, Place), SpoolError> {
-        for place in [Place::Active, Place::Hold] {
+        for place in [Place::Hold, Place::Active] {
             let path = self.env_path(id, place);
             match fs::read(&path) {
-                Ok(bytes) => return parse_envelope(&path, &bytes).map(|e| (e, place)),
+                Ok(bytes) => {
+                    if !self.body_path(id).exists() && !self.legacy_body_path(id).exists() {
+                        // Left by a removal a crash cut short.
+                        return Err(SpoolError::NotFound(id.clone()));
+                    }
+                    return parse_envelope(&path, &bytes).map(|e| (e, place));
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err("read", &path)(e)),
             }
         }
-        Err(SpoolError::NotFound(id.clone()))
+        let path = self.body_path(id);
+        match queuefile::read_embedded(&path) {
+            Ok(Some(env)) => {
+                let place = Place::at_arrival(&env);
+                Ok((env, place))
+            }
+            Ok(None) => Err(SpoolError::NotFound(id.clone())),
+            Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Err(SpoolError::NotFound(id.clone())),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Reads a message's text.
+    /// Reads a message's text (checked against its CRC).
     pub fn read_body(&self, id: &QueueId) -> Result<Vec<u8>, SpoolError> {
         let p = self.body_path(id);
-        fs::read(&p).map_err(io_err("read", &p))
-    }
-
-    /// Removes a message (envelope first, so a crash leaves only an orphan
-    /// body that start-up cleans).
-    pub fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
-        let (_, place) = self.load(id)?;
-        let env = self.env_path(id, place);
-        fs::remove_file(&env).map_err(io_err("remove", &env))?;
-        let body = self.body_path(id);
-        match fs::remove_file(&body) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &body)(e)),
-            _ => Ok(()),
+        match fs::read(&p) {
+            Ok(bytes) => queuefile::text_of(&p, bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let legacy = self.legacy_body_path(id);
+                fs::read(&legacy).map_err(io_err("read", &legacy))
+            }
+            Err(e) => Err(io_err("read", &p)(e)),
         }
-        // No directory fsync: if a crash undoes this removal, the message
-        // is delivered again (a duplicate), never lost.
     }
 
-    /// Moves an envelope between `active/` and `hold/`.
+    /// Removes a message: its queue file first (the message is gone), then
+    /// its envelope files; for a message queued before format 2 the
+    /// envelope first, then the text. No directory fsync: if a crash undoes
+    /// the removal the message is delivered again (a duplicate), never lost;
+    /// an envelope left without its queue file is removed at start-up.
+    pub fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
+        self.load(id)?;
+        let qf = self.body_path(id);
+        let gone = |r: io::Result<()>, p: &Path| match r {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", p)(e)),
+            _ => Ok(()),
+        };
+        if qf.exists() {
+            fs::remove_file(&qf).map_err(io_err("remove", &qf))?;
+            for place in [Place::Active, Place::Hold] {
+                let p = self.env_path(id, place);
+                gone(fs::remove_file(&p), &p)?;
+            }
+            return Ok(());
+        }
+        for place in [Place::Active, Place::Hold] {
+            let p = self.env_path(id, place);
+            gone(fs::remove_file(&p), &p)?;
+        }
+        let legacy = self.legacy_body_path(id);
+        gone(fs::remove_file(&legacy), &legacy)
+    }
+
+    /// Moves a message between `active/` and `hold/`.
     pub fn move_to(&self, id: &QueueId, to: Place) -> Result<bool, SpoolError> {
-        let (_, place) = self.load(id)?;
+        let (env, place) = self.load(id)?;
         if place == to {
             return Ok(false);
         }
         let from = self.env_path(id, place);
         let dest = self.env_path(id, to);
-        fs::rename(&from, &dest).map_err(io_err("rename", &from))?;
-        sync_dir(dest.parent().unwrap_or(&self.root))?;
+        if from.exists() {
+            fs::rename(&from, &dest).map_err(io_err("rename", &from))?;
+            sync_dir(dest.parent().unwrap_or(&self.root))?;
+        } else {
+            // Format 2, never updated: its envelope is the one in the queue
+            // file; the new place gets an envelope file of its own (released
+            // from a quarantine: without the reason, which would hold it).
+            let mut env = env;
+            if to == Place::Active {
+                env.quarantine = None;
+            }
+            self.write_envelope(&env, to)?;
+        }
         Ok(true)
     }
 }

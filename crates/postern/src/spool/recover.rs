@@ -3,12 +3,13 @@
 //! "Durability").
 //!
 //! May touch: `DATA/queue/` (reads; removes files no client was ever told
-//! about; renames envelopes without a body aside).
+//! about and envelopes a removal left behind).
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use super::envelope::parse_envelope;
-use super::{io_err, Envelope, Place, Spool, SpoolError};
+use super::{io_err, queuefile, Envelope, Place, QueueId, Spool, SpoolError};
 
 /// What [`Spool::list`] finds.
 #[derive(Debug)]
@@ -19,22 +20,83 @@ pub struct Listing {
     pub corrupt: Vec<SpoolError>,
 }
 
+/// What `messages/` holds, by id.
+#[derive(Default)]
+struct Names {
+    /// Format 2 queue files.
+    files: Vec<QueueId>,
+    /// Texts of messages queued before format 2.
+    legacy: HashSet<QueueId>,
+}
+
 impl Spool {
-    /// Lists every envelope with its place, oldest first. Corrupt envelopes
-    /// are reported separately and left alone for the operator.
-    pub fn list(&self) -> Result<Listing, SpoolError> {
-        let mut out = Vec::new();
-        let mut bad = Vec::new();
+    fn names_in_messages(&self) -> Result<Names, SpoolError> {
+        let dir = self.dir("messages");
+        let mut names = Names::default();
+        for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
+            let entry = entry.map_err(io_err("read directory", &dir))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            match name.strip_suffix(".eml") {
+                Some(id) => names.legacy.extend(QueueId::parse(id)),
+                None => names.files.extend(QueueId::parse(&name).filter(|id| id.as_str() == name)),
+            }
+        }
+        Ok(names)
+    }
+
+    /// Envelope files by id (hold wins over active when both exist).
+    fn envelope_files(&self) -> Result<HashMap<QueueId, Place>, SpoolError> {
+        let mut out = HashMap::new();
         for (d, place) in [("active", Place::Active), ("hold", Place::Hold)] {
             let dir = self.dir(d);
             for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
                 let entry = entry.map_err(io_err("read directory", &dir))?;
-                let path = entry.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                    continue;
+                let name = entry.file_name();
+                if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")).and_then(QueueId::parse) {
+                    out.insert(id, place);
                 }
-                match fs::read(&path).map_err(io_err("read", &path)).and_then(|b| parse_envelope(&path, &b)) {
-                    Ok(env) => out.push((env, place)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists every message with its current envelope and place, oldest
+    /// first. Queue files still being written (or never finished) are not
+    /// messages and are skipped; corrupt envelopes are reported separately
+    /// and left alone for the operator.
+    pub fn list(&self) -> Result<Listing, SpoolError> {
+        let names = self.names_in_messages()?;
+        let env_files = self.envelope_files()?;
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        let read_file = |id: &QueueId, place: Place| {
+            let path = self.env_path(id, place);
+            fs::read(&path).map_err(io_err("read", &path)).and_then(|b| parse_envelope(&path, &b)).map(|e| (e, place))
+        };
+        for id in &names.files {
+            let got = match env_files.get(id) {
+                Some(&place) => read_file(id, place).map(Some),
+                None => queuefile::read_embedded(&self.body_path(id)).map(|e| {
+                    e.map(|e| {
+                        let p = Place::at_arrival(&e);
+                        (e, p)
+                    })
+                }),
+            };
+            match got {
+                Ok(Some(x)) => out.push(x),
+                Ok(None) => {}
+                // Removed between the directory read and now.
+                Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => bad.push(e),
+            }
+        }
+        for id in &names.legacy {
+            if let Some(&place) = env_files.get(id) {
+                match read_file(id, place) {
+                    Ok(x) => out.push(x),
+                    Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => bad.push(e),
                 }
             }
@@ -43,10 +105,12 @@ impl Spool {
         Ok(Listing { envelopes: out, corrupt: bad })
     }
 
-    /// Start-up recovery: empties `tmp/` (nothing there was ever
-    /// acknowledged) and removes bodies without an envelope, and envelopes
-    /// without a body (both can only be left by a crash before the 250).
-    /// Returns how many files were removed.
+    /// Start-up recovery (the daemon, before it accepts mail): empties
+    /// `tmp/` (nothing there was ever acknowledged), removes queue files
+    /// that are not complete messages (names made ahead and not used, or
+    /// files a crash cut short: never acknowledged), texts of old-format
+    /// messages without an envelope, and envelopes whose message is gone (a
+    /// removal a crash cut short). Returns how many files were removed.
     pub fn recover(&self) -> Result<usize, SpoolError> {
         let mut removed = 0;
         let tmp = self.dir("tmp");
@@ -55,24 +119,31 @@ impl Spool {
                 removed += 1;
             }
         }
-        let envs = self.list()?.envelopes;
-        let known: std::collections::HashSet<String> = envs.iter().map(|(e, _)| e.id.0.clone()).collect();
-        let msgs = self.dir("messages");
-        for entry in fs::read_dir(&msgs).map_err(io_err("read directory", &msgs))?.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let id = name.trim_end_matches(".eml");
-            if !known.contains(id) && fs::remove_file(entry.path()).is_ok() {
+        let names = self.names_in_messages()?;
+        let env_files = self.envelope_files()?;
+        let mut present: HashSet<&QueueId> = HashSet::new();
+        for id in &names.files {
+            let path = self.body_path(id);
+            let complete = fs::File::open(&path).and_then(|f| queuefile::read_trailer(&f)).map_err(io_err("read", &path))?.is_some();
+            if complete {
+                present.insert(id);
+            } else if fs::remove_file(&path).is_ok() {
                 removed += 1;
             }
         }
-        for (env, place) in envs {
-            if !self.body_path(&env.id).exists() {
-                let p = self.env_path(&env.id, place);
-                // Cannot happen with our commit order unless files were
-                // removed by hand; keep the envelope aside for the operator.
-                let aside = p.with_extension("json.nobody");
-                if fs::rename(&p, &aside).is_ok() {
-                    removed += 1;
+        for id in &names.legacy {
+            if env_files.contains_key(id) {
+                present.insert(id);
+            } else if fs::remove_file(self.legacy_body_path(id)).is_ok() {
+                removed += 1;
+            }
+        }
+        for id in env_files.keys() {
+            if !present.contains(id) {
+                for place in [Place::Active, Place::Hold] {
+                    if fs::remove_file(self.env_path(id, place)).is_ok() {
+                        removed += 1;
+                    }
                 }
             }
         }

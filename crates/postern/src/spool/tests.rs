@@ -151,3 +151,139 @@ fn failed_update_leaves_no_temp_file() {
     let left: Vec<_> = fs::read_dir(dir.path().join("tmp")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Waits (bounded) until the name pool has made its first batch.
+fn wait_for_pool(spool: &Spool) {
+    for _ in 0..500 {
+        if spool.pool.len() >= names::POOL_SIZE / 2 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the name pool made no names");
+}
+
+fn commit_one(spool: &Spool, text: &[u8]) -> QueueId {
+    let mut d = spool.draft().unwrap();
+    d.write(text);
+    let id = d.id.clone();
+    let mut e = env(&id);
+    e.size = text.len() as u64;
+    spool.commit(d, &e).unwrap();
+    id
+}
+
+/// With the pool, a commit is the queue file's own fdatasync: no directory
+/// fsync (the group is never asked), one file per message, and the names
+/// made ahead are neither listed nor kept by recovery.
+#[test]
+fn pooled_names_commit_with_one_flush_and_are_not_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    spool.start_name_pool();
+    wait_for_pool(&spool);
+    let ids: Vec<_> = (0..10).map(|i| commit_one(&spool, format!("text {i}\r\n").as_bytes())).collect();
+    assert_eq!(spool.group.state.lock().unwrap().requested, 0, "a directory fsync was asked for");
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(spool.read_body(id).unwrap(), format!("text {i}\r\n").as_bytes());
+        assert_eq!(spool.load(id).unwrap().1, Place::Active);
+    }
+    // Ids taken from the pool keep arrival order.
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids);
+    let listed: Vec<_> = spool.list().unwrap().envelopes.into_iter().map(|(e, _)| e.id).collect();
+    assert_eq!(listed, ids);
+    for d in ["active", "hold", "tmp"] {
+        assert_eq!(fs::read_dir(dir.path().join(d)).unwrap().count(), 0, "{d}/");
+    }
+    let in_messages = fs::read_dir(dir.path().join("messages")).unwrap().count();
+    assert!(in_messages > ids.len(), "the pool's names are files in messages/");
+    let fresh = Spool::open(dir.path()).unwrap();
+    assert_eq!(fresh.recover().unwrap(), in_messages - ids.len());
+    assert_eq!(fs::read_dir(dir.path().join("messages")).unwrap().count(), ids.len());
+    assert_eq!(fresh.list().unwrap().envelopes.len(), ids.len());
+}
+
+/// A queue file cut short anywhere (a crash before the fdatasync finished)
+/// is not a message: never listed, removed at start-up. One whose trailer
+/// survived but whose text did not is reported corrupt, never delivered.
+#[test]
+fn torn_queue_files_are_never_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let id = commit_one(&spool, b"Subject: t\r\n\r\nbody\r\n");
+    let path = spool.body_path(&id);
+    let full = fs::read(&path).unwrap();
+    for cut in 0..full.len() {
+        fs::write(&path, &full[..cut]).unwrap();
+        assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))), "cut at {cut}");
+        assert!(spool.list().unwrap().envelopes.is_empty(), "cut at {cut}");
+    }
+    assert_eq!(spool.recover().unwrap(), 1);
+    assert!(!path.exists());
+    // Trailer intact, text damaged (zeroed blocks): corrupt, not delivered.
+    let mut torn = full.clone();
+    torn[3] = 0;
+    fs::write(&path, &torn).unwrap();
+    assert!(matches!(spool.read_body(&id), Err(SpoolError::Corrupt { .. })));
+    // Envelope damaged: the listing reports it and leaves it alone.
+    let mut torn = full.clone();
+    let at = full.len() - queuefile::TRAILER_LEN - 5;
+    torn[at] ^= 1;
+    fs::write(&path, &torn).unwrap();
+    let l = spool.list().unwrap();
+    assert!(l.envelopes.is_empty() && l.corrupt.len() == 1, "{l:?}");
+    assert_eq!(spool.recover().unwrap(), 0);
+    assert!(path.exists(), "a complete but corrupt file is kept for the operator");
+}
+
+/// Messages queued before format 2 (messages/<ID>.eml + active/<ID>.json)
+/// are still listed, read, updated, held and removed.
+#[test]
+fn old_format_messages_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let id = QueueId::generate();
+    let mut e = env(&id);
+    fs::write(dir.path().join(format!("messages/{id}.eml")), b"hello").unwrap();
+    fs::write(spool.env_path(&id, Place::Active), envelope_bytes(&e).unwrap()).unwrap();
+    assert_eq!(spool.recover().unwrap(), 0);
+    assert_eq!(spool.list().unwrap().envelopes, vec![(e.clone(), Place::Active)]);
+    assert_eq!(spool.read_body(&id).unwrap(), b"hello");
+    e.recipients[0].attempts = 3;
+    spool.update(&e, Place::Active).unwrap();
+    assert!(spool.move_to(&id, Place::Hold).unwrap());
+    assert_eq!(spool.load(&id).unwrap(), (e.clone(), Place::Hold));
+    spool.remove(&id).unwrap();
+    assert!(fs::read_dir(dir.path().join("messages")).unwrap().next().is_none());
+    assert!(fs::read_dir(dir.path().join("hold")).unwrap().next().is_none());
+}
+
+/// A quarantined message is held by its envelope alone; released, it gets
+/// an envelope file without the reason; an envelope whose queue file a
+/// crash removed is not a message and goes at start-up.
+#[test]
+fn quarantine_release_and_orphan_envelopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut d = spool.draft().unwrap();
+    d.write(b"x");
+    let id = d.id.clone();
+    let mut e = env(&id);
+    e.quarantine = Some("milter said so".into());
+    spool.commit_to(d, &e, Place::Hold).unwrap();
+    assert_eq!(spool.load(&id).unwrap().1, Place::Hold);
+    assert!(matches!(spool.update(&e, Place::Active), Err(SpoolError::NotFound(_))));
+    assert!(spool.move_to(&id, Place::Active).unwrap());
+    let (released, place) = spool.load(&id).unwrap();
+    assert_eq!((released.quarantine, place), (None, Place::Active));
+    assert!(spool.move_to(&id, Place::Hold).unwrap());
+    assert_eq!(spool.load(&id).unwrap().1, Place::Hold);
+    // A removal cut short: the queue file went, the envelope stayed.
+    fs::remove_file(spool.body_path(&id)).unwrap();
+    assert!(matches!(spool.load(&id), Err(SpoolError::NotFound(_))));
+    assert!(spool.list().unwrap().envelopes.is_empty());
+    assert_eq!(spool.recover().unwrap(), 1);
+    assert!(fs::read_dir(dir.path().join("hold")).unwrap().next().is_none());
+}

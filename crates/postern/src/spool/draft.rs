@@ -1,0 +1,132 @@
+//! A message being received: its text goes straight into its queue file
+//! `messages/<ID>` (format 2, `queuefile.rs`); [`super::Spool::commit`]
+//! appends the envelope and the trailer and makes it durable.
+//!
+//! May touch: the draft's own queue file, and `tmp/<ID>.new` while a
+//! milter's rewrite is written.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use super::{io_err, QueueId, SpoolError, FILE_MODE};
+
+/// A message being received.
+#[derive(Debug)]
+pub struct Draft {
+    /// The queue id this message will get.
+    pub id: QueueId,
+    /// `messages/<ID>`.
+    pub(super) path: PathBuf,
+    pub(super) out: Option<BufWriter<File>>,
+    pub(super) written: u64,
+    pub(super) crc: crc32fast::Hasher,
+    pub(super) error: Option<io::Error>,
+    /// The file's directory entry is not known to be on disk yet (a name
+    /// made on the spot, or a rewrite renamed into place): the commit must
+    /// fsync `messages/` too.
+    pub(super) fresh_name: bool,
+}
+
+impl Draft {
+    /// Appends text. Errors are remembered and reported by
+    /// [`super::Spool::commit`], so the SMTP session can keep reading the
+    /// client's data.
+    ///
+    /// These are plain blocking writes into a 64 KiB buffer: page-cache
+    /// writes that do not wait for the disk; the flush happens in `commit`,
+    /// which callers run on a blocking thread.
+    pub fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(out) = self.out.as_mut() {
+            if let Err(e) = out.write_all(bytes) {
+                self.error = Some(e);
+            } else {
+                self.crc.update(bytes);
+                self.written += bytes.len() as u64;
+            }
+        }
+    }
+
+    /// Octets written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Flushes what was written and opens the text for reading (milters
+    /// read the message back to send it in chunks).
+    pub fn reader(&mut self) -> Result<File, SpoolError> {
+        let path = self.path.clone();
+        if let Some(e) = self.error.take() {
+            return Err(SpoolError::Io { what: "write", path, source: e });
+        }
+        if let Some(out) = self.out.as_mut() {
+            out.flush().map_err(io_err("write", &path))?;
+        }
+        File::open(&path).map_err(io_err("read", &path))
+    }
+
+    /// Replaces the text with what `fill` writes (a milter changed headers or
+    /// the body). The new text goes to `tmp/<ID>.new`, renamed over the
+    /// draft's file, so a failure leaves the old text in place; nothing is
+    /// durable until [`super::Spool::commit`].
+    pub fn rewrite(&mut self, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), SpoolError> {
+        // queue/messages/<ID> -> queue/tmp/<ID>.new
+        let queue = self.path.parent().and_then(|m| m.parent()).unwrap_or(&self.path);
+        let new_path = queue.join("tmp").join(format!("{}.new", self.id));
+        let result = (|| {
+            let f = OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(&new_path)?;
+            let mut out = BufWriter::with_capacity(64 * 1024, f);
+            let mut counter = CountingWriter { inner: &mut out, count: 0, crc: crc32fast::Hasher::new() };
+            fill(&mut counter)?;
+            let (count, crc) = (counter.count, counter.crc);
+            out.flush()?;
+            fs::rename(&new_path, &self.path)?;
+            Ok((out, count, crc))
+        })();
+        match result {
+            Ok((out, count, crc)) => {
+                self.out = Some(out);
+                self.written = count;
+                self.crc = crc;
+                self.fresh_name = true;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&new_path);
+                Err(SpoolError::Io { what: "rewrite", path: self.path.clone(), source: e })
+            }
+        }
+    }
+}
+
+/// Counts (and checksums) octets on their way to a writer.
+struct CountingWriter<'a, W: Write> {
+    inner: &'a mut W,
+    count: u64,
+    crc: crc32fast::Hasher,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        // A draft that was not committed leaves no debris.
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The queue file (format 2): one file per message, `messages/<ID>`,
+//! holding the text exactly as it will be delivered, then the envelope as
+//! it was when the message was accepted (compact JSON), then a fixed-size
+//! trailer naming both lengths and their CRC-32s:
+//!
+//! ```text
+//! <text: text_len octets><envelope: env_len octets>\n#PQF2 <text_len:16 hex> <env_len:8 hex> <text crc:8 hex> <env crc:8 hex>\n
+//! ```
+//!
+//! A file is a message only when its trailer parses and its lengths add up
+//! to the file's size: the trailer is the last thing written before the one
+//! `fdatasync` that precedes the `250`, so an empty file (a name made ahead
+//! of time, see `names.rs`) or a file cut short by a crash was never
+//! acknowledged. The CRCs catch a torn write that left the trailer on disk
+//! but not the blocks before it (possible on a file system without a
+//! journal); such a file is reported corrupt, never delivered.
+//!
+//! Written by hand: no crate has this layout, and it is a few lines.
+//!
+//! May touch: reads queue files it is given. No RFCs.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::envelope::parse_envelope;
+use super::{io_err, Envelope, SpoolError};
+
+/// Octets in the trailer.
+pub(super) const TRAILER_LEN: usize = 51;
+const MAGIC: &[u8] = b"\n#PQF2 ";
+
+/// What the trailer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Trailer {
+    pub text_len: u64,
+    pub env_len: u32,
+    pub text_crc: u32,
+    pub env_crc: u32,
+}
+
+impl Trailer {
+    /// The trailer's bytes.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let s = format!("\n#PQF2 {:016X} {:08X} {:08X} {:08X}\n", self.text_len, self.env_len, self.text_crc, self.env_crc);
+        debug_assert_eq!(s.len(), TRAILER_LEN);
+        s.into_bytes()
+    }
+
+    /// Parses the last [`TRAILER_LEN`] octets of a file of `file_len`
+    /// octets; `None` if they are not a trailer or the lengths do not add up.
+    pub(super) fn parse(bytes: &[u8], file_len: u64) -> Option<Trailer> {
+        if bytes.len() != TRAILER_LEN || !bytes.starts_with(MAGIC) || bytes[TRAILER_LEN - 1] != b'\n' {
+            return None;
+        }
+        let fields = std::str::from_utf8(&bytes[MAGIC.len()..TRAILER_LEN - 1]).ok()?;
+        let mut it = fields.split(' ');
+        let mut hex = |n: usize| it.next().filter(|f| f.len() == n).and_then(|f| u64::from_str_radix(f, 16).ok());
+        let t = Trailer {
+            text_len: hex(16)?,
+            env_len: u32::try_from(hex(8)?).ok()?,
+            text_crc: u32::try_from(hex(8)?).ok()?,
+            env_crc: u32::try_from(hex(8)?).ok()?,
+        };
+        let total = t.text_len.checked_add(t.env_len as u64)?.checked_add(TRAILER_LEN as u64)?;
+        (total == file_len).then_some(t)
+    }
+}
+
+/// The envelope bytes as stored in a queue file: compact JSON.
+pub(super) fn embedded_envelope_bytes(env: &Envelope) -> io::Result<Vec<u8>> {
+    Ok(serde_json::to_vec(env)?)
+}
+
+/// Reads the trailer of an open queue file: `None` if the file is not a
+/// complete message (empty, being written, or cut short by a crash).
+pub(super) fn read_trailer(f: &File) -> io::Result<Option<Trailer>> {
+    let len = f.metadata()?.len();
+    if len < TRAILER_LEN as u64 {
+        return Ok(None);
+    }
+    let mut buf = [0u8; TRAILER_LEN];
+    f.read_exact_at(&mut buf, len - TRAILER_LEN as u64)?;
+    Ok(Trailer::parse(&buf, len))
+}
+
+/// The envelope stored in the queue file at `path`: `Ok(None)` if the file
+/// is not a complete message, `Err(NotFound)`-kind I/O errors pass through.
+pub(super) fn read_embedded(path: &Path) -> Result<Option<Envelope>, SpoolError> {
+    let f = File::open(path).map_err(io_err("read", path))?;
+    let Some(t) = read_trailer(&f).map_err(io_err("read", path))? else { return Ok(None) };
+    let mut env = vec![0u8; t.env_len as usize];
+    f.read_exact_at(&mut env, t.text_len).map_err(io_err("read", path))?;
+    if crc32fast::hash(&env) != t.env_crc {
+        return Err(SpoolError::Corrupt { path: path.to_path_buf(), message: "envelope checksum mismatch".into() });
+    }
+    parse_envelope(path, &env).map(Some)
+}
+
+/// The text of a whole queue file read into `bytes` (cut to the text in
+/// place, no copy), checked against its CRC.
+pub(super) fn text_of(path: &Path, mut bytes: Vec<u8>) -> Result<Vec<u8>, SpoolError> {
+    let corrupt = |message: &str| SpoolError::Corrupt { path: path.to_path_buf(), message: message.into() };
+    let len = bytes.len();
+    let t = (len >= TRAILER_LEN)
+        .then(|| Trailer::parse(&bytes[len - TRAILER_LEN..], len as u64))
+        .flatten()
+        .ok_or_else(|| corrupt("incomplete queue file (no trailer)"))?;
+    bytes.truncate(t.text_len as usize);
+    if crc32fast::hash(&bytes) != t.text_crc {
+        return Err(corrupt("message text checksum mismatch"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailer_round_trip_and_rejects() {
+        let t = Trailer { text_len: 1234, env_len: 99, text_crc: 0xDEADBEEF, env_crc: 7 };
+        let b = t.encode();
+        assert_eq!(b.len(), TRAILER_LEN);
+        let total = 1234 + 99 + TRAILER_LEN as u64;
+        assert_eq!(Trailer::parse(&b, total), Some(t));
+        // Lengths that do not add up to the file's size: not a message.
+        assert_eq!(Trailer::parse(&b, total + 1), None);
+        assert_eq!(Trailer::parse(&b, total - 1), None);
+        // Any damaged byte of the frame.
+        for i in [0, 1, 5, 6, 22, TRAILER_LEN - 1] {
+            let mut d = b.clone();
+            d[i] = b'z';
+            assert_eq!(Trailer::parse(&d, total), None, "byte {i}");
+        }
+        assert_eq!(Trailer::parse(&[0u8; TRAILER_LEN], total), None);
+        // Overflowing lengths are refused, not wrapped.
+        let huge = Trailer { text_len: u64::MAX, env_len: 1, text_crc: 0, env_crc: 0 }.encode();
+        assert_eq!(Trailer::parse(&huge, 10), None);
+    }
+}
