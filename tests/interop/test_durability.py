@@ -110,9 +110,10 @@ def test_one_device_flush_per_message(postern_factory, sink):
         n = 40
         ids = []
         with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
+            s.ehlo("client.example")
             for i in range(n):
-                s.mail("flush@client.example")
-                s.rcpt(f"r{i}@far.example")
+                assert s.mail("flush@client.example")[0] == 250
+                assert s.rcpt(f"r{i}@far.example")[0] == 250
                 code, msg = s.data(f"Subject: flush {i}\r\n\r\nbody {i}\r\n".encode())
                 assert code == 250, (code, msg)
                 ids.append(re.search(rb"queued as ([0-9A-F]{16})", msg).group(1).decode())
