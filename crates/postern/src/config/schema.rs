@@ -453,11 +453,12 @@ pub struct Queue {
     /// free space than this: bytes, or K, M, G (K = 1024). Default "100M".
     #[serde(deserialize_with = "size", serialize_with = "show_size")]
     pub min_free_space: u64,
-    /// How a message is made durable before its 250: "fsync" (default:
-    /// fdatasync each new file, fsync the directories, directory fsyncs
-    /// shared by concurrent sessions) or "syncfs" (one syncfs(2) of the
-    /// queue's file system shared by all sessions: fewer device flushes;
-    /// best when the queue has a file system of its own). Read at start.
+    /// How a message is made durable before its 250: "fsync" (default: one
+    /// fdatasync of its queue file, whose name was made and its directory
+    /// fsynced ahead of time: one device flush per message; see
+    /// docs/queue-format.md) or "syncfs" (one syncfs(2) of the queue's file
+    /// system shared by all sessions; best when the queue has a file system
+    /// of its own). Read at start.
     pub sync: SyncMode,
     /// Longest time one delivery attempt of one message may take, all routes
     /// together; recipients still open then are deferred (4.4.7). Default "30m".

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncMode {
-    /// fdatasync each new file, then fsync `messages/` and `active/`
-    /// (the directory fsyncs shared by concurrent commits).
+    /// fdatasync the message's queue file, whose name was made (and
+    /// `messages/` fsynced) ahead of time: one device flush per message. A
+    /// name made on the spot adds an fsync of `messages/`, shared by
+    /// concurrent commits.
     #[default]
     Fsync,
     /// One `syncfs(2)` of the spool's file system, shared by every commit

@@ -2,6 +2,9 @@
 //! `syncfs`) instead of each doing their own; no commit returns before a
 //! flush that started after its renames has completed.
 //!
+//! Also used by Maildir delivery (`delivery/maildir.rs`): deliveries
+//! that run at the same time share one `syncfs`.
+//!
 //! May touch: nothing itself; runs the flush it is given.
 
 use std::io;
@@ -13,7 +16,7 @@ use super::SpoolError;
 /// their files before a directory fsync started share that fsync instead of
 /// each doing their own (the fsync still happens before any of them says 250).
 #[derive(Debug, Default)]
-pub(super) struct GroupSync {
+pub(crate) struct GroupSync {
     pub(super) state: std::sync::Mutex<SyncState>,
     done: std::sync::Condvar,
 }
@@ -35,7 +38,7 @@ impl GroupSync {
     /// Makes a commit durable once its renames are done: the first caller
     /// to find no flush running becomes the leader and runs `flush` for
     /// every commit announced so far; the others wait for it.
-    pub(super) fn sync(&self, flush: &dyn Fn() -> Result<(), SpoolError>) -> Result<(), SpoolError> {
+    pub(crate) fn sync(&self, flush: &dyn Fn() -> Result<(), SpoolError>) -> Result<(), SpoolError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.requested += 1;
         let ticket = st.requested;

@@ -44,7 +44,7 @@ use names::NamePool;
 
 pub use envelope::{enqueue, enqueue_draft, enqueue_notice, Envelope, RcptStatus, Recipient, ENVELOPE_VERSION};
 use envelope::{envelope_bytes, parse_envelope};
-use groupsync::GroupSync;
+pub(crate) use groupsync::GroupSync;
 pub use recover::Listing;
 
 /// A queue id: 16 upper-case hex digits, time-ordered.
