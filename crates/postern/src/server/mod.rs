@@ -191,6 +191,8 @@ pub struct Running {
     control_task: tokio::task::JoinHandle<()>,
     /// Held while running: `queue move` waits for the daemon to stop.
     _spool_lock: Option<crate::queue::moveout::SpoolLock>,
+    /// The spool (its name pool is stopped last).
+    spool: Spool,
 }
 
 /// Loads the config, prepares the data directory, binds, drops privileges
@@ -273,7 +275,7 @@ pub async fn start(source: Source) -> Result<Running, ServerError> {
         accepts.spawn(monitor.track(i, accept));
     }
     drop(done_tx);
-    Ok(Running { addrs, shared, shutdown_tx, done_rx, accepts, sched_task, control_task, _spool_lock: spool_lock })
+    Ok(Running { addrs, shared, shutdown_tx, done_rx, accepts, sched_task, control_task, _spool_lock: spool_lock, spool })
 }
 
 impl Running {
@@ -288,6 +290,7 @@ impl Running {
             maillog::stop(&[("warning", "sessions still open after shutdown_timeout; closing them")]);
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.sched_task).await;
+        self.spool.stop_name_pool();
         self.control_task.abort();
         let _ = std::fs::remove_file(control::socket_path(&self.shared.settings().data_dir));
         crate::locate::DaemonRecord::remove(&self.shared.settings().data_dir);

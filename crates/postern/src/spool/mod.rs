@@ -237,6 +237,11 @@ impl Spool {
         self.pool.start(self.dir("messages"), self.names.clone());
     }
 
+    /// Stops the name pool and removes its unused names (daemon shutdown).
+    pub fn stop_name_pool(&self) {
+        self.pool.stop(&self.dir("messages"));
+    }
+
     /// The spool root.
     pub fn root(&self) -> &Path {
         &self.root

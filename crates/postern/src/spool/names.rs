@@ -41,6 +41,17 @@ impl NamePool {
         self.refill_if_low(messages, names_lock);
     }
 
+    /// Stops handing out names and removes the ready ones (at shutdown, so
+    /// a stopped postern leaves no empty files behind; the ones a crash
+    /// leaves go at the next start).
+    pub(super) fn stop(&self, messages: &std::path::Path) {
+        self.enabled.store(false, Ordering::Release);
+        let ready: Vec<_> = self.ready.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        for (id, _) in ready {
+            let _ = std::fs::remove_file(messages.join(id.as_str()));
+        }
+    }
+
     /// A ready name and its open, empty file, if the pool has one.
     pub(super) fn take(self: &Arc<Self>, messages: &std::path::Path, names_lock: &Arc<Mutex<()>>) -> Option<(QueueId, File)> {
         if !self.enabled.load(Ordering::Acquire) {
@@ -101,6 +112,14 @@ impl NamePool {
             }
             return;
         }
-        self.ready.lock().unwrap_or_else(|p| p.into_inner()).extend(batch);
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        if self.enabled.load(Ordering::Acquire) {
+            ready.extend(batch);
+        } else {
+            // Stopped meanwhile.
+            for (id, _) in batch {
+                let _ = std::fs::remove_file(messages.join(id.as_str()));
+            }
+        }
     }
 }

@@ -203,6 +203,11 @@ fn pooled_names_commit_with_one_flush_and_are_not_messages() {
     assert_eq!(fresh.recover().unwrap(), in_messages - ids.len());
     assert_eq!(fs::read_dir(dir.path().join("messages")).unwrap().count(), ids.len());
     assert_eq!(fresh.list().unwrap().envelopes.len(), ids.len());
+    // A clean stop removes the unused names.
+    fresh.start_name_pool();
+    wait_for_pool(&fresh);
+    fresh.stop_name_pool();
+    assert_eq!(fs::read_dir(dir.path().join("messages")).unwrap().count(), ids.len());
 }
 
 /// A queue file cut short anywhere (a crash before the fdatasync finished)
