@@ -25,7 +25,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -348,6 +348,12 @@ impl Spool {
             fs::rename(&tmp, &held).map_err(io_err("rename", &tmp))?;
             sync_dir(&self.dir("hold"))?;
         }
+        // Someone removed the name while we wrote (a clean-up script that
+        // deletes empty files): the text would have no name on disk. Refuse
+        // the commit (the client gets a 4xx and retries) rather than 250.
+        if file.metadata().map_err(io_err("stat", &path))?.nlink() == 0 {
+            return Err(io_err("commit", &path)(io::Error::other("the queue file was removed while it was written")));
+        }
         match self.mode {
             SyncMode::Fsync => {
                 // fdatasync: the text, the envelope and the file's size. The
@@ -461,24 +467,31 @@ impl Spool {
     /// the removal the message is delivered again (a duplicate), never lost;
     /// an envelope left without its queue file is removed at start-up.
     pub fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
-        self.load(id)?;
-        let qf = self.body_path(id);
         let gone = |r: io::Result<()>, p: &Path| match r {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", p)(e)),
             _ => Ok(()),
         };
-        if qf.exists() {
-            fs::remove_file(&qf).map_err(io_err("remove", &qf))?;
-            for place in [Place::Active, Place::Hold] {
+        let envelopes = || {
+            [Place::Active, Place::Hold].into_iter().try_for_each(|place| {
                 let p = self.env_path(id, place);
-                gone(fs::remove_file(&p), &p)?;
-            }
-            return Ok(());
+                gone(fs::remove_file(&p), &p)
+            })
+        };
+        let qf = self.body_path(id);
+        if fs::metadata(&qf).is_ok_and(|m| m.len() == 0) {
+            // A name made ahead (or a message being written): not a message.
+            return Err(SpoolError::NotFound(id.clone()));
         }
-        for place in [Place::Active, Place::Hold] {
-            let p = self.env_path(id, place);
-            gone(fs::remove_file(&p), &p)?;
+        match fs::remove_file(&qf) {
+            Ok(()) => return envelopes(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", &qf)(e)),
         }
+        // A message queued before format 2: envelope first, then the text.
+        if self.envelope_file(id).is_none() {
+            return Err(SpoolError::NotFound(id.clone()));
+        }
+        envelopes()?;
         let legacy = self.legacy_body_path(id);
         gone(fs::remove_file(&legacy), &legacy)
     }

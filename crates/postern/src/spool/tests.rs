@@ -292,3 +292,19 @@ fn quarantine_release_and_orphan_envelopes() {
     assert_eq!(spool.recover().unwrap(), 1);
     assert!(fs::read_dir(dir.path().join("hold")).unwrap().next().is_none());
 }
+
+/// A name removed while the message was written (a clean-up script that
+/// deletes empty files) fails the commit instead of acknowledging a file
+/// with no name; removing a name made ahead is refused.
+#[test]
+fn a_removed_name_fails_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut d = spool.draft().unwrap();
+    assert!(matches!(spool.remove(&d.id), Err(SpoolError::NotFound(_))), "an empty name is not a message");
+    d.write(b"x");
+    fs::remove_file(spool.body_path(&d.id)).unwrap();
+    let e = env(&d.id);
+    assert!(spool.commit(d, &e).is_err());
+    assert!(spool.list().unwrap().envelopes.is_empty());
+}
