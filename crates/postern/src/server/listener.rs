@@ -138,10 +138,12 @@ pub(super) async fn accept_loop(sock: TcpListener, l: Listener, w: Wiring) {
         };
         let conn = Conn { peer, local: local.unwrap_or(l.address) };
         let done = done.clone();
+        // Boxed: awaiting it inside the task would hold it twice.
+        let session = Box::pin(session::run(stream, conn, ctx));
         tokio::spawn(async move {
             let _slot = slot;
             let _done = done;
-            session::run(stream, conn, ctx).await;
+            session.await;
         });
     }
 }

@@ -64,17 +64,11 @@ impl<S: Socket> Session<S> {
         let db = self.ctx.users.get();
         match need {
             Need::CheckPassword { authcid, password } => {
-                let users = self.ctx.users.clone();
+                // argon2 is deliberately slow: the verified cache, else off
+                // the async threads, a few at a time, concurrent identical
+                // checks sharing one run.
                 let ttl = self.settings().config.auth.verified_cache_ttl;
-                if users.verified_recently(&db, &authcid, &password, ttl) {
-                    return Provide::PasswordOk(true);
-                }
-                // argon2 is deliberately slow: off the async threads, a
-                // few at a time.
-                let Ok(_permit) = users.slow_checks.acquire().await else { return Provide::PasswordOk(false) };
-                let u = users.clone();
-                let ok = tokio::task::spawn_blocking(move || u.verify_and_remember(&db, &authcid, &password, ttl)).await.unwrap_or(false);
-                Provide::PasswordOk(ok)
+                Provide::PasswordOk(self.ctx.users.check_password(db, &authcid, &password, ttl).await)
             }
             Need::Secret { authcid } => Provide::Secret(db.plain(&authcid)),
             Need::Scram { authcid, hash } => Provide::Scram(db.scram(&authcid, hash)),

@@ -247,8 +247,9 @@ pub(crate) struct Session<S> {
     rdns: rdns::RdnsFacts,
 }
 
-/// Runs one SMTP session to the end.
-pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
+/// Runs one SMTP session to the end. Not an `async fn`, whose future would
+/// hold its arguments and the session built from them (rust-lang/rust#62958).
+pub fn run<S: Socket>(io: S, conn: Conn, ctx: Context) -> impl std::future::Future<Output = ()> {
     let mut s = Session {
         io: Stream::Plain(io),
         rbuf: Vec::with_capacity(1024),
@@ -265,31 +266,35 @@ pub async fn run<S: Socket>(io: S, conn: Conn, ctx: Context) {
         milters: None,
         rdns: Default::default(),
     };
-    let peer = s.resolve_client().await;
-    if s.ctx.listener.role.implicit_tls() && s.handshake().await.is_err() {
-        maillog::disconnect(&[("client", &peer), ("reason", "TLS handshake failed")]);
-        return;
-    }
-    if s.connection_rate_refused().await {
-        return;
-    }
-    s.greet().await;
-    let _ = s.main_loop().await;
-    if let Some(m) = s.milters.take() {
-        m.quit().await;
-    }
-    let _ = s.flush().await;
-    // A TLS close_notify is a write too: a client that does not read gets no more time.
-    let _ = tokio::time::timeout(SHUTDOWN_WRITE_GRACE, s.io.shutdown()).await;
-    let (messages, errors) = (s.messages.to_string(), s.errors.to_string());
-    let mut fields = vec![("client", peer.as_str()), ("messages", &messages), ("errors", &errors)];
-    if let Some(reason) = s.end_reason {
-        fields.push(("reason", reason));
-    }
-    maillog::disconnect(&fields);
+    async move { s.serve().await }
 }
 
 impl<S: Socket> Session<S> {
+    /// Greeting to disconnect line. The handshake, the greeting and each command
+    /// are boxed: they would size every connection's task, idle or not (issue 20).
+    async fn serve(&mut self) {
+        let peer = self.resolve_client().await;
+        if self.ctx.listener.role.implicit_tls() && Box::pin(self.handshake()).await.is_err() {
+            maillog::disconnect(&[("client", &peer), ("reason", "TLS handshake failed")]);
+            return;
+        }
+        if self.connection_rate_refused().await {
+            return;
+        }
+        Box::pin(self.greet()).await;
+        let _ = self.main_loop().await;
+        if let Some(m) = self.milters.take() {
+            Box::pin(m.quit()).await;
+        }
+        let _ = self.flush().await;
+        // A TLS close_notify is a write too: a client that does not read gets no more time.
+        let _ = tokio::time::timeout(SHUTDOWN_WRITE_GRACE, self.io.shutdown()).await;
+        let (messages, errors) = (self.messages.to_string(), self.errors.to_string());
+        let mut fields = vec![("client", peer.as_str()), ("messages", &messages), ("errors", &errors)];
+        fields.extend(self.end_reason.map(|reason| ("reason", reason)));
+        maillog::disconnect(&fields);
+    }
+
     fn settings(&self) -> &Settings {
         &self.ctx.settings
     }
@@ -466,7 +471,7 @@ impl<S: Socket> Session<S> {
                 LineScan::Line { end, next } => {
                     let line: Vec<u8> = self.rbuf[..end].to_vec();
                     self.rbuf.drain(..next);
-                    self.command(&line).await?;
+                    Box::pin(self.command(&line)).await?;
                 }
                 LineScan::TooLong => {
                     self.reply(codes::line_too_long());

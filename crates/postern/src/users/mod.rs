@@ -12,16 +12,22 @@
 
 //!
 //! Layout: this file (the database, password checks, the server's
-//! [`UserStore`] with its verified-password cache), [`sasldb`] (Cyrus
-//! sasldb2 / Berkeley DB import), [`import`] (passwd-file import).
+//! [`UserStore`] with its verified-password cache), [`single_flight`]
+//! (concurrent checks of the same password share one argon2 run),
+//! [`sasldb`] (Cyrus sasldb2 / Berkeley DB import), [`import`]
+//! (passwd-file import).
 
 pub mod import;
 pub mod sasldb;
+mod single_flight;
+#[cfg(test)]
+mod single_flight_tests;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -309,7 +315,12 @@ pub struct UserStore {
     /// Slow password checks (argon2: 19 MiB and tens of milliseconds each)
     /// run at most this many at once, one per CPU, so a burst of logins
     /// cannot take all memory or starve the other sessions.
-    pub slow_checks: tokio::sync::Semaphore,
+    slow_checks: Arc<tokio::sync::Semaphore>,
+    /// Full checks running or waiting for a CPU, shared by concurrent
+    /// checks of the same user, stored hash and password.
+    in_flight: Arc<single_flight::InFlight>,
+    /// Full checks run (argon2 or a foreign hash), since start.
+    full_checks: AtomicU64,
 }
 
 /// Passwords that verified recently, as HMAC-SHA-256 tags under a key that
@@ -361,19 +372,102 @@ impl UserStore {
             path: data_dir.join("users.json"),
             cache: Mutex::new((None, Arc::new(UserDb::default()))),
             verified: VerifiedCache { key: rand::random(), tags: Mutex::new(Default::default()) },
-            slow_checks: tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
+            slow_checks: Arc::new(tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))),
+            in_flight: Default::default(),
+            full_checks: AtomicU64::new(0),
         }
+    }
+
+    /// What a check of `name` compares against, as [`UserDb::verify`]
+    /// picks it, with its kind (so that a plaintext secret never shares a
+    /// key with a hash string equal to it); `None` for unknown users.
+    fn stored_secret(db: &UserDb, name: &str) -> Option<String> {
+        let rec = db.users.get(name)?;
+        Some(match (&rec.argon2, &rec.imported_hash, &rec.plain) {
+            (Some(h), _, _) => format!("argon2:{h}"),
+            (None, Some(h), _) => format!("imported:{h}"),
+            (None, None, Some(p)) => format!("plain:{p}"),
+            (None, None, None) => "none:".to_string(),
+        })
     }
 
     /// The cache tag for a user's password, `None` for unknown users or a
     /// zero `ttl` (no caching).
     fn verified_tag(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> Option<[u8; 32]> {
-        let rec = db.users.get(name)?;
-        let stored = rec.argon2.as_deref().or(rec.imported_hash.as_deref()).or(rec.plain.as_deref()).unwrap_or("");
+        let stored = Self::stored_secret(db, name)?;
         if ttl.is_zero() {
             return None;
         }
-        self.verified.tag(name, stored, password)
+        self.verified.tag(name, &stored, password)
+    }
+
+    /// The single-flight key of a check: like the cache tag, and for
+    /// unknown users too (they run the dummy hash, shared the same way).
+    fn flight_key(&self, db: &UserDb, name: &str, password: &str) -> Option<single_flight::Key> {
+        let stored = Self::stored_secret(db, name).unwrap_or_else(|| "unknown:".to_string());
+        self.verified.tag(name, &stored, password)
+    }
+
+    /// Checks a password the way AUTH does: the verified cache, else the
+    /// full check (argon2) off the async threads, at most one per CPU at a
+    /// time; concurrent checks of the same user, stored hash and password
+    /// share one run ([`single_flight`]). Failures are never remembered.
+    pub async fn check_password(self: &Arc<Self>, db: Arc<UserDb>, name: &str, password: &str, ttl: std::time::Duration) -> bool {
+        let name = name.to_ascii_lowercase();
+        if self.verified_recently(&db, &name, password, ttl) {
+            return true;
+        }
+        let Some(key) = self.flight_key(&db, &name, password) else {
+            return self.full_check(db, name, password.to_string(), ttl, None).await;
+        };
+        // A check that ended without an answer (panic, cancelled session)
+        // lets its waiters try again; a few rounds, then run alone.
+        for _ in 0..3 {
+            match self.in_flight.join(key) {
+                single_flight::Join::Follow(rx) => {
+                    if let Some(ok) = single_flight::wait(rx).await {
+                        return ok;
+                    }
+                }
+                single_flight::Join::Lead(leader) => {
+                    return self.full_check(db, name, password.to_string(), ttl, Some(leader)).await;
+                }
+                single_flight::Join::Alone => break,
+            }
+        }
+        self.full_check(db, name, password.to_string(), ttl, None).await
+    }
+
+    /// One full check on a blocking thread, holding a CPU permit; the
+    /// permit and the leader guard move into that thread, so a session
+    /// cancelled meanwhile neither frees the CPU early nor loses the answer
+    /// for the others.
+    async fn full_check(
+        self: &Arc<Self>,
+        db: Arc<UserDb>,
+        name: String,
+        password: String,
+        ttl: std::time::Duration,
+        leader: Option<single_flight::Leader>,
+    ) -> bool {
+        let Ok(permit) = self.slow_checks.clone().acquire_owned().await else { return false };
+        let store = self.clone();
+        let run = move || {
+            let _permit = permit;
+            store.full_checks.fetch_add(1, Ordering::Relaxed);
+            let ok = store.verify_and_remember(&db, &name, &password, ttl);
+            if let Some(leader) = leader {
+                leader.finish(ok);
+            }
+            ok
+        };
+        tokio::task::spawn_blocking(run).await.unwrap_or(false)
+    }
+
+    /// Full checks run since start (argon2 or a foreign hash; unknown
+    /// users' dummy hash included; cache hits and shared runs not).
+    pub fn full_checks(&self) -> u64 {
+        self.full_checks.load(Ordering::Relaxed)
     }
 
     /// Quick: did this password verify for this user within `ttl`?
@@ -383,8 +477,8 @@ impl UserStore {
     }
 
     /// Checks a password like [`UserDb::verify`] and remembers a success
-    /// for `ttl`. Blocking (argon2): call from a blocking thread, holding a
-    /// [`UserStore::slow_checks`] permit.
+    /// for `ttl`. Blocking (argon2): the server calls it through
+    /// [`UserStore::check_password`].
     pub fn verify_and_remember(&self, db: &UserDb, name: &str, password: &str, ttl: std::time::Duration) -> bool {
         let name = name.to_ascii_lowercase();
         let ok = db.verify(&name, password);
