@@ -12,6 +12,7 @@ mod certs;
 mod directory;
 mod dkim;
 mod harness;
+mod large;
 mod limits;
 mod loops;
 mod rate;
