@@ -124,21 +124,35 @@ pub fn write_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::
     Ok(dest)
 }
 
+/// Maildir files have Unix line ends: every CR LF becomes LF (a lone CR
+/// stays). The text between line ends is copied a run at a time.
 fn crlf_to_lf(input: &[u8], out: &mut Vec<u8>) {
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'\r' && input.get(i + 1) == Some(&b'\n') {
-            i += 1;
-            continue;
-        }
-        out.push(input[i]);
-        i += 1;
+    let mut from = 0;
+    for at in memchr::memmem::find_iter(input, b"\r\n") {
+        out.extend_from_slice(&input[from..at]);
+        from = at + 1; // the LF starts the next run
     }
+    out.extend_from_slice(&input[from..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crlf_becomes_lf_and_lone_cr_stays() {
+        for (input, want) in [
+            (&b""[..], &b""[..]),
+            (b"a\r\nb\r\n", b"a\nb\n"),
+            (b"\r\n\r\n", b"\n\n"),
+            (b"a\rb\r\r\nc\n\r", b"a\rb\r\nc\n\r"),
+            (b"no line end", b"no line end"),
+        ] {
+            let mut out = b"X".to_vec();
+            crlf_to_lf(input, &mut out);
+            assert_eq!(out[1..], *want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
     use crate::spool::QueueId;
     use std::sync::Arc;
 
