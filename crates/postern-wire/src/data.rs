@@ -322,20 +322,15 @@ impl ChunkScanner {
 /// when the operator chose to normalise.
 pub fn normalize_crlf(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() + input.len() / 32);
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if input.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            c => out.push(c),
-        }
-        i += 1;
+    let mut rest = input;
+    // Text between line ends is copied a run at a time.
+    while let Some(k) = memchr::memchr2(b'\r', b'\n', rest) {
+        out.extend_from_slice(&rest[..k]);
+        out.extend_from_slice(b"\r\n");
+        let crlf = rest[k] == b'\r' && rest.get(k + 1) == Some(&b'\n');
+        rest = &rest[k + if crlf { 2 } else { 1 }..];
     }
+    out.extend_from_slice(rest);
     out
 }
 

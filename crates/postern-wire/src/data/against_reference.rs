@@ -31,6 +31,26 @@ fn scan(chunks: &[&[u8]], max_line: usize) -> [bool; 3] {
     flags3(s.finish())
 }
 
+/// What `normalize_crlf` replaced: one octet at a time.
+fn normalize_reference(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if input.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Whole, split at every point, and one octet at a time.
 fn check(msg: &[u8], max_line: usize, max_size: u64) {
     let want = reference::decode(&[msg], max_line, max_size);
@@ -41,6 +61,7 @@ fn check(msg: &[u8], max_line: usize, max_size: u64) {
     }
     let octets: Vec<&[u8]> = msg.chunks(1).collect();
     assert_eq!(decode(&octets, max_line, max_size), want, "{msg:?} octet by octet");
+    assert_eq!(super::normalize_crlf(msg), normalize_reference(msg), "{msg:?} normalize_crlf");
     let want = reference::scan(&[msg], max_line);
     assert_eq!(scan(&[msg], max_line), want, "{msg:?} scan");
     assert_eq!(scan(&octets, max_line), want, "{msg:?} scan octet by octet");

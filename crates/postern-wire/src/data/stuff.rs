@@ -5,7 +5,12 @@
 //!
 //! May touch: nothing (bytes in, slices out).
 
+use std::sync::LazyLock;
+
 use memchr::memmem;
+
+/// A line that starts with a dot: built once, used for every message.
+static DOT_LINE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\n."));
 
 /// The pieces of a message as sent after `354`: slices of the message,
 /// a `.` before every line that starts with a dot, `CRLF` if the text does
@@ -43,7 +48,7 @@ impl<'a> DotStuffed<'a> {
 
     /// The number of octets the pieces add up to (for a `SIZE=` or a buffer).
     pub fn wire_len(msg: &[u8]) -> usize {
-        let dots = memmem::find_iter(msg, b"\n.").count() + usize::from(msg.first() == Some(&b'.'));
+        let dots = DOT_LINE.find_iter(msg).count() + usize::from(msg.first() == Some(&b'.'));
         msg.len() + dots + if needs_crlf(msg) { 5 } else { 3 }
     }
 }
@@ -70,7 +75,7 @@ impl<'a> Iterator for DotStuffed<'a> {
                 }
                 // Up to and including the LF before the next line that
                 // starts with a dot, or everything.
-                let cut = memmem::find(self.rest, b"\n.").map_or(self.rest.len(), |k| k + 1);
+                let cut = DOT_LINE.find(self.rest).map_or(self.rest.len(), |k| k + 1);
                 let (piece, rest) = self.rest.split_at(cut);
                 self.rest = rest;
                 self.at_line_start = piece.last() == Some(&b'\n');
