@@ -20,6 +20,14 @@ pub struct DataFlags {
     pub too_big: bool,
 }
 
+#[cfg(test)]
+mod against_reference;
+#[cfg(test)]
+mod reference;
+mod stuff;
+
+pub use stuff::{dot_stuff, DotStuffed};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum St {
     /// At the start of a line: start of data or right after a real CRLF.
@@ -72,6 +80,7 @@ impl DataDecoder {
         self.size
     }
 
+    /// Appends `bytes` whole, or nothing once the size cap would be passed.
     fn emit(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
         if self.flags.too_big {
             return;
@@ -84,11 +93,42 @@ impl DataDecoder {
         out.extend_from_slice(bytes);
     }
 
-    fn content(&mut self, out: &mut Vec<u8>, c: u8) {
-        self.line_len += 1;
-        if self.line_len + 2 > self.max_line {
-            self.flags.long_line = true;
+    /// Appends a run of content octets and CR LF pairs (never a lone CR or
+    /// LF, never a CR at its end) in one copy. At the size cap it keeps what
+    /// octet-by-octet decoding would have kept: every content octet that
+    /// fits, a CR LF pair only whole.
+    fn emit_run(&mut self, out: &mut Vec<u8>, run: &[u8]) {
+        if self.flags.too_big || run.is_empty() {
+            return;
         }
+        let room = self.max_size - self.size;
+        if run.len() as u64 <= room {
+            self.size += run.len() as u64;
+            out.extend_from_slice(run);
+            return;
+        }
+        // `room < run.len()`, so it fits in usize.
+        let mut cut = room as usize;
+        if cut > 0 && run[cut - 1] == b'\r' {
+            cut -= 1; // the pair would not fit whole
+        }
+        self.size += cut as u64;
+        out.extend_from_slice(&run[..cut]);
+        self.flags.too_big = true;
+    }
+
+    /// `n` more content octets on the current line (§4.5.3.1.6).
+    fn count_line(&mut self, n: usize) {
+        if n > 0 {
+            self.line_len += n;
+            if self.line_len + 2 > self.max_line {
+                self.flags.long_line = true;
+            }
+        }
+    }
+
+    fn content(&mut self, out: &mut Vec<u8>, c: u8) {
+        self.count_line(1);
         self.emit(out, &[c]);
     }
 
@@ -97,7 +137,7 @@ impl DataDecoder {
         self.emit(out, b"\r\n");
     }
 
-    /// Processes one byte in the `Mid` state.
+    /// Processes one octet in the `Mid` state.
     fn mid(&mut self, out: &mut Vec<u8>, c: u8) {
         match c {
             b'\r' => self.st = St::Cr,
@@ -115,16 +155,66 @@ impl DataDecoder {
         }
     }
 
+    /// The fast path: from `start` (state `Mid`, or `LineStart` with no dot
+    /// at `start`), skips over content and real CR LF line ends with
+    /// `memchr`, counting line lengths. Returns where the run ends: at a dot
+    /// that starts a line, at a lone CR or LF, at a CR that ends the input
+    /// (its LF may come in the next read), or at the end of the input. The
+    /// state is then `LineStart` (right after a CR LF) or `Mid`.
+    fn clean_run(&mut self, input: &[u8], start: usize) -> usize {
+        let mut i = start;
+        loop {
+            let rest = &input[i..];
+            let Some(k) = memchr::memchr2(b'\r', b'\n', rest) else {
+                self.count_line(rest.len());
+                self.st = St::Mid;
+                return input.len();
+            };
+            self.count_line(k);
+            let p = i + k;
+            if input[p] != b'\r' || input.get(p + 1) != Some(&b'\n') {
+                self.st = St::Mid;
+                return p;
+            }
+            self.line_len = 0;
+            self.st = St::LineStart;
+            i = p + 2;
+            if input.get(i).is_none_or(|&c| c == b'.') {
+                return i;
+            }
+        }
+    }
+
     /// Feeds bytes; appends decoded content to `out`. Stops right after the
     /// end marker so pipelined commands that follow stay in the input.
+    ///
+    /// Clean text (content and CR LF line ends, no line starting with a
+    /// dot) is found with `memchr` and copied a run at a time; the state
+    /// machine below handles, one octet at a time, only what surrounds a
+    /// leading dot and a lone CR or LF. The result is the same for any
+    /// split of the input (the fuzz target `data` checks both, against the
+    /// octet-at-a-time decoder in `data/reference.rs`).
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Fed {
-        for (i, &c) in input.iter().enumerate() {
+        out.reserve(input.len().min(self.max_size.saturating_sub(self.size).try_into().unwrap_or(usize::MAX)));
+        let mut i = 0;
+        while i < input.len() {
+            let c = input[i];
             match self.st {
-                St::LineStart => match c {
-                    b'.' => self.st = St::Dot,
-                    _ => self.mid(out, c),
-                },
-                St::Mid => self.mid(out, c),
+                St::LineStart if c == b'.' => {
+                    self.st = St::Dot;
+                    i += 1;
+                }
+                St::LineStart | St::Mid => {
+                    let end = self.clean_run(input, i);
+                    if end > i {
+                        self.emit_run(out, &input[i..end]);
+                        i = end;
+                    } else {
+                        // A lone CR or LF, or a CR at the end of the input.
+                        self.mid(out, c);
+                        i += 1;
+                    }
+                }
                 St::Cr => {
                     if c == b'\n' {
                         self.end_line(out);
@@ -135,12 +225,18 @@ impl DataDecoder {
                         self.st = St::Mid;
                         self.mid(out, c);
                     }
+                    i += 1;
                 }
-                St::Dot => match c {
-                    b'\r' => self.st = St::DotCr,
-                    // The leading dot is removed (§4.5.2); the rest is content.
-                    _ => self.mid(out, c),
-                },
+                St::Dot => {
+                    if c == b'\r' {
+                        self.st = St::DotCr;
+                        i += 1;
+                    } else {
+                        // The leading dot is removed (§4.5.2); the rest is
+                        // content, read again in the `Mid` state.
+                        self.st = St::Mid;
+                    }
+                }
                 St::DotCr => {
                     if c == b'\n' {
                         return Fed { consumed: i + 1, done: true };
@@ -150,6 +246,7 @@ impl DataDecoder {
                     self.end_line(out);
                     self.st = St::Mid;
                     self.mid(out, c);
+                    i += 1;
                 }
             }
         }
@@ -173,30 +270,40 @@ impl ChunkScanner {
         ChunkScanner { max_line, ..Default::default() }
     }
 
-    /// Scans one chunk.
+    /// Scans one chunk (lines found with `memchr`, not octet by octet).
     pub fn scan(&mut self, chunk: &[u8]) {
-        for &c in chunk {
+        let mut rest = chunk;
+        while let Some(&first) = rest.first() {
             if self.pending_cr {
                 self.pending_cr = false;
-                if c == b'\n' {
-                    self.line_len = 0;
+                self.line_len = 0;
+                if first == b'\n' {
+                    rest = &rest[1..];
                     continue;
                 }
                 self.flags.bare_cr_lf = true;
+            }
+            let Some(k) = memchr::memchr2(b'\r', b'\n', rest) else {
+                self.count_line(rest.len());
+                return;
+            };
+            self.count_line(k);
+            if rest[k] == b'\r' {
+                self.pending_cr = true;
+            } else {
+                self.flags.bare_cr_lf = true;
                 self.line_len = 0;
             }
-            match c {
-                b'\r' => self.pending_cr = true,
-                b'\n' => {
-                    self.flags.bare_cr_lf = true;
-                    self.line_len = 0;
-                }
-                _ => {
-                    self.line_len += 1;
-                    if self.line_len + 2 > self.max_line {
-                        self.flags.long_line = true;
-                    }
-                }
+            rest = &rest[k + 1..];
+        }
+    }
+
+    /// `n` more content octets on the current line.
+    fn count_line(&mut self, n: usize) {
+        if n > 0 {
+            self.line_len += n;
+            if self.line_len + 2 > self.max_line {
+                self.flags.long_line = true;
             }
         }
     }
@@ -215,39 +322,16 @@ impl ChunkScanner {
 /// when the operator chose to normalise.
 pub fn normalize_crlf(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len() + input.len() / 32);
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if input.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
-            }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
-}
-
-/// Dot-stuffs a CRLF message for sending with DATA and appends the end marker.
-/// Any LF is treated as a line end, so a line can never start with an
-/// unstuffed dot even if the stored text had a stray LF.
-pub fn dot_stuff(msg: &[u8], out: &mut Vec<u8>) {
-    let mut at_line_start = true;
-    for &c in msg {
-        if at_line_start && c == b'.' {
-            out.push(b'.');
-        }
-        out.push(c);
-        at_line_start = c == b'\n';
-    }
-    if !msg.is_empty() && !msg.ends_with(b"\r\n") {
+    let mut rest = input;
+    // Text between line ends is copied a run at a time.
+    while let Some(k) = memchr::memchr2(b'\r', b'\n', rest) {
+        out.extend_from_slice(&rest[..k]);
         out.extend_from_slice(b"\r\n");
+        let crlf = rest[k] == b'\r' && rest.get(k + 1) == Some(&b'\n');
+        rest = &rest[k + if crlf { 2 } else { 1 }..];
     }
-    out.extend_from_slice(b".\r\n");
+    out.extend_from_slice(rest);
+    out
 }
 
 #[cfg(test)]

@@ -101,35 +101,45 @@ pub fn configure(target: &str, format: Format) -> std::io::Result<bool> {
     Ok(changed)
 }
 
-/// Quotes a value if it needs it, so lines stay parseable.
-fn value(v: &str) -> String {
+/// Appends a value, quoted if it needs it, so lines stay parseable.
+fn push_value(line: &mut String, v: &str) {
     if !v.is_empty() && !v.bytes().any(|c| c <= b' ' || c == b'"' || c == b'\\' || c == b'=' || c >= 0x7f) {
-        return v.to_string();
+        line.push_str(v);
+        return;
     }
-    let mut s = String::with_capacity(v.len() + 2);
-    s.push('"');
+    line.push('"');
     for c in v.chars() {
         match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            c if c.is_control() => s.push_str(&format!("\\x{:02x}", c as u32)),
-            c => s.push(c),
+            '"' => line.push_str("\\\""),
+            '\\' => line.push_str("\\\\"),
+            c if c.is_control() => line.push_str(&format!("\\x{:02x}", c as u32)),
+            c => line.push(c),
         }
     }
-    s.push('"');
-    s
+    line.push('"');
 }
 
-/// Formats one log line (without the time stamp).
-pub fn format_event(event: &str, fields: &[(&str, &str)]) -> String {
-    let mut line = String::from(event);
+/// Appends `event key=value ...` to `line`.
+fn push_event(line: &mut String, event: &str, fields: &[(&str, &str)]) {
+    line.push_str(event);
     for (k, v) in fields {
         line.push(' ');
         line.push_str(k);
         line.push('=');
-        line.push_str(&value(v));
+        push_value(line, v);
     }
+}
+
+/// Formats one log line (without the time stamp).
+pub fn format_event(event: &str, fields: &[(&str, &str)]) -> String {
+    let mut line = String::with_capacity(line_capacity(event, fields));
+    push_event(&mut line, event, fields);
     line
+}
+
+/// Room for a line without quoting, and its time stamp.
+fn line_capacity(event: &str, fields: &[(&str, &str)]) -> usize {
+    32 + event.len() + fields.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
 }
 
 macro_rules! events {
@@ -242,12 +252,20 @@ pub fn format_json(time: &str, event: &str, fields: &[(&str, &str)]) -> String {
 fn write(event: &str, fields: &[(&str, &str)]) {
     crate::metrics::observe(event, fields);
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let mut guard = state();
-    let format = guard.as_ref().map(|st| st.format).unwrap_or_default();
+    let format = state().as_ref().map(|st| st.format).unwrap_or_default();
+    // Built in one buffer, outside the lock; the lock is held for the write only.
     let line = match format {
-        Format::Logfmt => format!("{time} {}\n", format_event(event, fields)),
+        Format::Logfmt => {
+            let mut line = String::with_capacity(line_capacity(event, fields));
+            line.push_str(&time);
+            line.push(' ');
+            push_event(&mut line, event, fields);
+            line.push('\n');
+            line
+        }
         Format::Json => format!("{}\n", format_json(&time, event, fields)),
     };
+    let mut guard = state();
     #[cfg(test)]
     match CAPTURED.lock() {
         Ok(mut g) => g.push(line.clone()),

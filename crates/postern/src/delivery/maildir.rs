@@ -183,23 +183,35 @@ fn place_in_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::i
     Ok(dest)
 }
 
-/// CRLF to LF; a CR not followed by LF stays. Copies the runs between CRs
-/// whole (memchr) instead of byte by byte.
+/// Maildir files have Unix line ends: every CR LF becomes LF (a lone CR
+/// stays). The text between line ends is copied a run at a time.
 fn crlf_to_lf(input: &[u8], out: &mut Vec<u8>) {
-    let mut rest = input;
-    while let Some(at) = memchr::memchr(b'\r', rest) {
-        out.extend_from_slice(&rest[..at]);
-        if rest.get(at + 1) != Some(&b'\n') {
-            out.push(b'\r');
-        }
-        rest = &rest[at + 1..];
+    let mut from = 0;
+    for at in memchr::memmem::find_iter(input, b"\r\n") {
+        out.extend_from_slice(&input[from..at]);
+        from = at + 1; // the LF starts the next run
     }
-    out.extend_from_slice(rest);
+    out.extend_from_slice(&input[from..]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crlf_becomes_lf_and_lone_cr_stays() {
+        for (input, want) in [
+            (&b""[..], &b""[..]),
+            (b"a\r\nb\r\n", b"a\nb\n"),
+            (b"\r\n\r\n", b"\n\n"),
+            (b"a\rb\r\r\nc\n\r", b"a\rb\r\nc\n\r"),
+            (b"no line end", b"no line end"),
+        ] {
+            let mut out = b"X".to_vec();
+            crlf_to_lf(input, &mut out);
+            assert_eq!(out[1..], *want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
     use crate::spool::QueueId;
     use std::sync::Arc;
 
@@ -218,21 +230,6 @@ mod tests {
             ("alice", Some(&statics), "/m"),
         ] {
             assert_eq!(mailbox_root(root, statics, rcpt), Path::new(want), "{rcpt}");
-        }
-    }
-
-    #[test]
-    fn crlf_becomes_lf_and_lone_cr_stays() {
-        for (input, want) in [
-            (&b"a\r\nb\r\n"[..], &b"a\nb\n"[..]),
-            (b"a\rb\r\r\nc\r", b"a\rb\r\nc\r"),
-            (b"", b""),
-            (b"\r\n\r\n", b"\n\n"),
-            (b"no line end", b"no line end"),
-        ] {
-            let mut out = Vec::new();
-            crlf_to_lf(input, &mut out);
-            assert_eq!(out, want, "{:?}", String::from_utf8_lossy(input));
         }
     }
 

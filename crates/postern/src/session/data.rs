@@ -21,6 +21,14 @@ use crate::maillog;
 use crate::milter::Verdict;
 use crate::spool::{Draft, Place};
 
+/// Read size while a message arrives (DATA text, BDAT chunks).
+const DATA_READ: usize = 64 * 1024;
+/// The read buffer kept between messages.
+const IDLE_READ: usize = 4096;
+/// Decoded text goes to the draft in pieces of at least this size: as large
+/// as the draft's buffer, which then passes them straight to the file.
+const DRAFT_PIECE: usize = 64 * 1024;
+
 impl<S: Socket> Session<S> {
     /// Takes the transaction out of the state for DATA/BDAT, or replies why not.
     fn take_txn(&mut self) -> Option<(Greeted, Txn)> {
@@ -79,20 +87,49 @@ impl<S: Socket> Session<S> {
         let limits = &self.settings().config.limits;
         let mut dec = DataDecoder::new(limits.max_line_length, limits.max_message_size);
         let deadline = self.deadline(limits.data_timeout);
-        let mut out = Vec::with_capacity(16 * 1024);
+        // One pass over the text: the decoder unstuffs it from the read
+        // buffer into `out` (one copy), which goes to the draft in pieces of
+        // at least DRAFT_PIECE, written straight to the file (no second
+        // copy into the draft's buffer); only the header section is looked
+        // at again, by the hop counter.
+        let mut out = Vec::new();
         let mut hops = ReceivedCounter::new();
         loop {
+            let before = out.len();
             let fed = dec.feed(&self.rbuf, &mut out);
-            hops.feed(&out);
-            draft.write(&out);
-            out.clear();
+            hops.feed(&out[before..]);
             self.rbuf.drain(..fed.consumed);
             if fed.done {
                 break;
             }
-            self.fill(deadline, false).await?;
+            if out.len() >= DRAFT_PIECE {
+                draft.write(&out);
+                out.clear();
+            }
+            self.fill_data(deadline).await?;
         }
+        draft.write(&out);
+        drop(out);
+        self.release_data_buffer();
         self.finish_message(greeted, txn, draft, (dec.flags(), hops.count()), "DATA").await
+    }
+
+    /// Reads more of a message: like `fill`, into a read buffer of
+    /// [`DATA_READ`] octets, so a large message takes a few large reads.
+    async fn fill_data(&mut self, deadline: Instant) -> Result<(), End> {
+        if self.rbuf.capacity() < DATA_READ {
+            // Exactly DATA_READ: `fill` shrinks only a larger idle buffer.
+            self.rbuf.reserve_exact(DATA_READ - self.rbuf.len());
+        }
+        self.fill(deadline, false).await
+    }
+
+    /// After a message: the large read buffer goes back, so an idle
+    /// session between messages holds only a small one.
+    fn release_data_buffer(&mut self) {
+        if self.rbuf.capacity() > IDLE_READ && self.rbuf.len() <= IDLE_READ {
+            self.rbuf.shrink_to(IDLE_READ);
+        }
     }
 
     /// BDAT: one chunk; LAST commits.
@@ -179,9 +216,10 @@ impl<S: Socket> Session<S> {
             self.rbuf.drain(..n);
             remaining -= n as u64;
             if remaining == 0 {
+                self.release_data_buffer();
                 return Ok(());
             }
-            self.fill(deadline, false).await?;
+            self.fill_data(deadline).await?;
         }
     }
 

@@ -498,12 +498,16 @@ impl UserStore {
     /// The current database (re-read if the file changed; a broken file
     /// keeps the last good copy and logs).
     pub fn get(&self) -> Arc<UserDb> {
-        let mtime = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let meta = std::fs::metadata(&self.path);
+        let missing = matches!(&meta, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        let mtime = meta.and_then(|m| m.modified()).ok();
         let mut g = match self.cache.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if g.0 != mtime || mtime.is_none() {
+        // No file: the empty database, kept until the file appears (not
+        // read again on every RCPT); an unreadable one is tried each time.
+        if g.0 != mtime || (mtime.is_none() && !missing) {
             match UserDb::load(&self.path) {
                 Ok(db) => *g = (mtime, Arc::new(db)),
                 Err(e) => crate::maillog::error(&[("error", &e.to_string()), ("action", "keeping previous user database")]),

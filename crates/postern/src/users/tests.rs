@@ -78,3 +78,25 @@ fn passwd_file_import() {
     assert_eq!(skipped.len(), 1);
     assert!(db.verify("bob", "b-pass"));
 }
+
+/// `get` follows the file: none (the empty database, not read again on
+/// every call), created, changed, removed.
+#[test]
+fn get_follows_the_file_appearing_and_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = UserStore::new(dir.path());
+    assert!(store.get().users.is_empty());
+    assert!(store.get().users.is_empty());
+    let mut db = UserDb { version: 1, users: BTreeMap::new() };
+    db.set_password("alice", "pw", false).unwrap();
+    db.save(store.path()).unwrap();
+    assert!(store.get().users.contains_key("alice"));
+    // A later mtime, as a second save would have.
+    db.set_password("bob", "pw", false).unwrap();
+    db.save(store.path()).unwrap();
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options().write(true).open(store.path()).unwrap().set_modified(later).unwrap();
+    assert!(store.get().users.contains_key("bob"));
+    std::fs::remove_file(store.path()).unwrap();
+    assert!(store.get().users.is_empty());
+}

@@ -21,13 +21,13 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, AsyncWrite, Async
 use tokio::net::{TcpStream, UnixStream};
 
 use postern_wire::command::{Body, MailParams, RcptParams};
-use postern_wire::data::dot_stuff;
 use postern_wire::reply::parse_reply_lines;
 use postern_wire::Reply;
 
 mod error;
 mod observe;
 pub mod policy;
+mod text;
 
 pub use self::error::ConnError;
 pub use self::observe::{Event, Observer};
@@ -490,9 +490,7 @@ impl Conn {
             self.send(b"RSET\r\n").await?;
             self.reply(REPLY_TIMEOUT).await?;
         } else {
-            let mut out = Vec::with_capacity(msg.body.len() + msg.body.len() / 50 + 8);
-            dot_stuff(&msg.body, &mut out);
-            self.send(&out).await?;
+            text::send_text(self.io.get_mut(), &msg.body, WRITE_TIMEOUT).await?;
             if self.lmtp {
                 // RFC 2033 §4.2: one reply per accepted recipient, in order.
                 for &i in &accepted {

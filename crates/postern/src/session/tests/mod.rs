@@ -13,6 +13,7 @@ mod directory;
 mod dkim;
 mod harness;
 mod idle_size;
+mod large;
 mod limits;
 mod loops;
 mod rate;
