@@ -189,20 +189,18 @@ def queue_file_envelope(path):
 
 def queue_view(q):
     """The queue as messages, by directory name: "messages" lists the complete
-    queue files (and old-format texts), "active"/"hold" the ids of the messages
-    in that state (envelope file, else the envelope in the queue file), "tmp"
-    the files being written. Names made ahead of time are not messages."""
+    queue files in files/ (and old-format texts in messages/), "active"/"hold"
+    the ids of the messages in that state (envelope file, else the envelope in
+    the queue file), "tmp" the files being written. Names made ahead of time
+    (empty files) are not messages."""
     def names(d):
         return sorted(p.name for p in (q / d).iterdir()) if (q / d).is_dir() else []
     view = {"tmp": names("tmp"), "messages": [], "active": [], "hold": []}
     held = {n[:-5] for n in names("hold") if n.endswith(".json")}
     active = {n[:-5] for n in names("active") if n.endswith(".json")}
-    for n in names("messages"):
-        if n.endswith(".eml"):
-            view["messages"].append(n)
-            continue
+    for n in names("files"):
         try:
-            env = queue_file_envelope(q / "messages" / n)
+            env = queue_file_envelope(q / "files" / n)
         except (FileNotFoundError, ValueError):
             env = None
         if env is None:
@@ -212,7 +210,8 @@ def queue_view(q):
             view["hold"].append(n)
         else:
             view["active"].append(n)
-    legacy = {n[:-4] for n in view["messages"] if n.endswith(".eml")}
+    legacy = {n[:-4] for n in names("messages") if n.endswith(".eml")}
+    view["messages"] += sorted(f"{n}.eml" for n in legacy)
     view["hold"] += sorted(held & legacy)
     view["active"] += sorted((active - held) & legacy)
     return {k: sorted(v) for k, v in view.items()}
@@ -223,7 +222,7 @@ def queue_envelopes(q):
     out = []
     for n in queue_view(q)["active"]:
         f = q / "active" / f"{n}.json"
-        out.append(json.loads(f.read_text()) if f.exists() else queue_file_envelope(q / "messages" / n))
+        out.append(json.loads(f.read_text()) if f.exists() else queue_file_envelope(q / "files" / n))
     return out
 
 

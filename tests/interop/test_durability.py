@@ -86,7 +86,7 @@ def test_crash_kill9_loses_nothing(postern_factory, sink, sync):
     p.stop()
     p.start()
     q = p.data / "queue"
-    assert [f for f in (q / "messages").iterdir() if f.stat().st_size > 0] == []
+    assert [f for f in (q / "files").iterdir() if f.stat().st_size > 0] == []
     assert list((q / "active").iterdir()) == [] and list((q / "hold").iterdir()) == []
 
 
@@ -100,14 +100,14 @@ def test_one_device_flush_per_message(postern_factory, sink):
     p = postern_factory(smarthost_config(sink.port))
     q = p.data / "queue"
     # The first batch of names exists once the server is up; wait for it.
-    wait_for(lambda: sum(1 for f in (q / "messages").iterdir() if f.stat().st_size == 0) >= 64, what="names made ahead")
+    wait_for(lambda: sum(1 for f in (q / "files").iterdir() if f.stat().st_size == 0) >= 64, what="names made ahead")
     log = p.data.parent / "strace.log"
     tracer = subprocess.Popen(["strace", "-f", "-qq", "-y", "-e", "trace=fsync,fdatasync,syncfs,sync,sync_file_range",
                                "-o", str(log), "-p", str(p.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: log.exists(), what="strace attached")
         time.sleep(1)  # strace attaches to every thread before it writes anything: let it settle
-        n = 40
+        n = 40  # fewer than the 64 names handed out before the pool makes more (whose directory fsync is one flush per 64)
         ids = []
         with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
             s.ehlo("client.example")
@@ -125,12 +125,12 @@ def test_one_device_flush_per_message(postern_factory, sink):
     calls = [l for l in log.read_text().splitlines() if re.search(r"\b(fsync|fdatasync|syncfs|sync|sync_file_range)\(", l)]
     per_file = {}
     for l in calls:
-        m = re.search(r"fdatasync\(\d+<[^>]*/queue/messages/([0-9A-F]{16})>\) = 0", l)
+        m = re.search(r"fdatasync\(\d+<[^>]*/queue/files/([0-9A-F]{16})>\) = 0", l)
         if m:
             per_file[m.group(1)] = per_file.get(m.group(1), 0) + 1
     assert sorted(per_file) == sorted(ids), (calls, ids)
     assert set(per_file.values()) == {1}, per_file
-    others = [l for l in calls if not re.search(r"fdatasync\(\d+<[^>]*/queue/messages/[0-9A-F]{16}>\)", l)]
+    others = [l for l in calls if not re.search(r"fdatasync\(\d+<[^>]*/queue/files/[0-9A-F]{16}>\)", l)]
     assert others == [], f"other flushes while {n} messages were accepted and delivered: {others}"
     print(f"\nflushes: {len(calls)} for {n} messages")
 
@@ -165,7 +165,7 @@ def test_full_disk(postern_factory, small_fs):
     with smtplib.SMTP("127.0.0.1", p.port, timeout=10) as s:
         s.sendmail("x@c.example", ["keep@far.example"], b"Subject: keep me\r\n\r\nprecious\r\n")
     before = p.queue_files()
-    body_file = p.data / "queue" / "messages" / before["messages"][0]
+    body_file = p.data / "queue" / "files" / before["messages"][0]
     kept = body_file.read_bytes()
     filler = small_fs / "filler"
     with open(filler, "wb") as f:

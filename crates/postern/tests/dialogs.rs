@@ -195,7 +195,7 @@ async fn connect_ehlo(addr: std::net::SocketAddr) -> (TcpStream, Vec<u8>) {
     (s, buf)
 }
 
-/// Files with content: the empty ones in `messages/` are queue-file names
+/// Files with content: the empty ones in `files/` are queue-file names
 /// made ahead of time (docs/queue-format.md), not messages.
 fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.flatten().filter(|e| e.metadata().is_ok_and(|m| m.len() > 0)).count()).unwrap_or(0)
@@ -298,7 +298,7 @@ async fn refused_messages_leave_no_debris() {
     assert_eq!(l[0], "552 5.3.4 Message size exceeds fixed maximum message size");
     let q = srv.data().join("queue");
     assert_eq!(count_files(&q.join("tmp")), 0);
-    assert_eq!(count_files(&q.join("messages")), 0);
+    assert_eq!(count_files(&q.join("files")), 0);
     assert_eq!(count_files(&q.join("active")), 0);
     srv.stop().await;
 }

@@ -3,7 +3,7 @@
 //! one `syncfs(2)` of the mailboxes' file system makes the file and its name
 //! durable before we call it delivered (and before the queue forgets it).
 //! Deliveries running at the same time share that flush (group commit, the
-//! spool's `GroupSync`): with 20 deliveries in flight one device flush
+//! `GroupSync` type, one per device): with 20 deliveries in flight one device flush
 //! serves them all, where a file fsync plus a `new/` fsync cost two each.
 //!
 //! May touch: the Maildir root (create directories, write messages). The
@@ -15,6 +15,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::reply::made;
 use super::{Attempt, BoxFuture, Message, Outcome, Transport};
@@ -48,23 +49,31 @@ impl Transport for Maildir {
             let rcpts = rcpts.to_vec();
             let n = rcpts.len();
             let outcomes = tokio::task::spawn_blocking(move || {
-                let mut dirs = Vec::new();
+                // The devices the delivered files are on, each with the
+                // oldest flush-error generation read before writing.
+                let mut flushes: Vec<(Arc<DeviceFlush>, u64)> = Vec::new();
                 let mut outcomes: Vec<Outcome> = rcpts
                     .iter()
                     .map(|r| {
-                        let root = mailbox_root(&root, statics.as_ref(), r);
-                        let o = deliver_one(&root, &host, &msg, r);
-                        if matches!(o, Outcome::Delivered(_)) && !dirs.contains(&root) {
-                            dirs.push(root);
+                        let (o, placed) = deliver_one(&mailbox_root(&root, statics.as_ref(), r), &host, &msg, r);
+                        if let Some((dev, gen)) = placed {
+                            match flushes.iter_mut().find(|(d, _)| Arc::ptr_eq(d, &dev)) {
+                                Some((_, g)) => *g = (*g).min(gen),
+                                None => flushes.push((dev, gen)),
+                            }
                         }
                         o
                     })
                     .collect();
                 // Nothing is delivered until it is on disk.
-                if let Some(e) = dirs.iter().find_map(|d| flush_shared(d).err()) {
+                if let Some(e) = flushes.iter().find_map(|(d, gen)| d.flush(*gen).err()) {
                     for (o, r) in outcomes.iter_mut().zip(&rcpts) {
                         if matches!(o, Outcome::Delivered(_)) {
-                            *o = Outcome::Deferred(made::maildir_write_failed(r, &root, &e));
+                            *o = if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) {
+                                Outcome::Deferred(made::mailbox_full(r, &e))
+                            } else {
+                                Outcome::Deferred(made::maildir_write_failed(r, &root, &e))
+                            };
                         }
                     }
                 }
@@ -93,16 +102,18 @@ fn mailbox_root(root: &Path, statics: Option<&std::collections::HashSet<String>>
     }
 }
 
-fn deliver_one(root: &Path, host: &str, msg: &Message, rcpt: &str) -> Outcome {
+/// Places one message; a delivered outcome comes with the flush (and the
+/// generation read before writing) that must succeed before it counts.
+fn deliver_one(root: &Path, host: &str, msg: &Message, rcpt: &str) -> (Outcome, Option<(Arc<DeviceFlush>, u64)>) {
     let user = rcpt.rsplit_once('@').map(|(l, _)| l).unwrap_or(rcpt).to_ascii_lowercase();
     if !is_local_name(&user) {
-        return Outcome::Failed(made::mailbox_name_not_allowed(rcpt));
+        return (Outcome::Failed(made::mailbox_name_not_allowed(rcpt)), None);
     }
     let dir = root.join(&user);
     match place_in_maildir(&dir, host, msg, rcpt) {
-        Ok(file) => Outcome::Delivered(made::delivered_to_maildir(&file)),
-        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => Outcome::Deferred(made::mailbox_full(rcpt, &e)),
-        Err(e) => Outcome::Deferred(made::maildir_write_failed(rcpt, &dir, &e)),
+        Ok((file, flush)) => (Outcome::Delivered(made::delivered_to_maildir(&file)), Some(flush)),
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOSPC as i32) => (Outcome::Deferred(made::mailbox_full(rcpt, &e)), None),
+        Err(e) => (Outcome::Deferred(made::maildir_write_failed(rcpt, &dir, &e)), None),
     }
 }
 
@@ -123,49 +134,68 @@ fn unique_name(host: &str) -> String {
 /// Writes one message into the Maildir `dir` and makes it durable; returns
 /// the file in `new/`.
 pub fn write_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::io::Result<PathBuf> {
-    let dest = place_in_maildir(dir, host, msg, rcpt)?;
-    flush_shared(dir)?;
+    let (dest, (flush, gen)) = place_in_maildir(dir, host, msg, rcpt)?;
+    flush.flush(gen)?;
     Ok(dest)
 }
 
-/// Flushes the file system holding `dir` (`syncfs`), shared with every
-/// delivery to that file system that placed its file before the flush
-/// started (one group per device).
-fn flush_shared(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    static GROUPS: std::sync::Mutex<Vec<(u64, std::sync::Arc<crate::spool::GroupSync>)>> = std::sync::Mutex::new(Vec::new());
-    let dev = fs::metadata(dir)?.dev();
-    let group = {
-        let mut groups = GROUPS.lock().unwrap_or_else(|p| p.into_inner());
-        match groups.iter().find(|(d, _)| *d == dev) {
-            Some((_, g)) => g.clone(),
-            None => {
-                let g = std::sync::Arc::new(crate::spool::GroupSync::default());
-                groups.push((dev, g.clone()));
-                g
-            }
+/// The shared flush of one file system (device): a handle on a directory
+/// of it, opened once, before any file this flush covers was written (the
+/// kernel reports a write-back error to each handle opened before it), and
+/// the group commit that lets concurrent deliveries share one `syncfs`.
+/// Its own group per device: a leader flushes only its device.
+pub(crate) struct DeviceFlush {
+    dev: u64,
+    dir: File,
+    group: crate::spool::GroupSync,
+}
+
+impl DeviceFlush {
+    /// The flush for the device holding `dir` (made on first use).
+    fn of(dir: &Path) -> std::io::Result<Arc<DeviceFlush>> {
+        use std::os::unix::fs::MetadataExt;
+        static DEVICES: std::sync::Mutex<Vec<Arc<DeviceFlush>>> = std::sync::Mutex::new(Vec::new());
+        let dev = fs::metadata(dir)?.dev();
+        let mut devices = DEVICES.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = devices.iter().find(|d| d.dev == dev) {
+            return Ok(d.clone());
         }
-    };
-    let dir_file = File::open(dir)?;
-    group
-        .sync(&|| {
-            nix::unistd::syncfs(&dir_file).map_err(|e| crate::spool::SpoolError::Io {
-                what: "syncfs",
-                path: dir.to_path_buf(),
-                source: e.into(),
+        let d = Arc::new(DeviceFlush { dev, dir: File::open(dir)?, group: Default::default() });
+        devices.push(d.clone());
+        Ok(d)
+    }
+
+    /// `syncfs`, shared with every delivery that placed its file before
+    /// the flush started; fails if any flush of this device failed since
+    /// `gen` was read.
+    fn flush(&self, gen: u64) -> std::io::Result<()> {
+        self.group
+            .sync(gen, &|| {
+                nix::unistd::syncfs(&self.dir).map_err(|e| crate::spool::SpoolError::Io {
+                    what: "syncfs",
+                    path: PathBuf::new(),
+                    source: e.into(),
+                })
             })
-        })
-        .map_err(|e| std::io::Error::other(e.to_string()))
+            .map_err(|e| match e {
+                crate::spool::SpoolError::Io { source, .. } => source,
+                other => std::io::Error::other(other.to_string()),
+            })
+    }
 }
 
 /// Writes one message into the Maildir `dir`: `tmp/`, then renamed into
-/// `new/`. Not durable until [`flush_shared`] returns.
-fn place_in_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::io::Result<PathBuf> {
+/// `new/`. Not durable until the returned flush succeeds.
+fn place_in_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::io::Result<(PathBuf, (Arc<DeviceFlush>, u64))> {
     // 0700 directories and 0600 messages whatever the umask (review F13):
     // a mailbox is private to its owner.
     for sub in ["tmp", "new", "cur"] {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir.join(sub))?;
     }
+    // The device of the mailbox itself (it may be a mount of its own),
+    // and the error generation before anything is written.
+    let flush = DeviceFlush::of(&dir.join("new"))?;
+    let gen = flush.group.generation();
     let name = unique_name(host);
     let tmp = dir.join("tmp").join(&name);
     let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
@@ -180,7 +210,7 @@ fn place_in_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::i
     let size = f.metadata()?.len();
     let dest = dir.join("new").join(format!("{name},S={size}"));
     fs::rename(&tmp, &dest)?;
-    Ok(dest)
+    Ok((dest, (flush, gen)))
 }
 
 /// Maildir files have Unix line ends: every CR LF becomes LF (a lone CR
@@ -246,14 +276,16 @@ mod tests {
             requiretls: false,
             tls_required_no: false,
         };
-        let out = deliver_one(dir.path(), "h", &msg, "alice@localhost");
+        let (out, flush) = deliver_one(dir.path(), "h", &msg, "alice@localhost");
         assert!(matches!(out, Outcome::Delivered(_)), "{out:?}");
+        let (flush, gen) = flush.expect("a delivered file comes with its flush");
+        flush.flush(gen).unwrap();
         let files: Vec<_> = fs::read_dir(dir.path().join("alice/new")).unwrap().flatten().collect();
         assert_eq!(files.len(), 1);
         let text = fs::read_to_string(files[0].path()).unwrap();
         assert_eq!(text, "Return-Path: <s@x.example>\nDelivered-To: alice@localhost\nSubject: hi\n\nbody\n");
         assert!(fs::read_dir(dir.path().join("alice/tmp")).unwrap().next().is_none());
-        assert!(matches!(deliver_one(dir.path(), "h", &msg, "../x@localhost"), Outcome::Failed(_)));
+        assert!(matches!(deliver_one(dir.path(), "h", &msg, "../x@localhost"), (Outcome::Failed(_), None)));
     }
 
     #[test]

@@ -97,6 +97,16 @@ impl Scheduler {
         let settings = self.inner.settings.current();
         let body = match spool.read_body(id) {
             Ok(b) => Arc::new(b),
+            Err(e @ SpoolError::Corrupt { .. }) => {
+                // A damaged queue file (checksum mismatch): never delivered,
+                // set aside for the operator instead of retried for ever.
+                let action = match spool.set_aside(id) {
+                    Ok(()) => "set aside in queue/corrupt/".to_string(),
+                    Err(e2) => format!("could not set it aside: {e2}"),
+                };
+                maillog::error(&[("id", id.as_str()), ("error", &e.to_string()), ("action", &action)]);
+                return None;
+            }
             Err(e) => {
                 maillog::error(&[("id", id.as_str()), ("error", &e.to_string())]);
                 return Some(now_unix() + settings.config.queue.retry_min.as_secs().max(1));

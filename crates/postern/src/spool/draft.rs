@@ -1,5 +1,5 @@
 //! A message being received: its text goes straight into its queue file
-//! `messages/<ID>` (format 2, `queuefile.rs`); [`super::Spool::commit`]
+//! `files/<ID>` (format 2, `queuefile.rs`); [`super::Spool::commit`]
 //! appends the envelope and the trailer and makes it durable.
 //!
 //! May touch: the draft's own queue file, and `tmp/<ID>.new` while a
@@ -17,7 +17,7 @@ use super::{io_err, QueueId, SpoolError, FILE_MODE};
 pub struct Draft {
     /// The queue id this message will get.
     pub id: QueueId,
-    /// `messages/<ID>`.
+    /// `files/<ID>`.
     pub(super) path: PathBuf,
     pub(super) out: Option<BufWriter<File>>,
     pub(super) written: u64,
@@ -25,8 +25,11 @@ pub struct Draft {
     pub(super) error: Option<io::Error>,
     /// The file's directory entry is not known to be on disk yet (a name
     /// made on the spot, or a rewrite renamed into place): the commit must
-    /// fsync `messages/` too.
+    /// fsync `files/` too.
     pub(super) fresh_name: bool,
+    /// The spool's flush-error generation when the draft began
+    /// (`GroupSync::generation`).
+    pub(super) sync_gen: u64,
 }
 
 impl Draft {
@@ -74,7 +77,7 @@ impl Draft {
     /// draft's file, so a failure leaves the old text in place; nothing is
     /// durable until [`super::Spool::commit`].
     pub fn rewrite(&mut self, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), SpoolError> {
-        // queue/messages/<ID> -> queue/tmp/<ID>.new
+        // queue/files/<ID> -> queue/tmp/<ID>.new
         let queue = self.path.parent().and_then(|m| m.parent()).unwrap_or(&self.path);
         let new_path = queue.join("tmp").join(format!("{}.new", self.id));
         let result = (|| {

@@ -32,19 +32,34 @@ pub(super) struct SyncState {
     /// The last fsync error, reported to the tickets it covered.
     failed_up_to: u64,
     error: Option<String>,
+    /// Flushes that failed so far. A caller reads it before it writes
+    /// ([`GroupSync::generation`]) and fails if it changed by the end: a
+    /// flush that failed on its data may have been run by a leader that did
+    /// not cover its ticket (the data was written before that flush started,
+    /// the ticket taken after), and the kernel reports a write-back error
+    /// only once per file handle.
+    errors: u64,
 }
 
 impl GroupSync {
-    /// Makes a commit durable once its renames are done: the first caller
+    /// The number of failed flushes so far: read it before writing what a
+    /// later [`GroupSync::sync`] must cover, and pass it there.
+    pub(crate) fn generation(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).errors
+    }
+
+    /// Makes a commit durable once its writes are done: the first caller
     /// to find no flush running becomes the leader and runs `flush` for
-    /// every commit announced so far; the others wait for it.
-    pub(crate) fn sync(&self, flush: &dyn Fn() -> Result<(), SpoolError>) -> Result<(), SpoolError> {
+    /// every commit announced so far; the others wait for it. Fails if
+    /// the flush that covered it failed, or any flush failed since `since`
+    /// ([`GroupSync::generation`] read before the caller wrote).
+    pub(crate) fn sync(&self, since: u64, flush: &dyn Fn() -> Result<(), SpoolError>) -> Result<(), SpoolError> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.requested += 1;
         let ticket = st.requested;
         loop {
             if st.completed >= ticket {
-                return match (&st.error, st.failed_up_to >= ticket) {
+                return match (&st.error, st.failed_up_to >= ticket || st.errors != since) {
                     (Some(e), true) => Err(SpoolError::Io { what: "sync", path: PathBuf::new(), source: io::Error::other(e.clone()) }),
                     _ => Ok(()),
                 };
@@ -63,6 +78,7 @@ impl GroupSync {
                     Err(e) => {
                         st.failed_up_to = covers;
                         st.error = Some(e.to_string());
+                        st.errors += 1;
                     }
                 }
                 self.done.notify_all();

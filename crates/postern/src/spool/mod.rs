@@ -10,8 +10,9 @@
 //! `docs/queue-format.md`:
 //!
 //! ```text
-//! queue/messages/<id>        queue file: text, envelope at arrival, trailer; written once
+//! queue/files/<id>           queue file: text, envelope at arrival, trailer; written once
 //! queue/messages/<id>.eml    text of a message queued by postern before format 2
+//! queue/corrupt/             queue files set aside (no trailer, checksum mismatch)
 //! queue/active/<id>.json     the envelope, once it changed since arrival (always, before format 2)
 //! queue/hold/<id>.json       envelope of a message on hold
 //! queue/tmp/                 envelope updates and milter rewrites being written; emptied at start-up
@@ -160,6 +161,14 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     write_new(path, bytes, true)
 }
 
+/// Where format-2 queue files live. Not `messages/`: a postern older than
+/// format 2 removes files there that have no envelope, so a rollback would
+/// delete mail; it never looks in `files/` (the mail waits for the upgrade).
+const FILES: &str = "files";
+/// Where start-up and delivery set aside queue files they cannot use (no
+/// valid trailer, a checksum mismatch), for the operator.
+const CORRUPT: &str = "corrupt";
+
 /// Mode of every file in the spool, set at creation so the umask never
 /// widens it (review F13): queued mail is private to postern.
 pub const FILE_MODE: u32 = 0o600;
@@ -206,7 +215,7 @@ impl Spool {
     pub fn open(root: &Path) -> Result<Spool, SpoolError> {
         // Created 0700 whatever the umask, and an existing spool made under a
         // wide umask (F13) is narrowed: nothing but postern reads queued mail.
-        for p in std::iter::once(root.to_path_buf()).chain(["tmp", "messages", "active", "hold"].map(|d| root.join(d))) {
+        for p in std::iter::once(root.to_path_buf()).chain(["tmp", "messages", FILES, "active", "hold", CORRUPT].map(|d| root.join(d))) {
             fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(&p).map_err(io_err("create directory", &p))?;
             let mode = fs::metadata(&p).map_err(io_err("stat", &p))?.permissions().mode();
             if mode & 0o077 != 0 {
@@ -234,12 +243,12 @@ impl Spool {
     /// commit costs one flush. The daemon calls this after [`Spool::recover`];
     /// CLI commands do not (their names would outlive them).
     pub fn start_name_pool(&self) {
-        self.pool.start(self.dir("messages"), self.names.clone());
+        self.pool.start(self.dir(FILES), self.names.clone());
     }
 
     /// Stops the name pool and removes its unused names (daemon shutdown).
     pub fn stop_name_pool(&self) {
-        self.pool.stop(&self.dir("messages"));
+        self.pool.stop(&self.dir(FILES));
     }
 
     /// The spool root.
@@ -253,7 +262,7 @@ impl Spool {
 
     /// Path of a message's queue file (format 2).
     pub fn body_path(&self, id: &QueueId) -> PathBuf {
-        self.dir("messages").join(id.as_str())
+        self.dir(FILES).join(id.as_str())
     }
 
     /// Path of the text of a message queued before format 2.
@@ -277,7 +286,7 @@ impl Spool {
 
     /// Starts a new message, in a name from the pool when there is one.
     pub fn draft(&self) -> Result<Draft, SpoolError> {
-        let messages = self.dir("messages");
+        let messages = self.dir(FILES);
         let (id, f, fresh_name) = match self.pool.take(&messages, &self.names) {
             Some((id, f)) => (id, f, false),
             None => {
@@ -296,6 +305,7 @@ impl Spool {
             crc: crc32fast::Hasher::new(),
             error: None,
             fresh_name,
+            sync_gen: self.group.generation(),
         })
     }
 
@@ -348,29 +358,29 @@ impl Spool {
             fs::rename(&tmp, &held).map_err(io_err("rename", &tmp))?;
             sync_dir(&self.dir("hold"))?;
         }
-        // Someone removed the name while we wrote (a clean-up script that
-        // deletes empty files): the text would have no name on disk. Refuse
-        // the commit (the client gets a 4xx and retries) rather than 250.
-        if file.metadata().map_err(io_err("stat", &path))?.nlink() == 0 {
-            return Err(io_err("commit", &path)(io::Error::other("the queue file was removed while it was written")));
-        }
         match self.mode {
             SyncMode::Fsync => {
                 // fdatasync: the text, the envelope and the file's size. The
                 // name was fsynced when the pool made it; one made on the spot
-                // (or a rewrite's) needs `messages/` fsynced too, shared by
+                // (or a rewrite's) needs `files/` fsynced too, shared by
                 // concurrent commits.
                 file.sync_data().map_err(io_err("fsync", &path))?;
                 if draft.fresh_name {
-                    let messages = self.dir("messages");
-                    self.group.sync(&|| sync_dir(&messages))?;
+                    let files = self.dir(FILES);
+                    self.group.sync(draft.sync_gen, &|| sync_dir(&files))?;
                 }
             }
             SyncMode::Syncfs => {
                 let root = self.root_dir.clone();
                 let rootp = self.root.clone();
-                self.group.sync(&|| nix::unistd::syncfs(root.as_ref()).map_err(|e| io_err("syncfs", &rootp)(e.into())))?;
+                self.group.sync(draft.sync_gen, &|| nix::unistd::syncfs(root.as_ref()).map_err(|e| io_err("syncfs", &rootp)(e.into())))?;
             }
+        }
+        // Someone removed the name while we wrote or flushed (a clean-up script that
+        // deletes empty files): the text would have no name on disk. Refuse
+        // the commit (the client gets a 4xx and retries) rather than 250.
+        if file.metadata().map_err(io_err("stat", &path))?.nlink() == 0 {
+            return Err(io_err("commit", &path)(io::Error::other("the queue file was removed while it was written")));
         }
         Ok(())
     }
@@ -448,6 +458,22 @@ impl Spool {
         }
     }
 
+    /// Moves a message whose queue file is damaged (checksum mismatch) out
+    /// of the queue into `corrupt/`, with its envelope files, for the
+    /// operator: it is not delivered, and not retried for ever either.
+    pub fn set_aside(&self, id: &QueueId) -> Result<(), SpoolError> {
+        let corrupt = self.dir(CORRUPT);
+        let qf = self.body_path(id);
+        fs::rename(&qf, corrupt.join(id.as_str())).map_err(io_err("rename", &qf))?;
+        for place in [Place::Active, Place::Hold] {
+            let p = self.env_path(id, place);
+            if p.exists() {
+                fs::rename(&p, corrupt.join(format!("{id}.json"))).map_err(io_err("rename", &p))?;
+            }
+        }
+        sync_dir(&corrupt)
+    }
+
     /// Reads a message's text (checked against its CRC).
     pub fn read_body(&self, id: &QueueId) -> Result<Vec<u8>, SpoolError> {
         let p = self.body_path(id);
@@ -506,7 +532,10 @@ impl Spool {
         let dest = self.env_path(id, to);
         if from.exists() {
             fs::rename(&from, &dest).map_err(io_err("rename", &from))?;
+            // Both directories: a crash must not bring the old name back
+            // (hold wins over active when both exist).
             sync_dir(dest.parent().unwrap_or(&self.root))?;
+            sync_dir(from.parent().unwrap_or(&self.root))?;
         } else {
             // Format 2, never updated: its envelope is the one in the queue
             // file; the new place gets an envelope file of its own (released
@@ -516,6 +545,12 @@ impl Spool {
                 env.quarantine = None;
             }
             self.write_envelope(&env, to)?;
+            if to == Place::Hold && from.exists() {
+                // The scheduler wrote a newer envelope meanwhile (some
+                // recipients done): that one is held, not the arrival's.
+                fs::rename(&from, &dest).map_err(io_err("rename", &from))?;
+                sync_dir(dest.parent().unwrap_or(&self.root))?;
+            }
         }
         Ok(true)
     }

@@ -1,6 +1,6 @@
 //! Names made ahead of time, so that accepting a message costs one device
-//! flush: the pool creates empty queue files `messages/<ID>` in batches and
-//! fsyncs `messages/` once per batch; a message taken from the pool is
+//! flush: the pool creates empty queue files `files/<ID>` in batches and
+//! fsyncs `files/` once per batch; a message taken from the pool is
 //! written into a file whose directory entry is already on disk, so its
 //! commit needs only the file's own `fdatasync` (docs/queue-format.md,
 //! "Durability"). An empty file is not a message (`queuefile.rs`); the ones
@@ -10,7 +10,7 @@
 //! commands that queue a message create its name directly and fsync the
 //! directory, as does the daemon when the pool runs dry.
 //!
-//! May touch: `DATA/queue/messages/` (creates empty files, fsyncs the directory).
+//! May touch: `DATA/queue/files/` (creates empty files, fsyncs the directory).
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -1,4 +1,4 @@
-//! The queue file (format 2): one file per message, `messages/<ID>`,
+//! The queue file (format 2): one file per message, `files/<ID>`,
 //! holding the text exactly as it will be delivered, then the envelope as
 //! it was when the message was accepted (compact JSON), then a fixed-size
 //! trailer naming both lengths and their CRC-32s:

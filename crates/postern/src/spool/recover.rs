@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 
 use super::envelope::parse_envelope;
-use super::{io_err, queuefile, Envelope, Place, QueueId, Spool, SpoolError};
+use super::{io_err, queuefile, Envelope, Place, QueueId, Spool, SpoolError, CORRUPT, FILES};
 
 /// What [`Spool::list`] finds.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct Listing {
     pub corrupt: Vec<SpoolError>,
 }
 
-/// What `messages/` holds, by id.
+/// What `files/` and `messages/` hold, by id.
 #[derive(Default)]
 struct Names {
     /// Format 2 queue files.
@@ -31,15 +31,18 @@ struct Names {
 
 impl Spool {
     fn names_in_messages(&self) -> Result<Names, SpoolError> {
-        let dir = self.dir("messages");
         let mut names = Names::default();
-        for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
-            let entry = entry.map_err(io_err("read directory", &dir))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            match name.strip_suffix(".eml") {
-                Some(id) => names.legacy.extend(QueueId::parse(id)),
-                None => names.files.extend(QueueId::parse(&name).filter(|id| id.as_str() == name)),
+        for (d, legacy) in [(FILES, false), ("messages", true)] {
+            let dir = self.dir(d);
+            for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
+                let entry = entry.map_err(io_err("read directory", &dir))?;
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                match (legacy, name.strip_suffix(".eml")) {
+                    (true, Some(id)) => names.legacy.extend(QueueId::parse(id)),
+                    (false, None) => names.files.extend(QueueId::parse(&name).filter(|id| id.as_str() == name)),
+                    _ => {}
+                }
             }
         }
         Ok(names)
@@ -106,11 +109,14 @@ impl Spool {
     }
 
     /// Start-up recovery (the daemon, before it accepts mail): empties
-    /// `tmp/` (nothing there was ever acknowledged), removes queue files
-    /// that are not complete messages (names made ahead and not used, or
-    /// files a crash cut short: never acknowledged), texts of old-format
-    /// messages without an envelope, and envelopes whose message is gone (a
-    /// removal a crash cut short). Returns how many files were removed.
+    /// `tmp/` (nothing there was ever acknowledged), removes empty queue
+    /// files (names made ahead and not used), sets aside in `corrupt/` the
+    /// ones without a valid trailer (a crash cut them short before their
+    /// flush, so they were never acknowledged; kept anyway, since a damaged
+    /// disk could do the same to a message), removes texts of old-format
+    /// messages without an envelope and envelopes whose message is gone (a
+    /// removal a crash cut short). Files it cannot read are left alone.
+    /// Returns how many files were removed or set aside.
     pub fn recover(&self) -> Result<usize, SpoolError> {
         let mut removed = 0;
         let tmp = self.dir("tmp");
@@ -124,11 +130,24 @@ impl Spool {
         let mut present: HashSet<&QueueId> = HashSet::new();
         for id in &names.files {
             let path = self.body_path(id);
-            let complete = fs::File::open(&path).and_then(|f| queuefile::read_trailer(&f)).map_err(io_err("read", &path))?.is_some();
-            if complete {
-                present.insert(id);
-            } else if fs::remove_file(&path).is_ok() {
-                removed += 1;
+            let Ok(f) = fs::File::open(&path) else {
+                present.insert(id); // unreadable: not ours to judge
+                continue;
+            };
+            match (queuefile::read_trailer(&f), f.metadata().map(|m| m.len())) {
+                (Ok(None), Ok(0)) => {
+                    if fs::remove_file(&path).is_ok() {
+                        removed += 1;
+                    }
+                }
+                (Ok(None), Ok(_)) => {
+                    if fs::rename(&path, self.dir(CORRUPT).join(id.as_str())).is_ok() {
+                        removed += 1;
+                    }
+                }
+                _ => {
+                    present.insert(id);
+                }
             }
         }
         for id in &names.legacy {

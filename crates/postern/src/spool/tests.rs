@@ -5,6 +5,8 @@
 use super::*;
 use crate::time::now_unix;
 
+const FILES_DIR: &str = FILES;
+
 fn env(id: &QueueId) -> Envelope {
     Envelope {
         version: ENVELOPE_VERSION,
@@ -125,7 +127,7 @@ fn spool_files_are_private_whatever_the_umask() {
         spool.update(&e, Place::Active).unwrap();
         (spool, id)
     });
-    for d in ["", "tmp", "messages", "active", "hold"] {
+    for d in ["", "tmp", "messages", FILES_DIR, "active", "hold", CORRUPT] {
         assert_eq!(mode(&root.join(d)), 0o700, "{d}/");
     }
     assert_eq!(mode(&spool.env_path(&id, Place::Active)), 0o600, "envelope");
@@ -197,17 +199,17 @@ fn pooled_names_commit_with_one_flush_and_are_not_messages() {
     for d in ["active", "hold", "tmp"] {
         assert_eq!(fs::read_dir(dir.path().join(d)).unwrap().count(), 0, "{d}/");
     }
-    let in_messages = fs::read_dir(dir.path().join("messages")).unwrap().count();
-    assert!(in_messages > ids.len(), "the pool's names are files in messages/");
+    let in_messages = fs::read_dir(dir.path().join(FILES_DIR)).unwrap().count();
+    assert!(in_messages > ids.len(), "the pool's names are files in files/");
     let fresh = Spool::open(dir.path()).unwrap();
     assert_eq!(fresh.recover().unwrap(), in_messages - ids.len());
-    assert_eq!(fs::read_dir(dir.path().join("messages")).unwrap().count(), ids.len());
+    assert_eq!(fs::read_dir(dir.path().join(FILES_DIR)).unwrap().count(), ids.len());
     assert_eq!(fresh.list().unwrap().envelopes.len(), ids.len());
     // A clean stop removes the unused names.
     fresh.start_name_pool();
     wait_for_pool(&fresh);
     fresh.stop_name_pool();
-    assert_eq!(fs::read_dir(dir.path().join("messages")).unwrap().count(), ids.len());
+    assert_eq!(fs::read_dir(dir.path().join(FILES_DIR)).unwrap().count(), ids.len());
 }
 
 /// A queue file cut short anywhere (a crash before the fdatasync finished)
@@ -227,6 +229,7 @@ fn torn_queue_files_are_never_messages() {
     }
     assert_eq!(spool.recover().unwrap(), 1);
     assert!(!path.exists());
+    assert!(dir.path().join(CORRUPT).join(id.as_str()).exists(), "a file cut short is set aside, not deleted");
     // Trailer intact, text damaged (zeroed blocks): corrupt, not delivered.
     let mut torn = full.clone();
     torn[3] = 0;
@@ -307,4 +310,15 @@ fn a_removed_name_fails_the_commit() {
     let e = env(&d.id);
     assert!(spool.commit(d, &e).is_err());
     assert!(spool.list().unwrap().envelopes.is_empty());
+}
+
+/// A flush that failed fails every writer that began before it, even one
+/// a later, good flush covered (the kernel reports the error only once).
+#[test]
+fn a_failed_flush_fails_every_writer_that_began_before_it() {
+    let g = GroupSync::default();
+    let gen = g.generation();
+    assert!(g.sync(gen, &|| Err(SpoolError::NotFound(QueueId::generate()))).is_err());
+    assert!(g.sync(gen, &|| Ok(())).is_err());
+    assert!(g.sync(g.generation(), &|| Ok(())).is_ok());
 }
