@@ -98,6 +98,9 @@ def main():
     if "w1" in only:
         runs += [("W1", 4096, 20, 2000)] if quick else [("W1-c1", 4096, 1, 2000), ("W1", 4096, 20, 10000),
                                                         ("W1-c100", 4096, 100, 10000)]
+    # One W1 row only: --only w1c1, w1c20, w1c100.
+    runs += [r for key, r in (("w1c1", ("W1-c1", 4096, 1, 2000)), ("w1c20", ("W1", 4096, 20, 10000)),
+                              ("w1c100", ("W1-c100", 4096, 100, 10000))) if key in only and "w1" not in only]
     if "w2" in only:
         runs += [("W2-100k", 100 * 1024, 20, 2000), ("W2-1M", 1024 * 1024, 20, 300)]
     if "w1dkim" in only:  # W1 with DKIM signing: postern [[dkim]] vs Postfix + opendkim milter
