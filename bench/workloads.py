@@ -42,9 +42,10 @@ def signed_at_sink(dump):
     return signed, sent
 
 
-def workload(system_cls, n, size, conc, timeout=300, dkim=False):
+def workload(system_cls, n, size, conc, timeout=300, dkim=False, fast_sink=False):
     """dkim (W1-DKIM): the system signs; the sink appends every message to one dump file (-D),
-    which is checked for DKIM-Signature fields afterwards."""
+    which is checked for DKIM-Signature fields afterwards. fast_sink: bench/sink.c instead of
+    smtp-sink (W2)."""
     settle()
     sink_port = free_port()
     dump = []
@@ -52,7 +53,7 @@ def workload(system_cls, n, size, conc, timeout=300, dkim=False):
         dumpdir = tempfile.mkdtemp(prefix="bench-sink-")
         os.chown(dumpdir, pwd.getpwnam("postfix").pw_uid, -1)
         dump = ["-D", f"{dumpdir}/dump"]
-    sink = start_sink(sink_port, n, dump[1] if dump else None)
+    sink = start_sink(sink_port, n, dump[1] if dump else None, fast=fast_sink)
     max_conn = max(2000, conc + 100)
     system = system_cls(sink_port, dkim=True, max_conn=max_conn) if dkim else system_cls(sink_port, max_conn=max_conn)
     try:
@@ -329,7 +330,7 @@ def local_delivery(system_cls, n, conc=20, timeout=600):
         return total
 
     try:
-        cpu0 = system.cpu()
+        cpu0, flush0 = system.cpu(), device_flushes()
         t0 = time.time()
         threads = [threading.Thread(target=slot, args=(k,)) for k in range(conc)]
         for t in threads:
@@ -347,7 +348,11 @@ def local_delivery(system_cls, n, conc=20, timeout=600):
         t_e2e = time.time() - t0
         arrived = got == n
         cpu = system.cpu() - cpu0
-        return {"accept_rate": n / t_acc, "e2e_rate": n / t_e2e if arrived else 0.0, "cpu_per_1k": cpu * 1000 / n,
-                "rss_kb": system.rss(), "all_arrived": arrived, "delivered": got}
+        res = {"accept_rate": n / t_acc, "e2e_rate": n / t_e2e if arrived else 0.0, "cpu_per_1k": cpu * 1000 / n,
+               "rss_kb": system.rss(), "all_arrived": arrived, "delivered": got}
+        flush1 = device_flushes()
+        if flush0 is not None and flush1 is not None:
+            res["flushes_per_msg"] = (flush1 - flush0) / n
+        return res
     finally:
         system.stop()

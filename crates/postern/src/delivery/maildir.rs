@@ -151,11 +151,10 @@ pub(crate) struct DeviceFlush {
 }
 
 impl DeviceFlush {
-    /// The flush for the device holding `dir` (made on first use).
-    fn of(dir: &Path) -> std::io::Result<Arc<DeviceFlush>> {
-        use std::os::unix::fs::MetadataExt;
+    /// The flush for device `dev` (made on first use, with a handle on
+    /// `dir`, a directory of that device).
+    fn of(dev: u64, dir: &Path) -> std::io::Result<Arc<DeviceFlush>> {
         static DEVICES: std::sync::Mutex<Vec<Arc<DeviceFlush>>> = std::sync::Mutex::new(Vec::new());
-        let dev = fs::metadata(dir)?.dev();
         let mut devices = DEVICES.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = devices.iter().find(|d| d.dev == dev) {
             return Ok(d.clone());
@@ -187,30 +186,53 @@ impl DeviceFlush {
 /// Writes one message into the Maildir `dir`: `tmp/`, then renamed into
 /// `new/`. Not durable until the returned flush succeeds.
 fn place_in_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::io::Result<(PathBuf, (Arc<DeviceFlush>, u64))> {
-    // 0700 directories and 0600 messages whatever the umask (review F13):
-    // a mailbox is private to its owner.
+    use std::io::ErrorKind::NotFound;
+    use std::os::unix::fs::MetadataExt;
+    let name = unique_name(host);
+    let tmp = dir.join("tmp").join(&name);
+    // The directories are made when a delivery finds them missing (the
+    // first one, or after a user removed them), not checked every time.
+    let open = || OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp);
+    let mut f = match open() {
+        Err(e) if e.kind() == NotFound => {
+            make_maildir(dir)?;
+            open()?
+        }
+        r => r?,
+    };
+    let placed = (|| {
+        // The device the file is on (tmp/ and new/ share it: a rename does
+        // not cross devices), and its error generation before anything is
+        // written.
+        let flush = DeviceFlush::of(f.metadata()?.dev(), &dir.join("tmp"))?;
+        let gen = flush.group.generation();
+        let mut out = Vec::with_capacity(msg.body.len() + 128);
+        out.extend_from_slice(format!("Return-Path: <{}>\nDelivered-To: {}\n", msg.sender, rcpt).as_bytes());
+        crlf_to_lf(&msg.body, &mut out);
+        f.write_all(&out)?;
+        let dest = dir.join("new").join(format!("{name},S={}", out.len()));
+        match fs::rename(&tmp, &dest) {
+            Err(e) if e.kind() == NotFound => {
+                make_maildir(dir)?;
+                fs::rename(&tmp, &dest)?;
+            }
+            r => r?,
+        }
+        Ok((dest, (flush, gen)))
+    })();
+    if placed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    placed
+}
+
+/// Makes the Maildir's directories: 0700 whatever the umask (review F13),
+/// a mailbox is private to its owner (the messages are 0600).
+fn make_maildir(dir: &Path) -> std::io::Result<()> {
     for sub in ["tmp", "new", "cur"] {
         fs::DirBuilder::new().recursive(true).mode(0o700).create(dir.join(sub))?;
     }
-    // The device of the mailbox itself (it may be a mount of its own),
-    // and the error generation before anything is written.
-    let flush = DeviceFlush::of(&dir.join("new"))?;
-    let gen = flush.group.generation();
-    let name = unique_name(host);
-    let tmp = dir.join("tmp").join(&name);
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    let mut out = Vec::with_capacity(msg.body.len() + 128);
-    out.extend_from_slice(format!("Return-Path: <{}>\nDelivered-To: {}\n", msg.sender, rcpt).as_bytes());
-    crlf_to_lf(&msg.body, &mut out);
-    let result = f.write_all(&out);
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    let size = f.metadata()?.len();
-    let dest = dir.join("new").join(format!("{name},S={size}"));
-    fs::rename(&tmp, &dest)?;
-    Ok((dest, (flush, gen)))
+    Ok(())
 }
 
 /// Maildir files have Unix line ends: every CR LF becomes LF (a lone CR
@@ -286,6 +308,34 @@ mod tests {
         assert_eq!(text, "Return-Path: <s@x.example>\nDelivered-To: alice@localhost\nSubject: hi\n\nbody\n");
         assert!(fs::read_dir(dir.path().join("alice/tmp")).unwrap().next().is_none());
         assert!(matches!(deliver_one(dir.path(), "h", &msg, "../x@localhost"), (Outcome::Failed(_), None)));
+    }
+
+    /// The directories are made when missing, not checked every time: a
+    /// mailbox whose directories were removed (all, or new/ alone) gets
+    /// them back with the next delivery.
+    #[test]
+    fn missing_directories_are_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = Message {
+            id: QueueId::generate(),
+            sender: "s@x.example".into(),
+            body: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
+            eight_bit: false,
+            smtputf8: false,
+            dsn: Default::default(),
+            requiretls: false,
+            tls_required_no: false,
+        };
+        let mbox = dir.path().join("carol");
+        let count = |sub: &str| fs::read_dir(mbox.join(sub)).map(|d| d.count()).unwrap_or(0);
+        write_maildir(&mbox, "h", &msg, "carol@localhost").unwrap();
+        fs::remove_dir_all(mbox.join("new")).unwrap();
+        write_maildir(&mbox, "h", &msg, "carol@localhost").unwrap();
+        assert_eq!((count("new"), count("tmp")), (1, 0), "new/ made again, nothing left in tmp/");
+        fs::remove_dir_all(&mbox).unwrap();
+        write_maildir(&mbox, "h", &msg, "carol@localhost").unwrap();
+        assert_eq!((count("new"), count("tmp")), (1, 0));
+        assert!(mbox.join("cur").is_dir());
     }
 
     #[test]

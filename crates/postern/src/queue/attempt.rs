@@ -83,23 +83,17 @@ impl Scheduler {
     /// `None` when it is finished, held or gone.
     pub(super) async fn attempt(&self, id: &QueueId) -> Option<u64> {
         let spool = &self.inner.spool;
-        let (mut env, place) = match spool.load(id) {
-            Ok(x) => x,
-            Err(SpoolError::NotFound(_)) => return None,
-            Err(e) => {
-                maillog::error(&[("id", id.as_str()), ("error", &e.to_string())]);
-                return None;
-            }
-        };
-        if place != Place::Active {
-            return None;
-        }
         let settings = self.inner.settings.current();
-        let body = match spool.read_body(id) {
-            Ok(b) => Arc::new(b),
-            Err(e @ SpoolError::Corrupt { .. }) => {
+        // One read of the queue file: envelope, place and text.
+        let (mut env, body) = match spool.load_with_text(id) {
+            Ok((env, Place::Active, text)) => (env, Arc::new(text)),
+            Ok(_) => return None, // held
+            Err(SpoolError::NotFound(_)) => return None,
+            Err(e) if matches!(&e, SpoolError::Corrupt { path, .. } if *path == spool.body_path(id)) => {
                 // A damaged queue file (checksum mismatch): never delivered,
-                // set aside for the operator instead of retried for ever.
+                // set aside for the operator instead of retried for ever. (A
+                // bad envelope file is logged and retried below: it may be a
+                // newer version's, after a downgrade.)
                 let action = match spool.set_aside(id) {
                     Ok(()) => "set aside in queue/corrupt/".to_string(),
                     Err(e2) => format!("could not set it aside: {e2}"),

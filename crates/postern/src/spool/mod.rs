@@ -430,21 +430,62 @@ impl Spool {
         }
     }
 
-    /// Reads a message's current envelope and its place.
-    pub fn load(&self, id: &QueueId) -> Result<(Envelope, Place), SpoolError> {
+    /// The envelope file of a message (hold wins), read and parsed; `None`
+    /// if it has none (format 2, never changed since it was accepted).
+    fn stored_envelope(&self, id: &QueueId) -> Result<Option<(Envelope, Place)>, SpoolError> {
         for place in [Place::Hold, Place::Active] {
             let path = self.env_path(id, place);
             match fs::read(&path) {
-                Ok(bytes) => {
-                    if !self.body_path(id).exists() && !self.legacy_body_path(id).exists() {
-                        // Left by a removal a crash cut short.
-                        return Err(SpoolError::NotFound(id.clone()));
-                    }
-                    return parse_envelope(&path, &bytes).map(|e| (e, place));
-                }
+                Ok(bytes) => return parse_envelope(&path, &bytes).map(|e| Some((e, place))),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io_err("read", &path)(e)),
             }
+        }
+        Ok(None)
+    }
+
+    /// Reads a message's current envelope, its place and its text (checked
+    /// against its CRCs), reading its queue file once: what a delivery
+    /// attempt needs ([`Spool::load`] then [`Spool::read_body`] open it twice).
+    pub fn load_with_text(&self, id: &QueueId) -> Result<(Envelope, Place, Vec<u8>), SpoolError> {
+        let stored = self.stored_envelope(id)?;
+        let p = self.body_path(id);
+        match fs::read(&p) {
+            Ok(bytes) => match queuefile::split(&p, bytes, stored.is_none())? {
+                Some((embedded, text)) => match (stored, embedded) {
+                    (Some((env, place)), _) => Ok((env, place, text)),
+                    (None, Some(env)) => {
+                        let place = Place::at_arrival(&env);
+                        Ok((env, place, text))
+                    }
+                    (None, None) => Err(SpoolError::NotFound(id.clone())), // not reached: asked for it
+                },
+                // A name made ahead, or a file being written: not a message.
+                None => Err(SpoolError::NotFound(id.clone())),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A message queued before format 2 (its envelope file is
+                // required), or one removed meanwhile.
+                let Some((env, place)) = stored else { return Err(SpoolError::NotFound(id.clone())) };
+                let legacy = self.legacy_body_path(id);
+                match fs::read(&legacy) {
+                    Ok(text) => Ok((env, place, text)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SpoolError::NotFound(id.clone())),
+                    Err(e) => Err(io_err("read", &legacy)(e)),
+                }
+            }
+            Err(e) => Err(io_err("read", &p)(e)),
+        }
+    }
+
+    /// Reads a message's current envelope and its place.
+    pub fn load(&self, id: &QueueId) -> Result<(Envelope, Place), SpoolError> {
+        if let Some((env, place)) = self.stored_envelope(id)? {
+            if !self.body_path(id).exists() && !self.legacy_body_path(id).exists() {
+                // Left by a removal a crash cut short.
+                return Err(SpoolError::NotFound(id.clone()));
+            }
+            return Ok((env, place));
         }
         let path = self.body_path(id);
         match queuefile::read_embedded(&path) {

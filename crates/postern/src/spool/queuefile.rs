@@ -100,18 +100,38 @@ pub(super) fn read_embedded(path: &Path) -> Result<Option<Envelope>, SpoolError>
 
 /// The text of a whole queue file read into `bytes` (cut to the text in
 /// place, no copy), checked against its CRC.
-pub(super) fn text_of(path: &Path, mut bytes: Vec<u8>) -> Result<Vec<u8>, SpoolError> {
+pub(super) fn text_of(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, SpoolError> {
+    match split(path, bytes, false)? {
+        Some((_, text)) => Ok(text),
+        None => Err(SpoolError::Corrupt { path: path.to_path_buf(), message: "incomplete queue file (no trailer)".into() }),
+    }
+}
+
+/// A whole queue file read into `bytes`, taken apart: the embedded
+/// envelope (only if `want_env`; checked against its CRC) and the text (cut
+/// in place, no copy; checked against its CRC). `Ok(None)` if the file is
+/// not a complete message (no trailer: a name made ahead, or cut short).
+pub(super) fn split(path: &Path, mut bytes: Vec<u8>, want_env: bool) -> Result<Option<(Option<Envelope>, Vec<u8>)>, SpoolError> {
     let corrupt = |message: &str| SpoolError::Corrupt { path: path.to_path_buf(), message: message.into() };
     let len = bytes.len();
-    let t = (len >= TRAILER_LEN)
-        .then(|| Trailer::parse(&bytes[len - TRAILER_LEN..], len as u64))
-        .flatten()
-        .ok_or_else(|| corrupt("incomplete queue file (no trailer)"))?;
-    bytes.truncate(t.text_len as usize);
+    let Some(t) = (len >= TRAILER_LEN).then(|| Trailer::parse(&bytes[len - TRAILER_LEN..], len as u64)).flatten() else {
+        return Ok(None);
+    };
+    let text_len = t.text_len as usize;
+    let env = if want_env {
+        let raw = &bytes[text_len..text_len + t.env_len as usize];
+        if crc32fast::hash(raw) != t.env_crc {
+            return Err(corrupt("envelope checksum mismatch"));
+        }
+        Some(parse_envelope(path, raw)?)
+    } else {
+        None
+    };
+    bytes.truncate(text_len);
     if crc32fast::hash(&bytes) != t.text_crc {
         return Err(corrupt("message text checksum mismatch"));
     }
-    Ok(bytes)
+    Ok(Some((env, bytes)))
 }
 
 #[cfg(test)]

@@ -322,3 +322,63 @@ fn a_failed_flush_fails_every_writer_that_began_before_it() {
     assert!(g.sync(gen, &|| Ok(())).is_err());
     assert!(g.sync(g.generation(), &|| Ok(())).is_ok());
 }
+
+/// `load_with_text` (one read of the queue file, the delivery path) agrees
+/// with `load` + `read_body` in every state a message can be in, and reports
+/// a damaged queue file as corrupt at the queue file's path.
+#[test]
+fn load_with_text_agrees_with_load_and_read_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let same = |id: &QueueId, want: Place| {
+        let (env, place, text) = spool.load_with_text(id).unwrap();
+        assert_eq!((env, place), spool.load(id).unwrap());
+        assert_eq!(place, want);
+        assert_eq!(text, spool.read_body(id).unwrap());
+    };
+    // As accepted (embedded envelope), updated (active/), held (hold/).
+    let id = commit_one(&spool, b"Subject: a\r\n\r\nbody\r\n");
+    same(&id, Place::Active);
+    let mut e = spool.load(&id).unwrap().0;
+    e.recipients[0].attempts = 2;
+    spool.update(&e, Place::Active).unwrap();
+    same(&id, Place::Active);
+    assert_eq!(spool.load_with_text(&id).unwrap().0.recipients[0].attempts, 2);
+    spool.move_to(&id, Place::Hold).unwrap();
+    same(&id, Place::Hold);
+    // Quarantined on arrival: held by its embedded envelope.
+    let mut d = spool.draft().unwrap();
+    d.write(b"q");
+    let qid = d.id.clone();
+    let mut qe = env(&qid);
+    qe.quarantine = Some("milter".into());
+    spool.commit_to(d, &qe, Place::Hold).unwrap();
+    same(&qid, Place::Hold);
+    // Queued before format 2.
+    let old = QueueId::generate();
+    fs::write(dir.path().join(format!("messages/{old}.eml")), b"old text").unwrap();
+    fs::write(spool.env_path(&old, Place::Active), envelope_bytes(&env(&old)).unwrap()).unwrap();
+    same(&old, Place::Active);
+    // Not messages: unknown, an empty name, a file cut short, an envelope
+    // whose queue file is gone.
+    let gone = QueueId::generate();
+    assert!(matches!(spool.load_with_text(&gone), Err(SpoolError::NotFound(_))));
+    fs::write(spool.body_path(&gone), b"").unwrap();
+    assert!(matches!(spool.load_with_text(&gone), Err(SpoolError::NotFound(_))));
+    let cut = commit_one(&spool, b"Subject: c\r\n\r\nbody\r\n");
+    let full = fs::read(spool.body_path(&cut)).unwrap();
+    fs::write(spool.body_path(&cut), &full[..full.len() - 1]).unwrap();
+    assert!(matches!(spool.load_with_text(&cut), Err(SpoolError::NotFound(_))));
+    fs::remove_file(spool.body_path(&qid)).unwrap();
+    assert!(matches!(spool.load_with_text(&qid), Err(SpoolError::NotFound(_))));
+    // Damaged text or embedded envelope: corrupt, at the queue file.
+    for at in [3, full.len() - queuefile::TRAILER_LEN - 5] {
+        let mut torn = full.clone();
+        torn[at] ^= 1;
+        fs::write(spool.body_path(&cut), &torn).unwrap();
+        match spool.load_with_text(&cut) {
+            Err(SpoolError::Corrupt { path, .. }) => assert_eq!(path, spool.body_path(&cut), "octet {at}"),
+            other => panic!("octet {at}: {other:?}"),
+        }
+    }
+}
