@@ -5,8 +5,10 @@ number of concurrent connections, written as JSON and plotted as PNGs (matplotli
             [--out docs/img] [--no-settle]
 
 Queue size: Q messages (4 KB) are sent at c=20 while the sink is down (the accept rate with
-the queue growing), then the sink comes up and the queue is flushed (W5's drain rate); RSS
-with the queue full (current, summed over the system's processes) and the peak of the run.
+the queue growing), then the sink comes up and the queue is flushed (W5's drain rate); PSS
+with the queue full (current, summed over the system's processes: shared pages counted once)
+and the peak RSS of the run (VmHWM summed over them: a forking system's shared pages count once
+per process).
 Connections: W1 at c=C (4 KB, max(2000, 2*C) messages, a new connection per message; accept
 and end-to-end msg/s, peak RSS), then C idle connections after EHLO (RSS per connection, W4).
 Default systems: postern. Every run is bounded; every process is stopped by PID.
@@ -71,10 +73,11 @@ def plot(data, outdir):
     for kind, x, xlabel, panels in (
             ("queue", "queue", "messages queued while the sink is down",
              [("msg/s", [("accept_rate", "accepted (queue growing)"), ("drain_rate", "drained (sink up)")], 1),
-              ("RSS MB", [("rss_queued_kb", "queue full (current)"), ("rss_kb", "peak of the run")], 1024)]),
+              ("memory MB", [("pss_queued_kb", "PSS, queue full (current)"),
+                             ("rss_kb", "peak RSS of the run (summed: shared pages once per process)")], 1024)]),
             ("connections", "connections", "concurrent connections",
              [("msg/s", [("accept_rate", "accepted"), ("e2e_rate", "end to end")], 1),
-              ("peak RSS during W1, MB", [("rss_kb", "")], 1024),
+              ("peak RSS during W1, MB (summed: shared pages once per process)", [("rss_kb", "")], 1024),
               ("KB per idle connection (after EHLO)", [("idle_kb_per_conn", "")], 1)])):
         rows = data[kind]
         if not rows:

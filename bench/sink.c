@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,7 @@ int main(int argc, char **argv)
     char *colon = strrchr(argv[1], ':');
     *colon = 0;
     target = atol(argv[2]);
+    signal(SIGPIPE, SIG_IGN); /* a peer that reset its connection ends that session only */
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(colon + 1))};
     if (inet_pton(AF_INET, argv[1], &sa.sin_addr) != 1) {
         fprintf(stderr, "sink: %s is not an IPv4 address\n", argv[1]);
@@ -167,8 +169,10 @@ int main(int argc, char **argv)
     pthread_attr_setstacksize(&attr, 64 * 1024);
     for (;;) {
         int fd = accept(ls, NULL, NULL);
-        if (fd < 0)
+        if (fd < 0) {
+            usleep(10000); /* out of descriptors, say: do not spin */
             continue;
+        }
         pthread_t t;
         if (pthread_create(&t, &attr, session, (void *)(long)fd) != 0)
             close(fd);

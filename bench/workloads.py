@@ -14,7 +14,7 @@ import threading
 import time
 
 from common import (BENCH_PASSWORD, device_flushes, BENCH_USER, LOCAL_DOMAIN, LOCAL_USERS, POSTERN, ROOT, cpu_of,
-                    current_rss_kb, descendants, free_port, settle, shim, smtp_source, stop_proc, tree_sum)
+                    current_rss_kb, free_port, settle, shim, smtp_source, stop_proc)
 from common import sink as start_sink
 from peers import DKIM_DOMAIN, DNSBL_CLIENT, DNSBL_LISTS, Postern
 
@@ -57,7 +57,7 @@ def workload(system_cls, n, size, conc, timeout=300, dkim=False, fast_sink=False
     max_conn = max(2000, conc + 100)
     system = system_cls(sink_port, dkim=True, max_conn=max_conn) if dkim else system_cls(sink_port, max_conn=max_conn)
     try:
-        cpu0, flush0 = system.cpu(), device_flushes()
+        cpu0, flush0 = system.cpu(), device_flushes(system.dir)
         t0 = time.time()
         try:
             smtp_source(system.port, n, conc, size, timeout=timeout)
@@ -78,7 +78,7 @@ def workload(system_cls, n, size, conc, timeout=300, dkim=False, fast_sink=False
         rss = system.rss()
         res = {"accept_rate": n / t_acc, "e2e_rate": n / t_e2e if arrived else 0.0, "cpu_per_1k": cpu * 1000 / n,
                "rss_kb": rss, "all_arrived": arrived}
-        flush1 = device_flushes()
+        flush1 = device_flushes(system.dir)
         if flush0 is not None and flush1 is not None:
             res["flushes_per_msg"] = (flush1 - flush0) / n
         if dkim:
@@ -196,7 +196,8 @@ def loadgen(system_cls, n, conc, auth, timeout=600):
 
 def drain(system_cls, n, timeout=900, stats=None):
     """W5: n messages queued while the sink is down, then the sink comes up. stats (a dict,
-    growth.py): accept_rate, rss_queued_kb (current, queue full), rss_kb (peak), cpu_per_1k
+    growth.py): accept_rate, pss_queued_kb (current PSS summed over the system's processes, queue
+    full), rss_kb (peak RSS summed over them), cpu_per_1k
     of the drain."""
     settle()
     sink_port = free_port()
@@ -207,7 +208,7 @@ def drain(system_cls, n, timeout=900, stats=None):
         smtp_source(system.port, n, 20, timeout=timeout)
         accept = n / (time.time() - t0)
         time.sleep(2)
-        queued_rss = tree_sum(descendants(getattr(system, "master", None) or system.proc.pid), current_rss_kb)
+        queued_pss = system.pss()  # shared pages counted once, as W4 does for forking peers
         sink = start_sink(sink_port, n)
         cpu0 = system.cpu()
         t0 = time.time()
@@ -218,7 +219,7 @@ def drain(system_cls, n, timeout=900, stats=None):
         except subprocess.TimeoutExpired:
             rate, ok = 0.0, False
         if stats is not None:
-            stats.update(accept_rate=accept, rss_queued_kb=queued_rss, rss_kb=system.rss(),
+            stats.update(accept_rate=accept, pss_queued_kb=queued_pss, rss_kb=system.rss(),
                          cpu_per_1k=(system.cpu() - cpu0) * 1000 / n)
         return rate, ok
     finally:
@@ -330,7 +331,7 @@ def local_delivery(system_cls, n, conc=20, timeout=600):
         return total
 
     try:
-        cpu0, flush0 = system.cpu(), device_flushes()
+        cpu0, flush0 = system.cpu(), device_flushes(system.mail_dir)
         t0 = time.time()
         threads = [threading.Thread(target=slot, args=(k,)) for k in range(conc)]
         for t in threads:
@@ -350,7 +351,7 @@ def local_delivery(system_cls, n, conc=20, timeout=600):
         cpu = system.cpu() - cpu0
         res = {"accept_rate": n / t_acc, "e2e_rate": n / t_e2e if arrived else 0.0, "cpu_per_1k": cpu * 1000 / n,
                "rss_kb": system.rss(), "all_arrived": arrived, "delivered": got}
-        flush1 = device_flushes()
+        flush1 = device_flushes(system.mail_dir)
         if flush0 is not None and flush1 is not None:
             res["flushes_per_msg"] = (flush1 - flush0) / n
         return res

@@ -191,7 +191,12 @@ fn place_in_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::i
     let name = unique_name(host);
     let tmp = dir.join("tmp").join(&name);
     // The directories are made when a delivery finds them missing (the
-    // first one, or after a user removed them), not checked every time.
+    // first one, or after a user removed them): one look at cur/ (which
+    // nothing here would notice missing otherwise), and tmp/ and new/ when
+    // the create or the rename finds them gone.
+    if fs::symlink_metadata(dir.join("cur")).is_err() {
+        make_maildir(dir)?;
+    }
     let open = || OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp);
     let mut f = match open() {
         Err(e) if e.kind() == NotFound => {
@@ -311,7 +316,7 @@ mod tests {
     }
 
     /// The directories are made when missing, not checked every time: a
-    /// mailbox whose directories were removed (all, or new/ alone) gets
+    /// mailbox whose directories were removed (all, or any one alone) gets
     /// them back with the next delivery.
     #[test]
     fn missing_directories_are_made_again() {
@@ -329,9 +334,13 @@ mod tests {
         let mbox = dir.path().join("carol");
         let count = |sub: &str| fs::read_dir(mbox.join(sub)).map(|d| d.count()).unwrap_or(0);
         write_maildir(&mbox, "h", &msg, "carol@localhost").unwrap();
-        fs::remove_dir_all(mbox.join("new")).unwrap();
-        write_maildir(&mbox, "h", &msg, "carol@localhost").unwrap();
-        assert_eq!((count("new"), count("tmp")), (1, 0), "new/ made again, nothing left in tmp/");
+        for sub in ["new", "tmp", "cur"] {
+            let before = if sub == "new" { 0 } else { count("new") };
+            fs::remove_dir_all(mbox.join(sub)).unwrap();
+            write_maildir(&mbox, "h", &msg, "carol@localhost").unwrap();
+            assert_eq!((count("new"), count("tmp")), (before + 1, 0), "{sub}/ removed");
+            assert!(mbox.join(sub).is_dir(), "{sub}/ made again");
+        }
         fs::remove_dir_all(&mbox).unwrap();
         write_maildir(&mbox, "h", &msg, "carol@localhost").unwrap();
         assert_eq!((count("new"), count("tmp")), (1, 0));

@@ -84,21 +84,27 @@ impl Scheduler {
     pub(super) async fn attempt(&self, id: &QueueId) -> Option<u64> {
         let spool = &self.inner.spool;
         let settings = self.inner.settings.current();
-        // One read of the queue file: envelope, place and text.
-        let (mut env, body) = match spool.load_with_text(id) {
-            Ok((env, Place::Active, text)) => (env, Arc::new(text)),
-            Ok(_) => return None, // held
+        // One read of the queue file: envelope and text.
+        let (mut env, body) = match spool.load_active_with_text(id) {
+            Ok(Some((env, text))) => (env, Arc::new(text)),
+            Ok(None) => return None, // held
             Err(SpoolError::NotFound(_)) => return None,
-            Err(e) if matches!(&e, SpoolError::Corrupt { path, .. } if *path == spool.body_path(id)) => {
-                // A damaged queue file (checksum mismatch): never delivered,
-                // set aside for the operator instead of retried for ever. (A
-                // bad envelope file is logged and retried below: it may be a
-                // newer version's, after a downgrade.)
+            Err(e @ SpoolError::Damaged { .. }) => {
+                // A damaged queue file (text checksum mismatch, trailer
+                // gone): never delivered, set aside for the operator
+                // instead of retried for ever.
                 let action = match spool.set_aside(id) {
                     Ok(()) => "set aside in queue/corrupt/".to_string(),
                     Err(e2) => format!("could not set it aside: {e2}"),
                 };
                 maillog::error(&[("id", id.as_str()), ("error", &e.to_string()), ("action", &action)]);
+                return None;
+            }
+            Err(e @ SpoolError::Corrupt { .. }) => {
+                // An envelope that does not parse (damaged, or a newer
+                // version's after a downgrade): left in place, as the
+                // listing reports it.
+                maillog::error(&[("id", id.as_str()), ("error", &e.to_string())]);
                 return None;
             }
             Err(e) => {

@@ -126,6 +126,16 @@ pub enum SpoolError {
         /// The parse error.
         message: String,
     },
+    /// A queue file whose text is damaged or incomplete (its checksum does
+    /// not match, or its trailer is gone while its envelope file is there):
+    /// never delivered; the queue sets it aside in `corrupt/`.
+    #[error("damaged queue file {path}: {message}")]
+    Damaged {
+        /// The queue file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// No such message in the queue.
     #[error("no message {0} in the queue")]
     NotFound(QueueId),
@@ -444,32 +454,46 @@ impl Spool {
         Ok(None)
     }
 
-    /// Reads a message's current envelope, its place and its text (checked
-    /// against its CRCs), reading its queue file once: what a delivery
-    /// attempt needs ([`Spool::load`] then [`Spool::read_body`] open it twice).
-    pub fn load_with_text(&self, id: &QueueId) -> Result<(Envelope, Place, Vec<u8>), SpoolError> {
-        let stored = self.stored_envelope(id)?;
+    /// What a delivery attempt needs, reading the queue file once: the
+    /// current envelope and the text (checked against its CRC) of an active
+    /// message; `Ok(None)` if it is held (its text is then not checked).
+    /// ([`Spool::load`] then [`Spool::read_body`] open the file twice.)
+    pub fn load_active_with_text(&self, id: &QueueId) -> Result<Option<(Envelope, Vec<u8>)>, SpoolError> {
+        let stored = match self.stored_envelope(id)? {
+            Some((_, Place::Hold)) => return Ok(None),
+            Some((env, Place::Active)) => Some(env),
+            None => None,
+        };
         let p = self.body_path(id);
         match fs::read(&p) {
-            Ok(bytes) => match queuefile::split(&p, bytes, stored.is_none())? {
-                Some((embedded, text)) => match (stored, embedded) {
-                    (Some((env, place)), _) => Ok((env, place, text)),
-                    (None, Some(env)) => {
-                        let place = Place::at_arrival(&env);
-                        Ok((env, place, text))
+            Ok(bytes) => {
+                let Some(t) = queuefile::trailer_of(&bytes) else {
+                    return Err(match stored {
+                        // A name made ahead, or a file being written: not a message.
+                        None => SpoolError::NotFound(id.clone()),
+                        // An acknowledged message (it has an envelope file) cut short.
+                        Some(_) => SpoolError::Damaged { path: p, message: "incomplete queue file (no trailer)".into() },
+                    });
+                };
+                let env = match stored {
+                    Some(env) => env,
+                    None => {
+                        let env = queuefile::embedded_of(&p, &bytes, &t)?;
+                        if Place::at_arrival(&env) == Place::Hold {
+                            return Ok(None);
+                        }
+                        env
                     }
-                    (None, None) => Err(SpoolError::NotFound(id.clone())), // not reached: asked for it
-                },
-                // A name made ahead, or a file being written: not a message.
-                None => Err(SpoolError::NotFound(id.clone())),
-            },
+                };
+                Ok(Some((env, queuefile::into_text(&p, bytes, &t)?)))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // A message queued before format 2 (its envelope file is
                 // required), or one removed meanwhile.
-                let Some((env, place)) = stored else { return Err(SpoolError::NotFound(id.clone())) };
+                let Some(env) = stored else { return Err(SpoolError::NotFound(id.clone())) };
                 let legacy = self.legacy_body_path(id);
                 match fs::read(&legacy) {
-                    Ok(text) => Ok((env, place, text)),
+                    Ok(text) => Ok(Some((env, text))),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SpoolError::NotFound(id.clone())),
                     Err(e) => Err(io_err("read", &legacy)(e)),
                 }

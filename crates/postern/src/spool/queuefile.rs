@@ -101,37 +101,37 @@ pub(super) fn read_embedded(path: &Path) -> Result<Option<Envelope>, SpoolError>
 /// The text of a whole queue file read into `bytes` (cut to the text in
 /// place, no copy), checked against its CRC.
 pub(super) fn text_of(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>, SpoolError> {
-    match split(path, bytes, false)? {
-        Some((_, text)) => Ok(text),
-        None => Err(SpoolError::Corrupt { path: path.to_path_buf(), message: "incomplete queue file (no trailer)".into() }),
+    match trailer_of(&bytes) {
+        Some(t) => into_text(path, bytes, &t),
+        None => Err(SpoolError::Damaged { path: path.to_path_buf(), message: "incomplete queue file (no trailer)".into() }),
     }
 }
 
-/// A whole queue file read into `bytes`, taken apart: the embedded
-/// envelope (only if `want_env`; checked against its CRC) and the text (cut
-/// in place, no copy; checked against its CRC). `Ok(None)` if the file is
-/// not a complete message (no trailer: a name made ahead, or cut short).
-pub(super) fn split(path: &Path, mut bytes: Vec<u8>, want_env: bool) -> Result<Option<(Option<Envelope>, Vec<u8>)>, SpoolError> {
-    let corrupt = |message: &str| SpoolError::Corrupt { path: path.to_path_buf(), message: message.into() };
+/// The trailer of a whole queue file read into memory; `None` if it is not
+/// a complete message (a name made ahead, a file being written or cut short).
+pub(super) fn trailer_of(bytes: &[u8]) -> Option<Trailer> {
     let len = bytes.len();
-    let Some(t) = (len >= TRAILER_LEN).then(|| Trailer::parse(&bytes[len - TRAILER_LEN..], len as u64)).flatten() else {
-        return Ok(None);
-    };
-    let text_len = t.text_len as usize;
-    let env = if want_env {
-        let raw = &bytes[text_len..text_len + t.env_len as usize];
-        if crc32fast::hash(raw) != t.env_crc {
-            return Err(corrupt("envelope checksum mismatch"));
-        }
-        Some(parse_envelope(path, raw)?)
-    } else {
-        None
-    };
-    bytes.truncate(text_len);
-    if crc32fast::hash(&bytes) != t.text_crc {
-        return Err(corrupt("message text checksum mismatch"));
+    (len >= TRAILER_LEN).then(|| Trailer::parse(&bytes[len - TRAILER_LEN..], len as u64)).flatten()
+}
+
+/// The envelope embedded in a whole queue file, checked against its CRC
+/// (a mismatch or an unreadable envelope is `Corrupt`: left in place).
+pub(super) fn embedded_of(path: &Path, bytes: &[u8], t: &Trailer) -> Result<Envelope, SpoolError> {
+    let raw = &bytes[t.text_len as usize..t.text_len as usize + t.env_len as usize];
+    if crc32fast::hash(raw) != t.env_crc {
+        return Err(SpoolError::Corrupt { path: path.to_path_buf(), message: "envelope checksum mismatch".into() });
     }
-    Ok(Some((env, bytes)))
+    parse_envelope(path, raw)
+}
+
+/// The text of a whole queue file: `bytes` cut in place (no copy), checked
+/// against its CRC (a mismatch is `Damaged`: never delivered).
+pub(super) fn into_text(path: &Path, mut bytes: Vec<u8>, t: &Trailer) -> Result<Vec<u8>, SpoolError> {
+    bytes.truncate(t.text_len as usize);
+    if crc32fast::hash(&bytes) != t.text_crc {
+        return Err(SpoolError::Damaged { path: path.to_path_buf(), message: "message text checksum mismatch".into() });
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

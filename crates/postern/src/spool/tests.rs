@@ -234,7 +234,7 @@ fn torn_queue_files_are_never_messages() {
     let mut torn = full.clone();
     torn[3] = 0;
     fs::write(&path, &torn).unwrap();
-    assert!(matches!(spool.read_body(&id), Err(SpoolError::Corrupt { .. })));
+    assert!(matches!(spool.read_body(&id), Err(SpoolError::Damaged { .. })));
     // Envelope damaged: the listing reports it and leaves it alone.
     let mut torn = full.clone();
     let at = full.len() - queuefile::TRAILER_LEN - 5;
@@ -323,29 +323,34 @@ fn a_failed_flush_fails_every_writer_that_began_before_it() {
     assert!(g.sync(g.generation(), &|| Ok(())).is_ok());
 }
 
-/// `load_with_text` (one read of the queue file, the delivery path) agrees
-/// with `load` + `read_body` in every state a message can be in, and reports
-/// a damaged queue file as corrupt at the queue file's path.
+/// `load_active_with_text` (one read of the queue file, the delivery path)
+/// agrees with `load` + `read_body` in every state a message can be in:
+/// held messages are `None`, a damaged text is `Damaged` (set aside), a
+/// damaged embedded envelope `Corrupt` (left in place), and a queue file
+/// cut short is not a message unless an envelope file says it was one.
 #[test]
-fn load_with_text_agrees_with_load_and_read_body() {
+fn load_active_with_text_agrees_with_load_and_read_body() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
-    let same = |id: &QueueId, want: Place| {
-        let (env, place, text) = spool.load_with_text(id).unwrap();
-        assert_eq!((env, place), spool.load(id).unwrap());
-        assert_eq!(place, want);
+    let active = |id: &QueueId| {
+        let (env, text) = spool.load_active_with_text(id).unwrap().expect("active");
+        assert_eq!((env, Place::Active), spool.load(id).unwrap());
         assert_eq!(text, spool.read_body(id).unwrap());
+    };
+    let held = |id: &QueueId| {
+        assert!(spool.load_active_with_text(id).unwrap().is_none());
+        assert_eq!(spool.load(id).unwrap().1, Place::Hold);
     };
     // As accepted (embedded envelope), updated (active/), held (hold/).
     let id = commit_one(&spool, b"Subject: a\r\n\r\nbody\r\n");
-    same(&id, Place::Active);
+    active(&id);
     let mut e = spool.load(&id).unwrap().0;
     e.recipients[0].attempts = 2;
     spool.update(&e, Place::Active).unwrap();
-    same(&id, Place::Active);
-    assert_eq!(spool.load_with_text(&id).unwrap().0.recipients[0].attempts, 2);
+    active(&id);
+    assert_eq!(spool.load_active_with_text(&id).unwrap().unwrap().0.recipients[0].attempts, 2);
     spool.move_to(&id, Place::Hold).unwrap();
-    same(&id, Place::Hold);
+    held(&id);
     // Quarantined on arrival: held by its embedded envelope.
     let mut d = spool.draft().unwrap();
     d.write(b"q");
@@ -353,32 +358,45 @@ fn load_with_text_agrees_with_load_and_read_body() {
     let mut qe = env(&qid);
     qe.quarantine = Some("milter".into());
     spool.commit_to(d, &qe, Place::Hold).unwrap();
-    same(&qid, Place::Hold);
+    held(&qid);
     // Queued before format 2.
     let old = QueueId::generate();
     fs::write(dir.path().join(format!("messages/{old}.eml")), b"old text").unwrap();
     fs::write(spool.env_path(&old, Place::Active), envelope_bytes(&env(&old)).unwrap()).unwrap();
-    same(&old, Place::Active);
+    active(&old);
     // Not messages: unknown, an empty name, a file cut short, an envelope
     // whose queue file is gone.
+    let not_found = |id: &QueueId| assert!(matches!(spool.load_active_with_text(id), Err(SpoolError::NotFound(_))));
     let gone = QueueId::generate();
-    assert!(matches!(spool.load_with_text(&gone), Err(SpoolError::NotFound(_))));
+    not_found(&gone);
     fs::write(spool.body_path(&gone), b"").unwrap();
-    assert!(matches!(spool.load_with_text(&gone), Err(SpoolError::NotFound(_))));
+    not_found(&gone);
     let cut = commit_one(&spool, b"Subject: c\r\n\r\nbody\r\n");
     let full = fs::read(spool.body_path(&cut)).unwrap();
     fs::write(spool.body_path(&cut), &full[..full.len() - 1]).unwrap();
-    assert!(matches!(spool.load_with_text(&cut), Err(SpoolError::NotFound(_))));
+    not_found(&cut);
     fs::remove_file(spool.body_path(&qid)).unwrap();
-    assert!(matches!(spool.load_with_text(&qid), Err(SpoolError::NotFound(_))));
-    // Damaged text or embedded envelope: corrupt, at the queue file.
-    for at in [3, full.len() - queuefile::TRAILER_LEN - 5] {
+    not_found(&qid);
+    // Damaged text: Damaged; damaged embedded envelope: Corrupt; both at the queue file.
+    for (at, text) in [(3, true), (full.len() - queuefile::TRAILER_LEN - 5, false)] {
         let mut torn = full.clone();
         torn[at] ^= 1;
         fs::write(spool.body_path(&cut), &torn).unwrap();
-        match spool.load_with_text(&cut) {
-            Err(SpoolError::Corrupt { path, .. }) => assert_eq!(path, spool.body_path(&cut), "octet {at}"),
-            other => panic!("octet {at}: {other:?}"),
+        match (spool.load_active_with_text(&cut), text) {
+            (Err(SpoolError::Damaged { path, .. }), true) | (Err(SpoolError::Corrupt { path, .. }), false) => {
+                assert_eq!(path, spool.body_path(&cut), "octet {at}")
+            }
+            (other, _) => panic!("octet {at}: {other:?}"),
         }
     }
+    // An acknowledged message with an envelope file, its queue file cut
+    // short after the 250: Damaged, not silently dropped.
+    let acked = commit_one(&spool, b"Subject: d\r\n\r\nbody\r\n");
+    let mut e = spool.load(&acked).unwrap().0;
+    e.recipients[0].attempts = 1;
+    spool.update(&e, Place::Active).unwrap();
+    let full = fs::read(spool.body_path(&acked)).unwrap();
+    fs::write(spool.body_path(&acked), &full[..10]).unwrap();
+    assert!(matches!(spool.load_active_with_text(&acked), Err(SpoolError::Damaged { .. })));
+    assert!(matches!(spool.read_body(&acked), Err(SpoolError::Damaged { .. })));
 }
