@@ -3,6 +3,7 @@ number of concurrent connections, written as JSON and plotted as PNGs (matplotli
 
   growth.py [--queue 1000,10000,100000] [--conns 100,1000,10000] [--systems postern,postfix,...]
             [--out docs/img] [--no-settle]
+  growth.py --plot [--out docs/img]     the plots again from OUT/growth.json
 
 Queue size: Q messages (4 KB) are sent at c=20 while the sink is down (the accept rate with
 the queue growing), then the sink comes up and the queue is flushed (W5's drain rate); PSS
@@ -72,28 +73,31 @@ def plot(data, outdir):
     files = []
     for kind, x, xlabel, panels in (
             ("queue", "queue", "messages queued while the sink is down",
-             [("msg/s", [("accept_rate", "accepted (queue growing)"), ("drain_rate", "drained (sink up)")], 1),
-              ("memory MB", [("pss_queued_kb", "PSS, queue full (current)"),
-                             ("rss_kb", "peak RSS of the run (summed: shared pages once per process)")], 1024)]),
+             [("msg/s", [("accept_rate", "accepted (queue growing)"), ("drain_rate", "drained (sink up)")], 1, False),
+              ("memory MB (log)", [("pss_queued_kb", "PSS, queue full"),
+                                   ("rss_kb", "peak RSS of the run, summed*")], 1024, True)]),
             ("connections", "connections", "concurrent connections",
-             [("msg/s", [("accept_rate", "accepted"), ("e2e_rate", "end to end")], 1),
-              ("peak RSS during W1, MB (summed: shared pages once per process)", [("rss_kb", "")], 1024),
-              ("KB per idle connection (after EHLO)", [("idle_kb_per_conn", "")], 1)])):
+             [("msg/s", [("accept_rate", "accepted"), ("e2e_rate", "end to end")], 1, False),
+              ("peak RSS during W1, MB (log)", [("rss_kb", "summed*")], 1024, True),
+              ("KB per idle connection after EHLO (log)", [("idle_kb_per_conn", "")], 1, True)])):
         rows = data[kind]
         if not rows:
             continue
         fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
-        for ax, (ylabel, keys, div) in zip(axes, panels):
+        for ax, (ylabel, keys, div, log_y) in zip(axes, panels):
             for key, label in keys:
                 for system, pts in series(rows, key, x).items():
                     ax.plot([p[0] for p in pts], [p[1] / div for p in pts], marker="o",
                             label=f"{system}: {label}" if label else system)
             ax.set_xscale("log")
+            if log_y:
+                ax.set_yscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
-        fig.suptitle(f"{kind}: {data['machine']}, {data['cpus']} CPUs, {data['started']}", fontsize=9)
+        fig.suptitle(f"{kind}: {data['machine']}, {data['cpus']} CPUs, {data['started']}"
+                     " (*summed over a system's processes: shared pages once per process)", fontsize=9)
         fig.tight_layout()
         path = os.path.join(outdir, f"growth-{kind}.png")
         fig.savefig(path, dpi=100)
@@ -103,6 +107,12 @@ def plot(data, outdir):
 
 
 def main():
+    if "--plot" in sys.argv:  # plots again from an existing growth.json, nothing measured
+        outdir = arg("--out", os.path.join(ROOT, "docs", "img"))
+        with open(os.path.join(outdir, "growth.json")) as f:
+            for path in plot(json.load(f), outdir):
+                print(f"wrote {path}")
+        return
     names = arg("--systems", "postern").lower().split(",")
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown:

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::delivery::Transports;
 use crate::maillog;
-use crate::spool::{Envelope, Listing, Place, QueueId, Spool};
+use crate::spool::{Envelope, Place, QueueId, Spool};
 use crate::state::SettingsHandle;
 use crate::time::now_unix;
 use crate::users::UserStore;
@@ -82,30 +82,32 @@ impl Scheduler {
     /// Re-reads the active queue from disk; with `force`, everything is due now.
     /// Returns how many messages were scheduled.
     pub fn rescan(&self, force: bool) -> usize {
-        let Listing { envelopes: list, corrupt: bad } = match self.inner.spool.list() {
-            Ok(x) => x,
+        // One envelope at a time: a large queue is never all in memory.
+        let mut n = 0;
+        let visited = self.inner.spool.visit(|env, place| {
+            if place != Place::Active {
+                return;
+            }
+            let mut due = lock(&self.inner.due);
+            if force {
+                due.insert(env.id, 0);
+            } else {
+                let at = env.next_attempt().unwrap_or(0);
+                due.insert_if_absent(env.id, at);
+            }
+            n += 1;
+        });
+        match visited {
+            Ok(bad) => {
+                for e in bad {
+                    maillog::error(&[("error", &e.to_string()), ("action", "left in place")]);
+                }
+            }
             Err(e) => {
                 maillog::error(&[("error", &e.to_string())]);
                 return 0;
             }
-        };
-        for e in bad {
-            maillog::error(&[("error", &e.to_string()), ("action", "left in place")]);
         }
-        let mut due = lock(&self.inner.due);
-        let mut n = 0;
-        for (env, place) in list {
-            if place != Place::Active {
-                continue;
-            }
-            if force {
-                due.insert(env.id.clone(), 0);
-            } else {
-                due.insert_if_absent(env.id.clone(), env.next_attempt().unwrap_or(0));
-            }
-            n += 1;
-        }
-        drop(due);
         self.inner.wake.notify_one();
         n
     }

@@ -69,9 +69,19 @@ impl Spool {
     /// messages and are skipped; corrupt envelopes are reported separately
     /// and left alone for the operator.
     pub fn list(&self) -> Result<Listing, SpoolError> {
+        let mut out = Vec::new();
+        let bad = self.visit(|e, place| out.push((e, place)))?;
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        Ok(Listing { envelopes: out, corrupt: bad })
+    }
+
+    /// Hands every message's current envelope and place to `f`, one at a
+    /// time and in no particular order (the scheduler's rescan: a queue of
+    /// 100,000 messages is never all in memory at once); returns the
+    /// corrupt envelopes, as [`Spool::list`] reports them.
+    pub fn visit(&self, mut f: impl FnMut(Envelope, Place)) -> Result<Vec<SpoolError>, SpoolError> {
         let names = self.names_in_messages()?;
         let env_files = self.envelope_files()?;
-        let mut out = Vec::new();
         let mut bad = Vec::new();
         let read_file = |id: &QueueId, place: Place| {
             let path = self.env_path(id, place);
@@ -88,7 +98,7 @@ impl Spool {
                 }),
             };
             match got {
-                Ok(Some(x)) => out.push(x),
+                Ok(Some((e, place))) => f(e, place),
                 Ok(None) => {}
                 // Removed between the directory read and now.
                 Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
@@ -98,14 +108,13 @@ impl Spool {
         for id in &names.legacy {
             if let Some(&place) = env_files.get(id) {
                 match read_file(id, place) {
-                    Ok(x) => out.push(x),
+                    Ok((e, place)) => f(e, place),
                     Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => bad.push(e),
                 }
             }
         }
-        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        Ok(Listing { envelopes: out, corrupt: bad })
+        Ok(bad)
     }
 
     /// Start-up recovery (the daemon, before it accepts mail): empties
