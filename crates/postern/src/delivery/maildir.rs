@@ -195,7 +195,9 @@ fn place_in_maildir(dir: &Path, host: &str, msg: &Message, rcpt: &str) -> std::i
     // nothing here would notice missing otherwise), and tmp/ and new/ when
     // the create or the rename finds them gone.
     if fs::symlink_metadata(dir.join("cur")).is_err() {
-        make_maildir(dir)?;
+        // Best effort: delivery needs only tmp/ and new/ (checked below),
+        // and a mailbox postern may not write into still takes mail.
+        let _ = make_maildir(dir);
     }
     let open = || OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp);
     let mut f = match open() {
@@ -272,6 +274,19 @@ mod tests {
     use crate::spool::QueueId;
     use std::sync::Arc;
 
+    fn test_message() -> Message {
+        Message {
+            id: QueueId::generate(),
+            sender: "s@x.example".into(),
+            body: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
+            eight_bit: false,
+            smtputf8: false,
+            dsn: Default::default(),
+            requiretls: false,
+            tls_required_no: false,
+        }
+    }
+
     #[test]
     fn virtual_domains_get_their_own_directory() {
         let root = Path::new("/m");
@@ -293,16 +308,7 @@ mod tests {
     #[test]
     fn writes_new_file_with_headers() {
         let dir = tempfile::tempdir().unwrap();
-        let msg = Message {
-            id: QueueId::generate(),
-            sender: "s@x.example".into(),
-            body: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
-            eight_bit: false,
-            smtputf8: false,
-            dsn: Default::default(),
-            requiretls: false,
-            tls_required_no: false,
-        };
+        let msg = test_message();
         let (out, flush) = deliver_one(dir.path(), "h", &msg, "alice@localhost");
         assert!(matches!(out, Outcome::Delivered(_)), "{out:?}");
         let (flush, gen) = flush.expect("a delivered file comes with its flush");
@@ -321,16 +327,7 @@ mod tests {
     #[test]
     fn missing_directories_are_made_again() {
         let dir = tempfile::tempdir().unwrap();
-        let msg = Message {
-            id: QueueId::generate(),
-            sender: "s@x.example".into(),
-            body: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
-            eight_bit: false,
-            smtputf8: false,
-            dsn: Default::default(),
-            requiretls: false,
-            tls_required_no: false,
-        };
+        let msg = test_message();
         let mbox = dir.path().join("carol");
         let count = |sub: &str| fs::read_dir(mbox.join(sub)).map(|d| d.count()).unwrap_or(0);
         write_maildir(&mbox, "h", &msg, "carol@localhost").unwrap();
@@ -352,16 +349,7 @@ mod tests {
         use nix::sys::stat::{umask, Mode};
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let msg = Message {
-            id: QueueId::generate(),
-            sender: "s@x.example".into(),
-            body: Arc::new(b"Subject: hi\r\n\r\nbody\r\n".to_vec()),
-            eight_bit: false,
-            smtputf8: false,
-            dsn: Default::default(),
-            requiretls: false,
-            tls_required_no: false,
-        };
+        let msg = test_message();
         let old = umask(Mode::empty());
         let path = write_maildir(&dir.path().join("root/bob"), "h", &msg, "bob@localhost");
         umask(old);

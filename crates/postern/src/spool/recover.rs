@@ -122,7 +122,9 @@ impl Spool {
     /// files (names made ahead and not used), sets aside in `corrupt/` the
     /// ones without a valid trailer (a crash cut them short before their
     /// flush, so they were never acknowledged; kept anyway, since a damaged
-    /// disk could do the same to a message), removes texts of old-format
+    /// disk could do the same to a message; one that has an envelope file
+    /// was acknowledged, and goes to `corrupt/` with it and an `error`
+    /// line), removes texts of old-format
     /// messages without an envelope and envelopes whose message is gone (a
     /// removal a crash cut short). Files it cannot read are left alone.
     /// Returns how many files were removed or set aside.
@@ -144,6 +146,24 @@ impl Spool {
                 continue;
             };
             match (queuefile::read_trailer(&f), f.metadata().map(|m| m.len())) {
+                (Ok(None), _) if env_files.contains_key(id) => {
+                    // An envelope file says it was acknowledged: damaged
+                    // since (a disk, a script), never a crash before its
+                    // flush. Set aside with its envelope, and said so.
+                    present.insert(id);
+                    let action = match self.set_aside(id) {
+                        Ok(()) => {
+                            removed += 1;
+                            "set aside in queue/corrupt/".to_string()
+                        }
+                        Err(e) => format!("could not set it aside: {e}"),
+                    };
+                    crate::maillog::error(&[
+                        ("id", id.as_str()),
+                        ("error", "queue file without its trailer under an envelope file"),
+                        ("action", &action),
+                    ]);
+                }
                 (Ok(None), Ok(0)) => {
                     if fs::remove_file(&path).is_ok() {
                         removed += 1;

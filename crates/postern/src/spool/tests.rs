@@ -400,3 +400,34 @@ fn load_active_with_text_agrees_with_load_and_read_body() {
     assert!(matches!(spool.load_active_with_text(&acked), Err(SpoolError::Damaged { .. })));
     assert!(matches!(spool.read_body(&acked), Err(SpoolError::Damaged { .. })));
 }
+
+/// Start-up recovery: a queue file without its trailer under an envelope
+/// file (so acknowledged, then damaged) is set aside with its envelope,
+/// not deleted with it; without an envelope file an empty one is a name
+/// made ahead (removed) and a non-empty one is set aside alone.
+#[test]
+fn recovery_keeps_the_envelope_of_a_damaged_acknowledged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut acked = Vec::new();
+    for cut in [0usize, 10] {
+        let id = commit_one(&spool, b"Subject: r\r\n\r\nbody\r\n");
+        let mut e = spool.load(&id).unwrap().0;
+        e.recipients[0].attempts = 1;
+        spool.update(&e, Place::Active).unwrap();
+        let full = fs::read(spool.body_path(&id)).unwrap();
+        fs::write(spool.body_path(&id), &full[..cut]).unwrap();
+        acked.push(id);
+    }
+    let name = QueueId::generate();
+    fs::write(spool.body_path(&name), b"").unwrap();
+    spool.recover().unwrap();
+    let corrupt = dir.path().join(CORRUPT);
+    for id in &acked {
+        assert!(corrupt.join(id.as_str()).exists(), "{id}: queue file set aside");
+        assert!(corrupt.join(format!("{id}.json")).exists(), "{id}: envelope kept beside it");
+        assert!(!spool.env_path(id, Place::Active).exists());
+    }
+    assert!(!spool.body_path(&name).exists(), "an unused name is removed");
+    assert!(!corrupt.join(name.as_str()).exists());
+}
