@@ -93,11 +93,7 @@ impl Scheduler {
                 // A damaged queue file (text checksum mismatch, trailer
                 // gone): never delivered, set aside for the operator
                 // instead of retried for ever.
-                let action = match spool.set_aside(id) {
-                    Ok(()) => "set aside in queue/corrupt/".to_string(),
-                    Err(e2) => format!("could not set it aside: {e2}"),
-                };
-                maillog::error(&[("id", id.as_str()), ("error", &e.to_string()), ("action", &action)]);
+                spool.set_aside_logged(id, &e.to_string());
                 return None;
             }
             Err(e @ SpoolError::Corrupt { .. }) => {

@@ -457,6 +457,17 @@ impl Spool {
         sync_dir(&corrupt)
     }
 
+    /// [`Spool::set_aside`], and one `error` line in the mail log saying
+    /// what is wrong (`error`) and what was done. True if it was set aside.
+    pub fn set_aside_logged(&self, id: &QueueId, error: &str) -> bool {
+        let (done, action) = match self.set_aside(id) {
+            Ok(()) => (true, "set aside in queue/corrupt/".to_string()),
+            Err(e) => (false, format!("could not set it aside: {e}")),
+        };
+        crate::maillog::error(&[("id", id.as_str()), ("error", error), ("action", &action)]);
+        done
+    }
+
     /// Removes a message: its queue file first (the message is gone), then
     /// its envelope files; for a message queued before format 2 the
     /// envelope first, then the text. No directory fsync: if a crash undoes

@@ -151,18 +151,9 @@ impl Spool {
                     // since (a disk, a script), never a crash before its
                     // flush. Set aside with its envelope, and said so.
                     present.insert(id);
-                    let action = match self.set_aside(id) {
-                        Ok(()) => {
-                            removed += 1;
-                            "set aside in queue/corrupt/".to_string()
-                        }
-                        Err(e) => format!("could not set it aside: {e}"),
-                    };
-                    crate::maillog::error(&[
-                        ("id", id.as_str()),
-                        ("error", "queue file without its trailer under an envelope file"),
-                        ("action", &action),
-                    ]);
+                    if self.set_aside_logged(id, "queue file without its trailer under an envelope file") {
+                        removed += 1;
+                    }
                 }
                 (Ok(None), Ok(0)) => {
                     if fs::remove_file(&path).is_ok() {
