@@ -56,6 +56,7 @@ def workload(system_cls, n, size, conc, timeout=300, dkim=False, fast_sink=False
     sink = start_sink(sink_port, n, dump[1] if dump else None, fast=fast_sink)
     max_conn = max(2000, conc + 100)
     system = system_cls(sink_port, dkim=True, max_conn=max_conn) if dkim else system_cls(sink_port, max_conn=max_conn)
+    perf = start_perf(system, f"{size // 1024}k-c{conc}")
     try:
         cpu0, flush0 = system.cpu(), device_flushes(system.dir)
         t0 = time.time()
@@ -88,12 +89,27 @@ def workload(system_cls, n, size, conc, timeout=300, dkim=False, fast_sink=False
                 raise SystemExit(f"W1-DKIM: {system_cls.name} delivered no message with a DKIM-Signature d={DKIM_DOMAIN}")
         return res
     finally:
+        if perf:
+            stop_proc(perf)
         system.stop()
         if dkim:
             shutil.rmtree(dumpdir, ignore_errors=True)
         if sink.poll() is None:
             sink.kill()
             sink.wait()
+
+
+def start_perf(system, label):
+    """BENCH_PERF=DIR: `perf record -g` of postern (one process; the peers are not profiled)
+    while the workload runs, into DIR/postern-<label>.data (read it with `perf report -i FILE --no-children`). The
+    figures of a profiled run are not comparable with the others."""
+    out = os.environ.get("BENCH_PERF")
+    if not out or system.name != "postern":
+        return None
+    os.makedirs(out, exist_ok=True)
+    data = os.path.join(out, f"{system.name}-{label}.data")
+    return subprocess.Popen(["perf", "record", "-q", "-F", "1999", "-g", "-p", str(system.pids[0]), "-o", data],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def srcaddr_preload():

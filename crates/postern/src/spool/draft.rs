@@ -23,6 +23,11 @@ pub struct Draft {
     pub(super) written: u64,
     pub(super) crc: crc32fast::Hasher,
     pub(super) error: Option<io::Error>,
+    /// Octets of an older message still in the file (a recycled name,
+    /// `names.rs`): they are overwritten as the text is written, and what
+    /// is left beyond the new message is cut off at the commit (or when
+    /// the text is read back).
+    pub(super) stale: u64,
     /// The file's directory entry is not known to be on disk yet (a name
     /// made on the spot, or a rewrite renamed into place): the commit must
     /// fsync `files/` too.
@@ -68,6 +73,11 @@ impl Draft {
         }
         if let Some(out) = self.out.as_mut() {
             out.flush().map_err(io_err("write", &path))?;
+            if self.stale > self.written {
+                // Readers read to the end: only this message's text may be there.
+                out.get_ref().set_len(self.written).map_err(io_err("truncate", &path))?;
+                self.stale = 0;
+            }
         }
         File::open(&path).map_err(io_err("read", &path))
     }
@@ -95,6 +105,7 @@ impl Draft {
                 self.out = Some(out);
                 self.written = count;
                 self.crc = crc;
+                self.stale = 0;
                 self.fresh_name = true;
                 Ok(())
             }

@@ -298,14 +298,14 @@ impl Spool {
     /// Starts a new message, in a name from the pool when there is one.
     pub fn draft(&self) -> Result<Draft, SpoolError> {
         let messages = self.dir(FILES);
-        let (id, f, fresh_name) = match self.pool.take(&messages, &self.names) {
-            Some((id, f)) => (id, f, false),
+        let (id, f, stale, fresh_name) = match self.pool.take(&messages, &self.names) {
+            Some((id, f, stale)) => (id, f, stale, false),
             None => {
                 let id = QueueId::generate();
                 let path = messages.join(id.as_str());
                 let _names = self.names.lock().unwrap_or_else(|p| p.into_inner());
                 let f = create_private(&path).map_err(io_err("create", &path))?;
-                (id, f, true)
+                (id, f, 0, true)
             }
         };
         Ok(Draft {
@@ -315,6 +315,7 @@ impl Spool {
             written: 0,
             crc: crc32fast::Hasher::new(),
             error: None,
+            stale,
             fresh_name,
             sync_gen: self.group.generation(),
         })
@@ -359,6 +360,12 @@ impl Spool {
         let file = out.into_inner().map_err(|e| e.into_error());
         // From here on Drop would not remove the file: commit_to does on error.
         let file = written.and(file).map_err(io_err("write", &path))?;
+        let total = draft.written + env_bytes.len() as u64 + queuefile::TRAILER_LEN as u64;
+        if draft.stale > total {
+            // A recycled file longer than this message: its old octets go
+            // before the flush, which makes the new size durable with the data.
+            file.set_len(total).map_err(io_err("truncate", &path))?;
+        }
         if place == Place::Hold && env.quarantine.is_none() {
             // Held from the start without a quarantine reason: the envelope
             // file in hold/ says so (rare; its own fsyncs).
@@ -470,9 +477,11 @@ impl Spool {
 
     /// Removes a message: its queue file first (the message is gone), then
     /// its envelope files; for a message queued before format 2 the
-    /// envelope first, then the text. No directory fsync: if a crash undoes
-    /// the removal the message is delivered again (a duplicate), never lost;
-    /// an envelope left without its queue file is removed at start-up.
+    /// envelope first, then the text. The daemon keeps the queue file as a
+    /// name for a later message (`names.rs`, recycled names) instead of
+    /// unlinking it. No directory fsync: if a crash undoes the removal the
+    /// message is delivered again (a duplicate), never lost; an envelope left
+    /// without its queue file is removed at start-up.
     pub fn remove(&self, id: &QueueId) -> Result<(), SpoolError> {
         let gone = |r: io::Result<()>, p: &Path| match r {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", p)(e)),
@@ -485,14 +494,21 @@ impl Spool {
             })
         };
         let qf = self.body_path(id);
-        if fs::metadata(&qf).is_ok_and(|m| m.len() == 0) {
-            // A name made ahead (or a message being written): not a message.
-            return Err(SpoolError::NotFound(id.clone()));
-        }
-        match fs::remove_file(&qf) {
-            Ok(()) => return envelopes(),
+        match OpenOptions::new().read(true).write(true).open(&qf) {
+            Ok(f) => {
+                let len = f.metadata().map_err(io_err("stat", &qf))?.len();
+                if queuefile::read_trailer(&f).map_err(io_err("read", &qf))?.is_none() {
+                    // A name made ahead or recycled, or a message being
+                    // written: not a message.
+                    return Err(SpoolError::NotFound(id.clone()));
+                }
+                if !self.pool.recycle(&self.dir(FILES), &self.names, &qf, f, len) {
+                    fs::remove_file(&qf).map_err(io_err("remove", &qf))?;
+                }
+                return envelopes();
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove", &qf)(e)),
+            Err(e) => return Err(io_err("open", &qf)(e)),
         }
         // A message queued before format 2: envelope first, then the text.
         if self.envelope_file(id).is_none() {

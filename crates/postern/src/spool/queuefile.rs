@@ -30,6 +30,10 @@ use super::{io_err, Envelope, SpoolError};
 /// Octets in the trailer.
 pub(super) const TRAILER_LEN: usize = 51;
 const MAGIC: &[u8] = b"\n#PQF2 ";
+/// Written over [`MAGIC`] when a finished message's file is kept as a name
+/// for the next message (`names.rs`, "recycled"): from then on the file is
+/// not a message, whatever else it holds, and start-up removes it.
+pub(super) const FREE_MAGIC: &[u8] = b"\n#FREE ";
 
 /// What the trailer says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +87,24 @@ pub(super) fn read_trailer(f: &File) -> io::Result<Option<Trailer>> {
     let mut buf = [0u8; TRAILER_LEN];
     f.read_exact_at(&mut buf, len - TRAILER_LEN as u64)?;
     Ok(Trailer::parse(&buf, len))
+}
+
+/// Is this open file a recycled name (its trailer marked [`FREE_MAGIC`])?
+pub(super) fn is_free(f: &File) -> io::Result<bool> {
+    let len = f.metadata()?.len();
+    if len < TRAILER_LEN as u64 {
+        return Ok(false);
+    }
+    let mut buf = [0u8; FREE_MAGIC.len()];
+    f.read_exact_at(&mut buf, len - TRAILER_LEN as u64)?;
+    Ok(buf == FREE_MAGIC)
+}
+
+/// Marks the complete queue file `f` of `len` octets free: its trailer's
+/// magic is overwritten (a page-cache write, no flush: see `names.rs` for
+/// why a crash that loses it loses nothing).
+pub(super) fn mark_free(f: &File, len: u64) -> io::Result<()> {
+    f.write_all_at(FREE_MAGIC, len - TRAILER_LEN as u64)
 }
 
 /// The envelope stored in the queue file at `path`: `Ok(None)` if the file

@@ -13,8 +13,14 @@ use super::{io_err, queuefile, Envelope, Place, QueueId, Spool, SpoolError};
 impl Spool {
     /// The envelope file of a message (hold wins), read and parsed; `None`
     /// if it has none (format 2, never changed since it was accepted).
+    ///
+    /// `hold/` is looked at again after `active/`: `postern queue hold`
+    /// renames `active/<ID>.json` into `hold/` while the daemon runs, and a
+    /// rename between the first two looks would make both miss, so delivery
+    /// would fall back to the envelope as accepted and could deliver again
+    /// to recipients already done. The third look finds the moved file.
     fn stored_envelope(&self, id: &QueueId) -> Result<Option<(Envelope, Place)>, SpoolError> {
-        for place in [Place::Hold, Place::Active] {
+        for place in [Place::Hold, Place::Active, Place::Hold] {
             let path = self.env_path(id, place);
             match fs::read(&path) {
                 Ok(bytes) => return parse_envelope(&path, &bytes).map(|e| Some((e, place))),

@@ -155,7 +155,13 @@ impl Spool {
                         removed += 1;
                     }
                 }
-                (Ok(None), Ok(0)) => {
+                (Ok(None), Ok(len)) if len == 0 || queuefile::is_free(&f).unwrap_or(false) => {
+                    // A name made ahead, or recycled (`names.rs`), not used.
+                    if fs::remove_file(&path).is_ok() {
+                        removed += 1;
+                    }
+                }
+                (Ok(Some(t)), _) if !env_files.contains_key(id) && recycled_before_crash(&path, &f, &t, id) => {
                     if fs::remove_file(&path).is_ok() {
                         removed += 1;
                     }
@@ -188,4 +194,17 @@ impl Spool {
         }
         Ok(removed)
     }
+}
+
+/// A recycled name whose free mark a crash lost (`names.rs`): the file
+/// holds a complete message whose embedded envelope names another id, the
+/// finished message it was before it was renamed. A message is only ever
+/// written under its own id, so this is never one to deliver. An envelope
+/// that cannot be read is not judged here (the listing reports it).
+fn recycled_before_crash(path: &std::path::Path, f: &fs::File, t: &queuefile::Trailer, id: &QueueId) -> bool {
+    let mut raw = vec![0u8; t.env_len as usize];
+    if std::os::unix::fs::FileExt::read_exact_at(f, &mut raw, t.text_len).is_err() || crc32fast::hash(&raw) != t.env_crc {
+        return false;
+    }
+    parse_envelope(path, &raw).is_ok_and(|e| e.id != *id)
 }
