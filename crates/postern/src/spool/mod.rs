@@ -495,6 +495,15 @@ impl Spool {
         };
         let qf = self.body_path(id);
         match OpenOptions::new().read(true).write(true).open(&qf) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                // Not ours to write (a file restored as another user): not
+                // recycled; removed as before, which needs only the directory.
+                if fs::metadata(&qf).is_ok_and(|m| m.len() == 0) {
+                    return Err(SpoolError::NotFound(id.clone()));
+                }
+                fs::remove_file(&qf).map_err(io_err("remove", &qf))?;
+                return envelopes();
+            }
             Ok(f) => {
                 let len = f.metadata().map_err(io_err("stat", &qf))?.len();
                 if queuefile::read_trailer(&f).map_err(io_err("read", &qf))?.is_none() {

@@ -118,17 +118,25 @@ impl NamePool {
             }
             *bytes += len;
         }
-        let id = QueueId::generate();
         let renamed = queuefile::mark_free(&file, len).and_then(|()| {
             let _names = lock(names_lock);
-            std::fs::rename(old, messages.join(id.as_str()))
+            rename_to_new_id(old, messages)
         });
-        if renamed.is_err() {
+        let Ok(id) = renamed else {
             let mut bytes = lock(&self.recycled_bytes);
             *bytes = bytes.saturating_sub(len);
             return false;
+        };
+        let mut recycled = lock(&self.recycled);
+        if !self.enabled.load(Ordering::Acquire) {
+            // Stopped meanwhile: `stop` will not see this one.
+            drop(recycled);
+            let _ = std::fs::remove_file(messages.join(id.as_str()));
+            let mut bytes = lock(&self.recycled_bytes);
+            *bytes = bytes.saturating_sub(len);
+            return true;
         }
-        lock(&self.recycled).push((id, file, len));
+        recycled.push((id, file, len));
         true
     }
 
@@ -213,4 +221,36 @@ impl NamePool {
             }
         }
     }
+}
+
+/// Renames `old` to `messages/<a new id>`, never over an existing file:
+/// ids carry 16 random bits, so two made in the same microsecond (or after
+/// the clock stepped back) can be equal, and a plain rename would replace
+/// the other file, perhaps a message. A few tries, then the error.
+fn rename_to_new_id(old: &Path, messages: &Path) -> std::io::Result<QueueId> {
+    let mut last = std::io::Error::other("no id");
+    for _ in 0..4 {
+        let id = QueueId::generate();
+        match rename_noreplace(old, &messages.join(id.as_str())) {
+            Ok(()) => return Ok(id),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing `new`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(super) fn rename_noreplace(old: &Path, new: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    renameat2(AT_FDCWD, old, AT_FDCWD, new, RenameFlags::RENAME_NOREPLACE).map_err(std::io::Error::from)
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing `new`
+/// (without `renameat2`: a hard link, which never replaces, then unlink).
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(super) fn rename_noreplace(old: &Path, new: &Path) -> std::io::Result<()> {
+    std::fs::hard_link(old, new)?;
+    std::fs::remove_file(old)
 }

@@ -146,6 +146,15 @@ impl Spool {
                 continue;
             };
             match (queuefile::read_trailer(&f), f.metadata().map(|m| m.len())) {
+                (Ok(None), Ok(len)) if len > 0 && queuefile::is_free(&f).unwrap_or(false) => {
+                    // A recycled name not used (`names.rs`), or a new
+                    // message cut short in one; or a finished message whose
+                    // rename to a recycled name a crash undid, but not its
+                    // free mark (its envelope file goes with it, below).
+                    if fs::remove_file(&path).is_ok() {
+                        removed += 1;
+                    }
+                }
                 (Ok(None), _) if env_files.contains_key(id) => {
                     // An envelope file says it was acknowledged: damaged
                     // since (a disk, a script), never a crash before its
@@ -155,8 +164,8 @@ impl Spool {
                         removed += 1;
                     }
                 }
-                (Ok(None), Ok(len)) if len == 0 || queuefile::is_free(&f).unwrap_or(false) => {
-                    // A name made ahead, or recycled (`names.rs`), not used.
+                (Ok(None), Ok(0)) => {
+                    // A name made ahead, not used.
                     if fs::remove_file(&path).is_ok() {
                         removed += 1;
                     }

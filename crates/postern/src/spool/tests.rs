@@ -518,11 +518,34 @@ fn recovery_removes_recycled_names() {
     fs::copy(spool.body_path(&done), spool.body_path(&lost_mark)).unwrap();
     spool.remove(&done).unwrap();
     assert_eq!(spool.pool.recycled(), 1);
+    // A finished message whose rename a crash undid but whose free mark
+    // reached the disk, with an envelope file left: removed with it, not
+    // set aside as a damaged acknowledged message.
+    let undone = commit_one(&spool, b"delivered, with an envelope file\r\n");
+    spool.update(&env(&undone), Place::Active).unwrap();
+    let f = fs::OpenOptions::new().write(true).open(spool.body_path(&undone)).unwrap();
+    queuefile::mark_free(&f, f.metadata().unwrap().len()).unwrap();
     // A crash: no clean stop of the pool.
     let fresh = Spool::open(dir.path()).unwrap();
     fresh.recover().unwrap();
     let left: Vec<_> = fs::read_dir(dir.path().join(FILES_DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from(kept.as_str())]);
     assert_eq!(fs::read_dir(dir.path().join(CORRUPT)).unwrap().count(), 0, "nothing set aside");
+    assert_eq!(fs::read_dir(dir.path().join("active")).unwrap().count(), 0, "the envelope file went with it");
     assert_eq!(fresh.read_body(&kept).unwrap(), b"kept\r\n");
+}
+
+/// A recycled name never replaces an existing file (ids can collide).
+#[test]
+fn recycling_never_renames_over_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    fs::write(&a, b"a").unwrap();
+    fs::write(&b, b"b").unwrap();
+    let e = names::rename_noreplace(&a, &b).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+    assert_eq!((fs::read(&a).unwrap(), fs::read(&b).unwrap()), (b"a".to_vec(), b"b".to_vec()));
+    let c = dir.path().join("c");
+    names::rename_noreplace(&a, &c).unwrap();
+    assert!(!a.exists() && fs::read(&c).unwrap() == b"a");
 }
