@@ -77,6 +77,13 @@ def test_crash_kill9_loses_nothing(postern_factory, sink, sync):
 
     wait_for(lambda: acked <= set(delivered_ids()), timeout=60, what="every acknowledged message at the sink")
     ids = delivered_ids()
+    # Queue files are reused for later messages (recycled names): every
+    # message arrives with exactly its own text, nothing of an older one.
+    for m in sink.messages:
+        found = re.search(rb"X-Test-Id: crash-(\d+)", m["data"])
+        if found:
+            tail = f"\r\n\r\nmessage {int(found.group(1))}\r\n".encode()
+            assert m["data"].endswith(tail), m["data"][-200:]
     duplicates = len(ids) - len(set(ids))
     print(f"\ncrash test: {total} acknowledged, {kills} SIGKILLs, {len(set(ids))} delivered, {duplicates} duplicates")
     wait_for(lambda: p.queue_files()["messages"] == [], timeout=30, what="queue to drain")
