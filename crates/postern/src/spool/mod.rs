@@ -494,38 +494,48 @@ impl Spool {
             })
         };
         let qf = self.body_path(id);
+        // Recycling is an optimisation: whatever stands in its way (the file
+        // not writable, no descriptor left, a read error, a second hard
+        // link) leaves the removal as it always was, an unlink.
+        let unlink = || {
+            if fs::metadata(&qf).is_ok_and(|m| m.len() == 0) {
+                // A name made ahead: not a message.
+                return Err(SpoolError::NotFound(id.clone()));
+            }
+            fs::remove_file(&qf).map_err(io_err("remove", &qf))?;
+            envelopes()
+        };
         match OpenOptions::new().read(true).write(true).open(&qf) {
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                // Not ours to write (a file restored as another user): not
-                // recycled; removed as before, which needs only the directory.
-                if fs::metadata(&qf).is_ok_and(|m| m.len() == 0) {
-                    return Err(SpoolError::NotFound(id.clone()));
-                }
-                fs::remove_file(&qf).map_err(io_err("remove", &qf))?;
-                return envelopes();
-            }
             Ok(f) => {
-                let len = f.metadata().map_err(io_err("stat", &qf))?.len();
-                if queuefile::read_trailer(&f).map_err(io_err("read", &qf))?.is_none() {
-                    // A name made ahead or recycled, or a message being
-                    // written: not a message.
+                let Ok(meta) = f.metadata() else { return unlink() };
+                match queuefile::read_trailer(&f) {
+                    Ok(Some(_)) if meta.nlink() == 1 => {
+                        if !self.pool.recycle(&self.dir(FILES), &self.names, &qf, f, meta.len()) {
+                            fs::remove_file(&qf).map_err(io_err("remove", &qf))?;
+                        }
+                        envelopes()
+                    }
+                    Ok(None) if queuefile::is_free(&f).unwrap_or(false) || self.envelope_file(id).is_none() => {
+                        // A name made ahead or recycled, or a message being
+                        // written: not a message.
+                        Err(SpoolError::NotFound(id.clone()))
+                    }
+                    // A damaged acknowledged message (`queue delete`), a
+                    // read error, a linked file: unlinked.
+                    _ => unlink(),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A message queued before format 2: envelope first, then the text.
+                if self.envelope_file(id).is_none() {
                     return Err(SpoolError::NotFound(id.clone()));
                 }
-                if !self.pool.recycle(&self.dir(FILES), &self.names, &qf, f, len) {
-                    fs::remove_file(&qf).map_err(io_err("remove", &qf))?;
-                }
-                return envelopes();
+                envelopes()?;
+                let legacy = self.legacy_body_path(id);
+                gone(fs::remove_file(&legacy), &legacy)
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("open", &qf)(e)),
+            Err(_) => unlink(),
         }
-        // A message queued before format 2: envelope first, then the text.
-        if self.envelope_file(id).is_none() {
-            return Err(SpoolError::NotFound(id.clone()));
-        }
-        envelopes()?;
-        let legacy = self.legacy_body_path(id);
-        gone(fs::remove_file(&legacy), &legacy)
     }
 
     /// Moves a message between `active/` and `hold/`.
@@ -562,5 +572,7 @@ impl Spool {
     }
 }
 
+#[cfg(test)]
+mod recycle_tests;
 #[cfg(test)]
 mod tests;

@@ -55,10 +55,15 @@ impl Trailer {
     /// Parses the last [`TRAILER_LEN`] octets of a file of `file_len`
     /// octets; `None` if they are not a trailer or the lengths do not add up.
     pub(super) fn parse(bytes: &[u8], file_len: u64) -> Option<Trailer> {
-        if bytes.len() != TRAILER_LEN || !bytes.starts_with(MAGIC) || bytes[TRAILER_LEN - 1] != b'\n' {
+        Trailer::parse_as(MAGIC, bytes, file_len)
+    }
+
+    /// [`Trailer::parse`] with another magic ([`FREE_MAGIC`]: a recycled name).
+    fn parse_as(magic: &[u8], bytes: &[u8], file_len: u64) -> Option<Trailer> {
+        if bytes.len() != TRAILER_LEN || !bytes.starts_with(magic) || bytes[TRAILER_LEN - 1] != b'\n' {
             return None;
         }
-        let fields = std::str::from_utf8(&bytes[MAGIC.len()..TRAILER_LEN - 1]).ok()?;
+        let fields = std::str::from_utf8(&bytes[magic.len()..TRAILER_LEN - 1]).ok()?;
         let mut it = fields.split(' ');
         let mut hex = |n: usize| it.next().filter(|f| f.len() == n).and_then(|f| u64::from_str_radix(f, 16).ok());
         let t = Trailer {
@@ -90,14 +95,17 @@ pub(super) fn read_trailer(f: &File) -> io::Result<Option<Trailer>> {
 }
 
 /// Is this open file a recycled name (its trailer marked [`FREE_MAGIC`])?
+/// The whole trailer is checked (fields, lengths adding up to the file's
+/// size), not only the magic: a damaged message whose octets at that place
+/// happen to read `#FREE` must not pass for a recycled name.
 pub(super) fn is_free(f: &File) -> io::Result<bool> {
     let len = f.metadata()?.len();
     if len < TRAILER_LEN as u64 {
         return Ok(false);
     }
-    let mut buf = [0u8; FREE_MAGIC.len()];
+    let mut buf = [0u8; TRAILER_LEN];
     f.read_exact_at(&mut buf, len - TRAILER_LEN as u64)?;
-    Ok(buf == FREE_MAGIC)
+    Ok(Trailer::parse_as(FREE_MAGIC, &buf, len).is_some())
 }
 
 /// Marks the complete queue file `f` of `len` octets free: its trailer's

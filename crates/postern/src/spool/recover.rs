@@ -170,7 +170,10 @@ impl Spool {
                         removed += 1;
                     }
                 }
-                (Ok(Some(t)), _) if !env_files.contains_key(id) && recycled_before_crash(&path, &f, &t, id) => {
+                // With or without an envelope file: another id's text is
+                // never this id's message (an envelope file can be there
+                // when a commit that writes one first was cut short).
+                (Ok(Some(t)), _) if recycled_before_crash(&path, &f, &t, id) => {
                     if fs::remove_file(&path).is_ok() {
                         removed += 1;
                     }
