@@ -254,24 +254,20 @@ pub fn sign(keys: &KeySet, text: &[u8], envelope_sender: &str) -> Result<Option<
 }
 
 /// Signs a spool draft in place: its text is read back, and the
-/// signatures are written in front of it (a draft rewrite: nothing is
-/// durable until the commit). `Ok(labels)` as for the mail log's `dkim=`;
+/// signatures are written in front of it, in the same file
+/// ([`Draft::replace`]: nothing is durable until the commit, and the
+/// commit still costs one flush). `Ok(labels)` as for the mail log's `dkim=`;
 /// `Ok(None)`: no key for the domain. `Err`: why not (the caller refuses
 /// with a temporary error).
 pub fn sign_draft(keys: &KeySet, draft: &mut Draft, envelope_sender: &str) -> Result<Option<String>, String> {
-    use std::io::{Read, Write};
+    use std::io::Read;
     if keys.is_empty() {
         return Ok(None);
     }
     let mut text = Vec::with_capacity(usize::try_from(draft.written()).unwrap_or(0));
     draft.reader().map_err(|e| e.to_string())?.read_to_end(&mut text).map_err(|e| e.to_string())?;
     let Some(signed) = sign(keys, &text, envelope_sender).map_err(|e| e.to_string())? else { return Ok(None) };
-    draft
-        .rewrite(|w: &mut dyn Write| {
-            w.write_all(signed.header.as_bytes())?;
-            w.write_all(&text)
-        })
-        .map_err(|e| e.to_string())?;
+    draft.replace(&[signed.header.as_bytes(), &text]).map_err(|e| e.to_string())?;
     Ok(Some(signed.labels.join(",")))
 }
 

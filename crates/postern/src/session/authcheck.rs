@@ -136,10 +136,8 @@ impl<S: Socket> Session<S> {
         let ours = cfg.authserv_id.as_deref().unwrap_or(&s.hostname);
         let body = verify::strip_forged(&text, ours);
         let body = body.as_deref().unwrap_or(&text);
-        if let Err(e) = draft.rewrite(|w| {
-            w.write_all(header.as_bytes())?;
-            w.write_all(body)
-        }) {
+        // In the same file (one flush at the commit, as without the header).
+        if let Err(e) = draft.replace(&[header.as_bytes(), body]) {
             tracing::warn!("mail_auth: {e}");
             return AuthStep::Refuse(codes::local_error(), AuthLog::new(e.to_string()));
         }

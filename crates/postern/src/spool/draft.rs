@@ -6,7 +6,7 @@
 //! milter's rewrite is written.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
@@ -80,6 +80,49 @@ impl Draft {
             }
         }
         File::open(&path).map_err(io_err("read", &path))
+    }
+
+    /// Replaces the text with `parts`, one after the other, in the same
+    /// file: no new name, so the commit still costs only the file's own
+    /// flush (a rewrite's new name costs a directory fsync too). For callers
+    /// that hold the whole new text in memory: DKIM signing, the
+    /// verification header. A failure leaves the text half replaced, so the
+    /// draft's commit fails with it (its callers refuse the message anyway).
+    pub fn replace(&mut self, parts: &[&[u8]]) -> Result<(), SpoolError> {
+        let path = self.path.clone();
+        if let Some(e) = self.error.take() {
+            return Err(SpoolError::Io { what: "write", path, source: e });
+        }
+        let Some(out) = self.out.as_mut() else {
+            return Err(SpoolError::Io { what: "write", path, source: io::Error::other("draft already closed") });
+        };
+        let old_len = self.written.max(self.stale);
+        let result = (|| -> io::Result<(u64, crc32fast::Hasher)> {
+            out.seek(SeekFrom::Start(0))?; // flushes what is buffered first
+            let (mut n, mut crc) = (0u64, crc32fast::Hasher::new());
+            for p in parts {
+                out.write_all(p)?;
+                crc.update(p);
+                n += p.len() as u64;
+            }
+            out.flush()?;
+            if old_len > n {
+                out.get_ref().set_len(n)?;
+            }
+            Ok((n, crc))
+        })();
+        match result {
+            Ok((n, crc)) => {
+                self.written = n;
+                self.crc = crc;
+                self.stale = 0;
+                Ok(())
+            }
+            Err(e) => {
+                self.error = Some(io::Error::new(e.kind(), format!("text half replaced: {e}")));
+                Err(SpoolError::Io { what: "rewrite", path, source: e })
+            }
+        }
     }
 
     /// Replaces the text with what `fill` writes (a milter changed headers or

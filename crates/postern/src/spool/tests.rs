@@ -431,3 +431,34 @@ fn recovery_keeps_the_envelope_of_a_damaged_acknowledged_message() {
     assert!(!spool.body_path(&name).exists(), "an unused name is removed");
     assert!(!corrupt.join(name.as_str()).exists());
 }
+
+/// `Draft::replace` (DKIM signing, the verification header) writes the new
+/// text into the same file: exactly the new octets whether longer or
+/// shorter, and the commit needs no directory fsync (one flush per
+/// message), unlike a rewrite's new name.
+#[test]
+fn replacing_the_text_keeps_the_name_and_one_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    spool.start_name_pool();
+    wait_for_pool(&spool);
+    for (first, parts) in [
+        (&b"Subject: a\r\n\r\nbody\r\n"[..], vec![&b"DKIM-Signature: v=1\r\n"[..], &b"Subject: a\r\n\r\nbody\r\n"[..]]),
+        (&b"Subject: a long one\r\n\r\nbody body body body\r\n"[..], vec![&b"Subject: b\r\n\r\nb\r\n"[..]]),
+    ] {
+        let mut d = spool.draft().unwrap();
+        d.write(first);
+        let mut back = Vec::new();
+        io::Read::read_to_end(&mut d.reader().unwrap(), &mut back).unwrap();
+        assert_eq!(back, first);
+        d.replace(&parts).unwrap();
+        let id = d.id.clone();
+        let path = d.path.clone();
+        let mut e = env(&id);
+        e.size = d.written();
+        spool.commit(d, &e).unwrap();
+        assert_eq!(spool.read_body(&id).unwrap(), parts.concat());
+        assert!(path.exists());
+    }
+    assert_eq!(spool.group.state.lock().unwrap().requested, 0, "a directory fsync was asked for");
+}
