@@ -96,8 +96,7 @@ impl NamePool {
         }
         let got = lock(&self.ready).pop_front();
         if let Some((_, _, stale)) = &got {
-            let mut bytes = lock(&self.recycled_bytes);
-            *bytes = bytes.saturating_sub(*stale);
+            self.release(*stale);
         }
         self.refill_if_low(messages.to_path_buf(), names_lock.clone());
         got
@@ -123,8 +122,7 @@ impl NamePool {
             rename_to_new_id(old, messages)
         });
         let Ok(id) = renamed else {
-            let mut bytes = lock(&self.recycled_bytes);
-            *bytes = bytes.saturating_sub(len);
+            self.release(len);
             return false;
         };
         let mut recycled = lock(&self.recycled);
@@ -132,12 +130,17 @@ impl NamePool {
             // Stopped meanwhile: `stop` will not see this one.
             drop(recycled);
             let _ = std::fs::remove_file(messages.join(id.as_str()));
-            let mut bytes = lock(&self.recycled_bytes);
-            *bytes = bytes.saturating_sub(len);
+            self.release(len);
             return true;
         }
         recycled.push((id, file, len));
         true
+    }
+
+    /// `n` octets of recycled files are no longer kept by the pool.
+    fn release(&self, n: u64) {
+        let mut bytes = lock(&self.recycled_bytes);
+        *bytes = bytes.saturating_sub(n);
     }
 
     /// Names ready now (tests).
@@ -212,10 +215,7 @@ impl NamePool {
             }
         };
         if !published {
-            let stale: u64 = batch.iter().map(|n| n.2).sum();
-            let mut bytes = lock(&self.recycled_bytes);
-            *bytes = bytes.saturating_sub(stale);
-            drop(bytes);
+            self.release(batch.iter().map(|n| n.2).sum());
             for (id, _, _) in batch {
                 let _ = std::fs::remove_file(messages.join(id.as_str()));
             }

@@ -120,12 +120,18 @@ pub(super) fn mark_free(f: &File, len: u64) -> io::Result<()> {
 pub(super) fn read_embedded(path: &Path) -> Result<Option<Envelope>, SpoolError> {
     let f = File::open(path).map_err(io_err("read", path))?;
     let Some(t) = read_trailer(&f).map_err(io_err("read", path))? else { return Ok(None) };
+    embedded_in(&f, path, &t).map(Some)
+}
+
+/// The envelope of the open, complete queue file `f` (trailer `t`),
+/// checked against its CRC (a mismatch is `Corrupt`).
+pub(super) fn embedded_in(f: &File, path: &Path, t: &Trailer) -> Result<Envelope, SpoolError> {
     let mut env = vec![0u8; t.env_len as usize];
     f.read_exact_at(&mut env, t.text_len).map_err(io_err("read", path))?;
     if crc32fast::hash(&env) != t.env_crc {
         return Err(SpoolError::Corrupt { path: path.to_path_buf(), message: "envelope checksum mismatch".into() });
     }
-    parse_envelope(path, &env).map(Some)
+    parse_envelope(path, &env)
 }
 
 /// The text of a whole queue file read into `bytes` (cut to the text in

@@ -214,9 +214,5 @@ impl Spool {
 /// written under its own id, so this is never one to deliver. An envelope
 /// that cannot be read is not judged here (the listing reports it).
 fn recycled_before_crash(path: &std::path::Path, f: &fs::File, t: &queuefile::Trailer, id: &QueueId) -> bool {
-    let mut raw = vec![0u8; t.env_len as usize];
-    if std::os::unix::fs::FileExt::read_exact_at(f, &mut raw, t.text_len).is_err() || crc32fast::hash(&raw) != t.env_crc {
-        return false;
-    }
-    parse_envelope(path, &raw).is_ok_and(|e| e.id != *id)
+    queuefile::embedded_in(f, path, t).is_ok_and(|e| e.id != *id)
 }

@@ -3,7 +3,7 @@
 //!
 //! May touch: temporary directories. No RFCs.
 
-use super::tests::{commit_one, env, wait_for_pool, FILES_DIR};
+use super::tests::{commit_one, env, pooled_spool, FILES_DIR};
 use super::*;
 
 /// Takes drafts from the pool (dropping the fresh ones) until one is a
@@ -26,10 +26,7 @@ fn recycled_draft(spool: &Spool) -> Draft {
 /// it holds exactly its own octets.
 #[test]
 fn finished_messages_files_are_recycled_as_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    spool.start_name_pool();
-    wait_for_pool(&spool);
+    let (dir, spool) = pooled_spool();
     let long = vec![b'x'; 10_000];
     for (i, next) in [b"short\r\n".to_vec(), vec![b'y'; 20_000], b"read back\r\n".to_vec()].into_iter().enumerate() {
         let old = commit_one(&spool, &long);
@@ -81,10 +78,7 @@ fn free_names(spool: &Spool) -> usize {
 /// whose envelope names another id); messages stay.
 #[test]
 fn recovery_removes_recycled_names() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    spool.start_name_pool();
-    wait_for_pool(&spool);
+    let (dir, spool) = pooled_spool();
     let kept = commit_one(&spool, b"kept\r\n");
     let done = commit_one(&spool, b"delivered\r\n");
     // The free mark lost: the old file under a new name, trailer intact.
@@ -151,10 +145,7 @@ fn only_a_whole_free_trailer_is_a_recycled_name() {
 /// being written is not a message.
 #[test]
 fn remove_recycles_only_what_is_safe() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    spool.start_name_pool();
-    wait_for_pool(&spool);
+    let (dir, spool) = pooled_spool();
     // Damaged, acknowledged (an envelope file): deleted by the operator.
     let damaged = commit_one(&spool, b"damaged\r\n");
     spool.update(&env(&damaged), Place::Active).unwrap();

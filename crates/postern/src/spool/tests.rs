@@ -165,6 +165,15 @@ pub(super) fn wait_for_pool(spool: &Spool) {
     panic!("the name pool made no names");
 }
 
+/// A spool in a temporary directory with its name pool running (as the daemon's).
+pub(super) fn pooled_spool() -> (tempfile::TempDir, Spool) {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    spool.start_name_pool();
+    wait_for_pool(&spool);
+    (dir, spool)
+}
+
 pub(super) fn commit_one(spool: &Spool, text: &[u8]) -> QueueId {
     let mut d = spool.draft().unwrap();
     d.write(text);
@@ -180,10 +189,7 @@ pub(super) fn commit_one(spool: &Spool, text: &[u8]) -> QueueId {
 /// made ahead are neither listed nor kept by recovery.
 #[test]
 fn pooled_names_commit_with_one_flush_and_are_not_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    spool.start_name_pool();
-    wait_for_pool(&spool);
+    let (dir, spool) = pooled_spool();
     let ids: Vec<_> = (0..10).map(|i| commit_one(&spool, format!("text {i}\r\n").as_bytes())).collect();
     assert_eq!(spool.group.state.lock().unwrap().requested, 0, "a directory fsync was asked for");
     for (i, id) in ids.iter().enumerate() {
@@ -438,10 +444,7 @@ fn recovery_keeps_the_envelope_of_a_damaged_acknowledged_message() {
 /// message), unlike a rewrite's new name.
 #[test]
 fn replacing_the_text_keeps_the_name_and_one_flush() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::open(dir.path()).unwrap();
-    spool.start_name_pool();
-    wait_for_pool(&spool);
+    let (_dir, spool) = pooled_spool();
     for (first, parts) in [
         (&b"Subject: a\r\n\r\nbody\r\n"[..], vec![&b"DKIM-Signature: v=1\r\n"[..], &b"Subject: a\r\n\r\nbody\r\n"[..]]),
         (&b"Subject: a long one\r\n\r\nbody body body body\r\n"[..], vec![&b"Subject: b\r\n\r\nb\r\n"[..]]),
